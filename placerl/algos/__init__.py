@@ -1,0 +1,1 @@
+"""Algorithm math (pure tensors) and one module per algorithm."""

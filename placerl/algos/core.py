@@ -1,0 +1,306 @@
+"""Core RLHF math: masked statistics, advantages, KL estimators, policy and value losses.
+
+Every function is pure (tensors in, tensors out) and placement-blind. Per-token tensors are
+(B, R) over the response (see ``placerl.types``); masks are (B, R) with 1 on real tokens.
+Padding is never *read*: masked positions go through ``torch.where`` (not ``x * mask``), so a
+NaN or inf in padding cannot leak into a result, and per-token outputs are 0 on padding.
+
+Departures from the papers are stated where they happen; stats dicts hold detached 0-d
+tensors (call ``float()`` when logging, so a GPU sync happens only there).
+"""
+
+from __future__ import annotations
+
+import torch
+
+# --------------------------------------------------------------------------- masked stats
+
+
+def _where(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """x on valid positions, 0 elsewhere, without reading x where mask is 0 (NaN-safe)."""
+    return torch.where(mask.bool(), x, x.new_zeros(()))
+
+
+def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Sum of x over positions where mask is 1; over everything, or along ``dim``."""
+    x = _where(mask, x)
+    return x.sum() if dim is None else x.sum(dim)
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of x over valid positions. An empty mask gives 0, not NaN (count clamped to 1)."""
+    count = mask.to(x.dtype).expand_as(x)
+    count = count.sum() if dim is None else count.sum(dim)
+    return masked_sum(x, mask, dim) / count.clamp(min=1.0)
+
+
+def masked_var(x: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance of x over all valid positions (a scalar).
+
+    ``unbiased`` applies Bessel's n/(n-1); with a single valid element it returns the biased
+    value (0) instead of dividing by zero.
+    """
+    mean = masked_mean(x, mask)
+    var = masked_mean((x - mean) ** 2, mask)
+    if unbiased:
+        n = mask.to(x.dtype).expand_as(x).sum()
+        var = var * n / (n - 1).clamp(min=1.0)  # n <= 1: var is 0 anyway
+    return var
+
+
+def masked_whiten(
+    x: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """(x - mean) / std over valid tokens of the whole batch; 0 on padding.
+
+    PPO implementations whiten advantages per batch (Schulman et al. 2017's baselines; TRL and
+    veRL ``masked_whiten``). ``shift_mean=False`` keeps the mean and only rescales, which is
+    what one wants for rewards whose sign matters.
+    """
+    mean = masked_mean(x, mask)
+    white = (x - mean) * torch.rsqrt(masked_var(x, mask) + eps)
+    if not shift_mean:
+        white = white + mean
+    return _where(mask, white)
+
+
+# ----------------------------------------------------------------------------- advantages
+
+
+def compute_gae(
+    token_rewards: torch.Tensor,  # (B, R)
+    values: torch.Tensor,  # (B, R) V(s_t)
+    mask: torch.Tensor,  # (B, R)
+    gamma: float,
+    lam: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Generalized Advantage Estimation (Schulman et al. 2016, eq. 16); returns (adv, returns).
+
+    δ_t = r_t + γ V(s_{t+1}) − V(s_t),  A_t = δ_t + γλ A_{t+1},  returns_t = A_t + V(s_t).
+
+    The episode ends at each row's last valid token: V after it is 0. Masked positions are
+    *skipped* — the running A and next-V are carried through them unchanged — so right padding
+    (rows of different lengths) and interior masked tokens (e.g. tool output in multi-turn, as
+    in veRL) are both handled. Vectorized over B, a reverse loop over R. Outputs are 0 on padding.
+    """
+    valid = mask.bool()
+    next_value = values.new_zeros(values.shape[0])  # (B,)
+    next_adv = values.new_zeros(values.shape[0])  # (B,)
+    reversed_adv = []
+    for t in reversed(range(values.shape[1])):
+        v_t = _where(valid[:, t], values[:, t])
+        delta = _where(valid[:, t], token_rewards[:, t]) + gamma * next_value - v_t
+        adv_t = delta + gamma * lam * next_adv
+        next_adv = torch.where(valid[:, t], adv_t, next_adv)
+        next_value = torch.where(valid[:, t], v_t, next_value)
+        reversed_adv.append(_where(valid[:, t], adv_t))
+    advantages = torch.stack(reversed_adv[::-1], dim=1)  # (B, R)
+    returns = _where(valid, advantages + _where(valid, values))
+    return advantages, returns
+
+
+def _grouped(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """(N,) -> (N / group_size, group_size); groups are consecutive blocks."""
+    if group_size < 2 or scores.numel() % group_size != 0:
+        raise ValueError(
+            f"group_size must be >= 2 and divide the number of samples; got group_size="
+            f"{group_size} for {scores.numel()} samples"
+        )
+    return scores.view(-1, group_size)
+
+
+def grpo_advantages(
+    scores: torch.Tensor, group_size: int, scale_by_std: bool = True, eps: float = 1e-6
+) -> torch.Tensor:
+    """Group-relative advantages (Shao et al. 2024, DeepSeekMath §4.1.2); (N,) -> (N,).
+
+    A_i = (r_i − mean(group)) / (std(group) + eps), with samples laid out group after group.
+    std is the *unbiased* (n−1) one, as DeepSeekMath's code, TRL (``scale_rewards="group"``)
+    and veRL compute it with ``torch.std``. ``scale_by_std=False`` is Dr. GRPO (Liu et al.
+    2025), which drops the std to avoid up-weighting near-unanimous groups.
+    """
+    groups = _grouped(scores, group_size)  # (G, K)
+    adv = groups - groups.mean(dim=1, keepdim=True)
+    if scale_by_std:
+        adv = adv / (groups.std(dim=1, keepdim=True) + eps)
+    return adv.reshape(-1)
+
+
+def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
+    """REINFORCE leave-one-out (Ahmadian et al. 2024, eq. 6); (N,) -> (N,).
+
+    A_i = r_i − (1/(k−1)) Σ_{j≠i} r_j: each sample's baseline is the mean of the *other*
+    samples of its prompt, so the baseline is independent of the sample and the estimate stays
+    unbiased. Equals k/(k−1)·(r_i − mean).
+    """
+    groups = _grouped(scores, group_size)  # (G, K)
+    others = (groups.sum(dim=1, keepdim=True) - groups) / (group_size - 1)
+    return (groups - others).reshape(-1)
+
+
+def expand_to_tokens(seq_adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Broadcast one value per sequence (B,) to every valid token (B, R); 0 on padding."""
+    return _where(mask, seq_adv.unsqueeze(-1).expand(mask.shape))
+
+
+# ------------------------------------------------------------------------------------- KL
+
+KL_KINDS = ("k1", "k2", "k3", "abs")
+
+
+def kl_estimate(
+    log_probs: torch.Tensor,  # (B, R) log π of the sampled tokens (the sampler)
+    ref_log_probs: torch.Tensor,  # (B, R) log π_ref
+    kind: str,
+    mask: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Per-token estimate of KL(π ‖ π_ref) from tokens sampled from π; (B, R).
+
+    From Schulman, "Approximating KL Divergence" (2020), with d = log π − log π_ref:
+      k1 = d (unbiased, high variance, can be negative); k2 = ½ d² (biased, low variance);
+      k3 = exp(−d) + d − 1 (unbiased, ≥ 0, low variance; GRPO's KL term); abs = |d|.
+    Zero on padding when ``mask`` is given.
+    """
+    d = log_probs - ref_log_probs
+    if kind == "k1":
+        kl = d
+    elif kind == "k2":
+        kl = 0.5 * d.square()
+    elif kind == "k3":
+        kl = torch.exp(-d) + d - 1.0
+    elif kind == "abs":
+        kl = d.abs()
+    else:
+        raise ValueError(f"unknown KL estimator kind={kind!r}; expected one of {KL_KINDS}")
+    return kl if mask is None else _where(mask, kl)
+
+
+def token_rewards_from_scores(
+    scores: torch.Tensor,  # (B,)
+    mask: torch.Tensor,  # (B, R)
+    kl: torch.Tensor | None,  # (B, R) per-token KL to the reference, or None
+    kl_coef: float,
+) -> torch.Tensor:
+    """Per-token rewards: −β·KL_t at every valid token, plus the score at the last one; (B, R).
+
+    The KL-shaped reward of Ziegler et al. 2019 (eq. 2) and InstructGPT (Ouyang et al. 2022):
+    the reward model scores the whole response, so its score lands on the final token.
+    Rows with no valid token get nothing.
+    """
+    valid = mask.bool()
+    rewards = torch.zeros(mask.shape, dtype=scores.dtype, device=scores.device)
+    if kl is not None:
+        rewards = _where(valid, -kl_coef * kl.to(scores.dtype))
+    positions = torch.arange(mask.shape[1], device=mask.device)  # (R,)
+    last = torch.where(valid, positions, -1).max(dim=1).values  # (B,) -1 when empty
+    score_at_last = torch.where(last >= 0, scores, scores.new_zeros(()))  # (B,)
+    return rewards.scatter_add(1, last.clamp(min=0).unsqueeze(1), score_at_last.unsqueeze(1))
+
+
+# ----------------------------------------------------------------------------- aggregation
+
+AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+
+
+def aggregate_loss(
+    loss_mat: torch.Tensor, mask: torch.Tensor, mode: str, norm: float | None = None
+) -> torch.Tensor:
+    """Reduce a per-token loss (B, R) to a scalar.
+
+    - "token-mean": Σ valid / #valid. Every token weighs the same, so long responses are not
+      diluted; the default of DAPO (Yu et al. 2025) and of PPO for RLHF.
+    - "seq-mean-token-mean": mean per sequence, then over sequences (original GRPO, eq. 3).
+      Every sequence weighs the same, which favours short correct / long wrong answers.
+    - "seq-mean-token-sum": token sum per sequence, mean over sequences: a per-sequence
+      log-likelihood objective (REINFORCE-style); scale grows with length.
+    - "seq-mean-token-sum-norm": Dr. GRPO (Liu et al. 2025): token sum divided by a *constant*
+      ``norm`` (default R, the generation budget), then mean over sequences — unbiased in
+      length. (Older veRL summed over sequences instead of averaging: a factor B larger.)
+    Sequences with no valid token are left out of the seq-means.
+    """
+    if mode == "token-mean":
+        return masked_mean(loss_mat, mask)
+    row_has = mask.bool().any(dim=1)  # (B,)
+    if mode == "seq-mean-token-mean":
+        per_seq = masked_mean(loss_mat, mask, dim=1)
+    elif mode == "seq-mean-token-sum":
+        per_seq = masked_sum(loss_mat, mask, dim=1)
+    elif mode == "seq-mean-token-sum-norm":
+        per_seq = masked_sum(loss_mat, mask, dim=1) / (norm or mask.shape[1])
+    else:
+        raise ValueError(f"unknown loss aggregation mode={mode!r}; expected one of {AGG_MODES}")
+    return masked_mean(per_seq, row_has)
+
+
+# ---------------------------------------------------------------------------------- losses
+
+
+def policy_loss_clipped(
+    log_probs: torch.Tensor,  # (B, R) log π_θ, with grad
+    old_log_probs: torch.Tensor,  # (B, R) log π_old at sampling time
+    advantages: torch.Tensor,  # (B, R)
+    mask: torch.Tensor,  # (B, R)
+    clip_low: float = 0.2,
+    clip_high: float = 0.2,
+    agg: str = "token-mean",
+    ratio_cap: float | None = None,
+    is_weights: torch.Tensor | None = None,  # (B, R) truncated importance weights
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """PPO clipped surrogate (Schulman et al. 2017, eq. 7), negated to be minimized.
+
+    ρ = π_θ/π_old;  loss_t = max(−A ρ, −A clip(ρ, 1−clip_low, 1+clip_high)).
+    Asymmetric bounds are DAPO's clip-higher (Yu et al. 2025). ``ratio_cap`` = c > 1 enables
+    dual-clip (Ye et al. 2020): for A < 0 the loss is also capped at −A·c, so a huge ratio on a
+    bad token cannot blow up. ``is_weights`` (detached) multiply the per-token loss, for
+    off-policy correction of stale samples (truncated IS, e.g. Espeholt et al. 2018).
+
+    Stats: clip_frac (valid tokens where the clipped branch is active, i.e. no gradient),
+    dual_clip_frac (with ``ratio_cap``), approx_kl (k3 estimate of KL(π_old ‖ π_θ): the samples
+    come from π_old), ratio_mean.
+    """
+    valid = mask.bool()
+    log_ratio = _where(valid, log_probs - old_log_probs)  # 0 on padding -> ratio 1
+    ratio = torch.exp(log_ratio)
+    adv = _where(valid, advantages)
+    unclipped = -adv * ratio
+    clipped = -adv * torch.clamp(ratio, 1.0 - clip_low, 1.0 + clip_high)
+    loss_mat = torch.maximum(unclipped, clipped)
+    stats = {"clip_frac": masked_mean((clipped > unclipped).to(ratio.dtype), valid)}
+    if ratio_cap is not None:
+        capped = -adv * ratio_cap
+        dual = (adv < 0) & (loss_mat > capped)
+        loss_mat = torch.where(dual, capped, loss_mat)
+        stats["dual_clip_frac"] = masked_mean(dual.to(ratio.dtype), valid)
+    if is_weights is not None:
+        loss_mat = loss_mat * is_weights.detach()
+    loss = aggregate_loss(loss_mat, valid, agg)
+    with torch.no_grad():
+        stats["approx_kl"] = masked_mean(kl_estimate(old_log_probs, log_probs, "k3"), valid)
+        stats["ratio_mean"] = masked_mean(ratio, valid)
+    return loss, {k: v.detach() for k, v in stats.items()}
+
+
+def value_loss_clipped(
+    values: torch.Tensor,  # (B, R) V_φ, with grad
+    old_values: torch.Tensor,  # (B, R) V before the update
+    returns: torch.Tensor,  # (B, R) targets
+    mask: torch.Tensor,  # (B, R)
+    clip: float | None = 0.2,
+    agg: str = "token-mean",
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Clipped value loss: ½·max((V − R)², (clip(V, V_old ± c) − R)²).
+
+    From OpenAI baselines' PPO2 (also TRL, veRL): the value may not move more than ``clip``
+    from its old estimate unless that lowers the loss. ``clip=None`` gives plain ½(V − R)².
+    Stats: vf_clip_frac (valid tokens where the clipped term is the larger one).
+    """
+    valid = mask.bool()
+    err = (values - returns).square()
+    if clip is None:
+        loss_mat, vf_clipped = err, torch.zeros_like(valid)
+    else:
+        v_clip = old_values + torch.clamp(values - old_values, -clip, clip)
+        err_clip = (v_clip - returns).square()
+        loss_mat, vf_clipped = torch.maximum(err, err_clip), err_clip > err
+    loss = 0.5 * aggregate_loss(loss_mat, valid, agg)
+    return loss, {"vf_clip_frac": masked_mean(vf_clipped.to(values.dtype), valid).detach()}

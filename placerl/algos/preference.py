@@ -1,0 +1,86 @@
+"""Offline preference losses of the DPO family, on per-sequence log-probabilities.
+
+Inputs are (B,) sums of token log-probs of the chosen (preferred) and rejected responses under
+the policy and the frozen reference. With h = log π − log π_ref (the implicit reward / β) and
+
+    logits = h_chosen − h_rejected = (π_c − ref_c) − (π_r − ref_r),
+
+the losses follow TRL's ``DPOTrainer`` conventions (``loss_type`` sigmoid / hinge / ipo):
+
+- sigmoid (DPO, Rafailov et al. 2023, eq. 7; conservative label smoothing ε of Mitchell 2023):
+      −(1 − ε)·log σ(β·logits) − ε·log σ(−β·logits)
+- hinge (SLiC-HF, Zhao et al. 2023, eq. 3 with δ = 1 and the reference ratio as in TRL):
+      relu(1 − β·logits)
+- ipo (Azar et al. 2023, eq. 17):
+      (logits − 1/(2β))²
+  The IPO paper (and TRL) use *length-averaged* log-probs for IPO: pass
+  ``sequence_log_probs(..., average=True)``. This module sums or averages as told.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+PREFERENCE_KINDS = ("sigmoid", "hinge", "ipo")
+
+
+def sequence_log_probs(
+    token_log_probs: torch.Tensor,  # (B, T)
+    mask: torch.Tensor,  # (B, T)
+    average: bool = False,
+) -> torch.Tensor:
+    """Log-probability of each whole response: Σ_t log p(y_t | ·) over valid tokens; (B,).
+
+    ``average=True`` divides by the number of valid tokens (IPO's length normalization).
+    Padding is not read (``torch.where``, not multiplication).
+    """
+    valid = mask.bool()
+    total = torch.where(valid, token_log_probs, token_log_probs.new_zeros(())).sum(-1)
+    if average:
+        total = total / valid.sum(-1).clamp(min=1).to(total.dtype)
+    return total
+
+
+def preference_loss(
+    policy_chosen: torch.Tensor,  # (B,) log π(y_c | x)
+    policy_rejected: torch.Tensor,  # (B,) log π(y_r | x)
+    ref_chosen: torch.Tensor,  # (B,) log π_ref(y_c | x)
+    ref_rejected: torch.Tensor,  # (B,) log π_ref(y_r | x)
+    *,
+    kind: str,
+    beta: float,
+    label_smoothing: float = 0.0,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Mean preference loss over the batch, and stats (see the module docstring for formulas).
+
+    Stats (detached, batch means): rewards_chosen = β·(π_c − ref_c), rewards_rejected =
+    β·(π_r − ref_r), reward_accuracy = fraction with rewards_chosen > rewards_rejected, margin =
+    rewards_chosen − rewards_rejected. ``label_smoothing`` only exists for "sigmoid".
+    """
+    if kind != "sigmoid" and label_smoothing != 0.0:
+        raise ValueError(f"label_smoothing={label_smoothing} is only defined for kind='sigmoid'")
+    h_chosen = policy_chosen - ref_chosen  # (B,)
+    h_rejected = policy_rejected - ref_rejected  # (B,)
+    logits = h_chosen - h_rejected  # (B,)
+    if kind == "sigmoid":
+        losses = -(1.0 - label_smoothing) * F.logsigmoid(beta * logits)
+        losses = losses - label_smoothing * F.logsigmoid(-beta * logits)
+    elif kind == "hinge":
+        losses = torch.relu(1.0 - beta * logits)
+    elif kind == "ipo":
+        losses = (logits - 1.0 / (2.0 * beta)).square()
+    else:
+        raise ValueError(
+            f"unknown preference loss kind={kind!r}; expected one of {PREFERENCE_KINDS}"
+        )
+    with torch.no_grad():
+        rewards_chosen = beta * h_chosen
+        rewards_rejected = beta * h_rejected
+        stats = {
+            "rewards_chosen": rewards_chosen.mean(),
+            "rewards_rejected": rewards_rejected.mean(),
+            "reward_accuracy": (rewards_chosen > rewards_rejected).to(logits.dtype).mean(),
+            "margin": (rewards_chosen - rewards_rejected).mean(),
+        }
+    return losses.mean(), stats

@@ -1,0 +1,1 @@
+"""Local datasets: loading, validation, tokenization, collation."""

@@ -1,0 +1,198 @@
+"""Tokenization and padding: text in, padded int64 tensors out.
+
+Prompt and response are tokenized separately and concatenated, so the boundary between them
+is exact (a joint tokenization could merge across it and blur which tokens are trained on).
+No special tokens are added by the tokenizer; BOS is prepended here when asked and when the
+tokenizer has one (and the text does not already start with it, as chat templates often
+write it), and EOS is appended to responses so the model learns to stop.
+
+Prompts are never truncated silently: a prompt too long for ``max_len`` is a ``UserError``
+naming its row. A response that does not fit is cut, and the batch reports how many were.
+Layouts: prompts alone are LEFT-padded (generation appends on the right); training sequences
+``[prompt | response]`` are RIGHT-padded, with masks aligned to ``input_ids``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+
+from placerl.errors import UserError
+
+IGNORE_INDEX = -100  # label of tokens that do not count in the loss (HF convention)
+
+
+def encode_prompts(
+    tokenizer,
+    prompts: Sequence[str],
+    max_len: int,
+    add_bos: bool = True,
+    rows: Sequence[int] | None = None,
+) -> list[list[int]]:
+    """Token ids of each prompt; ``rows`` are the dataset indices used in error messages."""
+    encoded = [_with_bos(ids, tokenizer, add_bos) for ids in _encode(tokenizer, prompts)]
+    for index, ids in enumerate(encoded):
+        if len(ids) > max_len:
+            raise _too_long(ids, max_len, _name(rows, index), room="")
+    return encoded
+
+
+def left_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (B, P) int64, real tokens flush right: the layout for generation."""
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+def right_pad(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ids, mask), both (B, T) int64, real tokens flush left: the layout for training."""
+    width = max((len(s) for s in seqs), default=0)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        if seq:
+            ids[row, : len(seq)] = torch.tensor(seq, dtype=torch.long)
+            mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+def sft_batch(
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    max_len: int,
+    eos: bool = True,
+    add_bos: bool = True,
+    rows: Sequence[int] | None = None,
+) -> dict[str, torch.Tensor | int]:
+    """Right-padded ``[prompt | completion]`` with ``labels`` = -100 on prompt and padding.
+
+    Returns ``input_ids``, ``attention_mask``, ``labels`` (B, T) int64, aligned with each
+    other (the model shifts labels itself), and ``num_truncated``: completions cut short."""
+    prompts, (completions,) = _encode_examples(
+        tokenizer, [p for p, _ in pairs], [[c for _, c in pairs]], max_len, eos, add_bos, rows
+    )
+    sequences, labels, truncated = [], [], 0
+    for prompt, completion in zip(prompts, completions, strict=True):
+        kept = completion[: max_len - len(prompt)]
+        truncated += len(kept) < len(completion)
+        sequences.append(prompt + kept)
+        labels.append([IGNORE_INDEX] * len(prompt) + kept)
+    input_ids, attention_mask = right_pad(sequences, pad_token_id(tokenizer))
+    label_ids, _ = right_pad(labels, IGNORE_INDEX)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "labels": label_ids,
+        "num_truncated": truncated,
+    }
+
+
+def preference_batch(
+    tokenizer,
+    triples: Sequence[tuple[str, str, str]],
+    max_len: int,
+    eos: bool = True,
+    add_bos: bool = True,
+    rows: Sequence[int] | None = None,
+) -> dict[str, torch.Tensor | int]:
+    """Chosen then rejected along the batch: rows [0, B) are ``[prompt | chosen]``, rows
+    [B, 2B) ``[prompt | rejected]``, so one forward pass scores both sides.
+
+    Returns ``input_ids``, ``attention_mask``, ``loss_mask`` (2B, T) int64, right-padded;
+    ``loss_mask`` is 1 where ``input_ids`` is a response token (shift it by one to line it up
+    with next-token log-probs). ``num_truncated``: pairs with either response cut short."""
+    responses = [[c for _, c, _ in triples], [r for _, _, r in triples]]
+    prompts, (chosen, rejected) = _encode_examples(
+        tokenizer, [p for p, _, _ in triples], responses, max_len, eos, add_bos, rows
+    )
+    sequences, masks = [], []
+    cut = [False] * len(prompts)
+    for responses in (chosen, rejected):
+        for index, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
+            kept = response[: max_len - len(prompt)]
+            cut[index] |= len(kept) < len(response)
+            sequences.append(prompt + kept)
+            masks.append([0] * len(prompt) + [1] * len(kept))
+    input_ids, attention_mask = right_pad(sequences, pad_token_id(tokenizer))
+    loss_mask, _ = right_pad(masks, 0)
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "loss_mask": loss_mask,
+        "num_truncated": sum(cut),
+    }
+
+
+def pad_token_id(tokenizer) -> int:
+    """The pad id, else EOS, else 0: padded positions are masked out, so any id will do."""
+    for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):
+        if token_id is not None:
+            return int(token_id)
+    return 0
+
+
+def _encode_examples(
+    tokenizer,
+    prompts: Sequence[str],
+    responses: Sequence[Sequence[str]],
+    max_len: int,
+    eos: bool,
+    add_bos: bool,
+    rows: Sequence[int] | None,
+) -> tuple[list[list[int]], list[list[list[int]]]]:
+    """Tokenize prompts (with BOS) and each list of responses (with EOS). A prompt that leaves
+    no room for even one response token is an error: training on it would teach nothing."""
+    prompt_ids = [_with_bos(ids, tokenizer, add_bos) for ids in _encode(tokenizer, prompts)]
+    for index, ids in enumerate(prompt_ids):
+        if len(ids) >= max_len:
+            raise _too_long(ids, max_len, _name(rows, index), room=" with room for a response")
+    eos_id = _eos_id(tokenizer) if eos else None
+    response_ids = [[_with_eos(ids, eos_id) for ids in _encode(tokenizer, r)] for r in responses]
+    return prompt_ids, response_ids
+
+
+def _encode(tokenizer, texts: Sequence[str]) -> list[list[int]]:
+    if not texts:
+        return []
+    return [list(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]]
+
+
+def _with_bos(ids: list[int], tokenizer, add_bos: bool) -> list[int]:
+    bos = getattr(tokenizer, "bos_token_id", None)
+    if not add_bos or bos is None or (ids and ids[0] == bos):
+        return ids
+    return [int(bos), *ids]
+
+
+def _with_eos(ids: list[int], eos_id: int | None) -> list[int]:
+    if eos_id is None or (ids and ids[-1] == eos_id):
+        return ids
+    return [*ids, eos_id]
+
+
+def _eos_id(tokenizer) -> int:
+    if tokenizer.eos_token_id is None:
+        raise UserError(
+            "the tokenizer has no EOS token, so responses cannot be terminated; "
+            "give the tokenizer an eos_token or collate with eos=False",
+            where="tokenizer",
+        )
+    return int(tokenizer.eos_token_id)
+
+
+def _name(rows: Sequence[int] | None, index: int) -> int:
+    return rows[index] if rows is not None else index
+
+
+def _too_long(ids: list[int], max_len: int, row: int, room: str) -> UserError:
+    return UserError(
+        f"prompt is {len(ids)} tokens long, too long for max_len={max_len}{room}; "
+        f"prompts are never truncated: shorten or drop it, or raise max_len",
+        where=f"row {row}",
+    )

@@ -1,0 +1,1 @@
+"""Models: tokenizer and tiny-model factory, Hugging Face loading, value and reward heads."""

@@ -1,0 +1,1 @@
+"""Placement: which role lives on which devices (a Plan is data)."""

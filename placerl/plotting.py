@@ -1,0 +1,248 @@
+"""PNG plots of a run, read back from ``metrics.jsonl`` (and ``timeline.jsonl``).
+
+Figures are built with ``matplotlib.figure.Figure`` and the Agg canvas directly, not pyplot:
+no global backend switch, no figure registry to leak, safe to call from any thread or a
+headless machine. Every plot is optional: one whose keys are absent is skipped, so the same
+function serves SFT (losses only), PPO (reward, KL, values) and DPO runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from placerl.errors import UserError
+from placerl.logging import METRICS_FILE, TIMELINE_FILE, _read_jsonl, read_metrics
+
+PLOTS_DIR = "plots"
+# The Gantt chart shows only the last steps: over a whole run the bars are too thin to read,
+# and what it is for (overlap of workers within a step) is the same in every step.
+TIMELINE_MAX_STEPS = 20
+# Above this many steps the phase-time bars would be thinner than a pixel: draw areas instead.
+MAX_BARS = 200
+
+Records = list[dict[str, Any]]
+
+
+def _series(records: Records, key: str) -> tuple[list[float], list[float]]:
+    """(steps, values) of ``key`` over the records that have a finite value for it."""
+    steps, values = [], []
+    for index, record in enumerate(records):
+        value = record.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            steps.append(record.get("step", index))
+            values.append(float(value))
+    return steps, values
+
+
+def _has(records: Records, key: str) -> bool:
+    return bool(_series(records, key)[0])
+
+
+def _figure(width: float = 8.0, height: float = 4.5) -> Figure:
+    fig = Figure(figsize=(width, height), layout="constrained")
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    return path
+
+
+def _plot_reward(records: Records) -> Figure | None:
+    """Mean reward per step, with a ±1 std band when ``reward/std`` is logged."""
+    if not _has(records, "reward/mean"):
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    steps, means = _series(records, "reward/mean")
+    ax.plot(steps, means, label="reward/mean", color="tab:blue")
+    std_by_step = dict(zip(*_series(records, "reward/std"), strict=True))
+    band = [(s, m, std_by_step[s]) for s, m in zip(steps, means, strict=True) if s in std_by_step]
+    if band:
+        xs, ms, ss = zip(*band, strict=True)
+        lower = [m - s for m, s in zip(ms, ss, strict=True)]
+        upper = [m + s for m, s in zip(ms, ss, strict=True)]
+        ax.fill_between(xs, lower, upper, alpha=0.2, color="tab:blue", label="± reward/std")
+    ax.set(title="Reward", xlabel="step", ylabel="reward")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return fig
+
+
+def _plot_kl(records: Records) -> Figure | None:
+    """KL to the reference, with the (adaptive) KL coefficient on a second axis."""
+    coef_key = next((k for k in ("kl_coef", "kl/coef") if _has(records, k)), None)
+    if not _has(records, "kl/mean") and coef_key is None:
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    lines = []
+    if _has(records, "kl/mean"):
+        lines += ax.plot(*_series(records, "kl/mean"), color="tab:red", label="kl/mean")
+    ax.set(title="KL divergence to the reference", xlabel="step", ylabel="KL")
+    ax.grid(alpha=0.3)
+    if coef_key is not None:
+        coef_ax = ax.twinx()  # the coefficient's scale is unrelated to the KL's
+        lines += coef_ax.plot(
+            *_series(records, coef_key), color="tab:gray", linestyle="--", label=coef_key
+        )
+        coef_ax.set_ylabel(coef_key)
+    ax.legend(lines, [line.get_label() for line in lines])
+    return fig
+
+
+def _plot_losses(records: Records) -> Figure | None:
+    """One panel per ``loss/*`` key: losses have unrelated scales, so they don't share an axis."""
+    keys = sorted({k for r in records for k in r if k.startswith("loss/") and _has(records, k)})
+    if not keys:
+        return None
+    cols = min(len(keys), 2)
+    rows = (len(keys) + cols - 1) // cols
+    fig = _figure(width=5.0 * cols, height=3.2 * rows)
+    for index, key in enumerate(keys, start=1):
+        ax = fig.add_subplot(rows, cols, index)
+        ax.plot(*_series(records, key), color=f"C{index - 1}")
+        ax.set(title=key, xlabel="step")
+        ax.grid(alpha=0.3)
+    return fig
+
+
+def _phase_table(records: Records, keys: list[str]) -> dict[Any, dict[str, float]]:
+    """step -> {time key: seconds}; a key missing at a step counts as 0 so stacks stay aligned."""
+    table: dict[Any, dict[str, float]] = {}
+    for key in keys:
+        for step, value in zip(*_series(records, key), strict=True):
+            row = table.setdefault(step, dict.fromkeys(keys, 0.0))
+            row[key] += value
+    return dict(sorted(table.items()))
+
+
+def _plot_phase_times(records: Records) -> Figure | None:
+    """Stacked ``time/<phase>`` per step; ``time/step`` as a line (the gap is overhead).
+
+    Bars up to ``MAX_BARS`` steps; beyond that a stacked area, as bars would be sub-pixel.
+    """
+    keys = sorted({k for r in records for k in r if k.startswith("time/") and k != "time/step"})
+    keys = [k for k in keys if _has(records, k)]
+    if not keys and not _has(records, "time/step"):
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    table = _phase_table(records, keys)
+    steps = list(table)
+    columns = [[table[step][key] for step in steps] for key in keys]
+    if len(steps) > MAX_BARS:
+        ax.stackplot(steps, columns, labels=keys, colors=[f"C{i}" for i in range(len(keys))])
+    elif keys:
+        gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+        width = 0.8 * min(gaps) if gaps else 0.8
+        bottom = [0.0] * len(steps)
+        for index, (key, heights) in enumerate(zip(keys, columns, strict=True)):
+            ax.bar(steps, heights, width=width, bottom=bottom, label=key, color=f"C{index}")
+            bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
+    if _has(records, "time/step"):
+        marker = "." if len(steps) <= MAX_BARS else None
+        ax.plot(*_series(records, "time/step"), color="black", marker=marker, label="time/step")
+    ax.set(title="Wall time per phase", xlabel="step", ylabel="seconds")
+    ax.grid(alpha=0.3, axis="y")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
+    return fig
+
+
+def _plot_accuracy(records: Records) -> Figure | None:
+    """Held-out accuracy, drawn on a fixed [0, 1] axis so runs are comparable by eye."""
+    if not _has(records, "eval/accuracy"):
+        return None
+    fig = _figure()
+    ax = fig.add_subplot()
+    ax.plot(*_series(records, "eval/accuracy"), marker="o", color="tab:green")
+    ax.set(title="Eval accuracy", xlabel="step", ylabel="accuracy", ylim=(0.0, 1.0))
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def _plot_timeline(spans: Records) -> Figure | None:
+    """Gantt chart: one row per worker, one color per phase, x in seconds from the first span."""
+    steps = sorted({s["step"] for s in spans if s.get("step") is not None})
+    truncated = len(steps) > TIMELINE_MAX_STEPS
+    if truncated:
+        shown = set(steps[-TIMELINE_MAX_STEPS:])
+        spans = [s for s in spans if s.get("step") in shown]
+    if not spans:
+        return None
+    origin = min(s["start"] for s in spans)
+    workers = sorted({s["worker"] for s in spans}, key=lambda w: (w != "controller", w))
+    phases = list(dict.fromkeys(s["phase"] for s in spans))
+    colors = {phase: f"C{i % 10}" for i, phase in enumerate(phases)}
+    fig = _figure(width=10.0, height=1.2 + 0.6 * len(workers))
+    ax = fig.add_subplot()
+    for row, worker in enumerate(workers):
+        for phase in phases:
+            bars = [
+                (s["start"] - origin, s["end"] - s["start"])
+                for s in spans
+                if s["worker"] == worker and s["phase"] == phase
+            ]
+            if bars:
+                ax.broken_barh(bars, (row - 0.4, 0.8), color=colors[phase], label=phase)
+    ax.set_yticks(range(len(workers)), workers)
+    ax.invert_yaxis()
+    title = f"Timeline (last {TIMELINE_MAX_STEPS} steps)" if truncated else "Timeline"
+    ax.set(title=title, xlabel="seconds from first span")
+    ax.grid(alpha=0.3, axis="x")
+    handles, labels = ax.get_legend_handles_labels()
+    unique = dict(zip(labels, handles, strict=True))
+    ax.legend(
+        unique.values(), unique.keys(), fontsize="small", loc="upper left", bbox_to_anchor=(1, 1)
+    )
+    return fig
+
+
+METRIC_PLOTS: dict[str, Callable[[Records], Figure | None]] = {
+    "reward.png": _plot_reward,
+    "kl.png": _plot_kl,
+    "losses.png": _plot_losses,
+    "phase_times.png": _plot_phase_times,
+    "accuracy.png": _plot_accuracy,
+}
+
+
+def _plot_one(run_dir: Path, out_dir: Path) -> list[Path]:
+    """Every applicable plot of one metrics file (and its timeline) into ``out_dir``."""
+    records = read_metrics(run_dir)
+    figures = {name: plot(records) for name, plot in METRIC_PLOTS.items()}
+    timeline = run_dir / TIMELINE_FILE
+    if timeline.is_file():
+        figures["timeline.png"] = _plot_timeline(_read_jsonl(timeline))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return [_save(fig, out_dir / name) for name, fig in figures.items() if fig is not None]
+
+
+def plot_run(run_dir: Path, out_dir: Path | None = None) -> list[Path]:
+    """Write the PNGs of a run into ``run_dir/plots`` (or ``out_dir``); return their paths.
+
+    A run of several stages keeps each stage's metrics in a subdirectory
+    (``run_dir/sft/metrics.jsonl``, ``run_dir/ppo/metrics.jsonl``); then each stage is plotted
+    into its own ``plots`` folder (or ``out_dir/<stage>``).
+    """
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise UserError("run directory not found", where=str(run_dir))
+    if (run_dir / METRICS_FILE).is_file():
+        return _plot_one(run_dir, Path(out_dir) if out_dir else run_dir / PLOTS_DIR)
+    stages = sorted(p for p in run_dir.iterdir() if (p / METRICS_FILE).is_file())
+    if not stages:
+        raise UserError(
+            "no metrics.jsonl here nor in any stage subdirectory", where=str(run_dir / METRICS_FILE)
+        )
+    paths: list[Path] = []
+    for stage in stages:
+        target = Path(out_dir) / stage.name if out_dir else stage / PLOTS_DIR
+        paths += _plot_one(stage, target)
+    return paths

@@ -1,0 +1,1 @@
+"""Roles: the models of an RLHF step and their operations."""

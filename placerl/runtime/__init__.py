@@ -1,0 +1,1 @@
+"""Runtime: turns a Plan into workers and carries roles' calls to them."""

@@ -1,0 +1,45 @@
+"""Names shared by every layer: the roles of an RLHF step and the fields of the one batch type.
+
+A batch is a ``tensordict.TensorDict`` whose leading dimension is the sample (one prompt and
+one response). Sequences are laid out as ``[prompt | response]``: prompts are LEFT-padded to a
+common width P, responses are RIGHT-padded to a common width R, so every response starts at
+column P and per-token quantities over the response are plain (B, R) tensors.
+"""
+
+from __future__ import annotations
+
+from enum import Enum
+
+from tensordict import TensorDict
+
+Batch = TensorDict
+
+
+class Role(str, Enum):
+    """The models (and their operations) an RLHF step is made of."""
+
+    ACTOR = "actor"  # the policy being trained: log-probs, policy update
+    ROLLOUT = "rollout"  # sampling with the actor's weights (a shadow copy under Separate)
+    CRITIC = "critic"  # value model: per-token values, value update
+    REWARD = "reward"  # reward model or rule function: one score per sample
+    REFERENCE = "reference"  # frozen initial policy: log-probs for the KL term
+
+
+class Field:
+    """Batch field names, with their shapes. Use these constants, not string literals."""
+
+    PROMPT_IDS = "prompt_ids"  # (B, P) int64, left-padded prompt tokens
+    PROMPT_MASK = "prompt_mask"  # (B, P) int64, 1 on real prompt tokens
+    RESPONSE_IDS = "response_ids"  # (B, R) int64, right-padded sampled tokens (EOS included)
+    RESPONSE_MASK = "response_mask"  # (B, R) int64, 1 on real response tokens (EOS included)
+    INPUT_IDS = "input_ids"  # (B, P+R) int64, [prompt | response]
+    ATTENTION_MASK = "attention_mask"  # (B, P+R) int64
+    OLD_LOG_PROBS = "old_log_probs"  # (B, R) float, log π_old(y_t | ·) at sampling time
+    REF_LOG_PROBS = "ref_log_probs"  # (B, R) float, log π_ref(y_t | ·)
+    VALUES = "values"  # (B, R) float, V(s_t) before the update
+    SCORES = "scores"  # (B,) float, reward of the whole response
+    TOKEN_REWARDS = "token_rewards"  # (B, R) float, score at the last token minus KL penalty
+    ADVANTAGES = "advantages"  # (B, R) float
+    RETURNS = "returns"  # (B, R) float, value targets
+    GROUP_IDS = "group_ids"  # (B,) int64, which prompt a sample answers (GRPO/RLOO groups)
+    STALENESS = "staleness"  # (B,) int64, policy versions between sampling and training
