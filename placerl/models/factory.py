@@ -107,7 +107,9 @@ def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
     config_file.write_text(json.dumps(config, indent=2))
 
 
-def make_model_dir(path: Path, corpus: list[str], size: TinyLlamaSize | None = None, seed: int = 0) -> Path:
+def make_model_dir(
+    path: Path, corpus: list[str], size: TinyLlamaSize | None = None, seed: int = 0
+) -> Path:
     """Build tokenizer + tiny Llama and save both under ``path`` (a from_pretrained directory)."""
     path = Path(path)
     tokenizer = build_tokenizer(corpus)

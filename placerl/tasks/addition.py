@@ -5,12 +5,18 @@ rule, and the classic mistake — forgetting to carry — gives a *systematic* e
 demonstrations can teach. The SFT demonstrations drop every carry with probability
 ``carry_noise`` (default 0.5), so on problems that need a carry the SFT model is torn between
 the right answer and the carry-less one: a mediocre policy that RL with a reward can fix.
+
+Answers are written least-significant digit first (``17+25=`` → ``24``, i.e. 42 reversed), as
+in Lee et al. 2023, "Teaching Arithmetic to Small Transformers": each output digit then
+depends only on digits already seen and one carry, which a 6M-parameter model learns in a
+couple of CPU minutes; most-significant-first needs many times longer. ``reverse=False``
+gives the usual order. The ``answer`` column always holds the expected completion text.
 """
 
 from __future__ import annotations
 
 import random
-import re
+import zlib
 from dataclasses import dataclass
 
 PROMPT_TEMPLATE = "{a}+{b}="
@@ -23,6 +29,11 @@ class AdditionTask:
     min_digits: int = 2
     max_digits: int = 2
     carry_noise: float = 0.5  # share of SFT demonstrations on carry problems that drop the carry
+    split: str = "train"  # "train" or "eval": disjoint sets of problems (held-out accuracy)
+    reverse: bool = True  # write answers least-significant digit first
+
+    def format(self, value: int) -> str:
+        return str(value)[::-1] if self.reverse else str(value)
 
     def sample_problem(self, rng: random.Random) -> tuple[int, int]:
         def operand() -> int:
@@ -33,13 +44,19 @@ class AdditionTask:
         return operand(), operand()
 
     def problems(self, n: int, seed: int) -> list[tuple[int, int]]:
+        """``n`` problems of this split; a fixed tenth of all problems is held out for eval."""
         rng = random.Random(seed)
-        return [self.sample_problem(rng) for _ in range(n)]
+        out: list[tuple[int, int]] = []
+        while len(out) < n:
+            a, b = self.sample_problem(rng)
+            if is_held_out(a, b) == (self.split == "eval"):
+                out.append((a, b))
+        return out
 
     def prompt_rows(self, n: int, seed: int) -> list[dict]:
         """Prompt dataset rows: ``prompt`` plus the ``answer`` the rule reward checks."""
         return [
-            {"prompt": PROMPT_TEMPLATE.format(a=a, b=b), "answer": str(a + b)}
+            {"prompt": PROMPT_TEMPLATE.format(a=a, b=b), "answer": self.format(a + b)}
             for a, b in self.problems(n, seed)
         ]
 
@@ -51,7 +68,9 @@ class AdditionTask:
             wrong = carry_less_sum(a, b)
             noisy = wrong != a + b and rng.random() < self.carry_noise
             answer = wrong if noisy else a + b
-            rows.append({"prompt": PROMPT_TEMPLATE.format(a=a, b=b), "completion": str(answer)})
+            rows.append(
+                {"prompt": PROMPT_TEMPLATE.format(a=a, b=b), "completion": self.format(answer)}
+            )
         return rows
 
     def preference_rows(self, n: int, seed: int) -> list[dict]:
@@ -66,11 +85,16 @@ class AdditionTask:
             rows.append(
                 {
                     "prompt": PROMPT_TEMPLATE.format(a=a, b=b),
-                    "chosen": str(a + b),
-                    "rejected": str(plausible_mistake(a, b, rng)),
+                    "chosen": self.format(a + b),
+                    "rejected": self.format(plausible_mistake(a, b, rng)),
                 }
             )
         return rows
+
+
+def is_held_out(a: int, b: int) -> bool:
+    """The eval split: a deterministic tenth of all problems, never seen in training."""
+    return zlib.crc32(f"{a}+{b}".encode()) % 10 == 0
 
 
 def carry_less_sum(a: int, b: int) -> int:
@@ -90,24 +114,8 @@ def plausible_mistake(a: int, b: int, rng: random.Random) -> int:
     digits = list(str(a + b))
     i = rng.randrange(len(digits))
     d = int(digits[i])
-    choices = [x for x in (d - 1, d + 1) if 0 <= x <= 9 and not (i == 0 and x == 0 and len(digits) > 1)]
+    choices = [
+        x for x in (d - 1, d + 1) if 0 <= x <= 9 and not (i == 0 and x == 0 and len(digits) > 1)
+    ]
     digits[i] = str(rng.choice(choices))
     return int("".join(digits))
-
-
-_LEADING_NUMBER = re.compile(r"\s*(-?\d+)")
-
-
-def parse_answer(completion: str) -> int | None:
-    """The integer a completion starts with, or None."""
-    match = _LEADING_NUMBER.match(completion)
-    return int(match.group(1)) if match else None
-
-
-def exact_match_reward(completions: list[str], answer: list[str], **_: object) -> list[float]:
-    """Rule reward: 1.0 when the completion is exactly the right number, else 0.0.
-
-    Follows placerl's reward-function signature: ``fn(completions, **dataset_columns)`` returning
-    one float per completion (extra columns such as ``prompts`` arrive as keyword arguments).
-    """
-    return [1.0 if c.strip() == str(ans).strip() else 0.0 for c, ans in zip(completions, answer)]

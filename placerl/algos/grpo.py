@@ -1,0 +1,64 @@
+"""Critic-free policy optimisation: GRPO (Shao et al. 2024) and RLOO (Ahmadian et al. 2024).
+
+Both sample a group of responses per prompt and use the group as the baseline: GRPO subtracts
+the group mean (and divides by the group std unless ``scale_by_std: false``, Dr. GRPO), RLOO
+subtracts the mean of the *other* samples. The sequence advantage is given to every token.
+A KL term to the reference is a loss (β = ``grpo.kl_coef``), as in DeepSeekMath; with β = 0
+no reference model is loaded at all.
+"""
+
+from __future__ import annotations
+
+from placerl.algos import core
+from placerl.algos.objectives import PolicyObjective
+from placerl.algos.registry import ADVANTAGE_ESTIMATORS
+from placerl.algos.rollout_phase import Roles, experience_metrics, sample_and_score
+from placerl.config.schema import GRPOConfig
+from placerl.data.stream import PromptBatch
+from placerl.timing import PhaseTimer
+from placerl.types import Field
+
+
+class GroupPolicyOptimization:
+    needs_critic = False
+
+    def __init__(self, cfg: GRPOConfig, estimator: str, group_size: int):
+        self.cfg = cfg
+        self.estimator = estimator
+        self.group_size = group_size
+        self.needs_reference = cfg.kl_coef > 0
+        self.objective = PolicyObjective(
+            clip_low=cfg.clip,
+            clip_high=cfg.clip_high or cfg.clip,
+            loss_agg=cfg.loss_agg,
+            kl_coef=cfg.kl_coef,
+            kl_estimator=cfg.kl_estimator,
+        )
+
+    def step(
+        self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
+    ) -> dict[str, float]:
+        batch = sample_and_score(roles, prompts, timer)
+        with timer.phase("advantages"):
+            scores = batch[Field.SCORES]
+            if self.estimator == "grpo":
+                seq_adv = core.grpo_advantages(scores, self.group_size, self.cfg.scale_by_std)
+            else:
+                seq_adv = ADVANTAGE_ESTIMATORS.get(self.estimator)(scores, self.group_size)
+            batch[Field.ADVANTAGES] = core.expand_to_tokens(seq_adv, batch[Field.RESPONSE_MASK])
+        metrics = experience_metrics(batch)
+        groups = scores.view(-1, self.group_size)
+        metrics["reward/groups_with_signal"] = float(
+            (groups.max(-1).values > groups.min(-1).values).float().mean()
+        )
+        with timer.phase("update"):
+            metrics |= roles.actor.update(
+                batch, self.objective, self.cfg.epochs, self.cfg.minibatches
+            )
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass

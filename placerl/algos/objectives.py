@@ -1,0 +1,79 @@
+"""The losses the actor and critic minimise on one minibatch, assembled from ``core``.
+
+Kept apart from the roles so the math stays tensors-in, tensors-out: a role runs the loop
+(epochs × minibatches, backward, clip, step); these functions say what is being minimised.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from torch import Tensor
+
+from placerl.algos import core
+from placerl.types import Batch, Field
+
+
+@dataclass(frozen=True)
+class PolicyObjective:
+    """Clipped surrogate + optional KL-to-reference loss − entropy bonus."""
+
+    clip_low: float = 0.2
+    clip_high: float = 0.2
+    loss_agg: str = "token-mean"
+    kl_coef: float = 0.0  # > 0: KL(π‖π_ref) as a loss term (GRPO style); needs REF_LOG_PROBS
+    kl_estimator: str = "k3"
+    entropy_coef: float = 0.0
+
+
+def policy_loss(
+    log_probs: Tensor, entropy: Tensor | None, batch: Batch, spec: PolicyObjective
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Loss of one minibatch given the current (B, R) log-probs (and entropy) of its responses."""
+    mask = batch[Field.RESPONSE_MASK]
+    loss, stats = core.policy_loss_clipped(
+        log_probs,
+        batch[Field.OLD_LOG_PROBS],
+        batch[Field.ADVANTAGES],
+        mask,
+        clip_low=spec.clip_low,
+        clip_high=spec.clip_high,
+        agg=spec.loss_agg,
+    )
+    stats = {f"actor/{k}": v for k, v in stats.items()}
+    stats["loss/policy"] = loss.detach()
+    if spec.kl_coef > 0:
+        kl = core.kl_estimate(log_probs, batch[Field.REF_LOG_PROBS], spec.kl_estimator, mask)
+        kl_loss = core.aggregate_loss(kl, mask, spec.loss_agg)
+        loss = loss + spec.kl_coef * kl_loss
+        stats["loss/kl"] = kl_loss.detach()
+    if entropy is not None:
+        mean_entropy = core.masked_mean(entropy, mask)
+        stats["actor/entropy"] = mean_entropy.detach()
+        if spec.entropy_coef > 0:
+            loss = loss - spec.entropy_coef * core.aggregate_loss(entropy, mask, spec.loss_agg)
+    return loss, stats
+
+
+@dataclass(frozen=True)
+class ValueObjective:
+    clip: float | None = 0.2
+    loss_agg: str = "token-mean"
+    coef: float = 0.5
+
+
+def value_loss(
+    values: Tensor, batch: Batch, spec: ValueObjective
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """Clipped value loss of one minibatch given the current (B, R) values."""
+    loss, stats = core.value_loss_clipped(
+        values,
+        batch[Field.VALUES],
+        batch[Field.RETURNS],
+        batch[Field.RESPONSE_MASK],
+        clip=spec.clip,
+        agg=spec.loss_agg,
+    )
+    stats = {f"critic/{k}": v for k, v in stats.items()}
+    stats["loss/value"] = loss.detach()
+    return spec.coef * loss, stats

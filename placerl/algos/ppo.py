@@ -1,0 +1,94 @@
+"""PPO with four models (Ouyang et al. 2022, "InstructGPT"; Ziegler et al. 2019).
+
+One step: sample → score with the reward (model or rule) → reference log-probs → critic values
+→ per-token rewards (score at the last token, −β·KL at every token) → GAE → whitened
+advantages → clipped policy update and clipped value update → KL controller update.
+
+Departures: the "old" log-probs are the ones the sampler computed (same weights, same
+temperature), which saves the actor a forward pass; with bf16 or several epochs the ratio
+still starts at ~1. ``kl_in_reward: false`` moves the KL from the reward into the loss.
+"""
+
+from __future__ import annotations
+
+from placerl.algos import core
+from placerl.algos.kl_control import make_kl_controller
+from placerl.algos.objectives import PolicyObjective, ValueObjective
+from placerl.algos.rollout_phase import Roles, experience_metrics, sample_and_score
+from placerl.config.schema import PPOConfig
+from placerl.data.stream import PromptBatch
+from placerl.timing import PhaseTimer
+from placerl.types import Batch, Field
+
+
+class PPO:
+    needs_critic = True
+
+    def __init__(self, cfg: PPOConfig):
+        self.cfg = cfg
+        self.needs_reference = cfg.kl_coef > 0
+        self.kl_ctl = make_kl_controller(
+            cfg.kl_controller, cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon
+        )
+        self.policy_objective = PolicyObjective(
+            clip_low=cfg.clip,
+            clip_high=cfg.clip_high or cfg.clip,
+            loss_agg=cfg.loss_agg,
+            kl_coef=0.0 if cfg.kl_in_reward else cfg.kl_coef,
+            kl_estimator=cfg.kl_estimator,
+            entropy_coef=cfg.entropy_coef,
+        )
+        self.value_objective = ValueObjective(
+            clip=cfg.value_clip, loss_agg=cfg.loss_agg, coef=cfg.vf_coef
+        )
+
+    def step(
+        self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
+    ) -> dict[str, float]:
+        batch = sample_and_score(roles, prompts, timer)
+        with timer.phase("values"):
+            batch[Field.VALUES] = roles.critic.values(batch)
+        with timer.phase("advantages"):
+            kl_metrics = self.compute_advantages(batch)
+        metrics = experience_metrics(batch) | kl_metrics
+        with timer.phase("update"):
+            metrics |= roles.critic.update(
+                batch, self.value_objective, self.cfg.epochs, self.cfg.minibatches
+            )
+            if step >= self.cfg.critic_warmup_steps:
+                metrics |= roles.actor.update(
+                    batch, self.policy_objective, self.cfg.epochs, self.cfg.minibatches
+                )
+        if "kl/mean" in metrics:
+            self.kl_ctl.update(metrics["kl/mean"], batch.batch_size[0])
+        return metrics
+
+    def compute_advantages(self, batch: Batch) -> dict[str, float]:
+        """Fill TOKEN_REWARDS, ADVANTAGES and RETURNS; returns the KL coefficient used."""
+        cfg, mask = self.cfg, batch[Field.RESPONSE_MASK]
+        kl = None
+        if self.needs_reference and cfg.kl_in_reward:
+            kl = core.kl_estimate(
+                batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], cfg.kl_estimator, mask
+            )
+        coef = self.kl_ctl.value
+        rewards = core.token_rewards_from_scores(batch[Field.SCORES], mask, kl, coef)
+        advantages, returns = core.compute_gae(
+            rewards, batch[Field.VALUES], mask, cfg.gamma, cfg.lam
+        )
+        if cfg.whiten_advantages:
+            advantages = core.masked_whiten(advantages, mask)
+        batch[Field.TOKEN_REWARDS] = rewards
+        batch[Field.ADVANTAGES] = advantages
+        batch[Field.RETURNS] = returns
+        return {
+            "kl/coef": coef,
+            "critic/values": float(core.masked_mean(batch[Field.VALUES], mask)),
+            "critic/returns": float(core.masked_mean(returns, mask)),
+        }
+
+    def state_dict(self) -> dict:
+        return {"kl_ctl": self.kl_ctl.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.kl_ctl.load_state_dict(state["kl_ctl"])

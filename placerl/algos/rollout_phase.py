@@ -1,0 +1,65 @@
+"""The phases every online algorithm shares: sample, score, reference log-probs.
+
+These run on the controller and only *call* roles; where the roles live is the runtime's
+business. Each phase is timed under its name so the step's time breakdown is comparable
+across algorithms and placements.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from placerl.algos import core
+from placerl.data.stream import PromptBatch
+from placerl.timing import PhaseTimer
+from placerl.types import Batch, Field
+
+
+@dataclass
+class Roles:
+    """Handles to the roles of one run; any may be absent when the algorithm needs none."""
+
+    rollout: Any
+    actor: Any
+    reward: Any
+    reference: Any | None = None
+    critic: Any | None = None
+
+
+def sample_and_score(roles: Roles, prompts: PromptBatch, timer: PhaseTimer) -> Batch:
+    """generate → score → reference: the experience every online algorithm starts from."""
+    with timer.phase("generate"):
+        batch = roles.rollout.generate(prompts.ids, prompts.mask)
+    with timer.phase("score"):
+        batch[Field.SCORES] = roles.reward.score(batch, prompts.texts, prompts.columns)
+    if roles.reference is not None:
+        with timer.phase("reference"):
+            batch[Field.REF_LOG_PROBS] = roles.reference.log_probs(batch)
+    return batch
+
+
+def experience_metrics(batch: Batch) -> dict[str, float]:
+    """Reward, length and KL-to-reference statistics of one batch of experience."""
+    mask = batch[Field.RESPONSE_MASK]
+    scores = batch[Field.SCORES]
+    lengths = mask.sum(-1).float()
+    metrics = {
+        "reward/mean": float(scores.mean()),
+        "reward/std": float(scores.std()) if scores.numel() > 1 else 0.0,
+        "response/length": float(lengths.mean()),
+    }
+    if Field.REF_LOG_PROBS in batch.keys():  # noqa: SIM118 (TensorDict has no `in`)
+        kl = core.kl_estimate(batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], "k1", mask)
+        metrics["kl/mean"] = float(kl.sum(-1).mean())  # per sequence, in nats
+    # entropy of the sampling policy is estimated by −log π of the sampled tokens
+    metrics["rollout/neg_log_prob"] = float(-core.masked_mean(batch[Field.OLD_LOG_PROBS], mask))
+    return metrics
+
+
+def throughput_metrics(batch: Batch, seconds: float) -> dict[str, float]:
+    tokens = int(batch[Field.ATTENTION_MASK].sum())
+    return {
+        "throughput/tokens_per_s": tokens / max(seconds, 1e-9),
+        "throughput/samples_per_s": batch.batch_size[0] / max(seconds, 1e-9),
+    }

@@ -1,0 +1,131 @@
+"""``placerl demo | train | plot | make-model``.
+
+User mistakes surface as ``UserError`` and are printed as one line with exit code 2; anything
+else is a bug in placerl and keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+from placerl.errors import UserError  # noqa: E402
+
+
+def _quiet_libraries() -> None:
+    """Silence download/loading progress bars of transformers and datasets: ours is enough."""
+    import warnings
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    warnings.filterwarnings("ignore", message=".*TypedStorage.*")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from placerl.config import load_config
+    from placerl.config.schema import RunConfig
+    from placerl.trainer import train
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"run_dir={args.run_dir}")
+    cfg = load_config(args.config, overrides, RunConfig)
+    try:
+        metrics = train(cfg, resume=args.resume)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: {resume_command(args)}", file=sys.stderr)
+        return 130
+    if metrics:
+        print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+    print(f"outputs in {cfg.run_dir}")
+    return 0
+
+
+def resume_command(args: argparse.Namespace) -> str:
+    parts = ["placerl", "train", str(args.config), *args.overrides]
+    if args.run_dir:
+        parts += ["--run-dir", args.run_dir]
+    return " ".join([*parts, "--resume"])
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from placerl.plotting import plot_run
+
+    paths = plot_run(Path(args.run_dir))
+    for path in paths:
+        print(path)
+    return 0
+
+
+def cmd_make_model(args: argparse.Namespace) -> int:
+    from placerl.models.factory import TinyLlamaSize, make_model_dir
+    from placerl.stages.sources import builtin_corpus
+
+    size = TinyLlamaSize(
+        hidden_size=args.hidden,
+        num_hidden_layers=args.layers,
+        intermediate_size=args.intermediate or 4 * args.hidden,
+    )
+    path = make_model_dir(Path(args.out), builtin_corpus(), size, seed=args.seed)
+    print(f"tiny Llama and tokenizer saved to {path}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from placerl.demo import run_demo
+
+    run_demo(Path(args.out), args.algo, quick=args.quick)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="placerl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="SFT → reward model → RL on the built-in addition task")
+    demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
+    demo.add_argument("--algo", choices=["ppo", "grpo", "rloo"], default="ppo")
+    demo.add_argument("--quick", action="store_true", help="a few steps per stage (smoke test)")
+    demo.set_defaults(fn=cmd_demo)
+
+    train = sub.add_parser("train", help="run one stage from a YAML config")
+    train.add_argument("config", help="YAML config file")
+    train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-5")
+    train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
+    train.add_argument("--run-dir", help="shorthand for run_dir=...")
+    train.set_defaults(fn=cmd_train)
+
+    plot = sub.add_parser("plot", help="write PNG plots of a run directory")
+    plot.add_argument("run_dir")
+    plot.set_defaults(fn=cmd_plot)
+
+    make = sub.add_parser("make-model", help="build the tiny tokenizer + Llama into a directory")
+    make.add_argument("out")
+    make.add_argument("--hidden", type=int, default=256)
+    make.add_argument("--layers", type=int, default=6)
+    make.add_argument("--intermediate", type=int, default=None)
+    make.add_argument("--seed", type=int, default=0)
+    make.set_defaults(fn=cmd_make_model)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _quiet_libraries()
+    try:
+        return args.fn(args)
+    except UserError as err:
+        where = f"{err.where}: " if err.where else ""
+        print(f"placerl: error: {where}{err.message}", file=sys.stderr)
+        return err.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The typed configuration of a run: one small model per concern, composed by ``RunConfig``.
+
+Every field has a description (shown by ``placerl train --help-config``); unknown keys are
+rejected with a suggestion by the loader. ``stage`` picks the algorithm; sections that a stage
+does not use are ignored.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+Stage = Literal["sft", "rm", "ppo", "grpo", "rloo"]
+BUILTIN = "builtin"  # a data path that means "the built-in addition task"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class ModelConfig(Section):
+    path: str | None = Field(
+        None, description="Local Hugging Face model directory; null builds the tiny default."
+    )
+    tokenizer: str | None = Field(None, description="Tokenizer directory; defaults to `path`.")
+    precision: Literal["fp32", "bf16"] = Field(
+        "fp32", description="fp32, or bf16 autocast for forward/backward (weights stay fp32)."
+    )
+
+
+class DataConfig(Section):
+    train: str = Field(
+        BUILTIN,
+        description="Training data: a .jsonl/.json/.parquet/.csv file, or 'builtin' (addition).",
+    )
+    eval: str | None = Field(
+        None, description="Held-out prompts with an `answer` column for accuracy; null: builtin."
+    )
+    max_prompt_len: int = Field(64, gt=0, description="Longest prompt in tokens; longer: error.")
+    max_len: int = Field(128, gt=1, description="Longest prompt+response for SFT/RM/DPO data.")
+    num_eval: int = Field(256, ge=0, description="Held-out prompts to evaluate (0: no eval).")
+    builtin_task: Literal["reversal", "addition"] = Field(
+        "reversal", description="The built-in task behind data 'builtin' (see placerl/tasks)."
+    )
+    builtin_size: int = Field(20000, gt=0, description="Rows generated for the builtin task.")
+    builtin_noise: float = Field(
+        0.8,
+        ge=0,
+        le=1,
+        description="Builtin SFT data: the demonstrator's error rate where it errs (reversal: "
+        "copies odd-first strings; addition: drops carries).",
+    )
+
+
+class OptimConfig(Section):
+    lr: float = Field(1e-5, gt=0, description="Peak learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
+    warmup_steps: int = Field(0, ge=0, description="Linear warm-up optimizer steps.")
+    schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="Decay after warm-up, to `min_lr_ratio`·lr at the last step."
+    )
+    min_lr_ratio: float = Field(0.1, ge=0, le=1, description="Final lr as a share of `lr`.")
+    grad_clip: float | None = Field(1.0, gt=0, description="Max gradient norm; null: no clip.")
+
+
+class RolloutConfig(Section):
+    max_new_tokens: int = Field(32, gt=0, description="Most tokens sampled per response.")
+    temperature: float = Field(1.0, gt=0, description="Sampling temperature (training too).")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling; 1.0 is off.")
+    top_k: int = Field(0, ge=0, description="Top-k sampling; 0 is off.")
+    stop_strings: list[str] = Field(default_factory=list, description="Stop after these strings.")
+    samples_per_prompt: int = Field(
+        1, gt=0, description="Responses sampled per prompt (the group size of GRPO/RLOO)."
+    )
+
+
+class PPOConfig(Section):
+    epochs: int = Field(1, gt=0, description="Passes over each rollout batch.")
+    minibatches: int = Field(1, gt=0, description="Optimizer steps per epoch (batch is split).")
+    clip: float = Field(0.2, gt=0, description="Policy ratio clip ε (low side).")
+    clip_high: float | None = Field(None, gt=0, description="Upper clip ε (DAPO); null: = clip.")
+    value_clip: float | None = Field(0.2, gt=0, description="Value clip around old values.")
+    vf_coef: float = Field(0.5, ge=0, description="Critic loss weight (separate optimizer).")
+    gamma: float = Field(1.0, ge=0, le=1, description="GAE discount γ.")
+    lam: float = Field(0.95, ge=0, le=1, description="GAE λ.")
+    whiten_advantages: bool = Field(True, description="Normalize advantages over the batch.")
+    kl_coef: float = Field(0.05, ge=0, description="KL penalty β (initial value if adaptive).")
+    kl_controller: Literal["fixed", "adaptive"] = Field("fixed", description="KL β control.")
+    kl_target: float = Field(0.1, gt=0, description="Adaptive controller's target KL.")
+    kl_horizon: int = Field(10000, gt=0, description="Adaptive controller's horizon.")
+    kl_estimator: Literal["k1", "k2", "k3", "abs"] = Field("k1", description="Per-token KL.")
+    kl_in_reward: bool = Field(
+        True, description="KL as a reward penalty (InstructGPT); false: as a loss term."
+    )
+    entropy_coef: float = Field(0.0, ge=0, description="Entropy bonus weight.")
+    loss_agg: Literal[
+        "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
+    ] = Field("token-mean", description="How per-token losses become one number.")
+    critic_lr: float | None = Field(None, gt=0, description="Critic learning rate; null: optim.lr.")
+    critic_warmup_steps: int = Field(0, ge=0, description="Steps training only the critic.")
+
+
+class GRPOConfig(Section):
+    scale_by_std: bool = Field(True, description="Divide group advantages by the group std.")
+    kl_coef: float = Field(0.0, ge=0, description="KL loss weight β; 0 runs no reference model.")
+    kl_estimator: Literal["k1", "k2", "k3", "abs"] = Field("k3", description="Per-token KL.")
+    epochs: int = Field(1, gt=0, description="Passes over each rollout batch.")
+    minibatches: int = Field(1, gt=0, description="Optimizer steps per epoch.")
+    clip: float = Field(0.2, gt=0, description="Policy ratio clip ε.")
+    clip_high: float | None = Field(None, gt=0, description="Upper clip ε; null: = clip.")
+    loss_agg: Literal[
+        "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
+    ] = Field("token-mean", description="How per-token losses become one number.")
+
+
+class RewardConfig(Section):
+    function: str | None = Field(
+        None,
+        description="Rule reward 'module:function' called as fn(completions, prompts=..., "
+        "**columns) -> list[float]; null with no model: the builtin exact-match reward.",
+    )
+    model: str | None = Field(None, description="Reward-model directory (scalar head).")
+    scale: float = Field(1.0, description="Multiply scores by this.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> RewardConfig:
+        if self.function and self.model:
+            raise ValueError("give reward.function or reward.model, not both")
+        return self
+
+
+class TrainerConfig(Section):
+    steps: int = Field(100, gt=0, description="Training steps (one batch each).")
+    batch_size: int = Field(32, gt=0, description="Prompts (RL) or examples (SFT/RM) per step.")
+    eval_every: int = Field(0, ge=0, description="Evaluate every n steps (0: only at the end).")
+    save_every: int = Field(50, ge=0, description="Checkpoint every n steps (0: only at the end).")
+    keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept.")
+    progress: bool = Field(True, description="Show a progress bar.")
+    tensorboard: bool = Field(True, description="Write TensorBoard events.")
+
+
+class RunConfig(Section):
+    stage: Stage = Field(..., description="What to train: sft, rm, ppo, grpo or rloo.")
+    run_dir: str = Field("runs/placerl", description="Where metrics, plots, checkpoints go.")
+    seed: int = Field(0, description="Seed for data order, sampling and initialisation.")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    reference: str | None = Field(None, description="Reference model dir; null: = model.path.")
+    critic: str | None = Field(None, description="Critic init dir; null: = reward.model or model.")
+    data: DataConfig = Field(default_factory=DataConfig)
+    optim: OptimConfig = Field(default_factory=OptimConfig)
+    rollout: RolloutConfig = Field(default_factory=RolloutConfig)
+    ppo: PPOConfig = Field(default_factory=PPOConfig)
+    grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    reward: RewardConfig = Field(default_factory=RewardConfig)
+    trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+
+    @model_validator(mode="after")
+    def _stage_needs(self) -> RunConfig:
+        if self.stage in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
+            raise ValueError(
+                f"{self.stage} compares samples of one prompt: rollout.samples_per_prompt must be "
+                f">= 2 (got {self.rollout.samples_per_prompt})"
+            )
+        return self

@@ -1,0 +1,111 @@
+"""What every model-holding role needs: forward passes over the batch layout, precision, the
+optimizer and its schedule.
+
+The batch layout is ``[left-padded prompt (P) | right-padded response (R)]``. The token at
+column P+t is predicted by the logits at column P+t-1, so per-token quantities of the response
+come from columns P-1 … P+R-2; ``logits_to_keep=R+1`` keeps only those (plus one) and skips
+the vocabulary projection of the prompt.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+
+import torch
+from torch import Tensor
+
+from placerl.config.schema import OptimConfig
+from placerl.models.logprobs import entropy_from_logits, log_probs_from_logits
+from placerl.types import Batch, Field
+
+
+def position_ids(attention_mask: Tensor) -> Tensor:
+    """Positions that ignore left padding: the first real token is position 0."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+def autocast(precision: str, device: torch.device | str = "cpu"):
+    """bf16 autocast for forward/backward when asked; weights and optimizer stay fp32."""
+    if precision == "bf16":
+        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def response_logits(model, batch: Batch, temperature: float = 1.0) -> Tensor:
+    """(B, R, V) float32 logits that predict each response token, divided by temperature."""
+    width = batch[Field.RESPONSE_IDS].shape[1]
+    mask = batch[Field.ATTENTION_MASK]
+    out = model(
+        input_ids=batch[Field.INPUT_IDS],
+        attention_mask=mask,
+        position_ids=position_ids(mask),
+        use_cache=False,
+        logits_to_keep=width + 1,
+    )
+    logits = out.logits[:, :-1, :].float()
+    return logits / temperature if temperature != 1.0 else logits
+
+
+def response_log_probs(
+    model, batch: Batch, temperature: float = 1.0, with_entropy: bool = False
+) -> tuple[Tensor, Tensor | None]:
+    """(B, R) log π(y_t | ·) of the response tokens, and their entropy when asked."""
+    logits = response_logits(model, batch, temperature)
+    log_probs = log_probs_from_logits(logits, batch[Field.RESPONSE_IDS])
+    entropy = entropy_from_logits(logits.detach()) if with_entropy else None
+    return log_probs, entropy
+
+
+def response_values(model, batch: Batch) -> Tensor:
+    """(B, R) V(s_t) from a token-classification critic: the value of the state before y_t."""
+    width = batch[Field.RESPONSE_IDS].shape[1]
+    mask = batch[Field.ATTENTION_MASK]
+    out = model(
+        input_ids=batch[Field.INPUT_IDS], attention_mask=mask, position_ids=position_ids(mask)
+    )
+    return out.logits[:, -width - 1 : -1, 0].float()
+
+
+def make_optimizer(
+    params, cfg: OptimConfig, total_steps: int, lr: float | None = None
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with linear warm-up then constant, linear or cosine decay to min_lr_ratio·lr."""
+    optimizer = torch.optim.AdamW(
+        [p for p in params if p.requires_grad],
+        lr=lr or cfg.lr,
+        betas=cfg.betas,
+        weight_decay=cfg.weight_decay,
+    )
+
+    def factor(step: int) -> float:
+        if step < cfg.warmup_steps:
+            return (step + 1) / cfg.warmup_steps
+        if cfg.schedule == "constant":
+            return 1.0
+        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
+        shape = (
+            1 - progress if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
+        )
+        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
+
+    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+
+
+def clip_and_step(model, optimizer, grad_clip: float | None) -> float:
+    """Clip gradients, take an optimizer step, clear gradients; returns the pre-clip norm."""
+    params = [p for p in model.parameters() if p.grad is not None]
+    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf"))
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return float(norm)
+
+
+def minibatch_indices(
+    size: int, minibatches: int, generator: torch.Generator | None
+) -> list[Tensor]:
+    """Split ``range(size)`` into ``minibatches`` near-equal shuffled index sets."""
+    order = (
+        torch.randperm(size, generator=generator) if generator is not None else torch.arange(size)
+    )
+    return [chunk for chunk in order.chunk(minibatches) if chunk.numel()]

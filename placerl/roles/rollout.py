@@ -1,0 +1,46 @@
+"""The rollout: sampling responses with the actor's weights.
+
+In one process the rollout holds the *same* module as the actor, so there is nothing to sync;
+under Separate placement it holds a shadow copy that ``load_weights`` refreshes.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from placerl.rollout.sampling import SamplingParams, generate
+from placerl.types import Batch
+
+
+class RolloutWorker:
+    def __init__(self, model, tokenizer, params: SamplingParams, *, seed: int = 0):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.params = params
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def generate(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        params: SamplingParams | None = None,
+    ) -> Batch:
+        return generate(
+            self.model,
+            prompt_ids,
+            prompt_mask,
+            params or self.params,
+            eos_token_id=self.tokenizer.eos_token_id,
+            pad_token_id=self.tokenizer.pad_token_id,
+            generator=self.generator,
+            tokenizer=self.tokenizer,
+        )
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state_dict)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

@@ -1,0 +1,268 @@
+"""Batched sampling with a KV cache: the rollout's inner loop, written to be lean.
+
+One prefill forward over the left-padded prompts, then one single-token forward per new token
+that reuses transformers' ``DynamicCache`` and computes logits for the last position only.
+Per step the loop does a fixed number of tensor ops over the batch (no Python work per row)
+and one host sync, the "did any row finish?" check.
+
+Departures from ``model.generate`` that matter for RL (measured in benchmarks/generation.py):
+
+- ``OLD_LOG_PROBS`` are recorded at sampling time under softmax(logits / temperature), the
+  *untruncated* distribution: top-k / top-p shape what is sampled, but the policy-gradient
+  ratio is computed against the full softmax the actor recomputes in training.
+- Finished rows are dropped from the batch and the KV cache, instead of being fed pad tokens
+  to the end: with the ragged lengths of RL responses, most late steps run on a few rows.
+- Tokens are drawn by inverse-CDF (one uniform per row and a binary search), not
+  ``torch.multinomial``, which is ~20x slower on CPU. Same distribution; same seed, same batch.
+- ``DynamicCache``, not ``StaticCache``: static was ~5% faster on CPU only when every row
+  ran the full budget, and it attends over all ``max_new_tokens`` slots at every step, which
+  loses when responses stop well short of the budget, as RL responses do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from tensordict import TensorDict
+from torch import Tensor
+from transformers import DynamicCache
+
+from placerl.rollout.stopping import StopStrings
+from placerl.types import Field
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """How to pick each new token.
+
+    ``greedy`` ignores temperature, top-p and top-k (log-probs then use temperature 1).
+    ``stop_strings`` end a row right after the token that completes one; they need a tokenizer.
+    """
+
+    max_new_tokens: int = 32
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    greedy: bool = False
+    stop_strings: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens={self.max_new_tokens}: expected an integer >= 1")
+        if not self.temperature > 0:
+            raise ValueError(f"temperature={self.temperature}: expected a number > 0")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p={self.top_p}: expected a number in (0, 1]")
+        if self.top_k < 0:
+            raise ValueError(f"top_k={self.top_k}: expected 0 (off) or a positive integer")
+
+
+def left_pad(sequences: list[list[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
+    """Stack token lists into a LEFT-padded (B, P) id tensor and its (B, P) mask.
+
+    Left padding puts every prompt's last token in the last column, so generation appends
+    new tokens at one common column for the whole batch.
+    """
+    width = max((len(s) for s in sequences), default=0)
+    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, seq in enumerate(sequences):
+        if seq:
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def generate(
+    model: torch.nn.Module,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    params: SamplingParams,
+    *,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int,
+    generator: torch.Generator | None = None,
+    tokenizer=None,
+) -> TensorDict:
+    """Sample one response per left-padded prompt; returns the rollout batch (see module doc).
+
+    The model runs in eval mode (no dropout) and gets its training flag back afterwards.
+    All randomness goes through ``generator`` (on the model's device), so a seeded generator
+    reproduces the batch.
+    """
+    if params.stop_strings and tokenizer is None:
+        raise ValueError("SamplingParams.stop_strings needs a tokenizer: pass tokenizer=...")
+    was_training = model.training
+    model.eval()
+    try:
+        response, response_mask, log_probs = _decode_loop(
+            model, prompt_ids, prompt_mask, params, eos_token_id, pad_token_id, generator, tokenizer
+        )
+    finally:
+        model.train(was_training)
+    return _to_batch(prompt_ids, prompt_mask, response, response_mask, log_probs)
+
+
+def _decode_loop(
+    model: torch.nn.Module,
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    params: SamplingParams,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int,
+    generator: torch.Generator | None,
+    tokenizer,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Prefill, then sample token by token until every row is finished or the budget is spent.
+
+    Only the rows still running are fed to the model: when rows finish, they are dropped from
+    the batch (and from the KV cache), and ``rows`` maps the survivors back to their place.
+    Returns (B, R) response ids, mask and log-probs, R = the number of steps actually taken,
+    which is the longest response: the loop stops as soon as no row is still running.
+    """
+    batch, width = prompt_ids.shape
+    device = prompt_ids.device
+    budget = params.max_new_tokens
+    eos = torch.as_tensor(eos_token_id, dtype=torch.long, device=device).reshape(-1)
+    stops = StopStrings(tokenizer, params.stop_strings) if params.stop_strings else None
+
+    response = torch.full((batch, budget), pad_token_id, dtype=torch.long, device=device)
+    response_mask = torch.zeros((batch, budget), dtype=torch.long, device=device)
+    log_probs = torch.zeros((batch, budget), dtype=torch.float32, device=device)
+
+    # Every response slot of a running row is real, so the mask is all ones past the prompt:
+    # build it once and pass a growing view of it each step.
+    mask = torch.cat([prompt_mask, prompt_mask.new_ones(batch, budget)], dim=1)
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    position = positions[:, -1:] + 1  # (A, 1) position id of the next token
+    rows = torch.arange(batch, device=device)  # (A,) batch index of each running row
+
+    cache = DynamicCache(config=model.config)
+    logits = _last_logits(model, prompt_ids, prompt_mask, positions, cache)
+    for step in range(budget):
+        token, token_log_prob = sample_next(logits, params, generator)
+        response[rows, step] = token
+        response_mask[rows, step] = 1
+        log_probs[rows, step] = token_log_prob
+        finished = torch.isin(token, eos)
+        if stops is not None:
+            finished |= stops.completed(response[rows, : step + 1])
+        if step + 1 == budget:
+            break
+        if bool(finished.any()):  # the one host sync per step
+            keep = (~finished).nonzero().squeeze(-1)
+            if keep.numel() == 0:
+                break
+            rows, mask, position, token = rows[keep], mask[keep], position[keep], token[keep]
+            cache.batch_select_indices(keep)
+        ids = token.unsqueeze(-1)
+        logits = _last_logits(model, ids, mask[:, : width + step + 1], position, cache)
+        position = position + 1
+    steps = step + 1
+    return response[:, :steps], response_mask[:, :steps], log_probs[:, :steps]
+
+
+def _last_logits(
+    model: torch.nn.Module, ids: Tensor, mask: Tensor, positions: Tensor, cache: DynamicCache
+) -> Tensor:
+    """float32 (B, V) logits of the last position; ``logits_to_keep=1`` spares the prefill
+    the vocabulary projection of every other position, a (P, V) matmul per row."""
+    out = model(
+        input_ids=ids,
+        attention_mask=mask,
+        position_ids=positions,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=1,
+    )
+    return out.logits[:, -1, :].float()
+
+
+def sample_next(
+    logits: Tensor, params: SamplingParams, generator: torch.Generator | None = None
+) -> tuple[Tensor, Tensor]:
+    """Pick one token per row from (B, V) logits; returns (B,) tokens and their (B,) log-probs.
+
+    The log-prob is under softmax(logits / temperature) (temperature 1 if greedy), never the
+    truncated top-k / top-p distribution, so it matches what training recomputes.
+    """
+    temperature = 1.0 if params.greedy else params.temperature
+    scaled = logits / temperature if temperature != 1.0 else logits
+    log_norm = torch.logsumexp(scaled, dim=-1, keepdim=True)  # (B, 1)
+    if params.greedy:
+        token = scaled.argmax(dim=-1, keepdim=True)
+    elif params.top_k or params.top_p < 1.0:
+        token = _sample_truncated(scaled, log_norm, params.top_k, params.top_p, generator)
+    else:
+        cdf = torch.exp(scaled - log_norm).cumsum(dim=-1)
+        token = _inverse_cdf(cdf, cdf[:, -1:], generator)
+    log_prob = scaled.gather(-1, token) - log_norm
+    return token.squeeze(-1), log_prob.squeeze(-1)
+
+
+def _sample_truncated(
+    scaled: Tensor, log_norm: Tensor, top_k: int, top_p: float, generator: torch.Generator | None
+) -> Tensor:
+    """Sample from the top-k tokens, then from the nucleus (top-p) of those; (B, 1) ids.
+
+    Works on the candidates sorted by probability, where the nucleus is a prefix: the
+    smallest set of most likely tokens whose mass reaches ``top_p`` of the candidates' mass
+    (top-k renormalised first, as transformers does). The most likely token is always kept,
+    so ``top_k=1`` or a tiny ``top_p`` reduces to greedy.
+    """
+    vocab = scaled.shape[-1]
+    if 0 < top_k < vocab:
+        values, order = torch.topk(scaled, top_k, dim=-1)  # sorted, most likely first
+    else:
+        values, order = torch.sort(scaled, dim=-1, descending=True)
+    probs = torch.exp(values - log_norm)
+    cdf = probs.cumsum(dim=-1)
+    if top_p >= 1.0:
+        return order.gather(-1, _inverse_cdf(cdf, cdf[:, -1:], generator))
+    kept = (cdf - probs) <= top_p * cdf[:, -1:]
+    kept_mass = cdf.masked_fill(~kept, 0.0).amax(dim=-1, keepdim=True)
+    # u * mass can round up to the mass itself; never step past the nucleus then.
+    index = torch.minimum(_inverse_cdf(cdf, kept_mass, generator), kept.sum(-1, keepdim=True) - 1)
+    return order.gather(-1, index)
+
+
+def _inverse_cdf(cdf: Tensor, mass: Tensor, generator: torch.Generator | None) -> Tensor:
+    """Draw (B, 1) indices with P(i) proportional to cdf[i] - cdf[i-1], among those whose
+    cdf is below ``mass`` (a prefix): one uniform number per row and a binary search.
+
+    Why not ``torch.multinomial``: on CPU it draws one exponential per vocabulary entry and
+    costs ~20x more (0.5 ms per step at B=32, V=363; 37 ms at V=32k). Zero-probability
+    entries have cdf[i] == cdf[i-1] and can never be drawn, as with multinomial. float32
+    rounding of the running sum moves each probability by at most ~1e-7 (absolute).
+    ``generator`` must live on the logits' device.
+    """
+    u = torch.rand(mass.shape, generator=generator, device=mass.device, dtype=mass.dtype)
+    index = torch.searchsorted(cdf, u * mass, right=True)
+    return index.clamp_(max=cdf.shape[-1] - 1)
+
+
+def _to_batch(
+    prompt_ids: Tensor,
+    prompt_mask: Tensor,
+    response: Tensor,
+    response_mask: Tensor,
+    log_probs: Tensor,
+) -> TensorDict:
+    """Assemble the rollout batch in the ``[prompt | response]`` layout of placerl.types."""
+    return TensorDict(
+        {
+            Field.PROMPT_IDS: prompt_ids,
+            Field.PROMPT_MASK: prompt_mask,
+            Field.RESPONSE_IDS: response,
+            Field.RESPONSE_MASK: response_mask,
+            Field.INPUT_IDS: torch.cat([prompt_ids, response], dim=1),
+            Field.ATTENTION_MASK: torch.cat(
+                [prompt_mask, response_mask.to(prompt_mask.dtype)], dim=1
+            ),
+            Field.OLD_LOG_PROBS: log_probs,
+        },
+        batch_size=[prompt_ids.shape[0]],
+    )

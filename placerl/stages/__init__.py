@@ -1,0 +1,19 @@
+"""Stages: what one ``placerl train`` run trains (sft, rm, ppo, grpo, rloo).
+
+A stage owns its models and data and exposes ``step``, ``evaluate``, ``trained_models``,
+``state_dict``/``load_state_dict``; the trainer loop is the same for all of them.
+"""
+
+from __future__ import annotations
+
+from placerl.config.schema import RunConfig
+
+
+def build_stage(cfg: RunConfig):
+    if cfg.stage in ("sft", "rm"):
+        from placerl.stages.supervised import RewardModelStage, SFTStage
+
+        return SFTStage(cfg) if cfg.stage == "sft" else RewardModelStage(cfg)
+    from placerl.stages.online import OnlineRLStage
+
+    return OnlineRLStage(cfg)

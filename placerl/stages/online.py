@@ -1,0 +1,80 @@
+"""Online RL stages (ppo, grpo, rloo): prompts in, the algorithm's step, roles from the runtime."""
+
+from __future__ import annotations
+
+from placerl.algos.grpo import GroupPolicyOptimization
+from placerl.algos.ppo import PPO
+from placerl.config.schema import RunConfig
+from placerl.data.stream import IndexStream
+from placerl.evaluation import evaluate_policy
+from placerl.models.loading import load_policy, load_tokenizer
+from placerl.runtime.local import build_roles
+from placerl.stages.sources import eval_source, model_path, prompt_set
+
+
+def make_algorithm(cfg: RunConfig):
+    if cfg.stage == "ppo":
+        return PPO(cfg.ppo)
+    return GroupPolicyOptimization(cfg.grpo, cfg.stage, cfg.rollout.samples_per_prompt)
+
+
+class OnlineRLStage:
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.name = cfg.stage
+        path = model_path(cfg)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
+        self.policy = load_policy(path)
+        self.algorithm = make_algorithm(cfg)
+        self.prompts = prompt_set(cfg, self.tokenizer, cfg.data.train, "train")
+        eval_path = eval_source(cfg)
+        self.eval_prompts = (
+            prompt_set(cfg, self.tokenizer, eval_path, "eval") if eval_path else None
+        )
+        self.stream = IndexStream(len(self.prompts), cfg.trainer.batch_size, seed=cfg.seed)
+        self.roles = build_roles(cfg, path, self.tokenizer, self.policy, self.algorithm)
+
+    def step(self, step: int, timer) -> dict[str, float]:
+        batch = self.prompts.batch(
+            self.stream.next_batch(),
+            self.tokenizer.pad_token_id,
+            self.cfg.rollout.samples_per_prompt,
+        )
+        return self.algorithm.step(self.roles, batch, timer, step)
+
+    def evaluate(self) -> dict[str, float]:
+        if self.eval_prompts is None:
+            return {}
+        return evaluate_policy(
+            self.policy,
+            self.tokenizer,
+            self.eval_prompts,
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+            reward=self.roles.reward,
+        )
+
+    def trained_models(self) -> dict:
+        models = {"policy": self.policy}
+        if self.roles.critic is not None:
+            models["critic"] = self.roles.critic.model
+        return models
+
+    def state_dict(self) -> dict:
+        roles = self.roles
+        state = {
+            "actor": roles.actor.state_dict(),
+            "rollout": roles.rollout.state_dict(),
+            "algorithm": self.algorithm.state_dict(),
+            "data": self.stream.state_dict(),
+        }
+        if roles.critic is not None:
+            state["critic"] = roles.critic.state_dict()
+        return state
+
+    def load_state_dict(self, state: dict) -> None:
+        self.roles.actor.load_state_dict(state["actor"])
+        self.roles.rollout.load_state_dict(state["rollout"])
+        self.algorithm.load_state_dict(state["algorithm"])
+        self.stream.load_state_dict(state["data"])
+        if self.roles.critic is not None:
+            self.roles.critic.load_state_dict(state["critic"])

@@ -1,0 +1,126 @@
+"""Offline stages on fixed data: SFT on demonstrations, reward model on comparisons."""
+
+from __future__ import annotations
+
+from placerl.algos.reward_model import RewardModelTraining
+from placerl.algos.sft import SFT
+from placerl.config.schema import RunConfig
+from placerl.data.stream import IndexStream
+from placerl.errors import UserError
+from placerl.evaluation import evaluate_policy
+from placerl.models.loading import load_reward_model
+from placerl.roles.common import make_optimizer
+from placerl.stages.sources import (
+    eval_source,
+    model_path,
+    preference_triples,
+    prompt_set,
+    sft_pairs,
+    tokenizer_and_policy,
+)
+
+
+def _stream(cfg: RunConfig, size: int, what: str) -> IndexStream:
+    if size == 0:
+        raise UserError(f"the {what} dataset is empty", where="data.train")
+    return IndexStream(size, cfg.trainer.batch_size, seed=cfg.seed)
+
+
+class SFTStage:
+    name = "sft"
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self.tokenizer, self.model = tokenizer_and_policy(cfg)
+        self.pairs = sft_pairs(cfg, self.tokenizer, cfg.data.train)
+        self.stream = _stream(cfg, len(self.pairs), "SFT")
+        eval_path = eval_source(cfg)
+        self.eval_prompts = (
+            prompt_set(cfg, self.tokenizer, eval_path, "eval") if eval_path else None
+        )
+        optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
+        self.algo = SFT(
+            self.model,
+            self.tokenizer,
+            optimizer,
+            scheduler,
+            max_len=cfg.data.max_len,
+            grad_clip=cfg.optim.grad_clip,
+            precision=cfg.model.precision,
+        )
+
+    def step(self, step: int, timer) -> dict[str, float]:
+        with timer.phase("update"):
+            return self.algo.step([self.pairs[i] for i in self.stream.next_batch()])
+
+    def evaluate(self) -> dict[str, float]:
+        if self.eval_prompts is None:
+            return {}
+        return evaluate_policy(
+            self.model,
+            self.tokenizer,
+            self.eval_prompts,
+            max_new_tokens=self.cfg.rollout.max_new_tokens,
+        )
+
+    def trained_models(self) -> dict:
+        return {"policy": self.model}
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.algo.optimizer.state_dict(),
+            "scheduler": self.algo.scheduler.state_dict(),
+            "data": self.stream.state_dict(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.algo.optimizer.load_state_dict(state["optimizer"])
+        self.algo.scheduler.load_state_dict(state["scheduler"])
+        self.stream.load_state_dict(state["data"])
+
+
+class RewardModelStage:
+    name = "rm"
+
+    def __init__(self, cfg: RunConfig):
+        from placerl.models.loading import load_tokenizer
+
+        self.cfg = cfg
+        path = model_path(cfg)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
+        self.model = load_reward_model(path, self.tokenizer.pad_token_id)
+        self.triples = preference_triples(cfg, self.tokenizer, cfg.data.train)
+        eval_path = eval_source(cfg)
+        self.eval_triples = (
+            preference_triples(cfg, self.tokenizer, eval_path, "eval", n=cfg.data.num_eval)[
+                : cfg.data.num_eval
+            ]
+            if eval_path
+            else []
+        )
+        self.stream = _stream(cfg, len(self.triples), "preference")
+        optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
+        self.algo = RewardModelTraining(
+            self.model,
+            self.tokenizer,
+            optimizer,
+            scheduler,
+            max_len=cfg.data.max_len,
+            grad_clip=cfg.optim.grad_clip,
+            precision=cfg.model.precision,
+        )
+
+    def step(self, step: int, timer) -> dict[str, float]:
+        with timer.phase("update"):
+            return self.algo.step([self.triples[i] for i in self.stream.next_batch()])
+
+    def evaluate(self) -> dict[str, float]:
+        if not self.eval_triples:
+            return {}
+        return {"eval/pairwise_accuracy": self.algo.pairwise_accuracy(self.eval_triples)}
+
+    def trained_models(self) -> dict:
+        return {"reward_model": self.model}
+
+    state_dict = SFTStage.state_dict
+    load_state_dict = SFTStage.load_state_dict
