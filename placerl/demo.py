@@ -23,13 +23,13 @@ from placerl.trainer import train
 DONE = "stage_done.json"
 
 # Step counts and learning rates measured to fit 10 minutes on 2 CPU cores (see README).
-FULL = {"sft": 200, "rm": 100, "rl": 100}
+FULL = {"sft": 200, "rm": 150, "rl": 60}
 QUICK = {"sft": 3, "rm": 3, "rl": 3}
 
 
 def stage_configs(out: Path, algo: str, steps: dict[str, int], seed: int = 0) -> dict[str, dict]:
     base, common = str(out / "base_model"), {"seed": seed}
-    trainer = {"eval_every": 0, "save_every": 50, "keep_checkpoints": 1}
+    trainer = {"eval_every": 20, "save_every": 50, "keep_checkpoints": 1}
     sft = {
         **common,
         "stage": "sft",
@@ -59,7 +59,7 @@ def stage_configs(out: Path, algo: str, steps: dict[str, int], seed: int = 0) ->
     if algo == "ppo":
         rl["reward"] = {"model": str(out / "rm" / "reward_model")}
         rl["optim"] = {"lr": 2e-5}
-        rl["ppo"] = {"kl_coef": 0.02, "critic_lr": 1e-4, "epochs": 2, "minibatches": 2}
+        rl["ppo"] = {"kl_coef": 0.05, "critic_lr": 1e-4, "epochs": 1, "minibatches": 2}
     else:
         rl["optim"] = {"lr": 2e-5}
     return {"sft": sft, "rm": rm, algo: rl} if algo == "ppo" else {"sft": sft, algo: rl}

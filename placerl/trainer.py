@@ -84,6 +84,10 @@ def train(cfg: RunConfig, resume: bool = False, console=None) -> dict[str, float
                     final_eval = stage.evaluate()
                 metrics |= final_eval
             metrics |= timer.pop()
+            if "throughput/tokens" in metrics:
+                metrics["throughput/tokens_per_s"] = (
+                    metrics["throughput/tokens"] / metrics["time/step"]
+                )
             log.log(step, metrics)
             log.log_spans(timer.pop_spans(), step)
             if _due(step, tc.save_every, total):

@@ -54,7 +54,9 @@ def test_missing_model_path(capsys, tmp_path):
 
 
 def _train_args(model_dir, run_dir, stage, *extra):
-    return ["train", "/dev/null", *fast_overrides(model_dir, run_dir, stage), *extra]
+    config = run_dir.parent / "empty.yaml"
+    config.write_text("# everything comes from overrides\n")
+    return ["train", str(config), *fast_overrides(model_dir, run_dir, stage), *extra]
 
 
 def test_malformed_jsonl_line_is_named(capsys, tmp_path, tiny_model_dir):
@@ -98,15 +100,15 @@ def test_prompt_longer_than_the_limit(capsys, tmp_path, tiny_model_dir):
 def test_bad_reward_function_is_reported_and_keeps_earlier_work(
     capsys, tmp_path, tiny_model_dir, monkeypatch, body, expected
 ):
-    module = tmp_path / "user_rewards.py"
-    module.write_text(f"def reward(completions, prompts, **kw):\n    {body}\n")
+    name = f"user_rewards_{tmp_path.name}"  # a fresh module per case: imports are cached
+    (tmp_path / f"{name}.py").write_text(f"def reward(completions, prompts, **kw):\n    {body}\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     run_dir = tmp_path / "r"
     args = _train_args(tiny_model_dir, run_dir, "grpo")
     assert run_cli(capsys, *args)[0] == 0  # a good first run leaves checkpoints and metrics
     metrics_before = (run_dir / "metrics.jsonl").read_text()
     code, err = run_cli(
-        capsys, *args, "trainer.steps=5", "reward.function=user_rewards:reward", "--resume"
+        capsys, *args, "trainer.steps=5", f"reward.function={name}:reward", "--resume"
     )
     assert code == 2 and expected in err and "Traceback" not in err
     assert (run_dir / "checkpoints" / "step_000003").is_dir()

@@ -48,6 +48,7 @@ def experience_metrics(batch: Batch) -> dict[str, float]:
         "reward/mean": float(scores.mean()),
         "reward/std": float(scores.std()) if scores.numel() > 1 else 0.0,
         "response/length": float(lengths.mean()),
+        "throughput/tokens": int(batch[Field.ATTENTION_MASK].sum()),  # prompt + response
     }
     if Field.REF_LOG_PROBS in batch.keys():  # noqa: SIM118 (TensorDict has no `in`)
         kl = core.kl_estimate(batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], "k1", mask)
@@ -55,11 +56,3 @@ def experience_metrics(batch: Batch) -> dict[str, float]:
     # entropy of the sampling policy is estimated by −log π of the sampled tokens
     metrics["rollout/neg_log_prob"] = float(-core.masked_mean(batch[Field.OLD_LOG_PROBS], mask))
     return metrics
-
-
-def throughput_metrics(batch: Batch, seconds: float) -> dict[str, float]:
-    tokens = int(batch[Field.ATTENTION_MASK].sum())
-    return {
-        "throughput/tokens_per_s": tokens / max(seconds, 1e-9),
-        "throughput/samples_per_s": batch.batch_size[0] / max(seconds, 1e-9),
-    }

@@ -39,6 +39,7 @@ class SFT:
             "sft/grad_norm": grad_norm,
             "sft/lr": lr,
             "sft/completion_tokens": tokens,
+            "throughput/tokens": int(mask.sum()),
             "data/truncated": batch["num_truncated"],
         }
 

@@ -56,14 +56,15 @@ class ReversalTask:
         return rows
 
     def preference_rows(self, n: int, seed: int) -> list[dict]:
-        """Chosen: the reversal. Rejected: the copy, or (when the copy equals the reversal,
-        or 30% of the time) the reversal with one digit changed."""
+        """Chosen: the reversal. Rejected: half the time the copy, half the time (and always
+        when the copy equals the reversal) the reversal with one digit changed — near misses
+        teach the reward model to check every digit, which keeps RL from exploiting it."""
         rng = random.Random(seed + 2)
         rows = []
         for d in self.strings(n, seed):
             right = d[::-1]
             wrong = d
-            if wrong == right or rng.random() < 0.3:
+            if wrong == right or rng.random() < 0.5:
                 i = rng.randrange(len(right))
                 wrong = (
                     right[:i]
