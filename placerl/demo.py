@@ -27,8 +27,12 @@ FULL = {"sft": 200, "rm": 150, "rl": 60}
 QUICK = {"sft": 3, "rm": 3, "rl": 3}
 
 
-def stage_configs(out: Path, algo: str, steps: dict[str, int], seed: int = 0) -> dict[str, dict]:
+def stage_configs(
+    out: Path, algo: str, steps: dict[str, int], seed: int = 0, quick: bool = False
+) -> dict[str, dict]:
     base, common = str(out / "base_model"), {"seed": seed}
+    if quick:  # a smoke test: little data, few eval prompts
+        common["data"] = {"builtin_size": 256, "num_eval": 16}
     trainer = {"eval_every": 20, "save_every": 50, "keep_checkpoints": 1}
     sft = {
         **common,
@@ -91,7 +95,7 @@ def run_demo(out: Path, algo: str = "ppo", quick: bool = False, seed: int = 0) -
     seconds["base_model"] = time.perf_counter() - start
 
     results = {}
-    for name, raw in stage_configs(out, algo, QUICK if quick else FULL, seed).items():
+    for name, raw in stage_configs(out, algo, QUICK if quick else FULL, seed, quick).items():
         results[name], seconds[name] = run_stage(name, raw, console)
     seconds["total"] = sum(seconds.values())
 

@@ -109,3 +109,54 @@ def minibatch_indices(
         torch.randperm(size, generator=generator) if generator is not None else torch.arange(size)
     )
     return [chunk for chunk in order.chunk(minibatches) if chunk.numel()]
+
+
+class TrainedModel:
+    """A model with its optimizer, schedule and minibatch shuffler: what actor and critic share.
+
+    ``fit`` runs ``epochs`` × ``minibatches`` optimizer steps of ``loss_of(minibatch)`` and
+    advances the schedule once (one RL step); the state is what exact resume needs.
+    """
+
+    def __init__(
+        self, model, optim: OptimConfig, total_steps: int, *, lr=None, precision="fp32", seed=0
+    ):
+        self.model = model
+        self.optim_cfg = optim
+        self.precision = precision
+        self.optimizer, self.scheduler = make_optimizer(model.parameters(), optim, total_steps, lr)
+        self.shuffle = torch.Generator().manual_seed(seed)
+
+    def fit(
+        self, batch: Batch, loss_of, epochs: int, minibatches: int, prefix: str
+    ) -> dict[str, float]:
+        self.model.train()
+        sums: dict[str, float] = {}
+        count = 0
+        for _ in range(epochs):
+            for idx in minibatch_indices(batch.batch_size[0], minibatches, self.shuffle):
+                with autocast(self.precision):
+                    loss, stats = loss_of(batch[idx])
+                loss.backward()
+                stats[f"{prefix}/grad_norm"] = clip_and_step(
+                    self.model, self.optimizer, self.optim_cfg.grad_clip
+                )
+                for key, value in stats.items():
+                    sums[key] = sums.get(key, 0.0) + float(value)
+                count += 1
+        out = {key: value / count for key, value in sums.items()}
+        out[f"{prefix}/lr"] = self.scheduler.get_last_lr()[0]
+        self.scheduler.step()
+        return out
+
+    def state_dict(self) -> dict:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "scheduler": self.scheduler.state_dict(),
+            "shuffle": self.shuffle.get_state(),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.scheduler.load_state_dict(state["scheduler"])
+        self.shuffle.set_state(state["shuffle"])

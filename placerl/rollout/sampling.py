@@ -59,22 +59,6 @@ class SamplingParams:
             raise ValueError(f"top_k={self.top_k}: expected 0 (off) or a positive integer")
 
 
-def left_pad(sequences: list[list[int]], pad_token_id: int) -> tuple[Tensor, Tensor]:
-    """Stack token lists into a LEFT-padded (B, P) id tensor and its (B, P) mask.
-
-    Left padding puts every prompt's last token in the last column, so generation appends
-    new tokens at one common column for the whole batch.
-    """
-    width = max((len(s) for s in sequences), default=0)
-    ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, seq in enumerate(sequences):
-        if seq:
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
-            mask[row, width - len(seq) :] = 1
-    return ids, mask
-
-
 @torch.no_grad()
 def generate(
     model: torch.nn.Module,

@@ -7,12 +7,13 @@ import torch
 from tensordict import TensorDict
 
 from placerl.config.schema import OptimConfig
+from placerl.data.collate import left_pad
 from placerl.models.loading import load_policy, load_reward_model, load_tokenizer, load_value_model
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
 from placerl.roles.reward import ModelReward
 from placerl.roles.rollout import RolloutWorker
-from placerl.rollout.sampling import SamplingParams, left_pad
+from placerl.rollout.sampling import SamplingParams
 from placerl.types import Field
 
 

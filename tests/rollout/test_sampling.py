@@ -14,8 +14,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from placerl.data.collate import left_pad
 from placerl.models.logprobs import log_probs_from_logits
-from placerl.rollout.sampling import SamplingParams, generate, left_pad, sample_next
+from placerl.rollout.sampling import SamplingParams, generate, sample_next
 from placerl.types import Field
 
 PAD = 0
@@ -75,12 +76,6 @@ def char_tokenizer() -> PreTrainedTokenizerFast:
 
 def response_lengths(batch) -> list[int]:
     return batch[Field.RESPONSE_MASK].sum(-1).tolist()
-
-
-def test_left_pad_aligns_sequences_right():
-    ids, mask = left_pad([[1, 2, 3], [4]], pad_token_id=7)
-    assert ids.tolist() == [[1, 2, 3], [7, 7, 4]]
-    assert mask.tolist() == [[1, 1, 1], [0, 0, 1]]
 
 
 def test_batch_has_the_rollout_layout():
