@@ -87,7 +87,19 @@ def load_weights(model, directory: Path) -> None:
     weights: dict[str, torch.Tensor] = {}
     for file in files:
         weights.update(load_file(file))
-    model.load_state_dict(weights, strict=True)
+    missing, unexpected = model.load_state_dict(weights, strict=False)
+    tied = set(getattr(model, "_tied_weights_keys", None) or [])
+    if isinstance(getattr(model, "_tied_weights_keys", None), dict):
+        tied = set(model._tied_weights_keys)
+    untied_missing = [k for k in missing if k not in tied]
+    if untied_missing or unexpected:
+        raise UserError(
+            f"checkpoint weights do not match the model (missing {untied_missing[:3]}, "
+            f"unexpected {unexpected[:3]})",
+            where=str(directory),
+        )
+    if missing:  # tied weights (e.g. lm_head = embeddings) are saved once
+        model.tie_weights()
 
 
 def capture_rng() -> dict:

@@ -12,11 +12,18 @@ from placerl.tasks.rewards import exact_match_reward
 
 @torch.no_grad()
 def evaluate_policy(
-    model, tokenizer, prompts: PromptSet, *, max_new_tokens: int, reward=None, batch_size: int = 256
+    model,
+    tokenizer,
+    prompts: PromptSet,
+    *,
+    max_new_tokens: int,
+    stop_strings: tuple[str, ...] = (),
+    reward=None,
+    batch_size: int = 256,
 ) -> dict[str, float]:
     """``eval/accuracy`` (exact match, when prompts have an ``answer`` column) and
     ``eval/reward`` (the run's reward, when given) of greedy responses."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True)
+    params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True, stop_strings=stop_strings)
     correct, reward_sum = 0.0, 0.0
     for start in range(0, len(prompts), batch_size):
         idx = list(range(start, min(start + batch_size, len(prompts))))
@@ -28,6 +35,7 @@ def evaluate_policy(
             params,
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
+            tokenizer=tokenizer,
         )
         if "answer" in chunk.columns:
             completions = decode_responses(tokenizer, batch)

@@ -37,3 +37,30 @@ def test_load_weights_is_exact(tiny_model_dir, tmp_path):
     load_weights(other, path / "policy")
     for a, b in zip(model.parameters(), other.parameters()):
         assert torch.equal(a, b)
+
+
+def test_models_with_tied_embeddings_round_trip(tmp_path):
+    from tokenizers import Tokenizer, models
+    from transformers import GPT2Config, GPT2LMHeadModel, PreTrainedTokenizerFast
+
+    tok = PreTrainedTokenizerFast(
+        tokenizer_object=Tokenizer(models.WordLevel({"a": 0, "<pad>": 1}, unk_token="a")),
+        pad_token="<pad>",
+    )
+    torch.manual_seed(0)
+    config = GPT2Config(vocab_size=2, n_embd=8, n_layer=1, n_head=2, tie_word_embeddings=True)
+    model = GPT2LMHeadModel(config)
+    path = save_checkpoint(tmp_path, 1, {"policy": model}, tok, {})
+    other = GPT2LMHeadModel(config)
+    load_weights(other, path / "policy")
+    assert other.lm_head.weight.data_ptr() == other.transformer.wte.weight.data_ptr()
+    for a, b in zip(model.state_dict().values(), other.state_dict().values()):
+        assert torch.equal(a, b)
+
+
+def test_critic_and_policy_run_without_dropout(tiny_model_dir):
+    from placerl.models.loading import load_value_model
+
+    tok = load_tokenizer(tiny_model_dir)
+    for model in (load_policy(tiny_model_dir), load_value_model(tiny_model_dir, tok.pad_token_id)):
+        assert all(m.p == 0 for m in model.modules() if isinstance(m, torch.nn.Dropout))

@@ -158,6 +158,11 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _stage_needs(self) -> RunConfig:
+        if not self.ppo.kl_in_reward and self.ppo.kl_controller == "adaptive":
+            raise ValueError(
+                "ppo.kl_controller: adaptive adjusts the KL *reward* penalty; with "
+                "ppo.kl_in_reward: false use kl_controller: fixed"
+            )
         if self.stage in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
             raise ValueError(
                 f"{self.stage} compares samples of one prompt: rollout.samples_per_prompt must be "

@@ -64,8 +64,27 @@ def _load(cls, path: str | Path, what: str, **kwargs) -> PreTrainedModel:
     return model
 
 
+def disable_dropout(model: PreTrainedModel) -> PreTrainedModel:
+    """RL compares log-probs and values across passes (sampling vs training, old vs new);
+    dropout would make them disagree, so every dropout layer is switched off."""
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    for key in (
+        "attention_dropout",
+        "hidden_dropout",
+        "classifier_dropout",
+        "resid_pdrop",
+        "attn_pdrop",
+        "embd_pdrop",
+    ):
+        if hasattr(model.config, key):
+            setattr(model.config, key, 0.0)
+    return model
+
+
 def load_policy(path: str | Path) -> PreTrainedModel:
-    return _load(AutoModelForCausalLM, path, "policy model")
+    return disable_dropout(_load(AutoModelForCausalLM, path, "policy model"))
 
 
 def load_value_model(path: str | Path, pad_token_id: int) -> PreTrainedModel:
@@ -73,27 +92,44 @@ def load_value_model(path: str | Path, pad_token_id: int) -> PreTrainedModel:
 
     A new head starts at zero so the first values are 0 and early advantages are the rewards.
     """
-    model = _load(AutoModelForTokenClassification, path, "critic", num_labels=1)
+    model = disable_dropout(_load(AutoModelForTokenClassification, path, "critic", num_labels=1))
     model.config.pad_token_id = pad_token_id
     head = getattr(model, "score", None) or getattr(model, "classifier", None)
-    if head is not None and not _is_trained_head(path):
+    if head is not None and not _has_architecture(path, "TokenClassification"):
         torch.nn.init.zeros_(head.weight)
         if getattr(head, "bias", None) is not None:
             torch.nn.init.zeros_(head.bias)
     return model
 
 
-def load_reward_model(path: str | Path, pad_token_id: int) -> PreTrainedModel:
-    """A reward model: the backbone at ``path`` with a sequence-level scalar head."""
-    model = _load(AutoModelForSequenceClassification, path, "reward model", num_labels=1)
+def load_reward_model(
+    path: str | Path, pad_token_id: int, trained: bool = False
+) -> PreTrainedModel:
+    """A reward model: the backbone at ``path`` with a sequence-level scalar head.
+
+    Training a reward model starts from any backbone (``trained=False``); *using* one requires
+    a checkpoint saved with a one-label sequence-classification head, or its scores would come
+    from a random head.
+    """
+    if trained and not _has_architecture(path, "SequenceClassification"):
+        raise UserError(
+            "not a reward model: config.json's architectures has no *ForSequenceClassification "
+            "(train one with stage: rm)",
+            where=str(path),
+        )
+    model = disable_dropout(
+        _load(AutoModelForSequenceClassification, path, "reward model", num_labels=1)
+    )
     model.config.pad_token_id = pad_token_id
     return model
 
 
-def _is_trained_head(path: str | Path) -> bool:
-    """Whether the checkpoint at ``path`` was saved with a one-label head (not a causal LM)."""
+def _has_architecture(path: str | Path, kind: str) -> bool:
+    """Whether the checkpoint at ``path`` was saved as a ``*For<kind>`` model."""
     import json
 
-    config = json.loads((Path(path) / "config.json").read_text())
-    archs = config.get("architectures") or []
-    return any("TokenClassification" in a for a in archs)
+    config_file = Path(path) / "config.json"
+    if not config_file.exists():
+        return False
+    archs = json.loads(config_file.read_text()).get("architectures") or []
+    return any(kind in a for a in archs)

@@ -48,12 +48,19 @@ def response_logits(model, batch: Batch, temperature: float = 1.0) -> Tensor:
 
 
 def response_log_probs(
-    model, batch: Batch, temperature: float = 1.0, with_entropy: bool = False
+    model,
+    batch: Batch,
+    temperature: float = 1.0,
+    with_entropy: bool = False,
+    entropy_grad: bool = False,
 ) -> tuple[Tensor, Tensor | None]:
-    """(B, R) log π(y_t | ·) of the response tokens, and their entropy when asked."""
+    """(B, R) log π(y_t | ·) of the response tokens, and their entropy when asked (with a
+    gradient only when an entropy bonus needs one: it costs a (B, R, V) softmax backward)."""
     logits = response_logits(model, batch, temperature)
     log_probs = log_probs_from_logits(logits, batch[Field.RESPONSE_IDS])
-    entropy = entropy_from_logits(logits.detach()) if with_entropy else None
+    entropy = None
+    if with_entropy:
+        entropy = entropy_from_logits(logits if entropy_grad else logits.detach())
     return log_probs, entropy
 
 

@@ -50,6 +50,7 @@ class OnlineRLStage:
             self.tokenizer,
             self.eval_prompts,
             max_new_tokens=self.cfg.rollout.max_new_tokens,
+            stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
         )
 

@@ -61,6 +61,7 @@ class SFTStage:
             self.tokenizer,
             self.eval_prompts,
             max_new_tokens=self.cfg.rollout.max_new_tokens,
+            stop_strings=tuple(self.cfg.rollout.stop_strings),
         )
 
     def trained_models(self) -> dict:
