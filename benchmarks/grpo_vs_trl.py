@@ -7,6 +7,10 @@ stop at EOS; a random model rarely emits one), temperature 1, no reference model
 group-std-scaled advantages, token-mean loss (TRL ``loss_type="dapo"``: Σ token losses /
 #tokens of the batch, which is placerl's ``token-mean`` with one minibatch), one optimizer step
 per generation batch, AdamW(0.9, 0.95), constant lr, grad clip 1.0, no gradient checkpointing.
+TRL keeps its default fused AdamW kernel (``--trl-optim adamw_torch`` gives placerl's kind).
+The two trainers run in two threads that take turns (see ``Baton``), so a machine that other
+jobs keep busy slows both alike; on such a machine pass ``--threads 1`` (two OpenMP threads
+that the scheduler starves wait on each other at every op, which swamps the measurement).
 
 placerl runs through its public API (``load_config`` + ``train``) and its per-step times come
 from ``metrics.jsonl``; TRL's come from a ``TrainerCallback`` (wall time between step ends, the
@@ -19,6 +23,7 @@ input embedding table) — over ``--peak`` FLOP/s (148 GFLOP/s fp32 measured on 
     python benchmarks/grpo_vs_trl.py                   # ~34M-parameter Llama, 8 steps
     python benchmarks/grpo_vs_trl.py --small --steps 5 # ~4.3M parameters, quick
     python benchmarks/grpo_vs_trl.py --small --profile # + torch.profiler over 2 placerl steps
+    python benchmarks/grpo_vs_trl.py --threads 1       # on a machine busy with other jobs
 
 Needs ``pip install trl==1.16.0`` (not a placerl dependency). Nothing is downloaded.
 """
@@ -33,10 +38,12 @@ import statistics
 import tempfile
 import threading
 import time
+import warnings
 from collections.abc import Iterator
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
+warnings.filterwarnings("ignore", category=FutureWarning)  # TRL 1.16 sets deprecated fields
 
 import torch  # noqa: E402
 
@@ -231,7 +238,7 @@ def trl_config(args, work: Path):
         adam_beta2=ADAM_BETAS[1],
         weight_decay=0.0,
         max_grad_norm=1.0,
-        optim="adamw_torch",  # plain torch AdamW, as placerl
+        optim=args.trl_optim,  # TRL's default is fused AdamW; placerl's is torch's for-loop one
         gradient_checkpointing=False,
         bf16=False,
         use_cpu=True,
@@ -413,13 +420,16 @@ def report(args, n_params: int, n_mm: int, prompt_tok: float, sides: dict[str, l
         rows = sides[name][args.warmup : steps]
         step, gen, score = median(rows, "step"), median(rows, "gen"), median(rows, "score")
         update = median(rows, "update")
+        # TRL's update is its step less gen and score, so it has no separate remainder
+        residual = [{"o": r["step"] - r["gen"] - r["score"] - r["update"]} for r in rows]
+        other = f"{median(residual, 'o'):>9.3f}" if name == "placerl" else f"{'-':>9}"
         length = statistics.mean(r["length"] for r in rows)
         reward = statistics.mean(r["reward"] for r in rows)
         bound = bound_seconds(n_mm, prompt_tok, length, args)
         medians[name] = step
         print(
             f"{name:<9}{step:>8.3f}{gen:>8.3f}{score:>9.4f}{update:>10.3f}"
-            f"{step - gen - score - update:>9.3f}{length:>10.1f}{reward:>9.4f}{bound:>9.3f}"
+            f"{other}{length:>10.1f}{reward:>9.4f}{bound:>9.3f}"
             f"{100 * bound / step:>11.1f}%"
         )
     if len(names) == 2:
@@ -432,7 +442,7 @@ def report(args, n_params: int, n_mm: int, prompt_tok: float, sides: dict[str, l
     )
     print(
         f"TRL update = its step less gen and score (forward/backward/optimizer + overhead); "
-        f"other = step less the phases.\nbound: (2+6)·N·tokens / {args.peak / 1e9:.0f} GFLOP/s, "
+        f"other = placerl's step less its phases.\nbound: (2+6)·N·tokens / {args.peak / 1e9:.0f} GFLOP/s, "
         f"N = {n_mm / 1e6:.2f}M matmul params ({n_params / 1e6:.2f}M in all), tokens = "
         f"{args.batch * args.group} × ({prompt_tok:.1f} prompt + mean response length)"
     )
@@ -460,6 +470,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=0,
         help="torch threads (0: torch default); use 1 when other jobs keep the cores busy",
     )
+    parser.add_argument(
+        "--trl-optim",
+        default="adamw_torch_fused",
+        help="TRL optimizer: its default adamw_torch_fused, or adamw_torch (placerl's kind)",
+    )
     parser.add_argument("--only", choices=["placerl", "trl"], help="run just one side")
     parser.add_argument("--profile", action="store_true", help="profile 2 placerl steps too")
     parser.add_argument("--workdir", help="keep model and runs here (default: a temp dir)")
@@ -471,6 +486,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
     if args.threads:
         torch.set_num_threads(args.threads)
     # the bound uses the share of the machine's peak that the torch threads can reach
