@@ -88,9 +88,7 @@ def load_weights(model, directory: Path) -> None:
     for file in files:
         weights.update(load_file(file))
     missing, unexpected = model.load_state_dict(weights, strict=False)
-    tied = set(getattr(model, "_tied_weights_keys", None) or [])
-    if isinstance(getattr(model, "_tied_weights_keys", None), dict):
-        tied = set(model._tied_weights_keys)
+    tied = set(getattr(model, "_tied_weights_keys", None) or ())  # a list or a dict's keys
     untied_missing = [k for k in missing if k not in tied]
     if untied_missing or unexpected:
         raise UserError(

@@ -26,6 +26,20 @@ def _stream(cfg: RunConfig, size: int, what: str) -> IndexStream:
     return IndexStream(size, cfg.trainer.batch_size, seed=cfg.seed)
 
 
+def _build_algorithm(cls, cfg: RunConfig, model, tokenizer):
+    """SFT and reward-model training take the same pieces: model, optimizer, limits."""
+    optimizer, scheduler = make_optimizer(model.parameters(), cfg.optim, cfg.trainer.steps)
+    return cls(
+        model,
+        tokenizer,
+        optimizer,
+        scheduler,
+        max_len=cfg.data.max_len,
+        grad_clip=cfg.optim.grad_clip,
+        precision=cfg.model.precision,
+    )
+
+
 class SFTStage:
     name = "sft"
 
@@ -38,16 +52,7 @@ class SFTStage:
         self.eval_prompts = (
             prompt_set(cfg, self.tokenizer, eval_path, "eval") if eval_path else None
         )
-        optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
-        self.algo = SFT(
-            self.model,
-            self.tokenizer,
-            optimizer,
-            scheduler,
-            max_len=cfg.data.max_len,
-            grad_clip=cfg.optim.grad_clip,
-            precision=cfg.model.precision,
-        )
+        self.algo = _build_algorithm(SFT, cfg, self.model, self.tokenizer)
 
     def step(self, step: int, timer) -> dict[str, float]:
         with timer.phase("update"):
@@ -100,16 +105,7 @@ class RewardModelStage:
             else []
         )
         self.stream = _stream(cfg, len(self.triples), "preference")
-        optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
-        self.algo = RewardModelTraining(
-            self.model,
-            self.tokenizer,
-            optimizer,
-            scheduler,
-            max_len=cfg.data.max_len,
-            grad_clip=cfg.optim.grad_clip,
-            precision=cfg.model.precision,
-        )
+        self.algo = _build_algorithm(RewardModelTraining, cfg, self.model, self.tokenizer)
 
     def step(self, step: int, timer) -> dict[str, float]:
         with timer.phase("update"):
