@@ -9,14 +9,14 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-Stage = Literal["sft", "rm", "ppo", "grpo", "rloo"]
+from placerl.config.placement import PlacementConfig
+from placerl.config.preference import BRAInConfig, OnlineDPOConfig, PreferenceConfig, RSOConfig
+from placerl.config.section import Section
+
+Stage = Literal["sft", "rm", "ppo", "grpo", "rloo", "dpo", "online_dpo", "rso", "brain"]
 BUILTIN = "builtin"  # a data path that means "the built-in addition task"
-
-
-class Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
 
 
 class ModelConfig(Section):
@@ -142,7 +142,9 @@ class TrainerConfig(Section):
 
 
 class RunConfig(Section):
-    stage: Stage = Field(..., description="What to train: sft, rm, ppo, grpo or rloo.")
+    stage: Stage = Field(
+        ..., description="What to train: sft, rm, ppo, grpo, rloo, dpo, online_dpo, rso, brain."
+    )
     run_dir: str = Field("runs/placerl", description="Where metrics, plots, checkpoints go.")
     seed: int = Field(0, description="Seed for data order, sampling and initialisation.")
     model: ModelConfig = Field(default_factory=ModelConfig)
@@ -155,6 +157,11 @@ class RunConfig(Section):
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
+    preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
+    online_dpo: OnlineDPOConfig = Field(default_factory=OnlineDPOConfig)
+    rso: RSOConfig = Field(default_factory=RSOConfig)
+    brain: BRAInConfig = Field(default_factory=BRAInConfig)
+    placement: PlacementConfig = Field(default_factory=PlacementConfig)
 
     @model_validator(mode="after")
     def _stage_needs(self) -> RunConfig:
