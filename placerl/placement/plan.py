@@ -1,0 +1,137 @@
+"""The Plan: where every role of an RLHF step lives. Plain, frozen, serializable data.
+
+A Plan is what placement strategies (``flatten``, ``interleave``, ``separate``, ``custom``)
+produce and what a runtime carries out; nothing else decides placement. It names
+
+- device groups: disjoint lists of device slots (a GPU, or a CPU slot with a thread count);
+- for each role, the group it lives on, its data-parallel size and its sharding:
+  ``none`` (replicas, DDP), ``full`` (FSDP over the role's workers) or ``hybrid`` (shard
+  inside sub-groups of ``shard_size`` workers, replicate across them: partial redundancy,
+  PaRO / FSDP's HYBRID_SHARD);
+- ``max_staleness``: how many policy updates a training sample may lag the policy that
+  sampled it (0: synchronous on-policy training).
+
+Roles placed on the same group share worker processes (one per slot), time-sharing the
+devices; roles on disjoint groups can run at the same time.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import Enum
+from typing import Any, Literal
+
+from placerl.types import Role
+
+DeviceKind = Literal["cpu", "gpu"]
+
+
+class Sharding(str, Enum):
+    NONE = "none"  # every worker holds the whole model (DDP for trained roles)
+    FULL = "full"  # parameters, gradients, optimizer state sharded over all the role's workers
+    HYBRID = "hybrid"  # shard inside sub-groups of `shard_size` workers, replicate across them
+
+
+@dataclass(frozen=True)
+class DeviceSlot:
+    """One device a worker process is pinned to: a GPU, or a share of CPU cores."""
+
+    kind: DeviceKind = "cpu"
+    index: int = 0  # GPU ordinal on its node, or CPU slot number
+    node: int = 0
+    threads: int = 1  # torch threads for a CPU slot (ignored on GPU)
+    memory_bytes: int | None = None  # usable device memory when known
+
+    @property
+    def label(self) -> str:
+        return f"n{self.node}:{self.kind}{self.index}"
+
+
+@dataclass(frozen=True)
+class Cluster:
+    """What a placement may use: the device slots of every node."""
+
+    slots: tuple[DeviceSlot, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+
+@dataclass(frozen=True)
+class DeviceGroup:
+    name: str
+    slots: tuple[DeviceSlot, ...]
+
+    @property
+    def size(self) -> int:
+        return len(self.slots)
+
+
+@dataclass(frozen=True)
+class RolePlacement:
+    group: str  # name of the DeviceGroup the role's workers live on
+    dp_size: int = 1  # data-parallel workers (<= group size)
+    sharding: Sharding = Sharding.NONE
+    shard_size: int | None = None  # HYBRID only: workers per shard group (divides dp_size)
+
+
+@dataclass(frozen=True)
+class Plan:
+    strategy: str
+    groups: tuple[DeviceGroup, ...]
+    roles: dict[Role, RolePlacement]
+    max_staleness: int = 0
+    notes: tuple[str, ...] = field(default=())  # why the strategy chose what it chose
+
+    def group(self, name: str) -> DeviceGroup:
+        for g in self.groups:
+            if g.name == name:
+                return g
+        raise KeyError(name)
+
+    def group_of(self, role: Role) -> DeviceGroup:
+        return self.group(self.roles[role].group)
+
+    def colocated(self) -> dict[str, tuple[Role, ...]]:
+        """Group name → the roles that share its worker processes, in Role order."""
+        out: dict[str, list[Role]] = {g.name: [] for g in self.groups}
+        for role in Role:
+            if role in self.roles:
+                out[self.roles[role].group].append(role)
+        return {name: tuple(roles) for name, roles in out.items()}
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "strategy": self.strategy,
+            "groups": [asdict(g) for g in self.groups],
+            "roles": {
+                role.value: {**asdict(p), "sharding": p.sharding.value}
+                for role, p in self.roles.items()
+            },
+            "max_staleness": self.max_staleness,
+            "notes": list(self.notes),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any]) -> Plan:
+        groups = tuple(
+            DeviceGroup(g["name"], tuple(DeviceSlot(**s) for s in g["slots"]))
+            for g in raw["groups"]
+        )
+        roles = {
+            Role(name): RolePlacement(
+                group=p["group"],
+                dp_size=p.get("dp_size", 1),
+                sharding=Sharding(p.get("sharding", "none")),
+                shard_size=p.get("shard_size"),
+            )
+            for name, p in raw["roles"].items()
+        }
+        return cls(
+            strategy=raw["strategy"],
+            groups=groups,
+            roles=roles,
+            max_staleness=int(raw.get("max_staleness", 0)),
+            notes=tuple(raw.get("notes", ())),
+        )
