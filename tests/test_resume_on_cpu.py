@@ -26,7 +26,7 @@ def _run(model_dir, run_dir, stage, steps, resume=False, extra=()):
     [
         ("sft", ()),
         ("rm", ()),
-        ("grpo", ("grpo.kl_coef=0.05",)),
+        ("grpo", ("grpo.kl_coef=0.05", "reward.function=tests.conftest:length_reward")),
         ("rloo", ("reward.function=tests.conftest:length_reward",)),
         ("ppo", ("ppo.kl_controller=adaptive", "ppo.minibatches=2", "ppo.epochs=2")),
     ],

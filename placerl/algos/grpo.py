@@ -33,6 +33,7 @@ class GroupPolicyOptimization:
             loss_agg=cfg.loss_agg,
             kl_coef=cfg.kl_coef,
             kl_estimator=cfg.kl_estimator,
+            skip_uninformative=cfg.skip_uninformative,
         )
 
     def step(

@@ -24,6 +24,10 @@ class PolicyObjective:
     kl_coef: float = 0.0  # > 0: KL(π‖π_ref) as a loss term (GRPO style); needs REF_LOG_PROBS
     kl_estimator: str = "k3"
     entropy_coef: float = 0.0
+    # cap of the truncated importance weights applied when the batch carries the sampler's
+    # ROLLOUT_LOG_PROBS (stale samples; core.truncated_importance_weights). None: no IS weights
+    is_cap: float | None = None
+    skip_uninformative: bool = False  # leave zero-advantage samples out (algos/skipping.py)
 
 
 def policy_loss(
@@ -31,6 +35,11 @@ def policy_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one minibatch given the current (B, R) log-probs (and entropy) of its responses."""
     mask = batch[Field.RESPONSE_MASK]
+    is_weights, is_stats = None, {}
+    if spec.is_cap is not None and Field.ROLLOUT_LOG_PROBS in batch.keys():  # noqa: SIM118
+        is_weights, is_stats = core.truncated_importance_weights(
+            batch[Field.OLD_LOG_PROBS], batch[Field.ROLLOUT_LOG_PROBS], mask, spec.is_cap
+        )
     loss, stats = core.policy_loss_clipped(
         log_probs,
         batch[Field.OLD_LOG_PROBS],
@@ -39,8 +48,9 @@ def policy_loss(
         clip_low=spec.clip_low,
         clip_high=spec.clip_high,
         agg=spec.loss_agg,
+        is_weights=is_weights,
     )
-    stats = {f"actor/{k}": v for k, v in stats.items()}
+    stats = {f"actor/{k}": v for k, v in (stats | is_stats).items()}
     stats["loss/policy"] = loss.detach()
     if spec.kl_coef > 0:
         kl = core.kl_estimate(log_probs, batch[Field.REF_LOG_PROBS], spec.kl_estimator, mask)

@@ -104,6 +104,11 @@ class PPOConfig(Section):
 
 class GRPOConfig(Section):
     scale_by_std: bool = Field(True, description="Divide group advantages by the group std.")
+    skip_uninformative: bool = Field(
+        True,
+        description="Leave samples with advantage exactly 0 (groups of equal rewards) out of "
+        "the forward/backward when no KL or entropy term needs them; the gradient is the same.",
+    )
     kl_coef: float = Field(0.0, ge=0, description="KL loss weight β; 0 runs no reference model.")
     kl_estimator: Literal["k1", "k2", "k3", "abs"] = Field("k3", description="Per-token KL.")
     epochs: int = Field(1, gt=0, description="Passes over each rollout batch.")

@@ -10,9 +10,10 @@ from __future__ import annotations
 import torch
 
 from placerl.algos.objectives import PolicyObjective, policy_loss
+from placerl.algos.skipping import informative_rows, kept_share
 from placerl.config.schema import OptimConfig
 from placerl.roles.common import TrainedModel, autocast, response_log_probs
-from placerl.types import Batch
+from placerl.types import Batch, Field
 
 
 class ActorWorker(TrainedModel):
@@ -43,9 +44,35 @@ class ActorWorker(TrainedModel):
         """Minimise ``objective`` over the batch; returns mean stats over optimizer steps."""
 
         def loss_of(mb: Batch):
+            keep = informative_rows(mb, objective) if objective.skip_uninformative else None
+            if keep is None or bool(keep.all()):
+                log_probs, entropy = response_log_probs(
+                    self.model, mb, self.temperature, with_entropy=True
+                )
+                return policy_loss(log_probs, entropy, mb, objective)
+            share = kept_share(mb[Field.RESPONSE_MASK], keep, objective.loss_agg)
+            stats = {"actor/skipped_share": torch.tensor(1.0 - float(keep.float().mean()))}
+            if share == 0.0:  # nothing carries a gradient: a zero gradient, and still a step
+                return torch.zeros(()), stats
+            kept = mb[keep]
             log_probs, entropy = response_log_probs(
-                self.model, mb, self.temperature, with_entropy=True
+                self.model, kept, self.temperature, with_entropy=True
             )
-            return policy_loss(log_probs, entropy, mb, objective)
+            loss, kept_stats = policy_loss(log_probs, entropy, kept, objective)
+            return loss * share, kept_stats | stats
+
+        return self.fit(batch, loss_of, epochs, minibatches, prefix="actor")
+
+    def fit_grouped(
+        self, batch: Batch, objective, epochs: int = 1, minibatches: int = 1
+    ) -> dict[str, float]:
+        """Minimise ``objective(log_probs, mb)`` over a [G, n] batch of groups (a preference
+        pair, or the samples of one prompt, per row): minibatches split rows, never a group.
+        ``log_probs`` are the (g, n, R) response log-probs under the current policy;
+        ``objective`` is a picklable callable (a frozen dataclass, e.g. ``PairObjective``)."""
+
+        def loss_of(mb: Batch):
+            log_probs, _ = response_log_probs(self.model, mb.reshape(-1), self.temperature)
+            return objective(log_probs.view(*mb.batch_size, -1), mb)
 
         return self.fit(batch, loss_of, epochs, minibatches, prefix="actor")
