@@ -1,4 +1,4 @@
-"""``placerl demo | train | plot | make-model``.
+"""``placerl demo | train | plot | make-model | plan``.
 
 User mistakes surface as ``UserError`` and are printed as one line with exit code 2; anything
 else is a bug in placerl and keeps its traceback.
@@ -55,6 +55,23 @@ def resume_command(args: argparse.Namespace) -> str:
     return " ".join([*parts, "--resume"])
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    import json
+
+    from placerl.config import load_config
+    from placerl.config.schema import RunConfig
+    from placerl.placement.from_config import model_params_for, plan_from_config
+    from placerl.placement.render import print_plan
+
+    cfg = load_config(args.config, list(args.overrides), RunConfig)
+    plan = plan_from_config(cfg)
+    if args.json:
+        print(json.dumps(plan.to_dict(), indent=2))
+    else:
+        print_plan(plan, model_params=model_params_for(cfg))
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from placerl.plotting import plot_run
 
@@ -101,6 +118,12 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--run-dir", help="shorthand for run_dir=...")
     train.set_defaults(fn=cmd_train)
+
+    plan = sub.add_parser("plan", help="print where each role of a config would run")
+    plan.add_argument("config", help="YAML config file")
+    plan.add_argument("overrides", nargs="*", help="dotted overrides, e.g. placement.num_workers=4")
+    plan.add_argument("--json", action="store_true", help="print the Plan as JSON")
+    plan.set_defaults(fn=cmd_plan)
 
     plot = sub.add_parser("plot", help="write PNG plots of a run directory")
     plot.add_argument("run_dir")

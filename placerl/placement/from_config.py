@@ -1,0 +1,139 @@
+"""From a run config to a validated Plan: which roles the stage needs, on which cluster.
+
+``plan_from_config`` is what ``placerl plan`` prints and what a runtime carries out. The roles
+come from the stage (and from whether a reference or a reward model is used at all); the
+cluster from ``placement.ray_address`` or this machine; the strategy from
+``placement.strategy``. The plan is validated, with the models' sizes read from the headers of
+their safetensors files when the directories exist (nothing is loaded).
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from math import prod
+from pathlib import Path
+
+from placerl.config.schema import RunConfig
+from placerl.placement import strategies
+from placerl.placement.cluster import cluster_from_ray, detect_cluster, local_slot
+from placerl.placement.plan import Cluster, DeviceGroup, Plan, RolePlacement
+from placerl.placement.validate import validate_plan
+from placerl.types import Role
+
+SAMPLING_PREFERENCE = ("online_dpo", "rso", "brain")
+
+
+def needed_roles(cfg: RunConfig) -> tuple[Role, ...]:
+    """The roles a stage runs. Supervised stages train one model (the actor role, whatever its
+    head); a reference is needed only with a KL term (ppo/grpo/rloo ``kl_coef > 0``)."""
+    if cfg.stage in ("sft", "rm"):
+        return (Role.ACTOR,)
+    if cfg.stage == "dpo":
+        return (Role.ACTOR, Role.REFERENCE)
+    if cfg.stage in SAMPLING_PREFERENCE:
+        return (Role.ACTOR, Role.ROLLOUT, Role.REWARD, Role.REFERENCE)
+    kl_coef = cfg.ppo.kl_coef if cfg.stage == "ppo" else cfg.grpo.kl_coef
+    roles = [Role.ACTOR, Role.ROLLOUT]
+    if cfg.stage == "ppo":
+        roles.append(Role.CRITIC)
+    roles.append(Role.REWARD)
+    if kl_coef > 0:
+        roles.append(Role.REFERENCE)
+    return strategies.ordered(roles)
+
+
+def uses_rule_reward(cfg: RunConfig) -> bool:
+    """A reward computed by a Python function (no model) when no reward model is given."""
+    return cfg.reward.model is None
+
+
+def cluster_for(cfg: RunConfig) -> Cluster:
+    """The Ray cluster at ``placement.ray_address``, else this machine."""
+    p = cfg.placement
+    if p.strategy == "local":
+        return Cluster((local_slot(p.device),))
+    if p.ray_address:
+        return cluster_from_ray(
+            p.ray_address, num_workers=p.num_workers, threads_per_worker=p.threads_per_worker
+        )
+    return detect_cluster(p.num_workers, p.threads_per_worker, p.device)
+
+
+def count_params(model_dir: str | Path | None) -> int | None:
+    """Parameters stored in a model directory's safetensors files (headers only), or None."""
+    if model_dir is None:
+        return None
+    files = sorted(Path(model_dir).glob("*.safetensors"))
+    if not files:
+        return None
+    total = 0
+    for file in files:
+        with open(file, "rb") as f:
+            (length,) = struct.unpack("<Q", f.read(8))
+            header = json.loads(f.read(length))
+        total += sum(prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
+    return total
+
+
+def model_params_for(cfg: RunConfig) -> dict[Role, int]:
+    """Parameter counts of the roles whose model directories exist; others are left out."""
+    policy = cfg.model.path or Path(cfg.run_dir) / "base_model"
+    paths = {
+        Role.ACTOR: policy,
+        Role.ROLLOUT: policy,
+        Role.REFERENCE: cfg.reference or policy,
+        Role.CRITIC: cfg.critic or cfg.reward.model or policy,
+        Role.REWARD: cfg.reward.model,
+    }
+    counts = {role: count_params(path) for role, path in paths.items()}
+    return {role: n for role, n in counts.items() if n}
+
+
+def local_plan(roles: tuple[Role, ...], cluster: Cluster, max_staleness: int) -> Plan:
+    """Every role in this process on its one device: the local runtime."""
+    group = DeviceGroup("local", cluster.slots[:1])
+    notes = [
+        "every role in this process, on one device: no workers; the rollout shares the "
+        "actor's module"
+    ]
+    if max_staleness:
+        notes.append(f"max_staleness={max_staleness} is ignored: the local runtime is synchronous")
+    placed = {r: RolePlacement("local") for r in roles}
+    return Plan("local", (group,), placed, max_staleness, tuple(notes))
+
+
+def make_plan(cfg: RunConfig, roles: tuple[Role, ...], cluster: Cluster) -> Plan:
+    """Call the configured strategy (unvalidated)."""
+    p = cfg.placement
+    if p.strategy == "local":
+        return local_plan(roles, cluster, p.max_staleness)
+    if p.strategy == "custom":
+        specs = {Role(r): spec.model_dump() for r, spec in p.roles.items()}
+        return strategies.custom(
+            specs, cluster, groups=p.groups or None, max_staleness=p.max_staleness
+        )
+    common = dict(
+        rule_reward=uses_rule_reward(cfg),
+        sharding=p.sharding,
+        shard_size=p.shard_size,
+        max_staleness=p.max_staleness,
+    )
+    if p.strategy == "separate":
+        return strategies.separate(roles, cluster, generation_slots=p.generation_slots, **common)
+    strategy = strategies.flatten if p.strategy == "flatten" else strategies.interleave
+    return strategy(roles, cluster, **common)
+
+
+def plan_from_config(
+    cfg: RunConfig,
+    cluster: Cluster | None = None,
+    model_params: dict[Role, int] | None = None,
+) -> Plan:
+    """The validated Plan of ``cfg``; a UserError names whatever does not fit."""
+    roles = needed_roles(cfg)
+    cluster = cluster if cluster is not None else cluster_for(cfg)
+    plan = make_plan(cfg, roles, cluster)
+    params = model_params if model_params is not None else model_params_for(cfg)
+    validate_plan(plan, needed=roles, cluster=cluster, model_params=params)
+    return plan

@@ -1,0 +1,36 @@
+"""Clusters and role sets shared by the placement tests."""
+
+from __future__ import annotations
+
+from placerl.placement.cluster import cluster_from_ray_nodes, cpu_cluster
+from placerl.placement.plan import Cluster
+from placerl.types import Role
+
+GiB = 1024**3
+PPO = (Role.ACTOR, Role.ROLLOUT, Role.CRITIC, Role.REWARD, Role.REFERENCE)
+GRPO = (Role.ACTOR, Role.ROLLOUT, Role.REWARD)
+
+
+def gpu_nodes(nodes: int = 2, per_node: int = 4) -> list[dict]:
+    """What ``ray.nodes()`` reports for ``nodes`` machines of ``per_node`` GPUs each."""
+    return [
+        {
+            "NodeID": f"node{n}",
+            "Alive": True,
+            "Resources": {"CPU": 32.0, "GPU": float(per_node), f"node:10.0.0.{n}": 1.0},
+        }
+        for n in range(nodes)
+    ]
+
+
+def eight_gpus() -> Cluster:
+    """A fake 2-node × 4-GPU cluster with 80 GiB per GPU."""
+    return cluster_from_ray_nodes(gpu_nodes(), gpu_memory_bytes=80 * GiB)
+
+
+CLUSTERS = {
+    "cpu2": lambda: cpu_cluster(2, 1, cores=2),
+    "cpu4": lambda: cpu_cluster(4, 2, cores=8),
+    "cpu8": lambda: cpu_cluster(8, 1, cores=8),
+    "gpu8x2nodes": eight_gpus,
+}
