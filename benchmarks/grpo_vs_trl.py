@@ -140,17 +140,27 @@ class Baton:
 _BATON = Baton(["placerl"])  # replaced by main()
 
 
+def digit_share_reward(completions: list[str], **_: object) -> list[float]:
+    """Share of a completion's characters that are digits: a reward a random model already
+    gets varied scores on, so every group carries signal and every sample is trained on."""
+    return [sum(ch.isdigit() for ch in c) / max(len(c), 1) for c in completions]
+
+
+REWARDS = {"exact": exact_match_reward, "digits": digit_share_reward}
+_REWARD = [exact_match_reward]  # replaced by main()
+
+
 def placerl_reward(completions: list[str], answer: list[str], **_: object) -> list[float]:
     """placerl calls ``fn(completions=, prompts=, **dataset_columns)``."""
     _BATON.hand_over("placerl")
-    return exact_match_reward(completions, answer=answer)
+    return _REWARD[0](completions, answer=answer)
 
 
 def trl_reward(completions: list[str], answer: list[str], **_: object) -> list[float]:
     """TRL calls ``fn(prompts=, completions=, completion_ids=, trainer_state=, log_extra=, ...,
     **dataset_columns)``; completions are strings for plain-text prompts."""
     _BATON.hand_over("TRL")
-    return exact_match_reward(completions, answer=answer)
+    return _REWARD[0](completions, answer=answer)
 
 
 def less_waits(rows: list[dict], waits: list[float]) -> list[dict]:
@@ -462,6 +472,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument(
+        "--reward",
+        choices=sorted(REWARDS),
+        default="exact",
+        help="exact: exact-match (a random model scores 0, so GRPO has no signal and placerl "
+        "skips the update); digits: share of digit characters (signal in every group)",
+    )
+    parser.add_argument(
         "--peak", type=float, default=148e9, help="fp32 matmul FLOP/s of all cores together"
     )
     parser.add_argument(
@@ -486,6 +503,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    _REWARD[0] = REWARDS[args.reward]
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # "Loading weights" / "Writing model shards" bars
@@ -509,7 +527,7 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"GRPO, Llama {n_params / 1e6:.2f}M params fp32 | {args.batch} prompts × {args.group} "
             f"samples | ≤{args.new_tokens} new tokens | lr {args.lr:g} | {args.steps} steps | "
-            f"{torch.get_num_threads()} threads"
+            f"{torch.get_num_threads()} threads | reward {args.reward}"
         )
         runs = {
             "placerl": lambda: run_placerl(args, path, prompts, work),

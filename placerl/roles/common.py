@@ -17,12 +17,15 @@ from torch import Tensor
 
 from placerl.config.schema import OptimConfig
 from placerl.models.logprobs import entropy_from_logits, log_probs_from_logits
+from placerl.models.shared_prefix import (
+    position_ids,
+    prefix_saving,
+    shared_prefix_logits,
+    shared_prefix_plan,
+)
 from placerl.types import Batch, Field
 
-
-def position_ids(attention_mask: Tensor) -> Tensor:
-    """Positions that ignore left padding: the first real token is position 0."""
-    return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+MIN_SHARED_SAVING = 0.1  # below this share of tokens saved, one plain pass is cheaper
 
 
 def autocast(precision: str, device: torch.device | str = "cpu"):
@@ -32,18 +35,28 @@ def autocast(precision: str, device: torch.device | str = "cpu"):
     return contextlib.nullcontext()
 
 
-def response_logits(model, batch: Batch, temperature: float = 1.0) -> Tensor:
-    """(B, R, V) float32 logits that predict each response token, divided by temperature."""
-    width = batch[Field.RESPONSE_IDS].shape[1]
-    mask = batch[Field.ATTENTION_MASK]
-    out = model(
-        input_ids=batch[Field.INPUT_IDS],
-        attention_mask=mask,
-        position_ids=position_ids(mask),
-        use_cache=False,
-        logits_to_keep=width + 1,
-    )
-    logits = out.logits[:, :-1, :].float()
+def response_logits(
+    model, batch: Batch, temperature: float = 1.0, share_prefix: bool = True
+) -> Tensor:
+    """(B, R, V) float32 logits that predict each response token, divided by temperature.
+
+    With ``share_prefix`` a prompt repeated by several rows (a GRPO group) is computed once
+    when that saves at least ``MIN_SHARED_SAVING`` of the batch's tokens (models/shared_prefix).
+    """
+    plan = shared_prefix_plan(batch) if share_prefix else None
+    if plan is not None and prefix_saving(batch, plan[0]) >= MIN_SHARED_SAVING:
+        logits = shared_prefix_logits(model, batch, *plan).float()
+    else:
+        width = batch[Field.RESPONSE_IDS].shape[1]
+        mask = batch[Field.ATTENTION_MASK]
+        out = model(
+            input_ids=batch[Field.INPUT_IDS],
+            attention_mask=mask,
+            position_ids=position_ids(mask),
+            use_cache=False,
+            logits_to_keep=width + 1,
+        )
+        logits = out.logits[:, :-1, :].float()
     return logits / temperature if temperature != 1.0 else logits
 
 
