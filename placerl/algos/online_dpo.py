@@ -1,0 +1,80 @@
+"""Online DPO (Guo et al. 2024, "Direct Language Model Alignment from Online AI Feedback";
+TRL's ``OnlineDPOTrainer``): each step the policy samples n ≥ 2 responses per prompt, the reward
+(a reward model, or a rule standing in for the AI annotator) ranks them, and the best-vs-worst
+pairs train the policy with the DPO, SLiC or IPO loss against the frozen reference.
+
+Departures: OAIF samples exactly two responses and asks an LLM which is better; here n responses
+are scored pointwise and ``pairs_per_prompt`` pairs are formed from the ranking: best vs worst,
+2nd best vs 2nd worst, … Equal rewards carry no preference: such pairs are skipped and counted.
+How stale the sampling policy may be is the runtime's business (``placement.max_staleness``:
+0 samples from the current policy, as in the paper; a large bound samples from the initial
+policy throughout, i.e. offline DPO on SFT samples); the batch records it.
+"""
+
+from __future__ import annotations
+
+from placerl.algos.pair_training import (
+    PairObjective,
+    Pairs,
+    label_pairs,
+    pair_metrics,
+    train_on_pairs,
+    without_reference,
+)
+from placerl.algos.rollout_phase import Roles, experience_metrics, sample_and_score
+from placerl.config.preference import OnlineDPOConfig
+from placerl.data.stream import PromptBatch
+from placerl.timing import PhaseTimer
+from placerl.types import Field
+
+
+def best_worst_pairs(scores, pairs_per_prompt: int = 1) -> Pairs:
+    """Pairs (j-th best, j-th worst), j < ``pairs_per_prompt``, of each prompt's (G, n) scores.
+
+    Indices are flat positions in the (G·n) batch; the sort is stable, so among equal rewards
+    the earlier sample ranks higher (and ties are left out anyway).
+    """
+    groups, n = scores.shape
+    if not 1 <= pairs_per_prompt <= n // 2:
+        raise ValueError(f"pairs_per_prompt={pairs_per_prompt}: expected 1 … {n // 2} (n // 2)")
+    order = scores.detach().argsort(dim=-1, descending=True, stable=True).tolist()
+    games = [
+        (g * n + order[g][j], g * n + order[g][n - 1 - j])
+        for g in range(groups)
+        for j in range(pairs_per_prompt)
+    ]
+    return label_pairs(games, scores.detach().reshape(-1))
+
+
+class OnlineDPO:
+    """One step: n samples per prompt → rewards → best-vs-worst pairs → reference log-probs of
+    the pairs → preference update."""
+
+    needs_critic = False
+    needs_reference = True
+    follows_policy = True  # samples come from the trained policy (at most max_staleness old)
+
+    def __init__(self, cfg: OnlineDPOConfig, objective: PairObjective, samples_per_prompt: int):
+        self.cfg = cfg
+        self.objective = objective
+        self.samples_per_prompt = samples_per_prompt
+
+    def step(
+        self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
+    ) -> dict[str, float]:
+        batch = sample_and_score(without_reference(roles), prompts, timer)
+        metrics = experience_metrics(batch)
+        with timer.phase("pairs"):
+            scores = batch[Field.SCORES].view(-1, self.samples_per_prompt)
+            pairs = best_worst_pairs(scores, self.cfg.pairs_per_prompt)
+        metrics |= pair_metrics(batch, pairs)
+        metrics |= train_on_pairs(
+            roles, batch, pairs, self.objective, timer, self.cfg.epochs, self.cfg.minibatches
+        )
+        return metrics
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state: dict) -> None:
+        pass
