@@ -48,3 +48,43 @@ def evaluate_policy(
     if reward is not None:
         metrics["eval/reward"] = reward_sum / max(1, len(prompts))
     return metrics
+
+
+@torch.no_grad()
+def kl_to_reference(
+    model,
+    reference,
+    tokenizer,
+    prompts: PromptSet,
+    *,
+    max_new_tokens: int,
+    temperature: float = 1.0,
+    seed: int = 0,
+    batch_size: int = 256,
+) -> float:
+    """KL(π‖π_ref) per response, in nats: the mean over sampled responses y ~ π of
+    Σ_t log π(y_t|·) − log π_ref(y_t|·) (the k1 estimator; unbiased for the sequence KL)."""
+    from placerl.roles.common import response_log_probs
+
+    params = SamplingParams(max_new_tokens=max_new_tokens, temperature=temperature)
+    generator = torch.Generator().manual_seed(seed)
+    total = 0.0
+    was_training = reference.training
+    reference.eval()
+    for start in range(0, len(prompts), batch_size):
+        idx = list(range(start, min(start + batch_size, len(prompts))))
+        chunk = prompts.batch(idx, tokenizer.pad_token_id)
+        batch = generate(
+            model,
+            chunk.ids,
+            chunk.mask,
+            params,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            generator=generator,
+        )
+        ref, _ = response_log_probs(reference, batch, temperature)
+        diff = (batch["old_log_probs"] - ref) * batch["response_mask"]
+        total += float(diff.sum())
+    reference.train(was_training)
+    return total / max(1, len(prompts))

@@ -13,7 +13,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 
 def test_there_is_one_example_per_stage():
-    assert {p.stem for p in EXAMPLES} >= {"sft", "rm", "ppo", "grpo", "rloo"}
+    stages = {"sft", "rm", "ppo", "grpo", "rloo", "dpo", "online_dpo", "rso", "brain"}
+    assert {p.stem for p in EXAMPLES} >= stages
 
 
 @pytest.mark.parametrize("example", EXAMPLES, ids=lambda p: p.stem)
