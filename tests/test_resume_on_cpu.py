@@ -11,6 +11,8 @@ from placerl.config.schema import RunConfig
 from placerl.trainer import train
 from tests.conftest import fast_overrides
 
+LENGTH_REWARD = "reward.function=tests.conftest:length_reward"
+
 
 def _weights(directory):
     return load_file(next(directory.glob("*.safetensors")))
@@ -29,6 +31,13 @@ def _run(model_dir, run_dir, stage, steps, resume=False, extra=()):
         ("grpo", ("grpo.kl_coef=0.05", "reward.function=tests.conftest:length_reward")),
         ("rloo", ("reward.function=tests.conftest:length_reward",)),
         ("ppo", ("ppo.kl_controller=adaptive", "ppo.minibatches=2", "ppo.epochs=2")),
+        ("dpo", ()),
+        # 6 pairs, batches of 4: epochs straddle batches; the resumed run reads the reference
+        # cache from the checkpoint
+        ("dpo", ("data.builtin_size=6", "preference.loss=slic", "preference.sft_coef=0.5")),
+        ("online_dpo", ("rollout.samples_per_prompt=2", LENGTH_REWARD)),
+        ("rso", (LENGTH_REWARD, "rso.ranking=tournament")),
+        ("brain", (LENGTH_REWARD, "brain.proposal=policy", "placement.max_staleness=1")),
     ],
 )
 def test_resumed_run_is_bitwise_equal_to_straight_run(tiny_model_dir, tmp_path, stage, extra):

@@ -129,6 +129,29 @@ def preference_batch(
     }
 
 
+def encode_pairs(
+    tokenizer,
+    triples: Sequence[tuple[str, str, str]],
+    max_len: int,
+    eos: bool = True,
+    add_bos: bool = True,
+    rows: Sequence[int] | None = None,
+) -> tuple[list[list[int]], list[list[int]], list[list[int]]]:
+    """Token ids of (prompts, chosen, rejected), responses NOT cut to ``max_len``: for callers
+    that tokenize a dataset once and decide themselves what to do with long pairs. A prompt
+    with no room for a response is still a ``UserError``."""
+    prompts, (chosen, rejected) = _encode_examples(
+        tokenizer,
+        [p for p, _, _ in triples],
+        [[c for _, c, _ in triples], [r for _, _, r in triples]],
+        max_len,
+        eos,
+        add_bos,
+        rows,
+    )
+    return prompts, chosen, rejected
+
+
 def pad_token_id(tokenizer) -> int:
     """The pad id, else EOS, else 0: padded positions are masked out, so any id will do."""
     for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):

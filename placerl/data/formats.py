@@ -133,6 +133,12 @@ def to_preference_triple(
             "chosen": _messages(chosen, "chosen", where),
             "rejected": _messages(rejected, "rejected", where),
         }
+        for column, messages in responses.items():  # a template's markup alone is no answer
+            if not any(m["content"].strip() for m in messages):
+                raise UserError(
+                    f"'{column}' has no content (every message's 'content' is empty)",
+                    where=f"{where}, column '{column}'",
+                )
         text, *answers = _render_continuations(
             tokenizer, _messages(prompt, "prompt", where), responses, where
         )

@@ -89,3 +89,42 @@ def test_sequence_log_probs_sum_and_average_skip_padding():
     mask = t([[1, 1, 0], [1, 1, 1]])
     assert sequence_log_probs(lp, mask).tolist() == [-3.0, -1.5]  # -1 - 2 ; 3 * -0.5
     assert sequence_log_probs(lp, mask, average=True).tolist() == [-1.5, -0.5]
+
+
+def test_slic_margin_moves_the_hinge():
+    # logits 2: relu(δ − β·2) with β = 0.5 → relu(δ − 1)
+    assert loss_of("hinge", 0.5, margin=3.0) == pytest.approx(2.0)
+    assert loss_of("hinge", 0.5, margin=0.5) == pytest.approx(0.0)
+    assert loss_of("hinge", 0.25, margin=2.0) == pytest.approx(1.5)  # relu(2 − 0.5)
+    with pytest.raises(ValueError, match="hinge"):
+        preference_loss(*CASE, kind="sigmoid", beta=0.1, margin=2.0)
+
+
+def test_sft_regularizer_adds_weighted_chosen_nll():
+    nll = t([0.7])
+    base = loss_of("hinge", 0.25)  # 0.5
+    loss, stats = preference_loss(*CASE, kind="hinge", beta=0.25, sft_coef=2.0, chosen_nll=nll)
+    assert loss.item() == pytest.approx(base + 2.0 * 0.7)
+    assert stats["sft_nll"].item() == pytest.approx(0.7)
+    # batch mean of the NLL, weighted once: 0.5 + 0.1 * (1 + 3) / 2
+    pc, pr, rc, rr = (x.repeat(2) for x in CASE)
+    loss, _ = preference_loss(
+        pc, pr, rc, rr, kind="hinge", beta=0.25, sft_coef=0.1, chosen_nll=t([1.0, 3.0])
+    )
+    assert loss.item() == pytest.approx(0.5 + 0.2)
+    with pytest.raises(ValueError, match="chosen_nll"):
+        preference_loss(*CASE, kind="sigmoid", beta=0.1, sft_coef=1.0)
+
+
+def test_sft_regularizer_gradient_reaches_the_nll():
+    nll = t([0.7]).requires_grad_()
+    loss, _ = preference_loss(*CASE, kind="ipo", beta=0.5, sft_coef=0.3, chosen_nll=nll)
+    loss.backward()
+    assert nll.grad.item() == pytest.approx(0.3)
+
+
+def test_config_loss_names_map_to_kinds():
+    from placerl.algos.preference import LOSS_KINDS, PREFERENCE_KINDS
+
+    assert LOSS_KINDS == {"dpo": "sigmoid", "slic": "hinge", "ipo": "ipo"}
+    assert set(LOSS_KINDS.values()) == set(PREFERENCE_KINDS)
