@@ -31,6 +31,7 @@ def _quiet_libraries() -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from placerl.config import load_config
     from placerl.config.schema import RunConfig
+    from placerl.runtime.faults import WorkerFailure
     from placerl.trainer import train
 
     overrides = list(args.overrides)
@@ -42,6 +43,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: {resume_command(args)}", file=sys.stderr)
         return 130
+    except WorkerFailure as err:  # checkpoints are atomic: the last one is intact
+        print(f"placerl: error: {err.message}", file=sys.stderr)
+        print(f"resume with: {resume_command(args)}", file=sys.stderr)
+        return err.exit_code
     if metrics:
         print("final: " + ", ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
     print(f"outputs in {cfg.run_dir}")

@@ -54,6 +54,18 @@ def train(cfg: RunConfig, resume: bool = False, console=None) -> dict[str, float
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     stage = build_stage(cfg)
+    try:
+        return _run_stage(stage, cfg, resume, latest, console)
+    finally:
+        close = getattr(stage, "close", None)
+        if close is not None:
+            close()  # stop the stage's worker processes (Ray runtime), after a failure too
+
+
+def _run_stage(stage, cfg: RunConfig, resume: bool, latest: Path | None, console) -> dict:
+    """Restore if asked, then step → log → evaluate → checkpoint to the last step."""
+    run_dir = Path(cfg.run_dir)
+    ckpt_root = run_dir / "checkpoints"
     start = 0
     if resume and latest is not None:
         start = _restore(stage, latest)

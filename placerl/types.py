@@ -34,7 +34,10 @@ class Field:
     RESPONSE_MASK = "response_mask"  # (B, R) int64, 1 on real response tokens (EOS included)
     INPUT_IDS = "input_ids"  # (B, P+R) int64, [prompt | response]
     ATTENTION_MASK = "attention_mask"  # (B, P+R) int64
-    OLD_LOG_PROBS = "old_log_probs"  # (B, R) float, log π_old(y_t | ·) at sampling time
+    OLD_LOG_PROBS = "old_log_probs"  # (B, R) float, log π_old(y_t | ·) before the update
+    # (B, R) float, log μ(y_t | ·) of the sampler, kept when OLD_LOG_PROBS are recomputed by
+    # the trainer (stale samples); the policy loss then applies truncated importance weights
+    ROLLOUT_LOG_PROBS = "rollout_log_probs"
     REF_LOG_PROBS = "ref_log_probs"  # (B, R) float, log π_ref(y_t | ·)
     VALUES = "values"  # (B, R) float, V(s_t) before the update
     SCORES = "scores"  # (B,) float, reward of the whole response

@@ -197,6 +197,44 @@ def token_rewards_from_scores(
     return rewards.scatter_add(1, last.clamp(min=0).unsqueeze(1), score_at_last.unsqueeze(1))
 
 
+# ------------------------------------------------------------------ off-policy correction
+
+
+def truncated_importance_weights(
+    old_log_probs: torch.Tensor,  # (B, R) log π_old: the trainer's policy before this update
+    rollout_log_probs: torch.Tensor,  # (B, R) log μ: the (stale) policy that sampled the tokens
+    mask: torch.Tensor,  # (B, R)
+    cap: float,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Per-token truncated importance weights ρ_t = min(π_old(y_t)/μ(y_t), cap); (B, R).
+
+    When samples come from a behaviour policy μ that lags the trainer (bounded staleness,
+    asynchronous rollout) or differs from it numerically (another engine, another precision),
+    the PPO surrogate is computed against the trainer's own π_old (the *proximal* policy of
+    decoupled PPO, Hilton et al. 2021) and each token's loss is reweighted by π_old/μ. The
+    weight is truncated at ``cap`` (Espeholt et al. 2018, IMPALA's ρ̄ in V-trace; the
+    "truncated importance sampling" fix of Yao et al. 2025 for rollout/trainer mismatch in
+    LLM RL, cap 2 in their runs): truncation bounds the variance for a small bias.
+
+    Per token, not per sequence: the sequence weight is a product of R token ratios, whose
+    variance grows exponentially with length (even a modest per-token mismatch makes it
+    vanish or explode), while per-token weights keep the variance of one ratio. Like V-trace
+    and TIS we accept the bias of ignoring the ratio of the prefix. Weights are detached data
+    (no gradient), 0 on padding. Stats: is_weight_mean, is_trunc_frac (tokens at the cap).
+    """
+    if not cap > 0:
+        raise ValueError(f"importance-weight cap={cap}: expected a number > 0")
+    valid = mask.bool()
+    log_ratio = _where(valid, old_log_probs - rollout_log_probs)
+    raw = torch.exp(log_ratio.detach())
+    weights = _where(valid, torch.clamp(raw, max=cap))
+    stats = {
+        "is_weight_mean": masked_mean(weights, valid),
+        "is_trunc_frac": masked_mean((raw > cap).to(weights.dtype), valid),
+    }
+    return weights, stats
+
+
 # ----------------------------------------------------------------------------- aggregation
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")

@@ -16,13 +16,15 @@ from placerl.algos.rollout_phase import Roles, experience_metrics, sample_and_sc
 from placerl.config.schema import GRPOConfig
 from placerl.data.stream import PromptBatch
 from placerl.timing import PhaseTimer
-from placerl.types import Field
+from placerl.types import Batch, Field
 
 
 class GroupPolicyOptimization:
     needs_critic = False
 
-    def __init__(self, cfg: GRPOConfig, estimator: str, group_size: int):
+    def __init__(
+        self, cfg: GRPOConfig, estimator: str, group_size: int, is_cap: float | None = None
+    ):
         self.cfg = cfg
         self.estimator = estimator
         self.group_size = group_size
@@ -34,12 +36,22 @@ class GroupPolicyOptimization:
             kl_coef=cfg.kl_coef,
             kl_estimator=cfg.kl_estimator,
             skip_uninformative=cfg.skip_uninformative,
+            is_cap=is_cap,
         )
 
     def step(
         self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
     ) -> dict[str, float]:
-        batch = sample_and_score(roles, prompts, timer)
+        """One synchronous on-policy step: experience, then learning on it."""
+        return self.learn(roles, self.experience(roles, prompts, timer), timer, step)
+
+    def experience(self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer) -> Batch:
+        """generate → score (→ reference): the half of a step that only reads the models; the
+        experience pipeline may sample its batch ahead (runtime/pipeline.py)."""
+        return sample_and_score(roles, prompts, timer)
+
+    def learn(self, roles: Roles, batch: Batch, timer: PhaseTimer, step: int) -> dict[str, float]:
+        """Group advantages and the policy update on one batch of experience."""
         with timer.phase("advantages"):
             scores = batch[Field.SCORES]
             if self.estimator == "grpo":

@@ -24,7 +24,7 @@ from placerl.types import Batch, Field
 class PPO:
     needs_critic = True
 
-    def __init__(self, cfg: PPOConfig):
+    def __init__(self, cfg: PPOConfig, is_cap: float | None = None):
         self.cfg = cfg
         self.needs_reference = cfg.kl_coef > 0
         self.kl_ctl = make_kl_controller(
@@ -37,6 +37,7 @@ class PPO:
             kl_coef=0.0 if cfg.kl_in_reward else cfg.kl_coef,
             kl_estimator=cfg.kl_estimator,
             entropy_coef=cfg.entropy_coef,
+            is_cap=is_cap,
         )
         self.value_objective = ValueObjective(
             clip=cfg.value_clip, loss_agg=cfg.loss_agg, coef=cfg.vf_coef
@@ -45,9 +46,19 @@ class PPO:
     def step(
         self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
     ) -> dict[str, float]:
+        """One synchronous on-policy step: experience, then learning on it."""
+        return self.learn(roles, self.experience(roles, prompts, timer), timer, step)
+
+    def experience(self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer) -> Batch:
+        """generate → score → reference → values: the half of a step that only reads the
+        models; the experience pipeline may sample its batch ahead (runtime/pipeline.py)."""
         batch = sample_and_score(roles, prompts, timer)
         with timer.phase("values"):
             batch[Field.VALUES] = roles.critic.values(batch)
+        return batch
+
+    def learn(self, roles: Roles, batch: Batch, timer: PhaseTimer, step: int) -> dict[str, float]:
+        """Rewards, GAE, the critic and policy updates, the KL controller, on one batch."""
         with timer.phase("advantages"):
             kl_metrics = self.compute_advantages(batch)
         metrics = experience_metrics(batch) | kl_metrics

@@ -12,6 +12,7 @@ from typing import Any
 
 from placerl.algos import core
 from placerl.data.stream import PromptBatch
+from placerl.runtime.futures import submit
 from placerl.timing import PhaseTimer
 from placerl.types import Batch, Field
 
@@ -28,14 +29,21 @@ class Roles:
 
 
 def sample_and_score(roles: Roles, prompts: PromptBatch, timer: PhaseTimer) -> Batch:
-    """generate → score → reference: the experience every online algorithm starts from."""
+    """generate → score → reference: the experience every online algorithm starts from.
+
+    Scoring and reference log-probs both only read the sampled batch, so both are started
+    before either is awaited: roles on disjoint workers (Interleave) compute them at the same
+    time; local roles run each on demand, in the phase that awaits it.
+    """
     with timer.phase("generate"):
         batch = roles.rollout.generate(prompts.ids, prompts.mask)
+    scores = submit(roles.reward, "score", batch, prompts.texts, prompts.columns)
+    reference = submit(roles.reference, "log_probs", batch) if roles.reference is not None else None
     with timer.phase("score"):
-        batch[Field.SCORES] = roles.reward.score(batch, prompts.texts, prompts.columns)
-    if roles.reference is not None:
+        batch[Field.SCORES] = scores.result()
+    if reference is not None:
         with timer.phase("reference"):
-            batch[Field.REF_LOG_PROBS] = roles.reference.log_probs(batch)
+            batch[Field.REF_LOG_PROBS] = reference.result()
     return batch
 
 

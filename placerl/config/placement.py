@@ -83,6 +83,12 @@ class PlacementConfig(Section):
     ray_address: str | None = Field(
         None, description="Address of a running Ray cluster; null: start a local Ray."
     )
+    offload: bool = Field(
+        False,
+        description="GPU workers: move the models (and optimizer states) of roles idle between "
+        "phases to CPU memory, so colocated roles (flatten) need not all fit at once. No effect "
+        "on CPU workers.",
+    )
 
     @model_validator(mode="after")
     def _strategy_needs(self) -> PlacementConfig:

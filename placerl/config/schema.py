@@ -14,6 +14,7 @@ from pydantic import Field, model_validator
 from placerl.config.placement import PlacementConfig
 from placerl.config.preference import BRAInConfig, OnlineDPOConfig, PreferenceConfig, RSOConfig
 from placerl.config.section import Section
+from placerl.config.staleness import StalenessConfig
 
 Stage = Literal["sft", "rm", "ppo", "grpo", "rloo", "dpo", "online_dpo", "rso", "brain"]
 BUILTIN = "builtin"  # a data path that means "the built-in addition task"
@@ -167,6 +168,7 @@ class RunConfig(Section):
     rso: RSOConfig = Field(default_factory=RSOConfig)
     brain: BRAInConfig = Field(default_factory=BRAInConfig)
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
+    staleness: StalenessConfig = Field(default_factory=StalenessConfig)
 
     @model_validator(mode="after")
     def _stage_needs(self) -> RunConfig:

@@ -162,6 +162,7 @@ class TrainedModel:
                     loss.backward()
                 else:  # the loss is constant in θ: the optimizer still steps, on zeros
                     self.zero_gradients()
+                self.reduce_gradients()
                 stats[f"{prefix}/grad_norm"] = clip_and_step(
                     self.model, self.optimizer, self.optim_cfg.grad_clip
                 )
@@ -172,6 +173,10 @@ class TrainedModel:
         out[f"{prefix}/lr"] = self.scheduler.get_last_lr()[0]
         self.scheduler.step()
         return out
+
+    def reduce_gradients(self) -> None:
+        """Between backward and the optimizer step: a data-parallel runtime averages the
+        gradients over its workers here (runtime/ray/data_parallel.py); alone, nothing."""
 
     def zero_gradients(self) -> None:
         for p in self.model.parameters():

@@ -24,7 +24,11 @@ class RolloutWorker:
         prompt_ids: torch.Tensor,
         prompt_mask: torch.Tensor,
         params: SamplingParams | None = None,
+        uniforms: torch.Tensor | None = None,
     ) -> Batch:
+        """Sample one response per prompt. ``uniforms`` (B, max_new_tokens) is the rows'
+        sampling noise when a runtime drew it for the whole batch (data-parallel workers);
+        without it the noise comes from this worker's seeded generator."""
         return generate(
             self.model,
             prompt_ids,
@@ -34,6 +38,7 @@ class RolloutWorker:
             pad_token_id=self.tokenizer.pad_token_id,
             generator=self.generator,
             tokenizer=self.tokenizer,
+            uniforms=uniforms,
         )
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:

@@ -43,32 +43,54 @@ def build_reward(cfg: RunConfig, tokenizer):
     return RuleReward(exact_match_reward, tokenizer, "builtin exact-match reward", cfg.reward.scale)
 
 
-def build_roles(cfg: RunConfig, policy_path: Path, tokenizer, policy, algorithm) -> Roles:
-    precision, temperature = cfg.model.precision, cfg.rollout.temperature
-    actor = ActorWorker(
+def make_actor(cfg: RunConfig, policy, cls=ActorWorker, **extra) -> ActorWorker:
+    """The actor around ``policy``; ``cls``/``extra`` let a runtime use a data-parallel one."""
+    return cls(
         policy,
         cfg.optim,
         cfg.trainer.steps,
-        temperature=temperature,
-        precision=precision,
+        temperature=cfg.rollout.temperature,
+        precision=cfg.model.precision,
         seed=cfg.seed,
+        **extra,
     )
-    rollout = RolloutWorker(policy, tokenizer, sampling_params(cfg), seed=cfg.seed)
-    reference = None
-    if algorithm.needs_reference:
-        ref_model = load_policy(cfg.reference or policy_path)
-        reference = ReferenceWorker(ref_model, temperature=temperature, precision=precision)
-    critic = None
-    if algorithm.needs_critic:
-        critic_path = cfg.critic or cfg.reward.model or policy_path
-        critic_model = load_value_model(critic_path, tokenizer.pad_token_id)
-        critic = CriticWorker(
-            critic_model,
-            cfg.optim,
-            cfg.trainer.steps,
-            lr=cfg.ppo.critic_lr,
-            precision=precision,
-            seed=cfg.seed,
-        )
+
+
+def make_rollout(cfg: RunConfig, policy, tokenizer) -> RolloutWorker:
+    return RolloutWorker(policy, tokenizer, sampling_params(cfg), seed=cfg.seed)
+
+
+def make_reference(cfg: RunConfig, policy_path: Path) -> ReferenceWorker:
+    ref_model = load_policy(cfg.reference or policy_path)
+    return ReferenceWorker(
+        ref_model, temperature=cfg.rollout.temperature, precision=cfg.model.precision
+    )
+
+
+def critic_path(cfg: RunConfig, policy_path: Path) -> Path:
+    """Where the critic starts: the critic checkpoint, else the reward model, else the policy."""
+    return Path(cfg.critic or cfg.reward.model or policy_path)
+
+
+def make_critic(
+    cfg: RunConfig, policy_path: Path, tokenizer, cls=CriticWorker, **extra
+) -> CriticWorker:
+    critic_model = load_value_model(critic_path(cfg, policy_path), tokenizer.pad_token_id)
+    return cls(
+        critic_model,
+        cfg.optim,
+        cfg.trainer.steps,
+        lr=cfg.ppo.critic_lr,
+        precision=cfg.model.precision,
+        seed=cfg.seed,
+        **extra,
+    )
+
+
+def build_roles(cfg: RunConfig, policy_path: Path, tokenizer, policy, algorithm) -> Roles:
+    actor = make_actor(cfg, policy)
+    rollout = make_rollout(cfg, policy, tokenizer)
+    reference = make_reference(cfg, policy_path) if algorithm.needs_reference else None
+    critic = make_critic(cfg, policy_path, tokenizer) if algorithm.needs_critic else None
     reward = build_reward(cfg, tokenizer)
     return Roles(rollout=rollout, actor=actor, reward=reward, reference=reference, critic=critic)

@@ -8,14 +8,18 @@ from placerl.config.schema import RunConfig
 from placerl.data.stream import IndexStream
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_policy, load_tokenizer
-from placerl.runtime.local import build_roles
+from placerl.runtime import build_runtime
+from placerl.runtime.pipeline import build_pipeline, staleness_config
 from placerl.stages.sources import eval_source, model_path, prompt_set
 
 
 def make_algorithm(cfg: RunConfig):
+    is_cap = staleness_config(cfg).is_cap  # used only on stale samples
     if cfg.stage == "ppo":
-        return PPO(cfg.ppo)
-    return GroupPolicyOptimization(cfg.grpo, cfg.stage, cfg.rollout.samples_per_prompt)
+        return PPO(cfg.ppo, is_cap=is_cap)
+    return GroupPolicyOptimization(
+        cfg.grpo, cfg.stage, cfg.rollout.samples_per_prompt, is_cap=is_cap
+    )
 
 
 class OnlineRLStage:
@@ -32,19 +36,26 @@ class OnlineRLStage:
             prompt_set(cfg, self.tokenizer, eval_path, "eval") if eval_path else None
         )
         self.stream = IndexStream(len(self.prompts), cfg.trainer.batch_size, seed=cfg.seed)
-        self.roles = build_roles(cfg, path, self.tokenizer, self.policy, self.algorithm)
+        self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)
+        self.pipeline = build_pipeline(cfg, self.algorithm, self.runtime, self.next_prompts)
+        self.roles = self.pipeline.roles  # with a shadow rollout copy when samples may lag
 
-    def step(self, step: int, timer) -> dict[str, float]:
-        batch = self.prompts.batch(
+    def next_prompts(self):
+        return self.prompts.batch(
             self.stream.next_batch(),
             self.tokenizer.pad_token_id,
             self.cfg.rollout.samples_per_prompt,
         )
-        return self.algorithm.step(self.roles, batch, timer, step)
+
+    def step(self, step: int, timer) -> dict[str, float]:
+        metrics = self.pipeline.step(step, timer)
+        timer.add_spans(self.runtime.pop_spans())  # the workers' phases, for the timeline
+        return metrics
 
     def evaluate(self) -> dict[str, float]:
         if self.eval_prompts is None:
             return {}
+        self.runtime.pull_weights()
         return evaluate_policy(
             self.policy,
             self.tokenizer,
@@ -55,6 +66,7 @@ class OnlineRLStage:
         )
 
     def trained_models(self) -> dict:
+        self.runtime.pull_weights()
         models = {"policy": self.policy}
         if self.roles.critic is not None:
             models["critic"] = self.roles.critic.model
@@ -63,6 +75,7 @@ class OnlineRLStage:
     def state_dict(self) -> dict:
         roles = self.roles
         state = {
+            "pipeline": self.pipeline.state_dict(),  # first: it waits for the batch in flight
             "actor": roles.actor.state_dict(),
             "rollout": roles.rollout.state_dict(),
             "algorithm": self.algorithm.state_dict(),
@@ -73,9 +86,15 @@ class OnlineRLStage:
         return state
 
     def load_state_dict(self, state: dict) -> None:
+        self.runtime.push_weights()  # the restored weights, to the workers (Ray runtime)
+        self.pipeline.load_state_dict(state.get("pipeline"))
         self.roles.actor.load_state_dict(state["actor"])
         self.roles.rollout.load_state_dict(state["rollout"])
         self.algorithm.load_state_dict(state["algorithm"])
         self.stream.load_state_dict(state["data"])
         if self.roles.critic is not None:
             self.roles.critic.load_state_dict(state["critic"])
+
+    def close(self) -> None:
+        """Stop the runtime's workers (nothing to do for the local runtime)."""
+        self.runtime.close()

@@ -1,0 +1,163 @@
+"""The Ray runtime: a Plan carried out by one worker process per device slot.
+
+``RayRuntime`` starts the workers (``group.py``), builds each slot's roles there
+(``host.py``), and gives the controller ``Roles`` whose members are handles with the local
+roles' methods (``handles.py``): the algorithms run unchanged. It also keeps
+
+- the controller's *mirrors* of the trained models (the stage's policy, a critic copy), which
+  evaluation and checkpoints read: ``pull_weights`` refreshes them from rank 0 when an update
+  happened since, ``push_weights`` loads them into the workers after a restore;
+- the workers' timeline spans, handed to the controller's timer by ``pop_spans``;
+- ``workers.json`` in the run directory: rank, slot, roles and pid of every worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import ray
+
+from placerl.algos.rollout_phase import Roles
+from placerl.config.schema import RunConfig
+from placerl.errors import UserError
+from placerl.models.loading import load_value_model
+from placerl.placement.plan import Plan
+from placerl.runtime.local import critic_path, sampling_params
+from placerl.runtime.ray.group import WorkerGroup, connect
+from placerl.runtime.ray.handles import (
+    ActorHandle,
+    CriticHandle,
+    ReferenceHandle,
+    RewardHandle,
+    RoleClient,
+    RolloutHandle,
+    TrainedHandle,
+)
+from placerl.runtime.ray.host import HostSpec, role_ranks, rollout_shares_actor
+from placerl.timing import Span
+from placerl.types import Role
+
+WORKERS_FILE = "workers.json"
+
+
+def roles_of(algorithm) -> tuple[Role, ...]:
+    roles = [Role.ACTOR, Role.ROLLOUT]
+    if algorithm.needs_critic:
+        roles.append(Role.CRITIC)
+    roles.append(Role.REWARD)
+    if algorithm.needs_reference:
+        roles.append(Role.REFERENCE)
+    return tuple(r for r in Role if r in roles)
+
+
+def start_ray_runtime(cfg: RunConfig, policy_path: Path, tokenizer, policy, algorithm):
+    """Join or start Ray first (planning may ask it for the cluster), then plan and start."""
+    from placerl.placement.from_config import plan_from_config
+
+    owns_ray = connect(cfg.placement.ray_address)
+    try:
+        plan = plan_from_config(cfg)
+        return RayRuntime(cfg, plan, policy_path, tokenizer, policy, algorithm, owns_ray)
+    except BaseException:
+        if owns_ray:
+            ray.shutdown()
+        raise
+
+
+class RayRuntime:
+    """Workers for every slot of ``plan``; ``roles`` are handles to them."""
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        plan: Plan,
+        policy_path: Path,
+        tokenizer,
+        policy,
+        algorithm,
+        owns_ray: bool = False,
+    ):
+        needed = roles_of(algorithm)
+        missing = [r.value for r in needed if r not in plan.roles]
+        if missing:
+            raise UserError(
+                f"the {plan.strategy} plan places no {', '.join(missing)}, which {cfg.stage} needs",
+                where="placement.roles",
+            )
+        self.plan, self.run_dir = plan, Path(cfg.run_dir)
+        self.owns_ray = owns_ray or connect(cfg.placement.ray_address)
+        offload = cfg.placement.offload
+        specs = [
+            HostSpec(rank, plan, cfg, str(policy_path), needed, offload)
+            for rank in range(len(plan.slots))
+        ]
+        self.group = WorkerGroup(plan, specs)
+        try:
+            self.group.start()
+        except BaseException:
+            self.close()
+            raise
+        self.roles = self._handles(cfg, needed, policy_path, tokenizer, policy)
+        self._write_workers()
+
+    def _handles(self, cfg: RunConfig, needed, policy_path, tokenizer, policy) -> Roles:
+        pad = tokenizer.pad_token_id
+        client = {
+            role: RoleClient(self.group, role, role_ranks(self.plan, role), pad) for role in needed
+        }
+        critic = None
+        if Role.CRITIC in needed:
+            mirror = load_value_model(critic_path(cfg, policy_path), pad)
+            critic = CriticHandle(client[Role.CRITIC], mirror)
+        reference = ReferenceHandle(client[Role.REFERENCE]) if Role.REFERENCE in needed else None
+        followers = None if rollout_shares_actor(self.plan) else client[Role.ROLLOUT]
+        return Roles(
+            rollout=RolloutHandle(client[Role.ROLLOUT], sampling_params(cfg), cfg.seed),
+            actor=ActorHandle(client[Role.ACTOR], policy, followers),
+            reward=RewardHandle(client[Role.REWARD]),
+            reference=reference,
+            critic=critic,
+        )
+
+    def _trained(self) -> list[TrainedHandle]:
+        return [h for h in (self.roles.actor, self.roles.critic) if h is not None]
+
+    def pull_weights(self) -> None:
+        """Refresh the controller's copies of the trained models from the workers."""
+        for handle in self._trained():
+            handle.pull_weights()
+
+    def push_weights(self) -> None:
+        """Load the controller's copies (e.g. just restored) into the workers."""
+        for handle in self._trained():
+            handle.push_weights()
+
+    def pop_spans(self) -> list[Span]:
+        spans, self.group.spans = self.group.spans, []
+        return spans
+
+    def close(self) -> None:
+        group = getattr(self, "group", None)
+        if group is not None:
+            group.close()
+        if self.owns_ray and ray.is_initialized():
+            ray.shutdown()
+        self.owns_ray = False
+
+    def _write_workers(self) -> None:
+        rows = [
+            {
+                "rank": spec.rank,
+                "worker": spec.label,
+                "slot": spec.slot.label,
+                "roles": info["roles"],
+                "pid": info["pid"],
+            }
+            for spec, info in zip(self.group.specs, self.group.info, strict=True)
+        ]
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        tmp = self.run_dir / f".{WORKERS_FILE}.{os.getpid()}"
+        tmp.write_text(json.dumps(rows, indent=1) + "\n")
+        tmp.replace(self.run_dir / WORKERS_FILE)
