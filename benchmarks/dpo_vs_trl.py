@@ -51,6 +51,7 @@ os.environ.setdefault("TQDM_DISABLE", "1")
 warnings.filterwarnings("ignore", category=FutureWarning)  # TRL 1.16 sets deprecated fields
 
 import torch  # noqa: E402
+from baton import Baton  # noqa: E402  (benchmarks/baton.py; scripts run from benchmarks/)
 
 from placerl.config import load_config  # noqa: E402
 from placerl.config.schema import RunConfig  # noqa: E402
@@ -93,45 +94,6 @@ def count_params(path: Path) -> int:
 
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32)
     return sum(p.numel() for p in model.parameters())
-
-
-# --- taking turns ----------------------------------------------------------------------------
-
-
-class Baton:
-    """Two trainers in two threads take turns, one step each, so load slows both alike."""
-
-    def __init__(self, parties: list[str]):
-        self.parties, self.turn, self.done = parties, parties[0], set()
-        self.waits: dict[str, list[float]] = {p: [] for p in parties}
-        self.cond = threading.Condition()
-
-    def _other(self, me: str) -> str | None:
-        others = [p for p in self.parties if p != me and p not in self.done]
-        return others[0] if others else None
-
-    def wait_turn(self, me: str) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.turn == me or self._other(me) is None)
-
-    def hand_over(self, me: str) -> float:
-        """Give the turn away and wait for it back; returns (and records) the wait."""
-        start = time.perf_counter()
-        with self.cond:
-            other = self._other(me)
-            if other is not None:
-                self.turn = other
-                self.cond.notify_all()
-        self.wait_turn(me)
-        wait = time.perf_counter() - start
-        self.waits[me].append(wait)
-        return wait
-
-    def finish(self, me: str) -> None:
-        with self.cond:
-            self.done.add(me)
-            self.turn = self._other(me) or me
-            self.cond.notify_all()
 
 
 # --- placerl ---------------------------------------------------------------------------------

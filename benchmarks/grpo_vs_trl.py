@@ -46,6 +46,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 warnings.filterwarnings("ignore", category=FutureWarning)  # TRL 1.16 sets deprecated fields
 
 import torch  # noqa: E402
+from baton import Baton  # noqa: E402  (benchmarks/baton.py; scripts run from benchmarks/)
 
 from placerl.config import load_config  # noqa: E402
 from placerl.config.schema import RunConfig  # noqa: E402
@@ -95,46 +96,6 @@ def mean_prompt_tokens(path: Path, rows: list[dict]) -> float:
 
 
 # --- taking turns ----------------------------------------------------------------------------
-
-
-class Baton:
-    """Two trainers in two threads take turns, so that a busy machine slows both alike.
-
-    Each hands over inside its reward call (once per step): placerl's [update k, generate k+1]
-    then TRL's, and so on. The time a side waits for its turn lands inside its own score
-    phase and step; it is recorded per step and subtracted from both.
-    """
-
-    def __init__(self, parties: list[str]):
-        self.parties = parties
-        self.turn = parties[0]
-        self.done: set[str] = set()
-        self.waits: dict[str, list[float]] = {p: [] for p in parties}
-        self.cond = threading.Condition()
-
-    def _other(self, me: str) -> str | None:
-        others = [p for p in self.parties if p != me and p not in self.done]
-        return others[0] if others else None
-
-    def wait_turn(self, me: str) -> None:
-        with self.cond:
-            self.cond.wait_for(lambda: self.turn == me or self._other(me) is None)
-
-    def hand_over(self, me: str) -> None:
-        start = time.perf_counter()
-        with self.cond:
-            other = self._other(me)
-            if other is not None:
-                self.turn = other
-                self.cond.notify_all()
-        self.wait_turn(me)
-        self.waits[me].append(time.perf_counter() - start)
-
-    def finish(self, me: str) -> None:
-        with self.cond:
-            self.done.add(me)
-            self.turn = self._other(me) or me
-            self.cond.notify_all()
 
 
 _BATON = Baton(["placerl"])  # replaced by main()

@@ -25,18 +25,7 @@ def evaluate_policy(
     ``eval/reward`` (the run's reward, when given) of greedy responses."""
     params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True, stop_strings=stop_strings)
     correct, reward_sum = 0.0, 0.0
-    for start in range(0, len(prompts), batch_size):
-        idx = list(range(start, min(start + batch_size, len(prompts))))
-        chunk = prompts.batch(idx, tokenizer.pad_token_id)
-        batch = generate(
-            model,
-            chunk.ids,
-            chunk.mask,
-            params,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            tokenizer=tokenizer,
-        )
+    for chunk, batch in _sampled_chunks(model, tokenizer, prompts, params, batch_size):
         if "answer" in chunk.columns:
             completions = decode_responses(tokenizer, batch)
             correct += sum(exact_match_reward(completions, chunk.columns["answer"]))
@@ -71,6 +60,16 @@ def kl_to_reference(
     total = 0.0
     was_training = reference.training
     reference.eval()
+    for _, batch in _sampled_chunks(model, tokenizer, prompts, params, batch_size, generator):
+        ref, _ = response_log_probs(reference, batch, temperature)
+        diff = (batch["old_log_probs"] - ref) * batch["response_mask"]
+        total += float(diff.sum())
+    reference.train(was_training)
+    return total / max(1, len(prompts))
+
+
+def _sampled_chunks(model, tokenizer, prompts: PromptSet, params, batch_size, generator=None):
+    """(prompt chunk, sampled batch) over the prompts, ``batch_size`` at a time."""
     for start in range(0, len(prompts), batch_size):
         idx = list(range(start, min(start + batch_size, len(prompts))))
         chunk = prompts.batch(idx, tokenizer.pad_token_id)
@@ -82,9 +81,6 @@ def kl_to_reference(
             eos_token_id=tokenizer.eos_token_id,
             pad_token_id=tokenizer.pad_token_id,
             generator=generator,
+            tokenizer=tokenizer,
         )
-        ref, _ = response_log_probs(reference, batch, temperature)
-        diff = (batch["old_log_probs"] - ref) * batch["response_mask"]
-        total += float(diff.sum())
-    reference.train(was_training)
-    return total / max(1, len(prompts))
+        yield chunk, batch
