@@ -1,14 +1,23 @@
 """Preference stages that sample their own pairs: online_dpo, rso, brain.
 
-They share the online machinery of ppo/grpo: prompts from ``prompt_set``, the roles from the
-runtime's ``build_roles`` (same rollout, reward and reference roles, same placement), and an
-algorithm from ``placerl/algos`` whose ``step`` is a dataflow of timed phases. What is theirs
-is *which policy samples*: the ``SamplingPolicy`` below, a rollout that follows the trained
-policy with a bounded lag (online DPO; BRAIn with ``proposal: policy``) or stays the frozen
-initial policy (RSO; BRAIn with ``proposal: sft``).
+They share the online machinery of ppo/grpo: prompts from ``prompt_set``, the roles from
+``build_runtime`` (same rollout, reward and reference roles, same placement: in this process,
+or Ray workers under Flatten / Interleave), and an algorithm from ``placerl/algos`` whose
+``step`` is a dataflow of timed phases. What is theirs is *which policy samples*: the
+``SamplingPolicy`` below, a rollout that follows the trained policy with a bounded lag (online
+DPO; BRAIn with ``proposal: policy``) or stays the frozen initial policy (RSO; BRAIn with
+``proposal: sft``).
+
+Under Flatten and Interleave every rollout worker samples with the actor's own module, so
+only the on-policy sampler fits there (``max_staleness: 0``); a lagging snapshot or a frozen
+sampler needs a copy of the policy of its own, which for now only the local runtime makes.
+Separate (rollout on devices of its own) is refused until its weight sync drives this
+sampler.
 """
 
 from __future__ import annotations
+
+import dataclasses
 
 import torch
 
@@ -22,7 +31,8 @@ from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_policy, load_tokenizer
 from placerl.roles.rollout import RolloutWorker
-from placerl.runtime.local import build_roles, sampling_params
+from placerl.runtime import build_runtime
+from placerl.runtime.local import sampling_params
 from placerl.runtime.weight_sync import copy_weights
 from placerl.stages.sources import eval_source, model_path, prompt_set
 from placerl.types import Batch, Field
@@ -33,14 +43,14 @@ def build_sampled_preference_stage(cfg: RunConfig) -> SampledPreferenceStage:
     return SampledPreferenceStage(cfg)
 
 
+def follows_policy(cfg: RunConfig) -> bool:
+    """Whether the stage samples from the trained policy (else from the frozen initial one)."""
+    return cfg.stage == "online_dpo" or (cfg.stage == "brain" and cfg.brain.proposal == "policy")
+
+
 def check_config(cfg: RunConfig) -> None:
-    """What the config schema cannot see from one section alone."""
-    if cfg.placement.strategy != "local":
-        raise UserError(
-            f"{cfg.stage} runs on the local runtime only for now (every role in this process); "
-            f"got strategy {cfg.placement.strategy}",
-            where="placement.strategy",
-        )
+    """What the config schema cannot see from one section alone; before any worker starts."""
+    check_placement(cfg)
     if cfg.stage != "online_dpo":
         return
     n = cfg.rollout.samples_per_prompt
@@ -54,6 +64,34 @@ def check_config(cfg: RunConfig) -> None:
             f"{cfg.online_dpo.pairs_per_prompt} pairs need 2 samples each, but "
             f"rollout.samples_per_prompt is {n}: expected at most {n // 2}",
             where="online_dpo.pairs_per_prompt",
+        )
+
+
+def check_placement(cfg: RunConfig) -> None:
+    """Local runs anything; Flatten / Interleave sample with the trainer's module (on-policy)."""
+    strategy, bound = cfg.placement.strategy, cfg.placement.max_staleness
+    if strategy == "local":
+        return
+    if strategy not in ("flatten", "interleave"):
+        raise UserError(
+            f"{cfg.stage} runs on strategy local, flatten or interleave for now (the rollout "
+            f"samples with the trainer's module); got strategy {strategy}",
+            where="placement.strategy",
+        )
+    if not follows_policy(cfg):
+        what = "rso" if cfg.stage == "rso" else "brain with proposal sft"
+        raise UserError(
+            f"{what} samples from the frozen initial policy, which needs a rollout copy of its "
+            f"own, but strategy {strategy} samples with the trainer's weights; use strategy "
+            "local",
+            where="placement.strategy",
+        )
+    if bound > 0:
+        raise UserError(
+            f"max_staleness={bound} needs a rollout copy that lags the trainer, but strategy "
+            f"{strategy} samples with the trainer's weights; use max_staleness 0, or strategy "
+            "local",
+            where="placement.max_staleness",
         )
 
 
@@ -73,21 +111,27 @@ class SamplingPolicy:
 
     ``trained`` is the module to follow, or None for a frozen sampler. A follower is refreshed
     (weights copied) whenever its lag would exceed ``max_staleness`` updates; with bound 0 and
-    the trained module itself as its model there is nothing to copy. Every batch records its
-    lag in ``STALENESS``. Exact resume: the refreshed weights are part of the state (only
-    when they differ from the initial ones, so RSO's frozen sampler saves nothing).
+    the trained module itself as its model there is nothing to copy, nor with ``in_step``: a
+    runtime's rollout that samples with the actor's weights after every update (Ray workers).
+    Every batch records its lag in ``STALENESS``. Exact resume: the refreshed weights are part
+    of the state (only when they differ from the initial ones, so RSO's frozen sampler saves
+    nothing).
     """
 
-    def __init__(self, worker: RolloutWorker, trained=None, max_staleness: int = 0):
+    def __init__(self, worker, trained=None, max_staleness: int = 0, in_step: bool = False):
         self.worker = worker
         self.trained = trained
         self.max_staleness = max_staleness
+        self.in_step = in_step
         self.version = 0  # updates of the trained policy the sampling weights are from
         self.lag = 0
 
     @property
     def shared(self) -> bool:
-        return self.trained is not None and self.worker.model is self.trained
+        """Whether the sampler always holds the trained weights: nothing to copy, ever."""
+        if self.trained is None:
+            return False
+        return self.in_step or getattr(self.worker, "model", None) is self.trained
 
     def sync(self, updates: int) -> None:
         """Before sampling, with ``updates`` policy updates done so far."""
@@ -116,9 +160,11 @@ class SamplingPolicy:
 
 
 def sampling_policy(cfg: RunConfig, path, tokenizer, roles, follows_policy: bool):
-    """The shared rollout (on-policy), a snapshot copy (stale), or the frozen initial policy."""
+    """The runtime's rollout (on-policy), a snapshot copy (stale), or the frozen initial policy.
+    Only the first under Ray (``check_placement``); the others are local models."""
     if follows_policy and cfg.placement.max_staleness == 0:
-        return SamplingPolicy(roles.rollout, roles.actor.model, 0)
+        in_step = cfg.placement.strategy != "local"  # local: the rollout shares the module
+        return SamplingPolicy(roles.rollout, roles.actor.model, 0, in_step=in_step)
     if not follows_policy and roles.reference is not None and cfg.reference is None:
         model = roles.reference.model  # the reference is the initial policy: share it
     else:
@@ -142,11 +188,15 @@ class SampledPreferenceStage:
             prompt_set(cfg, self.tokenizer, eval_path, "eval") if eval_path else None
         )
         self.stream = IndexStream(len(self.prompts), cfg.trainer.batch_size, seed=cfg.seed)
-        self.roles = build_roles(cfg, path, self.tokenizer, self.policy, self.algorithm)
-        self.sampler = sampling_policy(
-            cfg, path, self.tokenizer, self.roles, self.algorithm.follows_policy
-        )
-        self.roles.rollout = self.sampler
+        self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)
+        try:
+            roles = self.runtime.roles
+            follows = self.algorithm.follows_policy
+            self.sampler = sampling_policy(cfg, path, self.tokenizer, roles, follows)
+        except BaseException:
+            self.runtime.close()  # the trainer closes only a stage that was built
+            raise
+        self.roles = dataclasses.replace(roles, rollout=self.sampler)
 
     def step(self, step: int, timer) -> dict[str, float]:
         with timer.phase("sync"):
@@ -157,11 +207,13 @@ class SampledPreferenceStage:
             self.algorithm.samples_per_prompt,
         )
         metrics = self.algorithm.step(self.roles, batch, timer, step)
+        timer.add_spans(self.runtime.pop_spans())  # the workers' phases, for the timeline
         return metrics | {"rollout/staleness": float(self.sampler.lag)}
 
     def evaluate(self) -> dict[str, float]:
         if self.eval_prompts is None:
             return {}
+        self.runtime.pull_weights()
         return evaluate_policy(
             self.policy,
             self.tokenizer,
@@ -172,6 +224,7 @@ class SampledPreferenceStage:
         )
 
     def trained_models(self) -> dict:
+        self.runtime.pull_weights()
         return {"policy": self.policy}
 
     def state_dict(self) -> dict:
@@ -183,7 +236,12 @@ class SampledPreferenceStage:
         }
 
     def load_state_dict(self, state: dict) -> None:
+        self.runtime.push_weights()  # the restored weights, to the workers (Ray runtime)
         self.roles.actor.load_state_dict(state["actor"])
         self.sampler.load_state_dict(state["sampler"])
         self.algorithm.load_state_dict(state["algorithm"])
         self.stream.load_state_dict(state["data"])
+
+    def close(self) -> None:
+        """Stop the runtime's workers (nothing to do for the local runtime)."""
+        self.runtime.close()
