@@ -54,6 +54,7 @@ from placerl.logging import read_metrics  # noqa: E402
 from placerl.models.factory import TinyLlamaSize, make_model_dir  # noqa: E402
 from placerl.stages.sources import builtin_corpus  # noqa: E402
 from placerl.tasks.addition import AdditionTask  # noqa: E402
+from placerl.tasks.reversal import ReversalTask  # noqa: E402
 from placerl.tasks.rewards import exact_match_reward  # noqa: E402
 from placerl.trainer import train  # noqa: E402
 
@@ -76,7 +77,8 @@ def model_dir(args: argparse.Namespace, work: Path) -> Path:
 
 def prompt_rows(args: argparse.Namespace) -> list[dict]:
     n = max(256, 4 * args.steps * args.batch)
-    return AdditionTask().prompt_rows(n, seed=args.seed)
+    task = AdditionTask() if args.task == "addition" else ReversalTask()
+    return task.prompt_rows(n, seed=args.seed)
 
 
 def count_params(path: Path) -> tuple[int, int]:
@@ -432,6 +434,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--new-tokens", type=int, default=32)
     parser.add_argument("--lr", type=float, default=1e-6)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--task",
+        choices=["addition", "reversal"],
+        default="addition",
+        help="built-in prompts (reversal: the demo's task, e.g. for its SFT policy via --model)",
+    )
     parser.add_argument(
         "--reward",
         choices=sorted(REWARDS),
