@@ -26,16 +26,22 @@ class ActorWorker(TrainedModel):
         temperature: float = 1.0,
         precision: str = "fp32",
         seed: int = 0,
+        share_prefix: bool = True,
     ):
         super().__init__(model, optim, total_steps, precision=precision, seed=seed + 17)
         self.temperature = temperature
+        # a group's shared prompt computed once (roles/common.py); off under FSDP, whose ranks
+        # must all run the same forwards whatever their rows
+        self.share_prefix = share_prefix
 
     @torch.no_grad()
     def log_probs(self, batch: Batch) -> torch.Tensor:
         """(B, R) log-probs of the responses under the current policy."""
         self.model.eval()
         with autocast(self.precision):
-            log_probs, _ = response_log_probs(self.model, batch, self.temperature)
+            log_probs, _ = response_log_probs(
+                self.model, batch, self.temperature, share_prefix=self.share_prefix
+            )
         return log_probs
 
     def update(
@@ -47,7 +53,11 @@ class ActorWorker(TrainedModel):
             keep = informative_rows(mb, objective) if objective.skip_uninformative else None
             if keep is None or bool(keep.all()):
                 log_probs, entropy = response_log_probs(
-                    self.model, mb, self.temperature, with_entropy=True
+                    self.model,
+                    mb,
+                    self.temperature,
+                    with_entropy=True,
+                    share_prefix=self.share_prefix,
                 )
                 return policy_loss(log_probs, entropy, mb, objective)
             share = kept_share(mb[Field.RESPONSE_MASK], keep, objective.loss_agg)
@@ -56,7 +66,11 @@ class ActorWorker(TrainedModel):
                 return torch.zeros(()), stats
             kept = mb[keep]
             log_probs, entropy = response_log_probs(
-                self.model, kept, self.temperature, with_entropy=True
+                self.model,
+                kept,
+                self.temperature,
+                with_entropy=True,
+                share_prefix=self.share_prefix,
             )
             loss, kept_stats = policy_loss(log_probs, entropy, kept, objective)
             return loss * share, kept_stats | stats
@@ -72,7 +86,9 @@ class ActorWorker(TrainedModel):
         ``objective`` is a picklable callable (a frozen dataclass, e.g. ``PairObjective``)."""
 
         def loss_of(mb: Batch):
-            log_probs, _ = response_log_probs(self.model, mb.reshape(-1), self.temperature)
+            log_probs, _ = response_log_probs(
+                self.model, mb.reshape(-1), self.temperature, share_prefix=self.share_prefix
+            )
             return objective(log_probs.view(*mb.batch_size, -1), mb)
 
         return self.fit(batch, loss_of, epochs, minibatches, prefix="actor")

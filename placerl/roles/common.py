@@ -66,10 +66,13 @@ def response_log_probs(
     temperature: float = 1.0,
     with_entropy: bool = False,
     entropy_grad: bool = False,
+    share_prefix: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """(B, R) log π(y_t | ·) of the response tokens, and their entropy when asked (with a
-    gradient only when an entropy bonus needs one: it costs a (B, R, V) softmax backward)."""
-    logits = response_logits(model, batch, temperature)
+    gradient only when an entropy bonus needs one: it costs a (B, R, V) softmax backward).
+    ``share_prefix``: see ``response_logits`` (off for FSDP-sharded models, whose ranks must
+    all run the same forwards)."""
+    logits = response_logits(model, batch, temperature, share_prefix)
     log_probs = log_probs_from_logits(logits, batch[Field.RESPONSE_IDS])
     entropy = None
     if with_entropy:

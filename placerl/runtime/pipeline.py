@@ -8,6 +8,11 @@ this process, or rollout workers under Separate) and the pipeline keeps one batc
 
     step k:  await sample k ─ sync weights if due ─ launch sample k+1 ─ experience k ─ learn k
 
+(or ``await k ─ experience k ─ sync ─ launch k+1 ─ learn k`` when the experience calls a role
+on the rollout's own workers, e.g. a rule reward placed with the rollout: on Ray that call
+would queue behind the sample launched ahead, and training would wait for it; see
+``launch_first``.)
+
 Only *sampling* runs ahead. Scores, reference log-probs and critic values are computed when
 the batch is learnt, by ``experience`` on the sampled batch, "between generation and update"
 (the Separate plan puts those models with the trainer): the critic reads its current weights
@@ -175,6 +180,7 @@ class ExperiencePipeline:
         staleness: StalenessConfig | None = None,
         syncer: WeightSyncer | None = None,
         launcher: Launcher | None = None,
+        launch_first: bool = True,
     ):
         if max_staleness < 0:
             raise ValueError(f"max_staleness={max_staleness}: expected an integer >= 0")
@@ -187,6 +193,9 @@ class ExperiencePipeline:
         self.syncer = syncer
         self.launcher = launcher or InlineLauncher()
         self.ahead = 1 if max_staleness > 0 else 0  # samples launched before learning
+        # launch the next sample before this batch's experience (overlapping both it and the
+        # update), or after it (overlapping the update only; see the module doc)
+        self.launch_first = launch_first
         self.version = 0  # policy updates done by the trainer
         self.rollout_version = 0  # version of the weights the rollout samples with
         self.in_flight: _InFlight | None = None
@@ -202,10 +211,12 @@ class ExperiencePipeline:
         if self.in_flight is None:
             metrics |= self._launch(index, timer)
         flight, sampled = self._collect(timer, metrics)
-        if self.ahead:
+        if self.ahead and self.launch_first:
             metrics |= self._launch(index + 1, timer)
         roles = replace(self.roles, rollout=_Sampled(sampled))
         batch = self.algorithm.experience(roles, flight.prompts, timer)
+        if self.ahead and not self.launch_first:
+            metrics |= self._launch(index + 1, timer)
         staleness = flight.index - flight.version
         self._prepare(batch, staleness, timer)
         metrics |= self.algorithm.learn(self.roles, batch, timer, index)
@@ -329,9 +340,10 @@ def build_pipeline(
     """The pipeline for ``runtime``'s roles.
 
     A runtime whose rollout may hold its own copy of the policy offers ``weight_syncer()``
-    (None when every rollout worker samples with the actor's module). The local runtime
-    offers none: its rollout shares the actor's module, and gets a shadow copy here when
-    samples may be stale.
+    (None when every rollout worker samples with the actor's module), and says whether the
+    experience calls roles on the rollout's workers (``experience_shares_rollout_workers``).
+    The local runtime offers neither: its rollout shares the actor's module, and gets a
+    shadow copy here when samples may be stale.
     """
     max_staleness = cfg.placement.max_staleness
     staleness = staleness_config(cfg)
@@ -355,6 +367,7 @@ def build_pipeline(
                 where="placement.max_staleness",
             )
         roles, syncer = with_local_shadow(roles)
+    shares = getattr(runtime, "experience_shares_rollout_workers", None)
     return ExperiencePipeline(
         algorithm,
         roles,
@@ -363,4 +376,5 @@ def build_pipeline(
         staleness=staleness,
         syncer=syncer,
         launcher=launcher,
+        launch_first=not (shares is not None and shares()),
     )

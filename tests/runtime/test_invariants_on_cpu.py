@@ -75,8 +75,11 @@ def assert_same_trajectory(local, placed, keys):
     for step, (a, b) in enumerate(zip(local, placed, strict=True), start=1):
         assert a["response/length"] == b["response/length"], f"step {step}: other samples"
         for key in keys:
+            # kl/mean sums per-token differences of two log-probs, each off by ~1e-7 when a
+            # worker computes its rows as a smaller batch: an absolute error of a few 1e-6
+            atol = 2e-5 if key == "kl/mean" else 1e-6
             torch.testing.assert_close(
-                b[key], a[key], rtol=1e-5, atol=1e-6, msg=f"step {step} {key}"
+                b[key], a[key], rtol=1e-5, atol=atol, msg=f"step {step} {key}: {b[key]} vs {a[key]}"
             )
 
 

@@ -26,7 +26,8 @@ Sharding (from the Plan):
   ranks; ``hybrid``: the same over a 2-D mesh (replicate × shard), sharding inside groups of
   ``shard_size``. FSDP gathers weights in every forward and reduces in every backward, so all
   ranks must run the same forwards: a rank whose share is empty or constant runs 0·f(θ), and
-  hosts turn off prompt-prefix sharing (which decides per shard how many forwards to run).
+  hosts build sharded actors and references with ``share_prefix=False`` (prompt-prefix
+  sharing decides per shard whether to run one forward or two).
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from placerl.runtime.ray.batching import shard_slices
 from placerl.types import Batch, Field
 
 REPLICATED_SUFFIXES = ("/grad_norm", "/lr")  # identical on every rank: not summed
+GROUP_MEAN = "group-mean"  # a grouped objective (``fit_grouped``): the mean over rows
 
 
 @dataclass
@@ -62,7 +64,10 @@ class DataParallel:
 
 
 def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
-    """What ``aggregate_loss`` divides by: valid tokens (token-mean) or sequences with one."""
+    """What ``aggregate_loss`` divides by: valid tokens (token-mean) or sequences with one;
+    rows for a grouped objective, whose loss is a mean over groups (pairs, a prompt's samples)."""
+    if loss_agg == GROUP_MEAN:
+        return float(mask.shape[0])
     valid = mask.bool()
     if loss_agg == "token-mean":
         return float(valid.sum())
@@ -89,15 +94,6 @@ def broadcast_weights(model: nn.Module, group) -> None:
     source = dist.get_global_rank(group, 0)
     for tensor in [*model.parameters(), *model.buffers()]:
         dist.broadcast(tensor.data, src=source, group=group)
-
-
-def disable_prefix_sharing() -> None:
-    """For FSDP workers: every rank must run the same forwards, but prompt-prefix sharing
-    (roles/common.py) picks one or two forwards from each shard's contents."""
-    from placerl.roles import common
-
-    if hasattr(common, "MIN_SHARED_SAVING"):
-        common.MIN_SHARED_SAVING = float("inf")
 
 
 def fsdp_modules(model: nn.Module) -> list[nn.Module]:
@@ -201,6 +197,8 @@ class ShardedUpdate:
                 loss = self.zero_loss(part if part.batch_size[0] else mb[:1])
             weight = dp.size * mine / max(total, 1.0)
             tokens = float(part_mask.sum()) / max(float(mask.sum()), 1.0)
+            if agg == GROUP_MEAN:  # a grouped objective's stats are means over rows too
+                tokens = mine / max(total, 1.0)
             share = {
                 k: v * (mine / max(total, 1.0) if k.startswith("loss/") else tokens)
                 for k, v in stats.items()
@@ -260,8 +258,17 @@ class ShardedUpdate:
 
 
 class ShardedActorMixin(ShardedUpdate):
+    def fit_grouped(self, batch: Batch, objective, epochs: int = 1, minibatches: int = 1):
+        """Like ``update``: each rank takes its contiguous rows (whole groups) of every
+        minibatch, weighted by its share of the rows, the grouped objective's denominator."""
+        self._loss_agg = GROUP_MEAN
+        return super().fit_grouped(batch, objective, epochs, minibatches)
+
     def zero_loss(self, mb: Batch) -> torch.Tensor:
-        log_probs, _ = response_log_probs(self.model, mb, self.temperature)
+        flat = mb.reshape(-1)  # a grouped batch ([g, n]) as its rows
+        log_probs, _ = response_log_probs(
+            self.model, flat, self.temperature, share_prefix=self.share_prefix
+        )
         return 0.0 * log_probs.sum()
 
 

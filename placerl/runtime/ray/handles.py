@@ -161,23 +161,37 @@ class TrainedHandle(_Handle):
 
 
 class ActorHandle(TrainedHandle):
-    """The actor; with ``followers`` (rollout workers holding their own copy of the policy,
-    when the Plan puts them apart from the actor) its weights go to them after every update,
-    through the object store: the plain synchronous sync, for staleness 0."""
+    """The actor. With ``syncer`` (Separate: rollout workers hold their own copy of the
+    policy) every update and ``push_weights`` end with a trainer → rollout broadcast
+    (``sync_followers``): on-policy sampling for stages that schedule no syncs themselves.
+    The experience pipeline schedules them (``RayRuntime.weight_syncer`` takes the syncer
+    from this handle), so each sync happens once, when the pipeline wants it."""
 
-    def __init__(self, client: RoleClient, mirror, followers: RoleClient | None = None):
+    def __init__(self, client: RoleClient, mirror, syncer=None):
         super().__init__(client, mirror)
-        self.followers = followers
+        self.syncer = syncer  # a weight_sync.RemoteRolloutSync, or None
 
     def update(self, batch: Batch, objective, epochs: int = 1, minibatches: int = 1):
         stats = self.update_async(batch, objective, epochs, minibatches).result()
         self.sync_followers()
         return stats
 
+    def fit_grouped(self, batch: Batch, objective, epochs: int = 1, minibatches: int = 1):
+        """The grouped update (preference pairs, BRAIn groups), carried out like ``update``:
+        the whole [G, n] batch to every worker, each trains on its rows of every minibatch
+        (``ShardedActorMixin.fit_grouped``); ``objective`` must be picklable."""
+        self.version += 1
+        ref = ray.put(batch)
+        pending = self.client.everywhere(
+            "fit_grouped", ref, objective, epochs, minibatches, combine=combine_update_stats
+        )
+        stats = pending.result()
+        self.sync_followers()
+        return stats
+
     def sync_followers(self) -> None:
-        if self.followers is not None:
-            weights = ray.put(self.client.on_hosts("weights").result())
-            self.followers.on_hosts("load_weights", weights).result()
+        if self.syncer is not None:
+            self.syncer.sync()
 
     def push_weights(self) -> None:
         super().push_weights()

@@ -37,10 +37,10 @@ from placerl.runtime.ray.data_parallel import (
     DataParallel,
     ShardedActorMixin,
     ShardedCriticMixin,
-    disable_prefix_sharing,
     shard_model,
     unsharded,
 )
+from placerl.runtime.weight_sync import SyncStats, separate_sync_ranks, sync_on_host
 from placerl.timing import Span
 from placerl.types import Role
 
@@ -110,6 +110,7 @@ class RoleHost:
         _quiet_libraries()
         self.roles: dict[Role, Any] = {}
         self.dp: dict[Role, DataParallel] = {}
+        self.spans: list[Span] = []  # host-method spans (a sync), returned by the next call
 
     # ------------------------------------------------------------------ setup
     def setup(self, master_addr: str, master_port: int) -> dict[str, Any]:
@@ -129,8 +130,10 @@ class RoleHost:
         )
         for role in spec.roles:  # same order everywhere: new_group is collective
             self._make_group(role)
-        if any(dp.sharded for dp in self.dp.values()):
-            disable_prefix_sharing()
+        # Separate: the group over which the actor's rank 0 broadcasts to the rollout copies
+        self.sync_ranks = separate_sync_ranks(plan)
+        ranks = self.sync_ranks.group_ranks if self.sync_ranks else None
+        self.sync_group = dist.new_group(list(ranks)) if ranks else None
         path = Path(spec.policy_path)
         self.tokenizer = load_tokenizer(spec.cfg.model.tokenizer or path)
         self._build_roles(path)
@@ -166,6 +169,7 @@ class RoleHost:
             self.roles[Role.ROLLOUT] = self._rollout(policy, path)
         if Role.REFERENCE in mine:
             reference = make_reference(cfg, path)
+            reference.share_prefix = not self.dp[Role.REFERENCE].sharded
             self._frozen(Role.REFERENCE, reference.model)
             self.roles[Role.REFERENCE] = reference
         if Role.CRITIC in mine:
@@ -186,8 +190,8 @@ class RoleHost:
             Role.CRITIC: (CriticWorker, DataParallelCritic),
         }[role][dp.size > 1]
         extra = {"dp": dp} if dp.size > 1 else {}
-        if role == Role.ACTOR:
-            return make(cfg, model, cls=cls, **extra)
+        if role == Role.ACTOR:  # FSDP ranks must all run the same forwards: no prefix sharing
+            return make(cfg, model, cls=cls, share_prefix=not dp.sharded, **extra)
         worker = make(cfg, *args, cls=cls, **extra)
         if dp.size == 1:
             worker.model.to(self.device)
@@ -201,7 +205,7 @@ class RoleHost:
 
     def _rollout(self, policy, path: Path):
         """The rollout on the actor's module where ``rollout_shares_actor``, else a copy that
-        the runtime refreshes after every actor update (``ActorHandle``)."""
+        ``sync_rollout_weights`` refreshes (when the experience pipeline says so)."""
         from placerl.models.loading import load_policy
         from placerl.runtime.local import make_rollout
 
@@ -213,7 +217,7 @@ class RoleHost:
     def call(self, role: str, method: str, args=(), kwargs=None) -> tuple[Any, list[Span]]:
         """Run ``roles[role].method(*args, **kwargs)``; returns the result (on CPU) and spans."""
         key = Role(role)
-        spans = self._prepare(key)
+        spans, self.spans = [*self.spans, *self._prepare(key)], []
         target = self.roles[key]
         start = time.time()
         args = [_to(_resolve(a), self.device) for a in args]
@@ -232,6 +236,26 @@ class RoleHost:
         if self.roles[Role.ROLLOUT].model is not actor.module:
             return contextlib.nullcontext()
         return unsharded(actor.module)
+
+    def sync_rollout_weights(self, bucket_mb: float) -> SyncStats | None:
+        """This worker's part of a trainer → rollout sync (Separate): the actor's rank 0
+        broadcasts over ``sync_group``, rollout copies receive, FSDP actor ranks help gather.
+        ``RemoteRolloutSync`` calls every participant at once; the span goes to the timeline
+        with this worker's next ``call``."""
+        start = time.time()
+        actor, rollout = self.roles.get(Role.ACTOR), self.roles.get(Role.ROLLOUT)
+        shared = actor is not None and rollout is not None and rollout.model is actor.model
+        stats = sync_on_host(
+            self.spec.rank,
+            self.sync_ranks,
+            self.sync_group,
+            actor=actor,
+            rollout_model=None if rollout is None or shared else rollout.model,
+            bucket_mb=bucket_mb,
+            device=self.device,
+        )
+        self.spans.append(Span(self.label, "rollout.sync", start, time.time()))
+        return stats
 
     def weights(self, role: str) -> dict[str, torch.Tensor]:
         """The role's full weights on CPU (collective for a sharded role)."""

@@ -8,6 +8,9 @@ roles' methods (``handles.py``): the algorithms run unchanged. It also keeps
   evaluation and checkpoints read: ``pull_weights`` refreshes them from rank 0 when an update
   happened since, ``push_weights`` loads them into the workers after a restore;
 - the workers' timeline spans, handed to the controller's timer by ``pop_spans``;
+- under Separate, the trainer → rollout weight sync (``weight_syncer``): a broadcast from the
+  actor's rank 0 to the rollout copies over a dedicated torch.distributed group, driven by
+  the experience pipeline (``placerl.runtime.pipeline``), the one place that decides when;
 - ``workers.json`` in the run directory: rank, slot, roles and pid of every worker.
 """
 
@@ -25,7 +28,7 @@ from placerl.errors import UserError
 from placerl.models.loading import load_value_model
 from placerl.placement.plan import Plan
 from placerl.runtime.local import critic_path, sampling_params
-from placerl.runtime.ray.group import WorkerGroup, connect
+from placerl.runtime.ray.group import CallInfo, WorkerGroup, connect
 from placerl.runtime.ray.handles import (
     ActorHandle,
     CriticHandle,
@@ -35,7 +38,8 @@ from placerl.runtime.ray.handles import (
     RolloutHandle,
     TrainedHandle,
 )
-from placerl.runtime.ray.host import HostSpec, role_ranks, rollout_shares_actor
+from placerl.runtime.ray.host import HostSpec, role_ranks
+from placerl.runtime.weight_sync import RemoteRolloutSync, separate_sync_ranks
 from placerl.timing import Span
 from placerl.types import Role
 
@@ -86,7 +90,7 @@ class RayRuntime:
                 f"the {plan.strategy} plan places no {', '.join(missing)}, which {cfg.stage} needs",
                 where="placement.roles",
             )
-        self.plan, self.run_dir = plan, Path(cfg.run_dir)
+        self.plan, self.run_dir, self.roles_used = plan, Path(cfg.run_dir), needed
         self.owns_ray = owns_ray or connect(cfg.placement.ray_address)
         offload = cfg.placement.offload
         specs = [
@@ -102,6 +106,39 @@ class RayRuntime:
         self.roles = self._handles(cfg, needed, policy_path, tokenizer, policy)
         self._write_workers()
 
+    def weight_syncer(self, bucket_mb: float) -> RemoteRolloutSync | None:
+        """The trainer → rollout sync for a caller that schedules syncs itself (the
+        experience pipeline); None when every rollout worker samples with the actor's module
+        (Flatten, Interleave). Updates stop syncing by themselves (``ActorHandle``)."""
+        ranks = separate_sync_ranks(self.plan)
+        if ranks is None:
+            return None
+        self.roles.actor.syncer = None
+        return RemoteRolloutSync(ranks, self.call_hosts, bucket_mb)
+
+    def call_hosts(self, ranks, method: str, *args) -> list:
+        """``RoleHost.method(*args)`` on the workers of world ``ranks`` at once; their results
+        in order. A dead worker raises ``WorkerFailure`` naming it, as for role calls."""
+        args = tuple(ray.put(a) if isinstance(a, dict) else a for a in args)  # stored once
+        refs = [getattr(self.group.actors[r], method).remote(*args) for r in ranks]
+        return self.group.wait(refs, [self._call_info(r, method) for r in ranks])
+
+    def _call_info(self, rank: int, method: str) -> CallInfo:
+        """Who a worker is in a weight sync: a rollout copy, else an actor rank."""
+        rollout, actor = role_ranks(self.plan, Role.ROLLOUT), role_ranks(self.plan, Role.ACTOR)
+        role, ranks = (Role.ACTOR, actor) if rank in actor else (Role.ROLLOUT, rollout)
+        label = self.group.specs[rank].label
+        return CallInfo(rank, label, role.value, ranks.index(rank), method)
+
+    def experience_shares_rollout_workers(self) -> bool:
+        """Whether a role the experience calls after sampling (reward, reference, critic)
+        has a worker on a rollout worker: a call to it waits behind a sample launched ahead
+        on that worker (a Ray actor runs one call at a time), so the pipeline launches the
+        next sample only after the experience (``ExperiencePipeline.launch_first``)."""
+        rollout = set(role_ranks(self.plan, Role.ROLLOUT))
+        others = [r for r in (Role.REWARD, Role.REFERENCE, Role.CRITIC) if r in self.roles_used]
+        return any(rollout & set(role_ranks(self.plan, r)) for r in others)
+
     def _handles(self, cfg: RunConfig, needed, policy_path, tokenizer, policy) -> Roles:
         pad = tokenizer.pad_token_id
         client = {
@@ -112,10 +149,13 @@ class RayRuntime:
             mirror = load_value_model(critic_path(cfg, policy_path), pad)
             critic = CriticHandle(client[Role.CRITIC], mirror)
         reference = ReferenceHandle(client[Role.REFERENCE]) if Role.REFERENCE in needed else None
-        followers = None if rollout_shares_actor(self.plan) else client[Role.ROLLOUT]
+        ranks = separate_sync_ranks(self.plan)
+        syncer = None
+        if ranks is not None:  # on-policy by default; the pipeline takes it (weight_syncer)
+            syncer = RemoteRolloutSync(ranks, self.call_hosts, cfg.staleness.sync_bucket_mb)
         return Roles(
             rollout=RolloutHandle(client[Role.ROLLOUT], sampling_params(cfg), cfg.seed),
-            actor=ActorHandle(client[Role.ACTOR], policy, followers),
+            actor=ActorHandle(client[Role.ACTOR], policy, syncer),
             reward=RewardHandle(client[Role.REWARD]),
             reference=reference,
             critic=critic,
