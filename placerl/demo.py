@@ -1,4 +1,4 @@
-"""``placerl demo``: InstructGPT's pipeline in miniature on the built-in addition task.
+"""``placerl demo``: InstructGPT's pipeline in miniature on the built-in task (digit reversal).
 
 base model → SFT on noisy demonstrations → reward model on comparisons → RL (PPO with four
 models, or GRPO/RLOO with the rule reward) → held-out accuracy before and after. Each stage is
@@ -119,7 +119,7 @@ def run_demo(out: Path, algo: str = "ppo", quick: bool = False, seed: int = 0) -
 
 
 def _print_summary(console: Console, summary: dict, out: Path) -> None:
-    table = Table(title=f"placerl demo ({summary['algo']}) — held-out addition, greedy answers")
+    table = Table(title=f"placerl demo ({summary['algo']}) — held-out exact match, greedy answers")
     table.add_column("measure")
     table.add_column("value", justify="right")
 
