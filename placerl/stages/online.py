@@ -5,12 +5,11 @@ from __future__ import annotations
 from placerl.algos.grpo import GroupPolicyOptimization
 from placerl.algos.ppo import PPO
 from placerl.config.schema import RunConfig
-from placerl.data.stream import IndexStream
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_policy, load_tokenizer
 from placerl.runtime import build_runtime
 from placerl.runtime.pipeline import build_pipeline, staleness_config
-from placerl.stages.sources import eval_source, model_path, prompt_set
+from placerl.stages.sources import model_path, prompt_data
 
 
 def make_algorithm(cfg: RunConfig):
@@ -30,12 +29,7 @@ class OnlineRLStage:
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
         self.policy = load_policy(path)
         self.algorithm = make_algorithm(cfg)
-        self.prompts = prompt_set(cfg, self.tokenizer, cfg.data.train, "train")
-        eval_path = eval_source(cfg)
-        self.eval_prompts = (
-            prompt_set(cfg, self.tokenizer, eval_path, "eval") if eval_path else None
-        )
-        self.stream = IndexStream(len(self.prompts), cfg.trainer.batch_size, seed=cfg.seed)
+        self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)
         self.pipeline = build_pipeline(cfg, self.algorithm, self.runtime, self.next_prompts)
         self.roles = self.pipeline.roles  # with a shadow rollout copy when samples may lag

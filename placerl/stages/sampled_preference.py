@@ -26,7 +26,6 @@ from placerl.algos.online_dpo import OnlineDPO
 from placerl.algos.pair_training import pair_objective
 from placerl.algos.rso import RSO
 from placerl.config.schema import RunConfig
-from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_policy, load_tokenizer
@@ -34,7 +33,7 @@ from placerl.roles.rollout import RolloutWorker
 from placerl.runtime import build_runtime
 from placerl.runtime.local import sampling_params
 from placerl.runtime.weight_sync import copy_weights
-from placerl.stages.sources import eval_source, model_path, prompt_set
+from placerl.stages.sources import model_path, prompt_data
 from placerl.types import Batch, Field
 
 
@@ -182,12 +181,7 @@ class SampledPreferenceStage:
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
         self.policy = load_policy(path)
         self.algorithm = make_algorithm(cfg)
-        self.prompts = prompt_set(cfg, self.tokenizer, cfg.data.train, "train")
-        eval_path = eval_source(cfg)
-        self.eval_prompts = (
-            prompt_set(cfg, self.tokenizer, eval_path, "eval") if eval_path else None
-        )
-        self.stream = IndexStream(len(self.prompts), cfg.trainer.batch_size, seed=cfg.seed)
+        self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)
         try:
             roles = self.runtime.roles

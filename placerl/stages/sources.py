@@ -14,7 +14,7 @@ from placerl.data.formats import (
     prompt_rows,
     sft_rows,
 )
-from placerl.data.stream import PromptSet
+from placerl.data.stream import IndexStream, PromptSet
 from placerl.models.factory import make_model_dir
 from placerl.models.loading import load_policy, load_tokenizer
 from placerl.tasks.addition import AdditionTask
@@ -94,3 +94,12 @@ def prompt_set(cfg: RunConfig, tokenizer, path: str | None, split: str) -> Promp
     extras = [prompt_extras(r) for r in rows]
     columns = {k: [e[k] for e in extras] for k in (extras[0] if extras else {})}
     return PromptSet.build(texts, columns, tokenizer, cfg.data.max_prompt_len, source)
+
+
+def prompt_data(cfg: RunConfig, tokenizer) -> tuple[PromptSet, PromptSet | None, IndexStream]:
+    """What every online stage samples from: training prompts, held-out prompts (or None),
+    and the seeded, resumable order in which training prompts are drawn."""
+    prompts = prompt_set(cfg, tokenizer, cfg.data.train, "train")
+    eval_path = eval_source(cfg)
+    eval_prompts = prompt_set(cfg, tokenizer, eval_path, "eval") if eval_path else None
+    return prompts, eval_prompts, IndexStream(len(prompts), cfg.trainer.batch_size, seed=cfg.seed)
