@@ -29,6 +29,9 @@ class GroupPolicyOptimization:
         self.estimator = estimator
         self.group_size = group_size
         self.needs_reference = cfg.kl_coef > 0
+        # π_old of a single-pass update is the current policy: no forward to recompute it for
+        # stale samples (runtime/pipeline.py), the update's own forward gives it
+        self.old_log_probs_in_update = cfg.epochs * cfg.minibatches == 1
         self.objective = PolicyObjective(
             clip_low=cfg.clip,
             clip_high=cfg.clip_high or cfg.clip,
@@ -37,6 +40,7 @@ class GroupPolicyOptimization:
             kl_estimator=cfg.kl_estimator,
             skip_uninformative=cfg.skip_uninformative,
             is_cap=is_cap,
+            old_from_current=self.old_log_probs_in_update,
         )
 
     def step(

@@ -28,6 +28,10 @@ class PolicyObjective:
     # ROLLOUT_LOG_PROBS (stale samples; core.truncated_importance_weights). None: no IS weights
     is_cap: float | None = None
     skip_uninformative: bool = False  # leave zero-advantage samples out (algos/skipping.py)
+    # the update is a single pass (1 epoch × 1 minibatch), so π_old — the policy before the
+    # update — is the policy of this very forward: for stale samples (ROLLOUT_LOG_PROBS present)
+    # take it from here, detached, instead of a separate forward (runtime/pipeline.py)
+    old_from_current: bool = False
 
 
 def policy_loss(
@@ -35,14 +39,18 @@ def policy_loss(
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Loss of one minibatch given the current (B, R) log-probs (and entropy) of its responses."""
     mask = batch[Field.RESPONSE_MASK]
+    stale = Field.ROLLOUT_LOG_PROBS in batch.keys()  # noqa: SIM118 (TensorDict has no `in`)
+    old_log_probs = batch[Field.OLD_LOG_PROBS]
+    if stale and spec.old_from_current:
+        old_log_probs = log_probs.detach()
     is_weights, is_stats = None, {}
-    if spec.is_cap is not None and Field.ROLLOUT_LOG_PROBS in batch.keys():  # noqa: SIM118
+    if spec.is_cap is not None and stale:
         is_weights, is_stats = core.truncated_importance_weights(
-            batch[Field.OLD_LOG_PROBS], batch[Field.ROLLOUT_LOG_PROBS], mask, spec.is_cap
+            old_log_probs, batch[Field.ROLLOUT_LOG_PROBS], mask, spec.is_cap
         )
     loss, stats = core.policy_loss_clipped(
         log_probs,
-        batch[Field.OLD_LOG_PROBS],
+        old_log_probs,
         batch[Field.ADVANTAGES],
         mask,
         clip_low=spec.clip_low,

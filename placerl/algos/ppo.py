@@ -27,6 +27,11 @@ class PPO:
     def __init__(self, cfg: PPOConfig, is_cap: float | None = None):
         self.cfg = cfg
         self.needs_reference = cfg.kl_coef > 0
+        # π_old of a single-pass update is the current policy, unless the KL-in-reward needs
+        # it before the update (runtime/pipeline.py; GroupPolicyOptimization likewise)
+        self.old_log_probs_in_update = cfg.epochs * cfg.minibatches == 1 and not (
+            self.needs_reference and cfg.kl_in_reward
+        )
         self.kl_ctl = make_kl_controller(
             cfg.kl_controller, cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon
         )
@@ -38,6 +43,7 @@ class PPO:
             kl_estimator=cfg.kl_estimator,
             entropy_coef=cfg.entropy_coef,
             is_cap=is_cap,
+            old_from_current=self.old_log_probs_in_update,
         )
         self.value_objective = ValueObjective(
             clip=cfg.value_clip, loss_agg=cfg.loss_agg, coef=cfg.vf_coef

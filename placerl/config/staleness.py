@@ -33,7 +33,8 @@ class StalenessConfig(Section):
         "stale",
         description="When the trainer recomputes π_old instead of using the sampler's "
         "log-probs: stale (only for samples that lag), always (also corrects a sampler that "
-        "differs numerically, e.g. another precision; costs a forward pass each step).",
+        "differs numerically, e.g. another precision; costs a forward pass each step, except for a "
+        "single-pass update (1 epoch × 1 minibatch), whose own forward gives π_old).",
     )
     sync_bucket_mb: float = Field(
         64.0,

@@ -26,7 +26,12 @@ waiting would let a batch exceed ``max_staleness``. Each batch is tagged with it
 (Field.STALENESS, metric ``pipeline/staleness``). A stale batch keeps the sampler's log-probs as
 ROLLOUT_LOG_PROBS and gets OLD_LOG_PROBS recomputed by the trainer, so the PPO ratio is taken
 against the trainer's policy and the loss applies truncated importance weights
-(``core.truncated_importance_weights``, cap ``staleness.is_cap``).
+(``core.truncated_importance_weights``, cap ``staleness.is_cap``). When the update is a single
+pass (1 epoch × 1 minibatch: the algorithm's ``old_log_probs_in_update``), π_old *is* the
+policy of the update's own forward, so the loss takes it from there, detached
+(``PolicyObjective.old_from_current``), and the trainer is spared a forward pass; the same
+gradient, since the ratio is 1 at that forward either way. OLD_LOG_PROBS then stays the
+sampler's (metrics such as ``kl/mean`` describe the behaviour policy).
 
 How a sample is launched: a remote rollout (``generate_async``, Ray) starts at once and
 overlaps by itself. A local one goes through a launcher: ``InlineLauncher`` samples at once
@@ -268,6 +273,8 @@ class ExperiencePipeline:
         batch[Field.STALENESS] = torch.full((size,), staleness, dtype=torch.long)
         if staleness > 0 or self.cfg.recompute_log_probs == "always":
             batch[Field.ROLLOUT_LOG_PROBS] = batch[Field.OLD_LOG_PROBS]
+            if getattr(self.algorithm, "old_log_probs_in_update", False):
+                return  # taken in the update's forward (module doc)
             with timer.phase("old_log_probs"):
                 batch[Field.OLD_LOG_PROBS] = self.roles.actor.log_probs(batch)
 

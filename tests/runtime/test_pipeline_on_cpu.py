@@ -5,6 +5,8 @@ the rollout."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -84,7 +86,9 @@ def test_staleness_is_tagged_and_never_exceeds_the_bound(
 
 
 def test_stale_batches_use_trainer_log_probs_and_truncated_is(tiny_model_dir, tmp_path):
-    stage = _stage(tiny_model_dir, tmp_path, "grpo", staleness=1)
+    # two minibatches: π_old is needed beyond the update's first forward, so it is recomputed
+    stage = _stage(tiny_model_dir, tmp_path, "grpo", staleness=1, extra=["grpo.minibatches=2"])
+    assert not stage.algorithm.old_log_probs_in_update
     seen = []
     learn = stage.algorithm.learn
 
@@ -103,6 +107,32 @@ def test_stale_batches_use_trainer_log_probs_and_truncated_is(tiny_model_dir, tm
     assert not torch.allclose(sampler, trainer, atol=1e-6), "the trainer moved: ratios ≠ 1"
     torch.testing.assert_close(sampler, trainer, atol=0.5, rtol=0)  # …but one small update
     assert 0 < metrics[2]["actor/is_weight_mean"] <= 2.0
+
+
+def test_a_single_pass_update_takes_old_log_probs_from_its_own_forward(tiny_model_dir, tmp_path):
+    """1 epoch × 1 minibatch: π_old is the policy of the update's forward, so stale batches
+    need no recompute pass, and training is the same as with one."""
+    fused = _stage(tiny_model_dir, tmp_path / "a", "grpo", staleness=1)
+    recomputed = _stage(tiny_model_dir, tmp_path / "b", "grpo", staleness=1)
+    assert fused.algorithm.old_log_probs_in_update
+    recomputed.algorithm.old_log_probs_in_update = False
+    recomputed.algorithm.objective = dataclasses.replace(
+        recomputed.algorithm.objective, old_from_current=False
+    )
+    timer = PhaseTimer()
+    for step in range(3):
+        got = fused.step(step, timer)
+        phases = timer.pop()
+        want = recomputed.step(step, PhaseTimer())
+        assert "time/old_log_probs" not in phases, "no separate forward for π_old"
+        for key in ("loss/policy", "actor/is_weight_mean", "actor/grad_norm"):
+            if key in want:
+                assert got[key] == pytest.approx(want[key], rel=1e-5, abs=1e-6), (step, key)
+    assert "actor/is_weight_mean" in got, "the last batch is stale and reweighted"
+    for name, model in fused.trained_models().items():
+        other = recomputed.trained_models()[name]
+        for (key, a), b in zip(model.state_dict().items(), other.state_dict().values()):
+            torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6, msg=f"{name}.{key}")
 
 
 def test_only_sampling_runs_ahead_values_come_from_the_live_critic(tiny_model_dir, tmp_path):
