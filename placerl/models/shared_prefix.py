@@ -25,7 +25,12 @@ def position_ids(attention_mask: Tensor) -> Tensor:
 def shared_prefix_plan(batch: Batch) -> tuple[Tensor, Tensor] | None:
     """(first row of each distinct prompt (U,), row → distinct prompt (B,)), or None when no
     prompt repeats (then the plain pass is as cheap)."""
-    key = torch.cat([batch[Field.PROMPT_IDS], batch[Field.PROMPT_MASK]], dim=1)
+    return distinct_prompts(batch[Field.PROMPT_IDS], batch[Field.PROMPT_MASK])
+
+
+def distinct_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, Tensor] | None:
+    """``shared_prefix_plan`` of left-padded (B, P) prompts (the sampler prefills with it)."""
+    key = torch.cat([prompt_ids, prompt_mask.to(prompt_ids.dtype)], dim=1)
     _, inverse = torch.unique(key, dim=0, return_inverse=True)
     size = key.shape[0]
     distinct = int(inverse.max()) + 1 if size else 0

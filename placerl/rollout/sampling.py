@@ -1,7 +1,8 @@
 """Batched sampling with a KV cache: the rollout's inner loop, written to be lean.
 
-One prefill forward over the left-padded prompts, then one single-token forward per new token
-that reuses transformers' ``DynamicCache`` and computes logits for the last position only.
+One prefill forward over the left-padded prompts (each distinct prompt once), then one
+single-token forward per new token that reuses transformers' ``DynamicCache`` and computes
+logits for the last position only.
 Per step the loop does a fixed number of tensor ops over the batch (no Python work per row)
 and one host sync, the "did any row finish?" check.
 
@@ -33,6 +34,7 @@ from tensordict import TensorDict
 from torch import Tensor
 from transformers import DynamicCache
 
+from placerl.models.shared_prefix import distinct_prompts
 from placerl.rollout.stopping import StopStrings
 from placerl.types import Field
 
@@ -144,7 +146,7 @@ def _decode_loop(
     rows = torch.arange(batch, device=device)  # (A,) batch index of each running row
 
     cache = DynamicCache(config=model.config)
-    logits = _last_logits(model, prompt_ids, prompt_mask, positions, cache)
+    logits = _prefill(model, prompt_ids, prompt_mask, positions, cache)
     for step in range(budget):
         noise = None if uniforms is None else uniforms[rows, step]
         token, token_log_prob = sample_next(logits, params, uniforms=noise)
@@ -167,6 +169,22 @@ def _decode_loop(
         position = position + 1
     steps = step + 1
     return response[:, :steps], response_mask[:, :steps], log_probs[:, :steps]
+
+
+def _prefill(
+    model: torch.nn.Module, ids: Tensor, mask: Tensor, positions: Tensor, cache: DynamicCache
+) -> Tensor:
+    """``_last_logits`` of the prompts, each distinct prompt computed once: a group of samples
+    (GRPO/RLOO, PPO's n > 1) repeats its prompt, and its rows then share one prefill whose
+    keys and values are gathered to every row (models/shared_prefix.py does the same in
+    training). A row's result does not depend on which other rows share its batch."""
+    plan = distinct_prompts(ids, mask)
+    if plan is None:
+        return _last_logits(model, ids, mask, positions, cache)
+    first, inverse = plan
+    logits = _last_logits(model, ids[first], mask[first], positions[first], cache)
+    cache.reorder_cache(inverse)
+    return logits.index_select(0, inverse)
 
 
 def _last_logits(

@@ -225,3 +225,30 @@ def test_invalid_sampling_params_are_rejected_with_the_key_named(bad):
     (key,) = bad
     with pytest.raises(ValueError, match=key):
         SamplingParams(**bad)
+
+
+@pytest.mark.parametrize("make_model", [tiny_model, tiny_gpt2])
+def test_a_repeated_prompt_is_prefilled_once_and_samples_as_if_it_were_not(
+    make_model, monkeypatch
+):
+    from placerl.rollout import sampling
+
+    model = make_model()
+    group = [p for p in PROMPTS for _ in range(4)]  # GRPO-style: each prompt 4 times
+    prefill_rows = []
+    forward = model.forward
+
+    def spy(*args, **kwargs):
+        if not prefill_rows:
+            prefill_rows.append(kwargs["input_ids"].shape[0])
+        return forward(*args, **kwargs)
+
+    monkeypatch.setattr(model, "forward", spy)
+    shared = run(model, prompts=group, max_new_tokens=6)
+    assert prefill_rows == [len(PROMPTS)], "one prefill row per distinct prompt"
+    monkeypatch.setattr(sampling, "distinct_prompts", lambda ids, mask: None)
+    plain = run(model, prompts=group, max_new_tokens=6)
+    assert torch.equal(shared[Field.RESPONSE_IDS], plain[Field.RESPONSE_IDS])
+    torch.testing.assert_close(
+        shared[Field.OLD_LOG_PROBS], plain[Field.OLD_LOG_PROBS], rtol=1e-5, atol=1e-6
+    )
