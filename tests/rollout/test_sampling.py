@@ -228,9 +228,7 @@ def test_invalid_sampling_params_are_rejected_with_the_key_named(bad):
 
 
 @pytest.mark.parametrize("make_model", [tiny_model, tiny_gpt2])
-def test_a_repeated_prompt_is_prefilled_once_and_samples_as_if_it_were_not(
-    make_model, monkeypatch
-):
+def test_a_repeated_prompt_is_prefilled_once_and_samples_as_if_it_were_not(make_model, monkeypatch):
     from placerl.rollout import sampling
 
     model = make_model()
