@@ -24,6 +24,8 @@ input embedding table) — over ``--peak`` FLOP/s (148 GFLOP/s fp32 measured on 
     python benchmarks/grpo_vs_trl.py --small --steps 5 # ~4.3M parameters, quick
     python benchmarks/grpo_vs_trl.py --small --profile # + torch.profiler over 2 placerl steps
     python benchmarks/grpo_vs_trl.py --threads 1       # on a machine busy with other jobs
+    python benchmarks/grpo_vs_trl.py --sft-steps 200 --task reversal --lr 1e-5 --steps 12
+                                     # from an SFT'd 33.8M policy: the regime RL runs in
 
 Needs ``pip install trl==1.16.0`` (not a placerl dependency). Nothing is downloaded.
 """
@@ -34,6 +36,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import threading
@@ -47,6 +50,7 @@ warnings.filterwarnings("ignore", category=FutureWarning)  # TRL 1.16 sets depre
 
 import torch  # noqa: E402
 from baton import Baton  # noqa: E402  (benchmarks/baton.py; scripts run from benchmarks/)
+from sft_policy import sft_policy  # noqa: E402
 
 from placerl.config import load_config  # noqa: E402
 from placerl.config.schema import RunConfig  # noqa: E402
@@ -72,7 +76,12 @@ def model_dir(args: argparse.Namespace, work: Path) -> Path:
     if args.model:
         return Path(args.model)
     size = "small" if args.small else "default"
-    return make_model_dir(work / f"model-{size}", builtin_corpus(), SIZES[size], seed=0)
+    base = work / f"model-{size}"
+    if not (base / "config.json").exists():
+        make_model_dir(base, builtin_corpus(), SIZES[size], seed=0)
+    if args.sft_steps:
+        return sft_policy(base, work, args.task, args.sft_steps, seed=args.seed)
+    return base
 
 
 def prompt_rows(args: argparse.Namespace) -> list[dict]:
@@ -170,6 +179,7 @@ def placerl_config(args, path: Path, prompts: Path, run_dir: Path, steps: int) -
 def run_placerl(args, path: Path, prompts: Path, work: Path) -> list[dict]:
     """Per-step records: step, gen, score, update (seconds), reward, length."""
     run_dir = work / "placerl-run"
+    shutil.rmtree(run_dir, ignore_errors=True)  # a scratch run: never resumed
     train(placerl_config(args, path, prompts, run_dir, args.steps))
     records = [r for r in read_metrics(run_dir) if "time/step" in r]
     rows = [
@@ -428,6 +438,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--small", action="store_true", help="4.3M-parameter model (h256, 4 layers)"
     )
     parser.add_argument("--steps", type=int, default=8)
+    parser.add_argument(
+        "--sft-steps",
+        type=int,
+        default=0,
+        help="first SFT the model on --task for this many steps (benchmarks/sft_policy.py; "
+        "cached in --workdir): the regime RL runs in, responses ending at EOS",
+    )
     parser.add_argument("--warmup", type=int, default=3, help="first steps left out of medians")
     parser.add_argument("--batch", type=int, default=8, help="prompts per step")
     parser.add_argument("--group", type=int, default=4, help="samples per prompt")
