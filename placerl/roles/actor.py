@@ -73,6 +73,10 @@ class ActorWorker(TrainedModel):
                 share_prefix=self.share_prefix,
             )
             loss, kept_stats = policy_loss(log_probs, entropy, kept, objective)
+            # losses are reported like the gradient: the full minibatch's, skipped rows adding 0
+            kept_stats = {
+                k: v * share if k.startswith("loss/") else v for k, v in kept_stats.items()
+            }
             return loss * share, kept_stats | stats
 
         return self.fit(batch, loss_of, epochs, minibatches, prefix="actor")
