@@ -14,6 +14,7 @@ import torch
 from torch import Tensor
 from transformers import DynamicCache
 
+from placerl.models.kv_cache import cache_kwargs
 from placerl.types import Batch, Field
 
 
@@ -57,9 +58,9 @@ def shared_prefix_logits(model, batch: Batch, first: Tensor, inverse: Tensor) ->
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
         position_ids=position_ids(prompt_mask),
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
+        **cache_kwargs(model, cache),
     ).logits  # (U, 1, V): predicts the first response token
     cache.reorder_cache(inverse)  # (U, …) → (B, …) keys and values, with their gradient path
     responses = batch[Field.RESPONSE_IDS][:, :-1]  # the last token predicts nothing we need
@@ -70,7 +71,7 @@ def shared_prefix_logits(model, batch: Batch, first: Tensor, inverse: Tensor) ->
         input_ids=responses,
         attention_mask=mask,
         position_ids=position_ids(mask)[:, width:],
-        past_key_values=cache,
         use_cache=True,
+        **cache_kwargs(model, cache),
     ).logits  # (B, R-1, V)
     return torch.cat([head.index_select(0, inverse), tail], dim=1)

@@ -34,6 +34,7 @@ from tensordict import TensorDict
 from torch import Tensor
 from transformers import DynamicCache
 
+from placerl.models.kv_cache import cache_kwargs
 from placerl.models.shared_prefix import distinct_prompts
 from placerl.rollout.stopping import StopStrings
 from placerl.types import Field
@@ -196,9 +197,9 @@ def _last_logits(
         input_ids=ids,
         attention_mask=mask,
         position_ids=positions,
-        past_key_values=cache,
         use_cache=True,
         logits_to_keep=1,
+        **cache_kwargs(model, cache),
     )
     return out.logits[:, -1, :].float()
 
