@@ -18,7 +18,13 @@ ShardingName = Literal["none", "full", "hybrid"]
 
 
 class RolePlacementConfig(Section):
-    """One role of a ``custom`` placement: ``roles: {actor: {group: g0, dp_size: 2}}``."""
+    """One role of a ``custom`` placement: ``roles: {actor: {group: g0, dp_size: 2}}``, or
+    just the group (``roles: {reward: g1}``, or a list of groups it spans)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _group_shorthand(cls, value):
+        return {"group": value} if isinstance(value, str | list) else value
 
     group: str | list[str] = Field(
         ..., description="The group the role's workers live on, or a list of groups it spans."
@@ -72,8 +78,8 @@ class PlacementConfig(Section):
     )
     roles: dict[RoleName, RolePlacementConfig] = Field(
         default_factory=dict,
-        description="custom: role -> {group, dp_size, sharding, shard_size}; every role the "
-        "stage uses must appear.",
+        description="custom: role -> {group, dp_size, sharding, shard_size} or just a group "
+        "name; every role the stage uses must appear.",
     )
     offload: bool = Field(
         False,

@@ -88,6 +88,20 @@ def test_custom_placement_from_yaml(tmp_path):
     assert plan.roles[W].also_on == ("gen",) and plan.roles[W].dp_size == 2
 
 
+def test_a_custom_role_may_name_just_its_group():
+    """``roles: {reward: gen}`` is ``roles: {reward: {group: gen}}``: the PPO Separate variant
+    whose frozen scorers live with the rollout."""
+    cfg = config(
+        "stage=grpo",
+        "rollout.samples_per_prompt=2",
+        "placement.strategy=custom",
+        "placement.groups={gen: 1, train: 1}",
+        "placement.roles={rollout: gen, reward: gen, actor: train}",
+    )
+    plan = plan_from_config(cfg, cluster=CLUSTERS["cpu2"]())
+    assert plan.roles[W].group == "gen" and plan.roles[A].group == "train"
+
+
 def test_custom_placement_missing_a_role_names_it():
     cfg = config(
         "stage=grpo",
