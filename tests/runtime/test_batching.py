@@ -114,3 +114,27 @@ def test_update_stats_are_summed_except_the_replicated_ones():
         "actor/lr": 0.1,
         "actor/skipped": 0.5,
     }
+
+
+def test_a_shuffled_minibatch_is_cut_into_shares_of_whole_groups():
+    """16 prompts × 4 samples, shuffled, over 2 ranks: each rank's share holds 8 prompts (so
+    its shared-prefix forward computes 8 prompts, not ~15), and no row is lost or repeated."""
+    from tensordict import TensorDict
+
+    from placerl.runtime.ray.batching import shard_slices
+    from placerl.runtime.ray.data_parallel import rows_by_prompt
+
+    prompts = [[p + 1, p + 2] for p in range(16)]
+    ids, mask = left_pad([p for p in prompts for _ in range(4)], PAD)
+    order = torch.randperm(64, generator=torch.Generator().manual_seed(0))
+    mb = TensorDict(
+        {Field.PROMPT_IDS: ids[order], Field.PROMPT_MASK: mask[order], "row": order},
+        batch_size=[64],
+    )
+    grouped = rows_by_prompt(mb)
+    assert sorted(grouped["row"].tolist()) == list(range(64))
+    for part in shard_slices(64, 2):
+        share = grouped[part]
+        assert len(torch.unique(share[Field.PROMPT_IDS], dim=0)) == 8
+    plain = mb[shard_slices(64, 2)[0]]
+    assert len(torch.unique(plain[Field.PROMPT_IDS], dim=0)) > 8, "the shuffle mixes groups"

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from placerl.models.shared_prefix import distinct_prompts
 from placerl.roles.common import response_log_probs, response_values
 from placerl.runtime.ray.batching import shard_slices
 from placerl.types import Batch, Field
@@ -152,6 +153,23 @@ def unsharded(model: nn.Module) -> Iterator[None]:
             m.set_reshard_after_forward(True)
 
 
+def rows_by_prompt(mb: Batch) -> Batch:
+    """The minibatch with each prompt's rows next to each other (groups in the order they
+    first appear), so that a rank's contiguous share holds whole groups and the shared-prefix
+    forward computes each prompt once. A shuffled minibatch otherwise hands every rank a
+    sample of almost every prompt: with 16 prompts × 4 samples over 2 ranks, 15 prompts per
+    rank instead of 8, +21% forward/backward tokens. Row order changes the loss only by
+    summation order; every rank computes the same order from the same minibatch."""
+    if mb.batch_dims != 1 or Field.PROMPT_IDS not in mb.keys():  # noqa: SIM118 (TensorDict)
+        return mb
+    plan = distinct_prompts(mb[Field.PROMPT_IDS], mb[Field.PROMPT_MASK])
+    if plan is None:  # no prompt repeats
+        return mb
+    first, inverse = plan
+    order = torch.sort(first[inverse], stable=True).indices
+    return mb[order]
+
+
 class ShardedUpdate:
     """Mixin for ActorWorker / CriticWorker: data-parallel ``update`` (see module doc).
 
@@ -189,6 +207,7 @@ class ShardedUpdate:
         dp, agg = self.dp, self._loss_agg
 
         def share_loss(mb: Batch):
+            mb = rows_by_prompt(mb)
             part = mb[shard_slices(mb.batch_size[0], dp.size)[dp.rank]]
             mask, part_mask = mb[Field.RESPONSE_MASK], part[Field.RESPONSE_MASK]
             total, mine = loss_denominator(mask, agg), loss_denominator(part_mask, agg)
