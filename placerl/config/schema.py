@@ -11,6 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from placerl.config.lora import LoraConfig
 from placerl.config.placement import PlacementConfig
 from placerl.config.preference import BRAInConfig, OnlineDPOConfig, PreferenceConfig, RSOConfig
 from placerl.config.section import Section
@@ -27,6 +28,11 @@ class ModelConfig(Section):
     tokenizer: str | None = Field(None, description="Tokenizer directory; defaults to `path`.")
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="fp32, or bf16 autocast for forward/backward (weights stay fp32)."
+    )
+    lora: LoraConfig | None = Field(
+        None,
+        description="LoRA adapters (peft) on every trained model; null trains all weights "
+        "(see placerl/config/lora.py).",
     )
 
 
@@ -176,6 +182,13 @@ class RunConfig(Section):
             raise ValueError(
                 "ppo.kl_controller: adaptive adjusts the KL *reward* penalty; with "
                 "ppo.kl_in_reward: false use kl_controller: fixed"
+            )
+        lora = self.model.lora
+        if lora is not None and lora.dropout > 0 and self.stage not in ("sft", "rm", "dpo"):
+            raise ValueError(
+                f"model.lora.dropout={lora.dropout}: {self.stage} compares log-probs of the same "
+                "responses across passes (sampling, π_old, update), which dropout would make "
+                "disagree; use model.lora.dropout=0"
             )
         if self.stage in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
             raise ValueError(

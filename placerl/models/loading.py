@@ -23,6 +23,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from placerl.errors import UserError
+from placerl.models.lora import ARCHITECTURE_OF_TASK, adapter_config, load_merged
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: paths are local
 
@@ -52,6 +53,10 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 
 
 def _load(cls, path: str | Path, what: str, **kwargs) -> PreTrainedModel:
+    if adapter_config(path) is not None:  # a LoRA stage's output: its base, adapter merged
+        model = load_merged(cls, Path(path), lambda c, base: _load(c, base, what, **kwargs))
+        model.config._name_or_path = str(path)  # a new adapter's base is this directory
+        return model
     path = _check_dir(path, what)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a freshly initialised head is expected here, not news
@@ -128,6 +133,9 @@ def _has_architecture(path: str | Path, kind: str) -> bool:
     """Whether the checkpoint at ``path`` was saved as a ``*For<kind>`` model."""
     import json
 
+    adapter = adapter_config(path)
+    if adapter is not None:  # a LoRA stage's output: the adapter's task says what it was
+        return kind == ARCHITECTURE_OF_TASK.get(adapter.get("task_type"))
     config_file = Path(path) / "config.json"
     if not config_file.exists():
         return False

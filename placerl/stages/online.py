@@ -7,6 +7,7 @@ from placerl.algos.ppo import PPO
 from placerl.config.schema import RunConfig
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_policy, load_tokenizer
+from placerl.models.lora import with_lora
 from placerl.runtime import build_runtime
 from placerl.runtime.pipeline import build_pipeline, staleness_config
 from placerl.stages.sources import model_path, prompt_data
@@ -27,7 +28,7 @@ class OnlineRLStage:
         self.name = cfg.stage
         path = model_path(cfg)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.policy = load_policy(path)
+        self.policy = with_lora(load_policy(path), cfg.model.lora)
         self.algorithm = make_algorithm(cfg)
         self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)

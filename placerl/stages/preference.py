@@ -33,6 +33,7 @@ from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_policy
+from placerl.models.lora import FrozenBase, is_lora, reference_is_base
 from placerl.roles.common import make_optimizer
 from placerl.stages.sources import (
     eval_source,
@@ -146,8 +147,7 @@ class OfflinePreferenceStage:
         )
         self.eval_reference: torch.Tensor | None = None
         self.stream = IndexStream(len(self.pairs), cfg.trainer.batch_size, seed=cfg.seed)
-        self.reference = load_policy(cfg.reference or model_path(cfg)).eval()
-        self.reference.requires_grad_(False)
+        self.reference = self._load_reference()
         self.cache = ReferenceCache(len(self.pairs)) if pref.reference == "cached" else None
         optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
         self.algo = OfflinePreference(
@@ -160,6 +160,14 @@ class OfflinePreferenceStage:
             pad_id=pad_token_id(self.tokenizer),
             layout=choose_layout(self.model, self.reference),
         )
+
+    def _load_reference(self):
+        """The frozen reference: with LoRA and no other ``reference:`` named, the policy with
+        its adapter disabled (no second copy of the base); else a model of its own."""
+        path = model_path(self.cfg)
+        if is_lora(self.model) and reference_is_base(self.cfg.reference, path):
+            return FrozenBase(self.model)
+        return load_policy(self.cfg.reference or path).eval().requires_grad_(False)
 
     def _encode(self, triples, split: str) -> list[EncodedPair]:
         path = self.cfg.data.train if split == "train" else eval_source(self.cfg)

@@ -29,6 +29,7 @@ from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_policy, load_tokenizer
+from placerl.models.lora import FrozenBase, is_lora, sync_view, with_lora
 from placerl.roles.rollout import RolloutWorker
 from placerl.runtime import build_runtime
 from placerl.runtime.local import sampling_params
@@ -136,7 +137,7 @@ class SamplingPolicy:
         """Before sampling, with ``updates`` policy updates done so far."""
         if self.trained is not None and updates - self.version > self.max_staleness:
             if not self.shared:
-                copy_weights(self.trained, self.worker.model)
+                copy_weights(sync_view(self.trained), sync_view(self.worker.model))
             self.version = updates
         self.lag = updates - self.version
 
@@ -164,10 +165,13 @@ def sampling_policy(cfg: RunConfig, path, tokenizer, roles, follows_policy: bool
     if follows_policy and cfg.placement.max_staleness == 0:
         in_step = cfg.placement.strategy != "local"  # local: the rollout shares the module
         return SamplingPolicy(roles.rollout, roles.actor.model, 0, in_step=in_step)
+    lora = is_lora(roles.actor.model)
     if not follows_policy and roles.reference is not None and cfg.reference is None:
         model = roles.reference.model  # the reference is the initial policy: share it
-    else:
-        model = load_policy(path).eval().requires_grad_(False)
+    elif not follows_policy and lora:
+        model = FrozenBase(roles.actor.model)  # the initial policy is the LoRA model's base
+    else:  # a snapshot of the policy: with LoRA the same adapters, synced by themselves
+        model = with_lora(load_policy(path), cfg.model.lora).eval().requires_grad_(False)
     worker = RolloutWorker(model, tokenizer, sampling_params(cfg), seed=cfg.seed)
     trained = roles.actor.model if follows_policy else None
     return SamplingPolicy(worker, trained, cfg.placement.max_staleness)
@@ -179,7 +183,7 @@ class SampledPreferenceStage:
         self.name = cfg.stage
         path = model_path(cfg)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.policy = load_policy(path)
+        self.policy = with_lora(load_policy(path), cfg.model.lora)
         self.algorithm = make_algorithm(cfg)
         self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)

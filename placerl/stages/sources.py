@@ -17,6 +17,7 @@ from placerl.data.formats import (
 from placerl.data.stream import IndexStream, PromptSet
 from placerl.models.factory import make_model_dir
 from placerl.models.loading import load_policy, load_tokenizer
+from placerl.models.lora import with_lora
 from placerl.tasks.addition import AdditionTask
 from placerl.tasks.reversal import ReversalTask
 
@@ -47,7 +48,7 @@ def model_path(cfg: RunConfig) -> Path:
 def tokenizer_and_policy(cfg: RunConfig):
     path = model_path(cfg)
     tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-    return tokenizer, load_policy(path)
+    return tokenizer, with_lora(load_policy(path), cfg.model.lora)
 
 
 def sft_pairs(cfg: RunConfig, tokenizer, path: str, split: str = "train") -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_reward_model
+from placerl.models.lora import with_lora
 from placerl.roles.common import make_optimizer
 from placerl.stages.sources import (
     eval_source,
@@ -94,7 +95,9 @@ class RewardModelStage:
         self.cfg = cfg
         path = model_path(cfg)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.model = load_reward_model(path, self.tokenizer.pad_token_id)
+        self.model = with_lora(
+            load_reward_model(path, self.tokenizer.pad_token_id), cfg.model.lora, "reward_model"
+        )
         self.triples = preference_triples(cfg, self.tokenizer, cfg.data.train)
         eval_path = eval_source(cfg)
         self.eval_triples = (

@@ -30,6 +30,7 @@ import torch
 from tensordict import TensorDict
 
 from placerl.config.schema import RunConfig
+from placerl.models.lora import FrozenBase, with_lora
 from placerl.placement.plan import DeviceSlot, Plan, Sharding
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
@@ -81,13 +82,14 @@ def role_ranks(plan: Plan, role: Role) -> list[int]:
     return [plan.slots.index(s) for s in plan.worker_slots(role)]
 
 
-def rollout_shares_actor(plan: Plan) -> bool:
-    """Whether every rollout worker can sample from an actor module in its own process: its
-    slot hosts an actor worker, and the actor is replicated, or sharded over exactly the
-    rollout's workers (generation then gathers the weights, a collective over them)."""
-    if Role.ROLLOUT not in plan.roles or Role.ACTOR not in plan.roles:
+def rollout_shares_actor(plan: Plan, role: Role = Role.ROLLOUT) -> bool:
+    """Whether every rollout worker (or ``role`` worker) can run on an actor module in its own
+    process: its slot hosts an actor worker, and the actor is replicated, or sharded over
+    exactly the role's workers (generation then gathers the weights, a collective over them;
+    a sharded forward is one over them too)."""
+    if role not in plan.roles or Role.ACTOR not in plan.roles:
         return False
-    rollout, actor = role_ranks(plan, Role.ROLLOUT), role_ranks(plan, Role.ACTOR)
+    rollout, actor = role_ranks(plan, role), role_ranks(plan, Role.ACTOR)
     if plan.roles[Role.ACTOR].sharding == Sharding.NONE or len(actor) == 1:
         return set(rollout) <= set(actor)
     return rollout == actor
@@ -163,14 +165,20 @@ class RoleHost:
         cfg, mine = self.spec.cfg, [r for r in self.spec.roles if r in self.dp]
         policy = None
         if Role.ACTOR in mine:
-            policy = load_policy(path).to(self.device)
+            policy = with_lora(load_policy(path), cfg.model.lora).to(self.device)
             self.roles[Role.ACTOR] = self._trained(Role.ACTOR, policy, make_actor, cfg)
         if Role.ROLLOUT in mine:
             self.roles[Role.ROLLOUT] = self._rollout(policy, path)
         if Role.REFERENCE in mine:
-            reference = make_reference(cfg, path)
-            reference.share_prefix = not self.dp[Role.REFERENCE].sharded
-            self._frozen(Role.REFERENCE, reference.model)
+            # with LoRA, a reference colocated with the actor is its base (adapter disabled);
+            # one on other workers (Interleave, or a sharded actor) loads a copy of the base
+            shares = policy is not None and rollout_shares_actor(self.spec.plan, Role.REFERENCE)
+            reference = make_reference(cfg, path, policy if shares else None)
+            if reference.shares_actor:
+                reference.share_prefix = not self.dp[Role.ACTOR].sharded
+            else:
+                reference.share_prefix = not self.dp[Role.REFERENCE].sharded
+                self._frozen(Role.REFERENCE, reference.model)
             self.roles[Role.REFERENCE] = reference
         if Role.CRITIC in mine:
             self.roles[Role.CRITIC] = self._trained(
@@ -210,7 +218,8 @@ class RoleHost:
         from placerl.runtime.local import make_rollout
 
         shared = policy is not None and rollout_shares_actor(self.spec.plan)
-        model = policy if shared else load_policy(path).to(self.device)
+        lora = self.spec.cfg.model.lora  # a copy is the same LoRA model: adapters sync alone
+        model = policy if shared else with_lora(load_policy(path), lora).to(self.device)
         return make_rollout(self.spec.cfg, model, self.tokenizer)
 
     # ------------------------------------------------------------------ calls
@@ -312,6 +321,8 @@ class RoleHost:
         model = getattr(target, "module", None)  # a data-parallel role's plain model
         if model is None:
             model = getattr(target, "model", None)  # None: a rule reward
+        if isinstance(model, FrozenBase):  # a LoRA reference: it runs on the actor's model
+            model = model.lora_model
         dp = self.dp.get(role)
         if model is None or (dp is not None and dp.sharded):
             return []
