@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
+import warnings
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
@@ -123,7 +124,7 @@ def apply_lora(model: nn.Module, cfg: LoraConfig, kind: str = "policy") -> nn.Mo
         bias="none",
     )
     base = getattr(model.config, "_name_or_path", "") or ""
-    with torch.random.fork_rng(devices=[]):
+    with torch.random.fork_rng(devices=[]), _quiet_peft():
         torch.manual_seed(cfg.seed)
         peft_model = get_peft_model(model, peft_cfg)
     if base and Path(base).exists():  # the adapter directory names its base absolutely
@@ -135,6 +136,14 @@ def apply_lora(model: nn.Module, cfg: LoraConfig, kind: str = "policy") -> nn.Mo
         model.enable_input_require_grads()  # frozen embeddings: checkpointed blocks need it
     object.__setattr__(peft_model, _SETTINGS, cfg)
     return peft_model
+
+
+@contextlib.contextmanager
+def _quiet_peft() -> Iterator[None]:
+    """peft reads transformers' deprecated ``is_gradient_checkpointing``: not the user's news."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing.*")
+        yield
 
 
 def with_lora(model: nn.Module, cfg: LoraConfig | None, kind: str = "policy") -> nn.Module:
@@ -289,7 +298,8 @@ def load_merged(cls, path: Path, load) -> nn.Module:
             where=str(Path(path) / ADAPTER_CONFIG),
         )
     model = load(cls, base)
-    return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+    with _quiet_peft():
+        return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
 
 
 def sync_view(weights):
