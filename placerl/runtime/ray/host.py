@@ -280,6 +280,20 @@ class RoleHost:
         else:
             target.model.load_state_dict(weights)
 
+    def parameter_bytes(self) -> int:
+        """Bytes of the distinct weights this worker holds over all its roles (a LoRA
+        reference that is the actor's base adds nothing): memory checks and tests."""
+        from placerl.models.lora import parameter_bytes
+
+        models = [m for role in self.roles for m in self._all_models(role)]
+        return parameter_bytes(*models)
+
+    def _all_models(self, role: Role) -> list[torch.nn.Module]:
+        model = getattr(self.roles[role], "model", None)
+        if isinstance(model, FrozenBase):
+            model = model.lora_model
+        return [model] if isinstance(model, torch.nn.Module) else []
+
     def pid(self) -> int:
         return os.getpid()
 

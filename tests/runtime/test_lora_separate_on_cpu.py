@@ -1,0 +1,54 @@
+"""LoRA on Ray under Separate: only the adapters travel trainer → rollout, the rollout copy
+then holds the trainer's weights bit for bit, and the trainer's worker keeps one base for
+actor and reference (the reference is the actor with its adapter disabled)."""
+
+from __future__ import annotations
+
+import pytest
+
+from placerl.models.loading import load_policy
+from placerl.models.lora import adapter_tensors, apply_lora, parameter_bytes
+from placerl.runtime.ray.host import rollout_shares_actor
+from placerl.types import Role
+from tests.runtime.test_separate_on_cpu import LOSSES, SEPARATE, _check_every_sync, _run, _stage
+
+ray = pytest.importorskip("ray")
+
+LORA = ["model.lora.r=4", "model.lora.alpha=32"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.mark.slow
+def test_lora_separate_syncs_adapters_only_and_follows_the_local_run(tiny_model_dir, tmp_path):
+    local, _ = _run(_stage(tiny_model_dir, tmp_path / "local", LORA))
+    stage = _stage(tiny_model_dir, tmp_path / "separate", [*SEPARATE, *LORA])
+    plan = stage.runtime.plan
+    assert rollout_shares_actor(plan, Role.REFERENCE), "the reference lives with the actor"
+    held = stage.runtime.call_hosts(range(len(plan.slots)), "parameter_bytes")
+    syncs = _check_every_sync(stage)
+    placed, _ = _run(stage)
+
+    base = parameter_bytes(load_policy(tiny_model_dir))
+    lora = apply_lora(load_policy(tiny_model_dir), stage.cfg.model.lora)
+    adapters = sum(t.numel() * t.element_size() for t in adapter_tensors(lora).values())
+    print(
+        f"per worker parameter bytes {held} (base {base}, adapters {adapters}); "
+        f"bytes per sync {placed[-1]['sync/bytes']:.0f} vs full model {base}"
+    )
+    assert sorted(held) == [base + adapters] * 2, "actor + reference: one base; rollout: one"
+    for step, (a, b) in enumerate(zip(local, placed, strict=True)):
+        for key in LOSSES:
+            assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), f"step {step} {key}"
+    synced = [m["sync/bytes"] for m in placed if "sync/bytes" in m]
+    assert synced and all(s == adapters for s in synced), "adapters only travel"
+    assert adapters < base / 5
+    assert len(syncs) == 2
+    for trainer, copies in syncs:
+        assert copies == [trainer], "the rollout copy holds the trainer's weights"
+    assert syncs[0][0] != syncs[1][0], "scenario: the trainer moved between syncs"
