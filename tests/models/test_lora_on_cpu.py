@@ -215,3 +215,26 @@ def test_shadow_sync_moves_only_the_adapters_and_reproduces_the_trainer(tiny_mod
     b = _batch(tiny_model_dir, roles.rollout.model)
     assert torch.equal(a[Field.RESPONSE_IDS], b[Field.RESPONSE_IDS])
     assert torch.equal(a[Field.OLD_LOG_PROBS], b[Field.OLD_LOG_PROBS])
+
+
+def test_ray_reference_shares_the_actor_only_where_the_actor_runs_it():
+    """A LoRA reference is the actor's base on workers that run the actor (unsharded, or
+    sharded over exactly the reference's workers); elsewhere it loads a copy of its own."""
+    from placerl.placement.plan import Cluster, DeviceSlot, Sharding
+    from placerl.placement.strategies import flatten, interleave, separate
+    from placerl.runtime.ray.host import rollout_shares_actor
+    from placerl.types import Role
+
+    roles = (Role.ACTOR, Role.ROLLOUT, Role.CRITIC, Role.REWARD, Role.REFERENCE)
+
+    def cluster(n):
+        return Cluster(tuple(DeviceSlot("cpu", i) for i in range(n)))
+
+    def shares(plan):
+        return rollout_shares_actor(plan, Role.REFERENCE)
+
+    assert shares(flatten(roles, cluster(4)))
+    assert shares(flatten(roles, cluster(4), sharding=Sharding.FULL))
+    assert shares(separate(roles, cluster(3), generation_slots=1))
+    assert shares(interleave(roles, cluster(4)))  # a half of the replicated actor's workers
+    assert not shares(interleave(roles, cluster(4), sharding=Sharding.FULL))
