@@ -1,15 +1,24 @@
-"""LoRA on Ray under Separate: only the adapters travel trainer → rollout, the rollout copy
-then holds the trainer's weights bit for bit, and the trainer's worker keeps one base for
-actor and reference (the reference is the actor with its adapter disabled)."""
+"""LoRA on Ray. Separate: only the adapters travel trainer → rollout, the rollout copy then
+holds the trainer's weights bit for bit, and the trainer's worker keeps one base for actor and
+reference (the reference is the actor with its adapter disabled). Interleave: data-parallel
+LoRA actor and critic follow the local trajectory."""
 
 from __future__ import annotations
 
 import pytest
+import torch
+from safetensors.torch import load_file
 
 from placerl.models.loading import load_policy
 from placerl.models.lora import adapter_tensors, apply_lora, parameter_bytes
 from placerl.runtime.ray.host import rollout_shares_actor
 from placerl.types import Role
+from tests.runtime.test_invariants_on_cpu import (  # noqa: F401 (a fixture)
+    TWO_WORKERS,
+    assert_same_trajectory,
+    reward_model_dir,
+    run,
+)
 from tests.runtime.test_separate_on_cpu import LOSSES, SEPARATE, _check_every_sync, _run, _stage
 
 ray = pytest.importorskip("ray")
@@ -52,3 +61,25 @@ def test_lora_separate_syncs_adapters_only_and_follows_the_local_run(tiny_model_
     for trainer, copies in syncs:
         assert copies == [trainer], "the rollout copy holds the trainer's weights"
     assert syncs[0][0] != syncs[1][0], "scenario: the trainer moved between syncs"
+
+
+@pytest.mark.slow
+def test_lora_ppo_on_interleave_follows_the_local_run(
+    tiny_model_dir,
+    reward_model_dir,  # noqa: F811 (the fixture imported above)
+    tmp_path,
+):
+    """Interleave: a LoRA actor and critic data-parallel over two workers (adapter gradients
+    averaged, the value head trained in full), the reference on one of them as the actor's
+    base; the same trajectory and adapters as one process."""
+    extra = [f"reward.model={reward_model_dir}", "ppo.minibatches=2", *LORA]
+    local = run(tiny_model_dir, tmp_path / "local", "ppo", 2, extra)
+    interleave = [*extra, "placement.strategy=interleave", *TWO_WORKERS]
+    placed = run(tiny_model_dir, tmp_path / "interleave", "ppo", 2, interleave)
+    assert_same_trajectory(local, placed, ["loss/policy", "loss/value", "kl/mean"])
+    for name in ("policy", "critic"):
+        a = load_file(tmp_path / "local" / name / "adapter_model.safetensors")
+        b = load_file(tmp_path / "interleave" / name / "adapter_model.safetensors")
+        assert a.keys() == b.keys() and any("score" in k for k in a) == (name == "critic")
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=f"{name} {key}")
