@@ -2,8 +2,9 @@
 
 The rollout shares the actor's module (colocated, nothing to sync), the reference is a second
 copy of the initial policy — or, with LoRA, the actor's model with its adapter disabled (no
-second copy) — the critic starts from the reward model (InstructGPT) or the policy. A Ray runtime implements the same ``build_roles`` contract with remote handles whose
-methods have the same names and signatures.
+second copy) — the critic starts from the reward model (InstructGPT) or the policy. A Ray
+runtime implements the same ``build_roles`` contract with remote handles whose methods have
+the same names and signatures.
 """
 
 from __future__ import annotations

@@ -363,11 +363,11 @@ def sync_on_host(
     if rank in ranks.gatherers:
         sharded = getattr(getattr(actor, "dp", None), "sharded", False)
         module = getattr(actor, "module", actor.model)
-        source_weights = sync_view(module)
         if sharded:  # the gathered full state dict; of a LoRA model, its adapters only
-            source_weights = actor.weights()
-            if is_lora(module):
-                source_weights = adapter_tensors(source_weights)
+            gathered = actor.weights()
+            source_weights = adapter_tensors(gathered) if is_lora(module) else gathered
+        else:
+            source_weights = sync_view(module)
     rollout_model = sync_view(rollout_model) if rollout_model is not None else None
     if rank == ranks.source:
         stats = broadcast_weights(source_weights, rank, group, bucket_mb, device)
