@@ -14,6 +14,7 @@ from placerl.models.lora import adapter_tensors, apply_lora, parameter_bytes
 from placerl.runtime.ray.host import rollout_shares_actor
 from placerl.types import Role
 from tests.runtime.test_invariants_on_cpu import (  # noqa: F401 (a fixture)
+    GRPO,
     TWO_WORKERS,
     assert_same_trajectory,
     reward_model_dir,
@@ -83,3 +84,18 @@ def test_lora_ppo_on_interleave_follows_the_local_run(
         assert a.keys() == b.keys() and any("score" in k for k in a) == (name == "critic")
         for key in a:
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=f"{name} {key}")
+
+
+@pytest.mark.slow
+def test_lora_grpo_on_fsdp_flatten_follows_the_local_run(tiny_model_dir, tmp_path):
+    """FSDP2 over a LoRA model (frozen base, trained adapters), the reference its base."""
+    extra = [*GRPO, *LORA]
+    local = run(tiny_model_dir, tmp_path / "local", "grpo", 3, extra)
+    flatten = [*extra, "placement.strategy=flatten", *TWO_WORKERS, "placement.sharding=full"]
+    placed = run(tiny_model_dir, tmp_path / "flatten", "grpo", 3, flatten)
+    assert_same_trajectory(local, placed, ["loss/policy", "loss/kl", "kl/mean"])
+    a = load_file(tmp_path / "local" / "policy" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "flatten" / "policy" / "adapter_model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
