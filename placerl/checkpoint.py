@@ -23,7 +23,7 @@ from safetensors.torch import load_file
 
 from placerl.errors import UserError
 from placerl.models.factory import save_tokenizer
-from placerl.models.lora import is_lora, load_lora, lora_settings, save_merged
+from placerl.models.lora import is_lora, load_lora, lora_settings, save_merged, save_model
 
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 STATE_FILE = "trainer_state.pt"
@@ -56,7 +56,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name, model in models.items():
-        model.save_pretrained(tmp / name)
+        save_model(model, tmp / name)
         save_tokenizer(tokenizer, tmp / name)
     torch.save(state | {"step": step, "rng": capture_rng()}, tmp / STATE_FILE)
     _fsync_tree(tmp)
@@ -128,7 +128,7 @@ def export_model(model, tokenizer, directory: Path) -> Path:
     if settings is not None and settings.merge_on_export:
         merged = directory.with_name(f"{directory.name}_merged")
         _atomic_dir(merged, lambda tmp: save_merged(model, tmp), tokenizer)
-    return _atomic_dir(directory, model.save_pretrained, tokenizer)
+    return _atomic_dir(directory, lambda tmp: save_model(model, tmp), tokenizer)
 
 
 def _atomic_dir(directory: Path, save, tokenizer) -> Path:

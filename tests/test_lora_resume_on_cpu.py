@@ -34,6 +34,8 @@ def _run(model_dir, run_dir, stage, steps, resume=False, extra=()):
         ("grpo", ("grpo.kl_coef=0.05", LENGTH_REWARD)),  # reference = base, adapter disabled
         ("ppo", ("ppo.minibatches=2",)),  # a LoRA critic with a fully trained value head
         ("dpo", ("preference.reference=online",)),
+        ("online_dpo", ("rollout.samples_per_prompt=2", LENGTH_REWARD)),
+        ("rso", (LENGTH_REWARD,)),  # the frozen sampler is the base (adapter disabled)
         # the policy snapshot that samples is a LoRA copy synced by its adapters
         ("brain", (LENGTH_REWARD, "brain.proposal=policy", "placement.max_staleness=1")),
     ],

@@ -243,6 +243,16 @@ def parameter_bytes(*models: nn.Module) -> int:
 # ------------------------------------------------------------------------ saving, loading
 
 
+def save_model(model: nn.Module, directory: Path) -> None:
+    """``save_pretrained``: a LoRA model as its adapter directory. Embeddings are never
+    adapted here, so peft is told not to look for changed ones (it would read the base's
+    config.json, which an adapter base does not have)."""
+    if is_lora(model):
+        model.save_pretrained(directory, save_embedding_layers=False)
+    else:
+        model.save_pretrained(directory)
+
+
 def save_merged(model: nn.Module, directory: Path) -> None:
     """The LoRA model with its adapter merged, as a plain Hugging Face model directory (an
     adapter directory is ``model.save_pretrained``). The live model is not changed: merging

@@ -238,3 +238,34 @@ def test_ray_reference_shares_the_actor_only_where_the_actor_runs_it():
     assert shares(separate(roles, cluster(3), generation_slots=1))
     assert shares(interleave(roles, cluster(4)))  # a half of the replicated actor's workers
     assert not shares(interleave(roles, cluster(4), sharding=Sharding.FULL))
+
+
+def test_a_lora_stage_continues_from_a_lora_stage(tiny_model_dir, tmp_path):
+    """SFT with LoRA exports an adapter; GRPO on it (model.path = that adapter directory)
+    starts from the merged SFT policy, which is also its reference (new adapter disabled)."""
+    sft = tmp_path / "sft"
+    train(_cfg(tiny_model_dir, sft, "sft", "model.lora.r=4"))
+    cfg = load_config(
+        None,
+        [
+            *fast_overrides(sft / "policy", tmp_path / "grpo", "grpo", 2),
+            "grpo.kl_coef=0.1",
+            "model.lora.r=4",
+            "reward.function=tests.conftest:length_reward",
+        ],
+        RunConfig,
+    )
+    policy = with_lora(load_policy(sft / "policy"), cfg.model.lora)
+    roles = build_roles(
+        cfg, sft / "policy", load_tokenizer(sft / "policy"), policy, make_algorithm(cfg)
+    )
+    assert roles.reference.shares_actor
+    _perturb(policy)
+    batch = _batch(tiny_model_dir, policy)
+    merged_sft = ReferenceWorker(load_policy(sft / "policy"))
+    assert torch.equal(roles.reference.log_probs(batch), merged_sft.log_probs(batch))
+    plain = ReferenceWorker(load_policy(tiny_model_dir))
+    assert not torch.allclose(merged_sft.log_probs(batch), plain.log_probs(batch))
+    train(cfg)
+    config = (tmp_path / "grpo" / "policy" / "adapter_config.json").read_text()
+    assert str((sft / "policy").resolve()) in config, "the new adapter's base is the SFT's"
