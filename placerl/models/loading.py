@@ -54,7 +54,9 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
 
 def _load(cls, path: str | Path, what: str, **kwargs) -> PreTrainedModel:
     if adapter_config(path) is not None:  # a LoRA stage's output: its base, adapter merged
-        model = load_merged(cls, Path(path), lambda c, base: _load(c, base, what, **kwargs))
+        model = load_merged(
+            cls, Path(path), lambda c, base, **extra: _load(c, base, what, **(kwargs | extra))
+        )
         model.config._name_or_path = str(path)  # a new adapter's base is this directory
         return model
     path = _check_dir(path, what)

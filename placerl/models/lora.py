@@ -294,11 +294,27 @@ def adapter_config(path: Path) -> dict | None:
 
 
 def load_merged(cls, path: Path, load) -> nn.Module:
-    """A model of class ``cls`` from an adapter directory: its base (``load(cls, base)``,
-    which may itself be an adapter directory) with the adapter merged in. A trained head of
-    the adapter (``modules_to_save``) replaces the base's head."""
-    from peft import PeftModel
+    """A model of class ``cls`` from an adapter directory: its base (``load(cls, base,
+    **kwargs)``, which may itself be an adapter directory) with the adapter merged in, a
+    trained head of the adapter (``modules_to_save``) in place of the base's.
 
+    peft attaches an adapter to the class it was trained on only, so the adapter's own class
+    is built and merged first; when ``cls`` is another head over the same backbone (a critic
+    from a reward model's adapter, a reward model from a policy's), the merged tensors go into
+    a ``cls`` model by name, as ``from_pretrained`` does across heads: the backbone, and a
+    head of the same name and shape; other heads keep their initialisation."""
+    from peft import PeftModel
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+    )
+
+    classes = {
+        "CAUSAL_LM": (AutoModelForCausalLM, {}),
+        "SEQ_CLS": (AutoModelForSequenceClassification, {"num_labels": 1}),
+        "TOKEN_CLS": (AutoModelForTokenClassification, {"num_labels": 1}),
+    }
     config = adapter_config(path)
     base = config.get("base_model_name_or_path") if config else None
     if not base or not Path(base).exists():
@@ -307,9 +323,16 @@ def load_merged(cls, path: Path, load) -> nn.Module:
             "export with model.lora.merge_on_export=true, or restore the base",
             where=str(Path(path) / ADAPTER_CONFIG),
         )
-    model = load(cls, base)
+    own, extra = classes.get(config.get("task_type"), (cls, {}))
     with _quiet_peft():
-        return PeftModel.from_pretrained(model, str(path)).merge_and_unload()
+        merged = PeftModel.from_pretrained(load(own, base, **extra), str(path)).merge_and_unload()
+    if own is cls:
+        return merged
+    model = load(cls, base)
+    theirs, mine = merged.state_dict(), model.state_dict()
+    same = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    model.load_state_dict(same, strict=False)
+    return model
 
 
 def sync_view(weights):

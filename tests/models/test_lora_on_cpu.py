@@ -269,3 +269,33 @@ def test_a_lora_stage_continues_from_a_lora_stage(tiny_model_dir, tmp_path):
     train(cfg)
     config = (tmp_path / "grpo" / "policy" / "adapter_config.json").read_text()
     assert str((sft / "policy").resolve()) in config, "the new adapter's base is the SFT's"
+
+
+def test_adapter_directories_load_into_other_heads(tiny_model_dir, tmp_path):
+    """A reward model from a LoRA policy's directory, a critic from a LoRA reward model's:
+    the merged backbone, whatever class the adapter was trained as."""
+    from placerl.models.lora import save_model
+
+    pad = load_tokenizer(tiny_model_dir).pad_token_id
+    policy = apply_lora(load_policy(tiny_model_dir), LORA)
+    _perturb(policy)
+    save_model(policy, tmp_path / "policy")
+    rm = apply_lora(load_reward_model(tiny_model_dir, pad), LORA, "reward_model")
+    _perturb(rm)
+    save_model(rm, tmp_path / "rm")
+
+    def backbone(model):
+        return {k: v for k, v in model.state_dict().items() if k.startswith("model.")}
+
+    merged_policy = backbone(load_policy(tmp_path / "policy"))
+    as_rm = backbone(load_reward_model(tmp_path / "policy", pad))
+    assert as_rm.keys() == merged_policy.keys()
+    assert all(torch.equal(as_rm[k], merged_policy[k]) for k in as_rm)
+    assert not torch.equal(
+        merged_policy["model.layers.0.self_attn.q_proj.weight"],
+        load_policy(tiny_model_dir).state_dict()["model.layers.0.self_attn.q_proj.weight"],
+    ), "scenario: the adapter changed the backbone"
+    merged_rm = load_reward_model(tmp_path / "rm", pad, trained=True)
+    critic = load_value_model(tmp_path / "rm", pad)
+    assert all(torch.equal(v, backbone(merged_rm)[k]) for k, v in backbone(critic).items())
+    assert not torch.equal(merged_rm.score.weight, rm.base_model.model.score.original_module.weight)
