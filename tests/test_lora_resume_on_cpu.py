@@ -33,6 +33,8 @@ def _run(model_dir, run_dir, stage, steps, resume=False, extra=()):
         ("rm", ()),
         ("grpo", ("grpo.kl_coef=0.05", LENGTH_REWARD)),  # reference = base, adapter disabled
         ("ppo", ("ppo.minibatches=2",)),  # a LoRA critic with a fully trained value head
+        # a stale local rollout copy whose (adapter) weights go into the checkpoint
+        ("ppo", ("placement.max_staleness=2", "staleness.sync_every=2")),
         ("dpo", ("preference.reference=online",)),
         ("online_dpo", ("rollout.samples_per_prompt=2", LENGTH_REWARD)),
         ("rso", (LENGTH_REWARD,)),  # the frozen sampler is the base (adapter disabled)

@@ -227,6 +227,31 @@ def adapter_tensors(weights: nn.Module | Mapping[str, Tensor]) -> dict[str, Tens
     return {name: t for name, t in weights.items() if is_adapter_key(name)}
 
 
+def trained_state(model: nn.Module, weights: Mapping[str, Tensor] | None = None) -> dict:
+    """What training changes, on CPU, for moving between processes (controller mirrors,
+    rollout copies in checkpoints): a LoRA model's adapters, else the whole state dict.
+    ``weights`` is the model's state dict when already gathered (FSDP)."""
+    weights = model.state_dict() if weights is None else weights
+    if is_lora(model):
+        weights = adapter_tensors(weights)
+    return {k: v.detach().cpu() for k, v in weights.items()}
+
+
+def load_trained_state(model: nn.Module, weights: Mapping[str, Tensor]) -> None:
+    """Load ``trained_state`` into a model built the same way (strict: every tensor it moves,
+    nothing else; a LoRA model's base is already the same everywhere)."""
+    if not is_lora(model):
+        model.load_state_dict(weights)
+        return
+    expected, got = set(adapter_tensors(model)), set(weights)
+    if got != expected:
+        raise ValueError(
+            f"LoRA weights do not match the model: missing {sorted(expected - got)[:3]}, "
+            f"unexpected {sorted(got - expected)[:3]}"
+        )
+    model.load_state_dict(weights, strict=False)
+
+
 def parameter_bytes(*models: nn.Module) -> int:
     """Bytes of the distinct parameter and buffer storages of ``models`` (shared ones once)."""
     seen: set[int] = set()

@@ -30,7 +30,7 @@ import torch
 from tensordict import TensorDict
 
 from placerl.config.schema import RunConfig
-from placerl.models.lora import FrozenBase, with_lora
+from placerl.models.lora import FrozenBase, load_trained_state, trained_state, with_lora
 from placerl.placement.plan import DeviceSlot, Plan, Sharding
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
@@ -267,18 +267,21 @@ class RoleHost:
         return stats
 
     def weights(self, role: str) -> dict[str, torch.Tensor]:
-        """The role's full weights on CPU (collective for a sharded role)."""
+        """The role's full weights on CPU (collective for a sharded role); of a LoRA model,
+        the adapters and trained heads only (``models.lora.trained_state``)."""
         target = self.roles[Role(role)]
+        model = getattr(target, "module", None)
+        model = target.model if model is None else model
         if hasattr(target, "weights"):
-            return target.weights()
-        return {k: v.detach().cpu() for k, v in target.model.state_dict().items()}
+            return trained_state(model, target.weights())
+        return trained_state(model)
 
     def load_weights(self, role: str, weights: dict[str, torch.Tensor]) -> None:
         target = self.roles[Role(role)]
         if hasattr(target, "weights"):
             target.load_weights(weights)
         else:
-            target.model.load_state_dict(weights)
+            load_trained_state(target.model, weights)
 
     def parameter_bytes(self) -> int:
         """Bytes of the distinct weights this worker holds over all its roles (a LoRA
