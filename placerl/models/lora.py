@@ -76,21 +76,21 @@ def _head_names(model: nn.Module) -> list[str]:
 def target_modules(model: nn.Module, cfg: LoraConfig) -> list[str]:
     """The leaf names of the linear layers that get adapters, checked against ``model``.
 
-    ``all-linear`` takes every ``nn.Linear`` outside the heads. A given list must name linear
-    layers of the backbone (by leaf name, e.g. ``q_proj``, or a dotted suffix); a name that
-    matches nothing, or a head, is an error listing what the model has.
+    ``all-linear`` takes every ``nn.Linear`` outside the heads (by leaf name, which peft
+    matches as a suffix; by full name where a head has a linear layer of the same leaf name).
+    A given list must name linear layers of the backbone (by leaf name, e.g. ``q_proj``, or a
+    dotted suffix); a name that matches nothing, or a head, is an error listing what the model
+    has.
     """
     heads = set(_head_names(model))
-    linear = [
-        name
-        for name, module in model.named_modules()
-        if isinstance(module, nn.Linear) and name.split(".")[0] not in heads
-    ]
+    all_linear = [name for name, m in model.named_modules() if isinstance(m, nn.Linear)]
+    linear = [name for name in all_linear if name.split(".")[0] not in heads]
     leaves = sorted({name.rsplit(".", 1)[-1] for name in linear})
     if not linear:
         raise UserError("the model has no linear layers to put adapters on", where=WHERE)
     if cfg.target_modules == ALL_LINEAR:
-        return leaves
+        in_heads = {name.rsplit(".", 1)[-1] for name in all_linear if name not in linear}
+        return linear if in_heads & set(leaves) else leaves
     for name in cfg.target_modules:
         if name in heads:
             raise UserError(
