@@ -26,6 +26,7 @@ def _run(model_dir, run_dir, stage, steps, resume=False, extra=()):
     return train(load_config(None, overrides, RunConfig), resume=resume)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "stage,extra",
     [
