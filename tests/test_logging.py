@@ -21,7 +21,7 @@ def _lines(path: Path) -> list[dict]:
 def _logger(run_dir: Path, **kwargs) -> MetricsLogger:
     kwargs.setdefault("total_steps", 10)
     kwargs.setdefault("enable_progress", False)
-    kwargs.setdefault("tensorboard", False)
+    kwargs.setdefault("report_to", ())
     return MetricsLogger(run_dir, **kwargs)
 
 
@@ -79,7 +79,7 @@ def test_resume_drops_steps_after_the_checkpoint(tmp_path):
 def test_tensorboard_event_file_skips_non_finite(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    with _logger(tmp_path, tensorboard=True) as logger:
+    with _logger(tmp_path, report_to=["tensorboard"]) as logger:
         logger.log(1, {"reward/mean": 0.5, "kl/mean": math.nan})
         logger.log(2, {"reward/mean": 0.7, "kl/mean": 0.1})
     events = list((tmp_path / "tb").glob("events.out.tfevents.*"))

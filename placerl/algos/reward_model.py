@@ -62,6 +62,17 @@ class RewardModelTraining:
         }
 
     @torch.no_grad()
+    def held_out_scores(
+        self, triples: list[tuple[str, str, str]], batch_size: int = 128
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,), (N,) float32 scores of the chosen and the rejected responses (eval mode)."""
+        self.model.eval()
+        parts = [
+            self._scores(triples[i : i + batch_size]) for i in range(0, len(triples), batch_size)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
+
+    @torch.no_grad()
     def pairwise_accuracy(
         self, triples: list[tuple[str, str, str]], batch_size: int = 128
     ) -> float:

@@ -47,6 +47,9 @@ class OnlineRLStage:
         return metrics
 
     def evaluate(self) -> dict[str, float]:
+        """Greedy held-out responses: ``eval/reward`` (the run's reward function or model,
+        so prompts without answers are measured too), ``eval/accuracy`` with an ``answer``
+        column, and a few samples."""
         if self.eval_prompts is None:
             return {}
         self.runtime.pull_weights()
@@ -57,6 +60,7 @@ class OnlineRLStage:
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
+            num_samples=self.cfg.trainer.log_samples,
         )
 
     def trained_models(self) -> dict:

@@ -205,6 +205,9 @@ class SampledPreferenceStage:
         return metrics | {"rollout/staleness": float(self.sampler.lag)}
 
     def evaluate(self) -> dict[str, float]:
+        """Greedy held-out responses: ``eval/reward`` (the run's reward function or model,
+        so prompts without answers are measured too), ``eval/accuracy`` with an ``answer``
+        column, and a few samples."""
         if self.eval_prompts is None:
             return {}
         self.runtime.pull_weights()
@@ -215,6 +218,7 @@ class SampledPreferenceStage:
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
+            num_samples=self.cfg.trainer.log_samples,
         )
 
     def trained_models(self) -> dict:
