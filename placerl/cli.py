@@ -174,7 +174,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="run one stage from a YAML config",
         description="Train one stage (sft, rm, ppo, grpo, rloo, dpo, online_dpo, rso, brain) "
         "from a YAML config plus dotted key=value overrides. Outputs go to run_dir: "
-        "metrics.jsonl, samples.jsonl, tb/, plots/, checkpoints/ and the trained model.",
+        "metrics.jsonl, samples.jsonl, tb/, checkpoints/ and the trained model "
+        "(placerl plot RUN_DIR draws the plots).",
     )
     train.add_argument("config", help="YAML config file")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-5")

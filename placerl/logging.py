@@ -38,6 +38,7 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from placerl.errors import UserError
 from placerl.timing import Span, timeline_record
@@ -206,12 +207,12 @@ class MetricsLogger:
         """Description, bar, M/N, elapsed, ETA and a free-text field for live metrics."""
         progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[live]}"),
+            TextColumn("{task.fields[live]}", table_column=Column(ratio=1, overflow="fold")),
             console=self.console,
         )
         self._task = progress.add_task(

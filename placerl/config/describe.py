@@ -94,6 +94,9 @@ def iter_fields(model: type[BaseModel], prefix: str = "") -> Iterator[FieldDoc]:
         key = f"{prefix}{name}"
         section = _section_model(field.annotation)
         if section is not None:
+            if section is not field.annotation:  # an optional section (X | None): say so
+                desc = field.description or ""
+                yield FieldDoc(key, type_name(field.annotation), _default(field), desc)
             yield from iter_fields(section, key + ".")
             continue
         nested = _dict_of_sections(field.annotation)

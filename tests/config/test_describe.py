@@ -84,3 +84,23 @@ def test_help_describes_the_reversal_demo():
     for help_text in (text, demo, flat(sub["train"]), flat(sub["make-model"])):
         assert "addition" not in help_text
     assert "--help-config" in text and "--help-config" in flat(sub["train"])
+
+
+def test_report_to_and_the_older_tensorboard_switch():
+    from placerl.config import load_config
+
+    def report_to(*overrides: str) -> list[str]:
+        return load_config(None, ["stage=sft", *overrides], RunConfig).trainer.report_to
+
+    assert report_to() == ["tensorboard"]
+    assert report_to("trainer.report_to=[wandb, tensorboard, wandb]") == ["wandb", "tensorboard"]
+    assert report_to("trainer.report_to=[]") == []
+    assert report_to("trainer.tensorboard=false") == []
+    assert report_to("trainer.tensorboard=true", "trainer.report_to=[wandb]") == [
+        "tensorboard",
+        "wandb",
+    ]
+    from placerl.errors import UserError
+
+    with pytest.raises(UserError, match="report_to"):
+        report_to("trainer.report_to=[mlflow]")
