@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -212,10 +213,14 @@ def test_wandb_offline_run_gets_scalars_and_samples(tmp_path, monkeypatch):
         log.log(2, {"loss/sft": 1.0})
         run_id = (tmp_path / "wandb_run_id").read_text().strip()
         run_dir = Path(log._trackers[0].run.dir).parent  # noqa: SLF001
-    files = list(run_dir.glob("*.wandb"))
-    assert files and run_id in run_dir.name
-    # the offline transaction log holds the logged history (protobuf; the names are plain)
-    data = files[0].read_bytes()
+    (log_file,) = run_dir.glob("*.wandb")
+    assert run_id in run_dir.name
+    # the offline transaction log holds the logged history (protobuf; the names are plain);
+    # W&B's service may still be writing it when finish() returns
+    deadline = time.monotonic() + 20
+    while b"eval/samples" not in log_file.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    data = log_file.read_bytes()
     assert b"loss/sft" in data and b"eval/samples" in data and b"optim" in data
     # a resumed run continues the same W&B run id
     with _logger(tmp_path, report_to=["wandb"], console=console, start_step=2) as log:
