@@ -94,12 +94,13 @@ def _json_safe(sample: dict[str, Any]) -> dict[str, Any]:
 
 
 def _shorten(text: str) -> str:
-    text = repr(text)[1:-1]  # newlines and template markup stay visible on one line
-    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 1] + "…"
+    """Quoted, so an empty or all-whitespace answer is visible and newlines stay on one line."""
+    text = repr(text)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 2] + "…" + text[-1]
 
 
 def _sample_line(sample: dict[str, Any]) -> str:
-    """``prompt → response  (reward 1, answer 42)`` for the console."""
+    """``'prompt' → 'response'  (reward 1, answer '42')`` for the console."""
     extras = ", ".join(
         f"{k} {_compact(float(v)) if isinstance(v, numbers.Real) else _shorten(str(v))}"
         for k, v in sample.items()

@@ -159,7 +159,7 @@ def _plot_reward(records: Records) -> Figure | None:
 def _plot_kl(records: Records) -> Figure | None:
     """KL to the reference; the KL coefficient β in a panel of its own whose axis starts at
     0, so a coefficient that barely moves looks like it (a twin axis fitted to its range would
-    draw a 0.5% drift as a fall). A constant β is written on the KL panel instead."""
+    draw a 0.5% drift as a fall). A constant β is written in the title instead."""
     coef_key = next((k for k in ("kl_coef", "kl/coef") if _has(records, k)), None)
     if not _has(records, "kl/mean") and coef_key is None:
         return None
@@ -173,18 +173,11 @@ def _plot_kl(records: Records) -> Figure | None:
     if _has(records, "kl/mean"):
         ax.plot(*_series(records, "kl/mean"), color="tab:red", label="kl/mean")
         ax.legend(loc="upper left")
-    ax.set(title="KL divergence to the reference", ylabel="KL (nats per response)")
+    title = "KL divergence to the reference"
+    if constant:  # in the title: a note inside the axes would cover the curve somewhere
+        title += f" ({coef_key} = {coef[1][0]:.4g}, constant)"
+    ax.set(title=title, ylabel="KL (nats per response)")
     ax.grid(alpha=0.3)
-    if constant:
-        ax.text(
-            0.99,
-            0.97,
-            f"{coef_key} = {coef[1][0]:.4g} (constant)",
-            transform=ax.transAxes,
-            ha="right",
-            va="top",
-            color="dimgray",
-        )
     if panel:
         coef_ax = fig.add_subplot(2, 1, 2, sharex=ax)
         coef_ax.plot(*coef, color="tab:gray", label=coef_key)

@@ -159,8 +159,8 @@ def test_evaluation_is_printed_with_samples_and_written_to_jsonl_and_tensorboard
         logger.evaluation(4, {"eval/reward": 0.75})  # a plain dict: numbers, no samples
     text = out.getvalue()
     assert "train eval @ step 3: reward 0.5" in text and "eval @ step 4: reward 0.75" in text
-    assert "rev 12= → 21  (answer 21, reward 1)" in text
-    assert "[b]x[/b]\\n → y|z" in text  # shown literally, on one line
+    assert "'rev 12=' → '21'  (answer '21', reward 1)" in text
+    assert "'[b]x[/b]\\n' → 'y|z'" in text  # shown literally, on one line
     rows = _lines(tmp_path / "samples.jsonl")
     assert rows == [{"step": 3, **samples[0]}, {"step": 3, **samples[1]}]
     acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
