@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from placerl.data.stream import PromptSet
+from placerl.models.tokens import end_token_ids
 from placerl.roles.reward import decode_responses
 from placerl.rollout.sampling import SamplingParams, generate
 from placerl.tasks.rewards import exact_match_reward
@@ -30,7 +31,7 @@ def evaluate_policy(
             completions = decode_responses(tokenizer, batch)
             correct += sum(exact_match_reward(completions, chunk.columns["answer"]))
         if reward is not None:
-            reward_sum += float(reward.score(batch, chunk.texts, chunk.columns).sum())
+            reward_sum += float(reward.score(batch, chunk.as_given(), chunk.columns).sum())
     metrics = {}
     if "answer" in prompts.columns:
         metrics["eval/accuracy"] = correct / max(1, len(prompts))
@@ -78,7 +79,7 @@ def _sampled_chunks(model, tokenizer, prompts: PromptSet, params, batch_size, ge
             chunk.ids,
             chunk.mask,
             params,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=end_token_ids(tokenizer, model),
             pad_token_id=tokenizer.pad_token_id,
             generator=generator,
             tokenizer=tokenizer,
