@@ -180,4 +180,4 @@ def test_config_fields_reach_every_stage_load(chat_model_dir, tmp_path):
     _, policy = tokenizer_and_policy(cfg)
     assert policy.config._attn_implementation == "eager"
     with pytest.raises(UserError, match="attn_implementation"):
-        load_config(None, ["model.attn_implementation=fast"], RunConfig)
+        load_config(None, ["stage=sft", "model.attn_implementation=fast"], RunConfig)
