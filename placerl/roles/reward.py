@@ -106,6 +106,7 @@ def sequence_scores(model, input_ids, attention_mask, position_ids=None) -> torc
     captured: list[torch.Tensor] = []
     handle = head.register_forward_hook(lambda _m, _i, out: captured.append(out))
     config = model.config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
     had_pad = config.pad_token_id is not None
     if not had_pad:  # only to pass HF's batch check; its pooled output is not used
         config.pad_token_id = -1
@@ -115,7 +116,9 @@ def sequence_scores(model, input_ids, attention_mask, position_ids=None) -> torc
         handle.remove()
         if not had_pad:
             config.pad_token_id = None
-    per_token = captured[-1]  # (B, T, 1)
+    per_token = captured[-1]  # (B, T, 1); a pooling head (BERT-like) gives (B, 1) itself
+    if per_token.dim() == 2:
+        return per_token[:, 0].float()
     rows = torch.arange(per_token.shape[0], device=per_token.device)
     return per_token[rows, last_attended(attention_mask).to(per_token.device), 0].float()
 
