@@ -22,6 +22,7 @@ import torch
 
 from placerl.data.collate import sft_batch
 from placerl.data.stream import PromptSet
+from placerl.models.tokens import end_token_ids
 from placerl.roles.common import autocast, position_ids
 from placerl.roles.reward import decode_responses
 from placerl.rollout.sampling import SamplingParams, generate
@@ -79,7 +80,7 @@ def evaluate_policy(
             correct += sum(hits)
             rows["correct"] = hits
         if reward is not None:
-            scores = reward.score(batch, chunk.texts, chunk.columns).float()
+            scores = reward.score(batch, chunk.as_given(), chunk.columns).float()
             reward_sum += float(scores.sum())
             rows["reward"] = scores.tolist()
         for i in range(min(len(completions), num_samples - len(samples))):
@@ -194,7 +195,7 @@ def _sampled_chunks(model, tokenizer, prompts: PromptSet, params, batch_size, ge
             chunk.ids,
             chunk.mask,
             params,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=end_token_ids(tokenizer, model),
             pad_token_id=tokenizer.pad_token_id,
             generator=generator,
             tokenizer=tokenizer,

@@ -29,6 +29,16 @@ class ModelConfig(Section):
     precision: Literal["fp32", "bf16"] = Field(
         "fp32", description="fp32, or bf16 autocast for forward/backward (weights stay fp32)."
     )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa",
+        description="Attention kernel every model is loaded with: sdpa (PyTorch's fused "
+        "attention), eager, or flash_attention_2 (needs the flash-attn package and a GPU).",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run Python code shipped in the model/tokenizer directory (custom "
+        "architectures); off by default, and said in the log when on.",
+    )
 
 
 class DataConfig(Section):

@@ -32,7 +32,7 @@ from placerl.data.collate import encode_pairs, pad_token_id
 from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import Evaluation, evaluate_policy
-from placerl.models.loading import load_policy
+from placerl.models.loading import LoadOptions, load_policy
 from placerl.roles.common import make_optimizer
 from placerl.stages.heldout import preference_prompts
 from placerl.stages.sources import (
@@ -151,7 +151,9 @@ class OfflinePreferenceStage:
         )
         self.eval_reference: torch.Tensor | None = None
         self.stream = IndexStream(len(self.pairs), cfg.trainer.batch_size, seed=cfg.seed)
-        self.reference = load_policy(cfg.reference or model_path(cfg)).eval()
+        self.reference = load_policy(
+            cfg.reference or model_path(cfg), LoadOptions.of(cfg.model)
+        ).eval()
         self.reference.requires_grad_(False)
         self.cache = ReferenceCache(len(self.pairs)) if pref.reference == "cached" else None
         optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)

@@ -28,7 +28,7 @@ from placerl.algos.rso import RSO
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
-from placerl.models.loading import load_policy, load_tokenizer
+from placerl.models.loading import LoadOptions, load_policy, load_tokenizer
 from placerl.roles.rollout import RolloutWorker
 from placerl.runtime import build_runtime
 from placerl.runtime.local import sampling_params
@@ -167,7 +167,7 @@ def sampling_policy(cfg: RunConfig, path, tokenizer, roles, follows_policy: bool
     if not follows_policy and roles.reference is not None and cfg.reference is None:
         model = roles.reference.model  # the reference is the initial policy: share it
     else:
-        model = load_policy(path).eval().requires_grad_(False)
+        model = load_policy(path, LoadOptions.of(cfg.model)).eval().requires_grad_(False)
     worker = RolloutWorker(model, tokenizer, sampling_params(cfg), seed=cfg.seed)
     trained = roles.actor.model if follows_policy else None
     return SamplingPolicy(worker, trained, cfg.placement.max_staleness)
@@ -178,8 +178,8 @@ class SampledPreferenceStage:
         self.cfg = cfg
         self.name = cfg.stage
         path = model_path(cfg)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.policy = load_policy(path)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path, LoadOptions.of(cfg.model))
+        self.policy = load_policy(path, LoadOptions.of(cfg.model))
         self.algorithm = make_algorithm(cfg)
         self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)

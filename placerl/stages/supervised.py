@@ -8,7 +8,7 @@ from placerl.config.schema import RunConfig
 from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import Evaluation, evaluate_policy, reward_model_metrics, sft_loss
-from placerl.models.loading import load_reward_model
+from placerl.models.loading import LoadOptions, load_reward_model, load_tokenizer
 from placerl.roles.common import make_optimizer
 from placerl.stages.heldout import sft_held_out
 from placerl.stages.sources import (
@@ -101,12 +101,11 @@ class RewardModelStage:
     name = "rm"
 
     def __init__(self, cfg: RunConfig):
-        from placerl.models.loading import load_tokenizer
-
         self.cfg = cfg
         path = model_path(cfg)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.model = load_reward_model(path, self.tokenizer.pad_token_id)
+        options = LoadOptions.of(cfg.model)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path, options)
+        self.model = load_reward_model(path, options=options)
         self.triples = preference_triples(cfg, self.tokenizer, cfg.data.train)
         eval_path = eval_source(cfg)
         self.eval_triples = (
