@@ -13,7 +13,7 @@ from pathlib import Path
 
 from placerl.algos.rollout_phase import Roles
 from placerl.config.schema import RunConfig
-from placerl.models.loading import load_policy, load_reward_model, load_value_model
+from placerl.models.loading import LoadOptions, load_policy, load_reward_model, load_value_model
 from placerl.models.lora import FrozenBase, is_lora, reference_is_base, with_lora
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
@@ -37,7 +37,7 @@ def sampling_params(cfg: RunConfig) -> SamplingParams:
 
 def build_reward(cfg: RunConfig, tokenizer):
     if cfg.reward.model:
-        model = load_reward_model(cfg.reward.model, tokenizer.pad_token_id, trained=True)
+        model = load_reward_model(cfg.reward.model, trained=True, options=LoadOptions.of(cfg.model))
         return ModelReward(model, precision=cfg.model.precision, scale=cfg.reward.scale)
     if cfg.reward.function:
         fn = import_reward_function(cfg.reward.function)
@@ -72,7 +72,7 @@ def make_reference(cfg: RunConfig, policy_path: Path, actor_model=None) -> Refer
     ):
         ref_model = FrozenBase(actor_model)
     else:
-        ref_model = load_policy(cfg.reference or policy_path)
+        ref_model = load_policy(cfg.reference or policy_path, LoadOptions.of(cfg.model))
     return ReferenceWorker(
         ref_model, temperature=cfg.rollout.temperature, precision=cfg.model.precision
     )
@@ -87,7 +87,7 @@ def make_critic(
     cfg: RunConfig, policy_path: Path, tokenizer, cls=CriticWorker, **extra
 ) -> CriticWorker:
     critic_model = with_lora(
-        load_value_model(critic_path(cfg, policy_path), tokenizer.pad_token_id),
+        load_value_model(critic_path(cfg, policy_path), options=LoadOptions.of(cfg.model)),
         cfg.model.lora,
         "critic",
     )
