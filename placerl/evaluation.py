@@ -20,10 +20,17 @@ def evaluate_policy(
     stop_strings: tuple[str, ...] = (),
     reward=None,
     batch_size: int = 256,
+    precision: str = "fp32",
 ) -> dict[str, float]:
     """``eval/accuracy`` (exact match, when prompts have an ``answer`` column) and
-    ``eval/reward`` (the run's reward, when given) of greedy responses."""
-    params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True, stop_strings=stop_strings)
+    ``eval/reward`` (the run's reward, when given) of greedy responses, sampled where
+    ``model`` lives and in the run's ``precision``."""
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        greedy=True,
+        stop_strings=stop_strings,
+        precision=precision,
+    )
     correct, reward_sum = 0.0, 0.0
     for chunk, batch in _sampled_chunks(model, tokenizer, prompts, params, batch_size):
         if "answer" in chunk.columns:

@@ -51,12 +51,16 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
-def _load(cls, path: str | Path, what: str, **kwargs) -> PreTrainedModel:
+def _load(
+    cls, path: str | Path, what: str, dtype: torch.dtype = torch.float32, **kwargs
+) -> PreTrainedModel:
+    """``dtype``: fp32 for trained models (their master weights, whatever the checkpoint's
+    dtype), the training compute dtype for frozen ones (models/precision.py)."""
     path = _check_dir(path, what)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a freshly initialised head is expected here, not news
     try:
-        model = cls.from_pretrained(path, dtype=torch.float32, **kwargs)
+        model = cls.from_pretrained(path, dtype=dtype, **kwargs)
     except (OSError, ValueError) as err:
         raise UserError(f"cannot load the {what}: {err}", where=str(path)) from None
     finally:
@@ -83,8 +87,9 @@ def disable_dropout(model: PreTrainedModel) -> PreTrainedModel:
     return model
 
 
-def load_policy(path: str | Path) -> PreTrainedModel:
-    return disable_dropout(_load(AutoModelForCausalLM, path, "policy model"))
+def load_policy(path: str | Path, dtype: torch.dtype = torch.float32) -> PreTrainedModel:
+    """A causal LM: fp32 to train; a frozen copy (reference, sampler) in ``frozen_dtype``."""
+    return disable_dropout(_load(AutoModelForCausalLM, path, "policy model", dtype))
 
 
 def load_value_model(path: str | Path, pad_token_id: int) -> PreTrainedModel:
@@ -103,13 +108,16 @@ def load_value_model(path: str | Path, pad_token_id: int) -> PreTrainedModel:
 
 
 def load_reward_model(
-    path: str | Path, pad_token_id: int, trained: bool = False
+    path: str | Path,
+    pad_token_id: int,
+    trained: bool = False,
+    dtype: torch.dtype = torch.float32,
 ) -> PreTrainedModel:
     """A reward model: the backbone at ``path`` with a sequence-level scalar head.
 
     Training a reward model starts from any backbone (``trained=False``); *using* one requires
     a checkpoint saved with a one-label sequence-classification head, or its scores would come
-    from a random head.
+    from a random head. ``dtype``: fp32 to train it, the training dtype to use it (frozen).
     """
     if trained and not _has_architecture(path, "SequenceClassification"):
         raise UserError(
@@ -118,7 +126,7 @@ def load_reward_model(
             where=str(path),
         )
     model = disable_dropout(
-        _load(AutoModelForSequenceClassification, path, "reward model", num_labels=1)
+        _load(AutoModelForSequenceClassification, path, "reward model", dtype, num_labels=1)
     )
     model.config.pad_token_id = pad_token_id
     return model

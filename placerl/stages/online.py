@@ -57,6 +57,7 @@ class OnlineRLStage:
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
+            precision=self.cfg.model.precision,
         )
 
     def trained_models(self) -> dict:

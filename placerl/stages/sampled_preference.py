@@ -28,10 +28,12 @@ from placerl.algos.rso import RSO
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
+from placerl.models.device import resolve_device
 from placerl.models.loading import load_policy, load_tokenizer
+from placerl.models.precision import frozen_dtype
 from placerl.roles.rollout import RolloutWorker
 from placerl.runtime import build_runtime
-from placerl.runtime.local import sampling_params
+from placerl.runtime.local import on_device, sampling_params
 from placerl.runtime.weight_sync import copy_weights
 from placerl.stages.sources import model_path, prompt_data
 from placerl.types import Batch, Field
@@ -160,15 +162,18 @@ class SamplingPolicy:
 
 def sampling_policy(cfg: RunConfig, path, tokenizer, roles, follows_policy: bool):
     """The runtime's rollout (on-policy), a snapshot copy (stale), or the frozen initial policy.
-    Only the first under Ray (``check_placement``); the others are local models."""
+    Only the first under Ray (``check_placement``); the others are local models, on
+    ``placement.device`` and in the training precision (they are never trained)."""
     if follows_policy and cfg.placement.max_staleness == 0:
         in_step = cfg.placement.strategy != "local"  # local: the rollout shares the module
         return SamplingPolicy(roles.rollout, roles.actor.model, 0, in_step=in_step)
     if not follows_policy and roles.reference is not None and cfg.reference is None:
         model = roles.reference.model  # the reference is the initial policy: share it
     else:
-        model = load_policy(path).eval().requires_grad_(False)
+        model = load_policy(path, frozen_dtype(cfg.model.precision))
+        model.eval().requires_grad_(False)
     worker = RolloutWorker(model, tokenizer, sampling_params(cfg), seed=cfg.seed)
+    worker = on_device(worker, resolve_device(cfg.placement.device))
     trained = roles.actor.model if follows_policy else None
     return SamplingPolicy(worker, trained, cfg.placement.max_staleness)
 
@@ -215,6 +220,7 @@ class SampledPreferenceStage:
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
+            precision=self.cfg.model.precision,
         )
 
     def trained_models(self) -> dict:

@@ -8,6 +8,7 @@ from placerl.config.schema import RunConfig
 from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
+from placerl.models.device import resolve_device
 from placerl.models.loading import load_reward_model
 from placerl.roles.common import make_optimizer
 from placerl.stages.sources import (
@@ -46,6 +47,7 @@ class SFTStage:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.tokenizer, self.model = tokenizer_and_policy(cfg)
+        self.model.to(resolve_device(cfg.placement.device))
         self.pairs = sft_pairs(cfg, self.tokenizer, cfg.data.train)
         self.stream = _stream(cfg, len(self.pairs), "SFT")
         eval_path = eval_source(cfg)
@@ -67,6 +69,7 @@ class SFTStage:
             self.eval_prompts,
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             stop_strings=tuple(self.cfg.rollout.stop_strings),
+            precision=self.cfg.model.precision,
         )
 
     def trained_models(self) -> dict:
@@ -95,6 +98,7 @@ class RewardModelStage:
         path = model_path(cfg)
         self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
         self.model = load_reward_model(path, self.tokenizer.pad_token_id)
+        self.model.to(resolve_device(cfg.placement.device))
         self.triples = preference_triples(cfg, self.tokenizer, cfg.data.train)
         eval_path = eval_source(cfg)
         self.eval_triples = (

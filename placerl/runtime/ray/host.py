@@ -201,7 +201,7 @@ class RoleHost:
         model.to(self.device)
         dp = self.dp[role]
         if dp.sharded:
-            shard_model(model, dp.mesh)
+            shard_model(model, dp.mesh, self.spec.cfg.model.precision)
 
     def _rollout(self, policy, path: Path):
         """The rollout on the actor's module where ``rollout_shares_actor``, else a copy that
