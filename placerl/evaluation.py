@@ -21,10 +21,12 @@ def evaluate_policy(
     reward=None,
     batch_size: int = 256,
     precision: str = "fp32",
+    sampler=None,
 ) -> dict[str, float]:
     """``eval/accuracy`` (exact match, when prompts have an ``answer`` column) and
     ``eval/reward`` (the run's reward, when given) of greedy responses, sampled where
-    ``model`` lives and in the run's ``precision``."""
+    ``model`` lives and in the run's ``precision``; or by ``sampler(ids, mask, params)``, a
+    rollout that samples the current policy where it lives (Ray workers), when given."""
     params = SamplingParams(
         max_new_tokens=max_new_tokens,
         greedy=True,
@@ -32,7 +34,8 @@ def evaluate_policy(
         precision=precision,
     )
     correct, reward_sum = 0.0, 0.0
-    for chunk, batch in _sampled_chunks(model, tokenizer, prompts, params, batch_size):
+    chunks = _sampled_chunks(model, tokenizer, prompts, params, batch_size, sampler=sampler)
+    for chunk, batch in chunks:
         if "answer" in chunk.columns:
             completions = decode_responses(tokenizer, batch)
             correct += sum(exact_match_reward(completions, chunk.columns["answer"]))
@@ -75,11 +78,16 @@ def kl_to_reference(
     return total / max(1, len(prompts))
 
 
-def _sampled_chunks(model, tokenizer, prompts: PromptSet, params, batch_size, generator=None):
+def _sampled_chunks(
+    model, tokenizer, prompts: PromptSet, params, batch_size, generator=None, sampler=None
+):
     """(prompt chunk, sampled batch) over the prompts, ``batch_size`` at a time."""
     for start in range(0, len(prompts), batch_size):
         idx = list(range(start, min(start + batch_size, len(prompts))))
         chunk = prompts.batch(idx, tokenizer.pad_token_id)
+        if sampler is not None:
+            yield chunk, sampler(chunk.ids, chunk.mask, params)
+            continue
         batch = generate(
             model,
             chunk.ids,

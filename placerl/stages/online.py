@@ -49,7 +49,9 @@ class OnlineRLStage:
     def evaluate(self) -> dict[str, float]:
         if self.eval_prompts is None:
             return {}
-        self.runtime.pull_weights()
+        sampler = self.runtime.policy_sampler()  # on the workers, where the policy lives
+        if sampler is None:
+            self.runtime.pull_weights()
         return evaluate_policy(
             self.policy,
             self.tokenizer,
@@ -58,6 +60,7 @@ class OnlineRLStage:
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
             precision=self.cfg.model.precision,
+            sampler=sampler,
         )
 
     def trained_models(self) -> dict:

@@ -190,3 +190,19 @@ def test_ppo_on_interleave_follows_the_local_trajectory(tiny_model_dir, reward_m
     assert_same_trajectory(local, placed, keys)
     for model in ("policy", "critic"):
         assert_same_weights(tmp_path / "local" / model, tmp_path / "interleave" / model)
+
+
+@pytest.mark.slow
+def test_evaluation_runs_where_the_policy_lives(tiny_model_dir, tmp_path):
+    """Under Flatten the held-out evaluation samples on the workers (the rollout is the
+    actor's module there), not on the controller's mirror; its figures are the local run's."""
+
+    def final_eval(run_dir, extra):
+        overrides = [*fast_overrides(tiny_model_dir, run_dir, "grpo", 2), *COMMON, *extra]
+        return train(load_config(None, [*overrides, "data.num_eval=6"], RunConfig))
+
+    local = final_eval(tmp_path / "local", GRPO)
+    placed = final_eval(tmp_path / "flatten", [*GRPO, "placement.strategy=flatten", *TWO_WORKERS])
+    assert set(local) == set(placed) and {"eval/accuracy", "eval/reward"} <= set(local)
+    for key in local:
+        assert placed[key] == pytest.approx(local[key], rel=1e-5, abs=1e-6), key
