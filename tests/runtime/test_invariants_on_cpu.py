@@ -206,3 +206,20 @@ def test_evaluation_runs_where_the_policy_lives(tiny_model_dir, tmp_path):
     assert set(local) == set(placed) and {"eval/accuracy", "eval/reward"} <= set(local)
     for key in local:
         assert placed[key] == pytest.approx(local[key], rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_bf16_on_two_flatten_workers_replicas_and_fsdp(tiny_model_dir, tmp_path):
+    """bf16 on Ray workers (autocast on replicas; FSDP2's MixedPrecisionPolicy when sharded,
+    a bf16 reference on each worker) follows the local bf16 run within bf16 rounding: the KL
+    loss within 5%, the ratio within 1e-3 (the computations differ in shape, so not 1e-6)."""
+    extra = [*GRPO, "model.precision=bf16", "grpo.minibatches=2"]
+    local = run(tiny_model_dir, tmp_path / "local", "grpo", 2, extra)
+    for sharding in ("none", "full"):
+        placed_extra = [*extra, "placement.strategy=flatten", *TWO_WORKERS]
+        placed_extra.append(f"placement.sharding={sharding}")
+        placed = run(tiny_model_dir, tmp_path / sharding, "grpo", 2, placed_extra)
+        assert len(placed) == len(local) == 2
+        for a, b in zip(local, placed, strict=True):
+            assert b["loss/kl"] == pytest.approx(a["loss/kl"], rel=0.05), sharding
+            assert b["actor/ratio_mean"] == pytest.approx(a["actor/ratio_mean"], abs=1e-3)
