@@ -22,12 +22,15 @@ from __future__ import annotations
 
 import argparse
 import gc
+import os
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
+ROOT = Path(__file__).resolve().parents[1]
 QWEN2_05B = dict(
     hidden_size=896,
     num_hidden_layers=24,
@@ -44,6 +47,15 @@ TINY = dict(
     intermediate_size=128,
     vocab_size=1024,
 )
+
+
+def distinct_characters(completions: list[str], **_) -> list[float]:
+    """A reward with signal for a random model (its responses never end early, all tie on
+    length): the number of distinct characters. Imported by Ray workers by this name."""
+    return [float(len(set(c))) for c in completions]
+
+
+REWARD = "reward.function=benchmarks.gpu_check:distinct_characters"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -106,7 +118,8 @@ def config(args, work: Path, model_dir: Path, stage: str, name: str, *extra: str
         overrides += [
             f"trainer.batch_size={args.prompts}",
             f"rollout.samples_per_prompt={args.samples}",
-            # a random model's rewards tie: keep every row in the update, or it computes nothing
+            REWARD,
+            # rows whose rewards tie would be left out of the update: keep its full work
             "grpo.skip_uninformative=false",
         ]
     else:
@@ -119,28 +132,29 @@ def sync(args) -> None:
         torch.cuda.synchronize()
 
 
-def run_steps(args, cfg, steps: int) -> tuple[object, list[dict]]:
-    """Build the stage and run ``steps`` steps; each step's metrics with its phase times."""
+def run_steps(args, cfg, steps: int, inspect=None) -> tuple[list[dict], object]:
+    """Build the stage, run ``steps`` steps, ``inspect(stage)``, close and free it (so the
+    next measurement's peak memory holds no model of this one); each step's metrics with
+    its phase times, and what ``inspect`` returned."""
     from placerl.stages import build_stage
     from placerl.timing import PhaseTimer
 
-    stage, timer, rows = build_stage(cfg), PhaseTimer(), []
-    timer.pop()
-    for step in range(steps):
-        metrics = stage.step(step, timer)
-        sync(args)
-        rows.append(metrics | timer.pop())
-    return stage, rows
-
-
-def free(stage) -> None:
-    close = getattr(stage, "close", None)
-    if close is not None:
-        close()
-    del stage
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    stage, timer, rows, seen = build_stage(cfg), PhaseTimer(), [], None
+    try:
+        timer.pop()
+        for step in range(steps):
+            metrics = stage.step(step, timer)
+            sync(args)
+            rows.append(metrics | timer.pop())
+        seen = inspect(stage) if inspect is not None else None
+    finally:
+        if hasattr(stage, "close"):
+            stage.close()  # Ray workers, when there are any
+        del stage
+        gc.collect()
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+    return rows, seen
 
 
 def mean(rows: list[dict], key: str) -> float:
@@ -152,7 +166,7 @@ def step_times(args, work, model_dir, params: int) -> None:
     print("\n## step time and MFU (bf16; first step is warm-up, not counted)")
     for stage_name in ("grpo", "dpo"):
         cfg = config(args, work, model_dir, stage_name, f"{stage_name}_time")
-        stage, rows = run_steps(args, cfg, args.steps + 1)
+        rows, _ = run_steps(args, cfg, args.steps + 1)
         rows = rows[1:]
         tokens, update = mean(rows, "throughput/tokens"), mean(rows, "time/update")
         mfu = 6 * params * tokens / max(update, 1e-9) / (args.peak_tflops * 1e12)
@@ -165,7 +179,6 @@ def step_times(args, work, model_dir, params: int) -> None:
             f"{tokens:.0f} tokens a step; update MFU {100 * mfu:.1f}% of "
             f"{args.peak_tflops:.0f} TFLOP/s"
         )
-        free(stage)
 
 
 def generation(args, model_dir: Path) -> None:
@@ -266,15 +279,19 @@ def memory(args, work, model_dir) -> None:
                 continue
             if not args.cpu:
                 torch.cuda.reset_peak_memory_stats()
-            stage, _ = run_steps(args, cfg, 1)
+            run_steps(args, cfg, 1)
             peak = "n/a" if args.cpu else f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
             print(f"{stage_name} {label}: peak {peak}")
-            free(stage)
 
 
 def flatten_on_ray(args, work, model_dir) -> None:
+    """Flatten over every visible GPU (NCCL; 2 gloo workers with --cpu): the workers'
+    weights must agree bitwise (replicas after all-reduced updates), the controller's mirror
+    must equal them (the pull), and the weights must have moved. The local run on the same
+    seed is the invariant, up to rounding: workers compute their rows as smaller batches."""
     import ray
 
+    from placerl.models.loading import load_policy
     from placerl.runtime.weight_sync import checksum
 
     workers = 2 if args.cpu else max(1, torch.cuda.device_count())
@@ -283,32 +300,45 @@ def flatten_on_ray(args, work, model_dir) -> None:
     extra = ("placement.strategy=flatten", f"placement.num_workers={workers}")
     cfg = config(args, work, model_dir, "grpo", "flatten", *extra)
     start = time.perf_counter()
-    stage, rows = run_steps(args, cfg, 2)
-    elapsed = time.perf_counter() - start
-    try:
+
+    def weights(stage):
         refs = [actor.weights.remote("actor") for actor in stage.runtime.group.actors]
         ranks = [checksum(w)[:16] for w in ray.get(refs)]
         stage.runtime.pull_weights()
-        mirror = checksum(stage.policy.state_dict())[:16]
-        losses = [r["loss/policy"] for r in rows]
-    finally:
-        free(stage)
+        return ranks, {k: v.detach().cpu().clone() for k, v in stage.policy.state_dict().items()}
+
+    rows, (ranks, mirror) = run_steps(args, cfg, 2, weights)
+    elapsed = time.perf_counter() - start
     print(
         f"startup + 2 steps {elapsed:.1f} s; step times {[round(r['time/step'], 3) for r in rows]}"
     )
     print(f"worker checksums {ranks}: {'all equal' if len(set(ranks)) == 1 else 'DIFFER'}")
-    print(f"controller mirror {mirror}: {'equal' if mirror == ranks[0] else 'DIFFERS'}")
+    mirror_sum = checksum(mirror)[:16]
+    print(f"controller mirror {mirror_sum}: {'equal' if mirror_sum == ranks[0] else 'DIFFERS'}")
+    initial = load_policy(model_dir).state_dict()
+    moved = max(float((mirror[k] - v).abs().max()) for k, v in initial.items())
+    print(f"largest weight change from the initial model: {moved:.2e}")
     local_cfg = config(args, work, model_dir, "grpo", "flatten_local")
-    stage, local_rows = run_steps(args, local_cfg, 2)
-    local = checksum(stage.policy.state_dict())[:16]
-    free(stage)
-    gap = max(abs(a - r["loss/policy"]) for a, r in zip(losses, local_rows, strict=True))
-    same = "bitwise equal" if local == ranks[0] else "differs (GPU kernels need not be bitwise)"
-    print(f"local runtime, same seed: {local}, {same}; max |loss gap| {gap:.2e}")
+    local_rows, local = run_steps(
+        args,
+        local_cfg,
+        2,
+        lambda stage: {k: v.detach().cpu().clone() for k, v in stage.policy.state_dict().items()},
+    )
+    gap = max(float((mirror[k] - v).abs().max()) for k, v in local.items())
+    loss_gap = max(
+        abs(a["loss/policy"] - b["loss/policy"]) for a, b in zip(rows, local_rows, strict=True)
+    )
+    print(f"local runtime, same seed: max |weight gap| {gap:.2e}, max |loss gap| {loss_gap:.2e}")
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    if str(ROOT) not in sys.path:  # the reward function's module, here and on Ray workers
+        sys.path.insert(0, str(ROOT))
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
+    )
     if not args.cpu and not torch.cuda.is_available():
         raise SystemExit("no CUDA device: run with --cpu --tiny for the smoke test")
     dims = TINY if args.tiny else QWEN2_05B
