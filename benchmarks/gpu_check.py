@@ -2,6 +2,8 @@
 
 Prints, each measured in this one run (``benchmarks/gpu_check.sh`` calls it):
 
+0. every stage (sft, rm, dpo, ppo, grpo, rloo, online_dpo, rso, brain) trained, evaluated and
+   saved on the device in bf16, on a tiny model: "ok" or the error (exit 1 if any failed);
 1. GRPO and DPO step time and the update's MFU: 6·N·tokens / update time / peak, N every
    parameter (the tied embedding once: it is also the LM head's matmul), tokens the
    step's prompt + response tokens, peak ``--peak-tflops`` (989: H100/H200 dense bf16);
@@ -69,6 +71,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--pairs", type=int, default=64, help="DPO pairs per step")
     p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak")
     p.add_argument("--skip-ray", action="store_true", help="leave out the Flatten run")
+    p.add_argument("--skip-stages", action="store_true", help="leave out the every-stage run")
     p.add_argument("--workdir", default=None, help="where the model and runs go (default tmp)")
     return p.parse_args(argv)
 
@@ -160,6 +163,55 @@ def run_steps(args, cfg, steps: int, inspect=None) -> tuple[list[dict], object]:
 def mean(rows: list[dict], key: str) -> float:
     values = [r[key] for r in rows if key in r]
     return sum(values) / max(1, len(values))
+
+
+STAGES = ("sft", "rm", "dpo", "ppo", "grpo", "rloo", "online_dpo", "rso", "brain")
+
+
+def every_stage(args, work: Path) -> list[str]:
+    """Each stage trained for 2 steps, evaluated and saved on the device, in bf16, on the
+    tiny model: ``placement.device`` and bf16 in every stage. Returns the stages that failed
+    (each failure is printed and the check goes on)."""
+    import traceback
+
+    from placerl.config import load_config
+    from placerl.config.schema import RunConfig
+    from placerl.trainer import train
+
+    print("\n## every stage on the device (tiny model, bf16, 2 steps + evaluation)")
+    model_dir = work / "tiny_model"
+    build_model_dir(model_dir, TINY)
+    failed = []
+    for stage in STAGES:
+        overrides = [
+            f"stage={stage}",
+            f"run_dir={work / 'stages' / stage}",
+            f"model.path={model_dir}",
+            "model.precision=bf16",
+            f"placement.device={'cpu' if args.cpu else 'gpu'}",
+            "data.builtin_size=32",
+            "data.num_eval=4",
+            "trainer.steps=2",
+            "trainer.batch_size=4",
+            "trainer.progress=false",
+            "trainer.tensorboard=false",
+            "rollout.max_new_tokens=8",
+        ]
+        if stage not in ("sft", "rm", "dpo"):
+            overrides.append(REWARD)
+        if stage in ("grpo", "rloo", "online_dpo"):
+            overrides.append("rollout.samples_per_prompt=2")
+        start = time.perf_counter()
+        try:
+            metrics = train(load_config(None, overrides, RunConfig))
+        except Exception as err:  # report every stage, then fail at the end
+            failed.append(stage)
+            print(f"{stage}: FAILED {type(err).__name__}: {err}")
+            traceback.print_exc(limit=-3)
+            continue
+        shown = ", ".join(f"{k}={v:.3g}" for k, v in sorted(metrics.items())[:3])
+        print(f"{stage}: ok in {time.perf_counter() - start:.1f} s ({shown})")
+    return failed
 
 
 def step_times(args, work, model_dir, params: int) -> None:
@@ -348,6 +400,7 @@ def main(argv=None) -> int:
         params = build_model_dir(model_dir, dims)
         where = "CPU" if args.cpu else torch.cuda.get_device_name()
         print(f"# placerl GPU check on {where}: Qwen2-shaped, {params / 1e6:.1f}M parameters, bf16")
+        failed = [] if args.skip_stages else every_stage(args, work)
         step_times(args, work, model_dir, params)
         generation(args, model_dir)
         memory(args, work, model_dir)
@@ -355,6 +408,9 @@ def main(argv=None) -> int:
             print("\n## Flatten on Ray: skipped (--skip-ray)")
         else:
             flatten_on_ray(args, work, model_dir)
+    if failed:
+        print(f"\nFAILED stages on the device: {', '.join(failed)}")
+        return 1
     return 0
 
 

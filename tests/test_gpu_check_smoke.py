@@ -35,5 +35,6 @@ def test_gpu_check_smoke_mode_runs_on_cpu(tmp_path, capsys):
     args += ["--new-tokens", "4", "--pairs", "4", "--workdir", str(tmp_path)]
     assert gpu_check.main(args) == 0
     out = capsys.readouterr().out
-    for line in ("grpo: step", "dpo: step", "update MFU", "placerl / model.generate", "grpo plain"):
+    lines = ("grpo: step", "dpo: step", "update MFU", "placerl / model.generate", "grpo plain")
+    for line in (*lines, *(f"{stage}: ok" for stage in gpu_check.STAGES)):
         assert line in out, out
