@@ -205,12 +205,18 @@ class RoleHost:
 
     def _rollout(self, policy, path: Path):
         """The rollout on the actor's module where ``rollout_shares_actor``, else a copy that
-        ``sync_rollout_weights`` refreshes (when the experience pipeline says so)."""
+        ``sync_rollout_weights`` refreshes (when the experience pipeline says so), held in the
+        training precision (bf16 with bf16 training; the broadcast casts on receipt)."""
         from placerl.models.loading import load_policy
+        from placerl.models.precision import frozen_dtype
         from placerl.runtime.local import make_rollout
 
         shared = policy is not None and rollout_shares_actor(self.spec.plan)
-        model = policy if shared else load_policy(path).to(self.device)
+        if shared:
+            model = policy
+        else:  # never trained, only synced into (casting): held in the training precision
+            dtype = frozen_dtype(self.spec.cfg.model.precision)
+            model = load_policy(path, dtype).to(self.device)
         return make_rollout(self.spec.cfg, model, self.tokenizer)
 
     # ------------------------------------------------------------------ calls
