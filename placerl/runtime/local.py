@@ -22,8 +22,7 @@ import torch
 from placerl.algos.rollout_phase import Roles
 from placerl.config.schema import RunConfig
 from placerl.models.device import CPU, resolve_device, to_device
-from placerl.models.loading import load_policy, load_reward_model, load_value_model
-from placerl.models.precision import frozen_dtype
+from placerl.models.loading import LoadOptions, load_policy, load_reward_model, load_value_model
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
 from placerl.roles.reference import ReferenceWorker
@@ -47,8 +46,8 @@ def sampling_params(cfg: RunConfig) -> SamplingParams:
 
 def build_reward(cfg: RunConfig, tokenizer):
     if cfg.reward.model:
-        dtype = frozen_dtype(cfg.model.precision)
-        model = load_reward_model(cfg.reward.model, tokenizer.pad_token_id, True, dtype)
+        options = LoadOptions.of(cfg.model, frozen=True)  # held in the training precision
+        model = load_reward_model(cfg.reward.model, trained=True, options=options)
         return ModelReward(model, precision=cfg.model.precision, scale=cfg.reward.scale)
     if cfg.reward.function:
         fn = import_reward_function(cfg.reward.function)
@@ -74,7 +73,8 @@ def make_rollout(cfg: RunConfig, policy, tokenizer) -> RolloutWorker:
 
 
 def make_reference(cfg: RunConfig, policy_path: Path) -> ReferenceWorker:
-    ref_model = load_policy(cfg.reference or policy_path, frozen_dtype(cfg.model.precision))
+    options = LoadOptions.of(cfg.model, frozen=True)  # held in the training precision
+    ref_model = load_policy(cfg.reference or policy_path, options)
     return ReferenceWorker(
         ref_model, temperature=cfg.rollout.temperature, precision=cfg.model.precision
     )
@@ -88,7 +88,9 @@ def critic_path(cfg: RunConfig, policy_path: Path) -> Path:
 def make_critic(
     cfg: RunConfig, policy_path: Path, tokenizer, cls=CriticWorker, **extra
 ) -> CriticWorker:
-    critic_model = load_value_model(critic_path(cfg, policy_path), tokenizer.pad_token_id)
+    critic_model = load_value_model(
+        critic_path(cfg, policy_path), options=LoadOptions.of(cfg.model)
+    )
     return cls(
         critic_model,
         cfg.optim,

@@ -29,8 +29,7 @@ from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
 from placerl.models.device import resolve_device
-from placerl.models.loading import load_policy, load_tokenizer
-from placerl.models.precision import frozen_dtype
+from placerl.models.loading import LoadOptions, load_policy, load_tokenizer
 from placerl.roles.rollout import RolloutWorker
 from placerl.runtime import build_runtime
 from placerl.runtime.local import on_device, sampling_params
@@ -170,8 +169,8 @@ def sampling_policy(cfg: RunConfig, path, tokenizer, roles, follows_policy: bool
     if not follows_policy and roles.reference is not None and cfg.reference is None:
         model = roles.reference.model  # the reference is the initial policy: share it
     else:
-        model = load_policy(path, frozen_dtype(cfg.model.precision))
-        model.eval().requires_grad_(False)
+        options = LoadOptions.of(cfg.model, frozen=True)  # never trained: training precision
+        model = load_policy(path, options).eval().requires_grad_(False)
     worker = RolloutWorker(model, tokenizer, sampling_params(cfg), seed=cfg.seed)
     worker = on_device(worker, resolve_device(cfg.placement.device))
     trained = roles.actor.model if follows_policy else None
@@ -183,8 +182,8 @@ class SampledPreferenceStage:
         self.cfg = cfg
         self.name = cfg.stage
         path = model_path(cfg)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.policy = load_policy(path)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path, LoadOptions.of(cfg.model))
+        self.policy = load_policy(path, LoadOptions.of(cfg.model))
         self.algorithm = make_algorithm(cfg)
         self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)
@@ -210,6 +209,9 @@ class SampledPreferenceStage:
         return metrics | {"rollout/staleness": float(self.sampler.lag)}
 
     def evaluate(self) -> dict[str, float]:
+        """Greedy held-out responses: ``eval/reward`` (the run's reward function or model,
+        so prompts without answers are measured too), ``eval/accuracy`` with an ``answer``
+        column, and a few samples."""
         if self.eval_prompts is None:
             return {}
         sampler = self.runtime.policy_sampler()  # on the workers, where the policy lives
@@ -222,6 +224,7 @@ class SampledPreferenceStage:
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
+            num_samples=self.cfg.trainer.log_samples,
             precision=self.cfg.model.precision,
             sampler=sampler,
         )

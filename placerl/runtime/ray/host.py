@@ -117,7 +117,7 @@ class RoleHost:
         """Join the world, make every role's sub-group, build this slot's roles."""
         import torch.distributed as dist
 
-        from placerl.models.loading import load_tokenizer
+        from placerl.models.loading import LoadOptions, load_tokenizer
 
         spec, plan = self.spec, self.spec.plan
         backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -135,7 +135,9 @@ class RoleHost:
         ranks = self.sync_ranks.group_ranks if self.sync_ranks else None
         self.sync_group = dist.new_group(list(ranks)) if ranks else None
         path = Path(spec.policy_path)
-        self.tokenizer = load_tokenizer(spec.cfg.model.tokenizer or path)
+        self.tokenizer = load_tokenizer(
+            spec.cfg.model.tokenizer or path, LoadOptions.of(spec.cfg.model)
+        )
         self._build_roles(path)
         return {"pid": os.getpid(), "label": self.label, "roles": [r.value for r in self.roles]}
 
@@ -157,13 +159,13 @@ class RoleHost:
             self.dp[role] = DataParallel(rank, len(ranks), group, mesh, self.device)
 
     def _build_roles(self, path: Path) -> None:
-        from placerl.models.loading import load_policy
+        from placerl.models.loading import LoadOptions, load_policy
         from placerl.runtime.local import build_reward, make_actor, make_critic, make_reference
 
         cfg, mine = self.spec.cfg, [r for r in self.spec.roles if r in self.dp]
         policy = None
         if Role.ACTOR in mine:
-            policy = load_policy(path).to(self.device)
+            policy = load_policy(path, LoadOptions.of(cfg.model)).to(self.device)
             self.roles[Role.ACTOR] = self._trained(Role.ACTOR, policy, make_actor, cfg)
         if Role.ROLLOUT in mine:
             self.roles[Role.ROLLOUT] = self._rollout(policy, path)
@@ -207,16 +209,15 @@ class RoleHost:
         """The rollout on the actor's module where ``rollout_shares_actor``, else a copy that
         ``sync_rollout_weights`` refreshes (when the experience pipeline says so), held in the
         training precision (bf16 with bf16 training; the broadcast casts on receipt)."""
-        from placerl.models.loading import load_policy
-        from placerl.models.precision import frozen_dtype
+        from placerl.models.loading import LoadOptions, load_policy
         from placerl.runtime.local import make_rollout
 
         shared = policy is not None and rollout_shares_actor(self.spec.plan)
         if shared:
             model = policy
         else:  # never trained, only synced into (casting): held in the training precision
-            dtype = frozen_dtype(self.spec.cfg.model.precision)
-            model = load_policy(path, dtype).to(self.device)
+            options = LoadOptions.of(self.spec.cfg.model, frozen=True)
+            model = load_policy(path, options).to(self.device)
         return make_rollout(self.spec.cfg, model, self.tokenizer)
 
     # ------------------------------------------------------------------ calls
