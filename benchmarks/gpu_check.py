@@ -195,6 +195,7 @@ def every_stage(args, work: Path) -> list[str]:
             "trainer.batch_size=4",
             "trainer.progress=false",
             "trainer.tensorboard=false",
+            "trainer.log_samples=0",
             "rollout.max_new_tokens=8",
         ]
         if stage not in ("sft", "rm", "dpo"):
