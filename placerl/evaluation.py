@@ -22,6 +22,7 @@ import torch
 
 from placerl.data.collate import sft_batch
 from placerl.data.stream import PromptSet
+from placerl.models.device import on_model_device
 from placerl.models.tokens import end_token_ids
 from placerl.roles.common import autocast, position_ids
 from placerl.roles.reward import decode_responses
@@ -62,17 +63,27 @@ def evaluate_policy(
     reward=None,
     batch_size: int = 256,
     num_samples: int = 0,
+    precision: str = "fp32",
+    sampler=None,
 ) -> Evaluation:
     """``eval/accuracy`` (exact match, when prompts have an ``answer`` column) and
     ``eval/reward`` (the run's reward, when given) of greedy responses, and the first
     ``num_samples`` of them as samples. With neither an answer column nor a reward only the
-    samples' prompts are generated."""
+    samples' prompts are generated. Responses are sampled where ``model`` lives and in the
+    run's ``precision``; or by ``sampler(ids, mask, params)``, a rollout that samples the
+    current policy where it lives (Ray workers), when given."""
     has_answer = "answer" in prompts.columns
     if not has_answer and reward is None:
         prompts = first(prompts, num_samples)
-    params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True, stop_strings=stop_strings)
+    params = SamplingParams(
+        max_new_tokens=max_new_tokens,
+        greedy=True,
+        stop_strings=stop_strings,
+        precision=precision,
+    )
     correct, reward_sum, samples = 0.0, 0.0, []
-    for chunk, batch in _sampled_chunks(model, tokenizer, prompts, params, batch_size):
+    chunks = _sampled_chunks(model, tokenizer, prompts, params, batch_size, sampler=sampler)
+    for chunk, batch in chunks:
         completions = decode_responses(tokenizer, batch)
         rows: dict[str, list] = {}
         if has_answer:
@@ -115,6 +126,7 @@ def sft_loss(
     total, tokens = 0.0, 0
     for start in range(0, len(pairs), batch_size):
         batch = sft_batch(tokenizer, pairs[start : start + batch_size], max_len)
+        batch = on_model_device(batch, model)
         mask = batch["attention_mask"]
         with autocast(precision):
             out = model(
@@ -185,11 +197,16 @@ def kl_to_reference(
     return total / max(1, len(prompts))
 
 
-def _sampled_chunks(model, tokenizer, prompts: PromptSet, params, batch_size, generator=None):
+def _sampled_chunks(
+    model, tokenizer, prompts: PromptSet, params, batch_size, generator=None, sampler=None
+):
     """(prompt chunk, sampled batch) over the prompts, ``batch_size`` at a time."""
     for start in range(0, len(prompts), batch_size):
         idx = list(range(start, min(start + batch_size, len(prompts))))
         chunk = prompts.batch(idx, tokenizer.pad_token_id)
+        if sampler is not None:
+            yield chunk, sampler(chunk.ids, chunk.mask, params)
+            continue
         batch = generate(
             model,
             chunk.ids,

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 
 from placerl.data.collate import preference_batch
+from placerl.models.device import on_model_device
 from placerl.roles.common import autocast, clip_and_step, position_ids
 from placerl.roles.reward import sequence_scores
 
@@ -31,7 +32,7 @@ class RewardModelTraining:
     def _scores(
         self, triples: list[tuple[str, str, str]]
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        batch = preference_batch(self.tokenizer, triples, self.max_len)
+        batch = on_model_device(preference_batch(self.tokenizer, triples, self.max_len), self.model)
         mask = batch["attention_mask"]
         with autocast(self.precision):
             scores = sequence_scores(

@@ -18,6 +18,7 @@ from placerl.config.section import Section
 from placerl.config.staleness import StalenessConfig
 
 Stage = Literal["sft", "rm", "ppo", "grpo", "rloo", "dpo", "online_dpo", "rso", "brain"]
+ONE_PROCESS_STAGES = ("sft", "rm", "dpo")  # no Ray runtime: refused with a placement
 BUILTIN = "builtin"  # a data path that means "the built-in task" (data.builtin_task)
 Tracker = Literal["tensorboard", "wandb"]
 
@@ -28,7 +29,10 @@ class ModelConfig(Section):
     )
     tokenizer: str | None = Field(None, description="Tokenizer directory; defaults to `path`.")
     precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="fp32, or bf16 autocast for forward/backward (weights stay fp32)."
+        "fp32",
+        description="fp32, or bf16 mixed precision: trained models keep fp32 weights and "
+        "optimizer state and compute in bf16 (autocast; FSDP2: bf16 params, fp32 reduce), "
+        "sampling runs in bf16, frozen models (reference, reward model) are held in bf16.",
     )
     lora: LoraConfig | None = Field(
         None,
@@ -238,6 +242,13 @@ class RunConfig(Section):
                 f"model.lora.dropout={lora.dropout}: {self.stage} compares log-probs of the same "
                 "responses across passes (sampling, π_old, update), which dropout would make "
                 "disagree; use model.lora.dropout=0"
+            )
+        if self.stage in ONE_PROCESS_STAGES and self.placement.strategy != "local":
+            raise ValueError(
+                f"stage {self.stage} trains in one process for now (data-parallel {self.stage} "
+                f"on Ray workers is not implemented), so placement.strategy "
+                f"{self.placement.strategy} would be ignored; use placement.strategy: local "
+                "(placement.device picks the GPU or the CPU)"
             )
         if self.stage in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
             raise ValueError(

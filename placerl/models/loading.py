@@ -47,17 +47,25 @@ class LoadOptions:
     ``attn_implementation``: sdpa (PyTorch's fused attention, the default), eager, or
     flash_attention_2 (needs the flash-attn package and a GPU). ``trust_remote_code`` runs the
     Python files shipped in a model directory; off unless asked, and said in the log when on.
+    ``dtype``: fp32 for trained models (their master weights, whatever the checkpoint's dtype),
+    the training compute dtype for frozen ones (``frozen=True``; models/precision.py).
     """
 
     attn_implementation: str = "sdpa"
     trust_remote_code: bool = False
+    dtype: torch.dtype = torch.float32
 
     @classmethod
-    def of(cls, model_cfg) -> LoadOptions:
-        """The options of a ``ModelConfig`` (a missing field keeps its default)."""
+    def of(cls, model_cfg, frozen: bool = False) -> LoadOptions:
+        """The options of a ``ModelConfig`` (a missing field keeps its default); ``frozen``:
+        for a model that is never trained (reference, reward model, a frozen sampler)."""
+        from placerl.models.precision import frozen_dtype
+
+        precision = getattr(model_cfg, "precision", "fp32")
         return cls(
             attn_implementation=getattr(model_cfg, "attn_implementation", cls.attn_implementation),
             trust_remote_code=bool(getattr(model_cfg, "trust_remote_code", False)),
+            dtype=frozen_dtype(precision) if frozen else torch.float32,
         )
 
     def kwargs(self, path: str | Path) -> dict:
@@ -124,7 +132,7 @@ def _load(cls, path: str | Path, what: str, options: LoadOptions, **kwargs) -> P
     try:
         model = cls.from_pretrained(
             path,
-            dtype=torch.float32,
+            dtype=options.dtype,
             attn_implementation=options.attn_implementation,
             **options.kwargs(path),
             **kwargs,

@@ -334,8 +334,13 @@ def _generate(rollout: Any, prompts: PromptBatch, timer: PhaseTimer) -> Batch:
 
 
 def staleness_config(cfg: Any) -> StalenessConfig:
-    """The run's ``staleness:`` section."""
-    return cfg.staleness
+    """The run's ``staleness:`` section, ``recompute_log_probs: auto`` resolved: ``always``
+    under bf16 (π_old in the precision of the update's forward), else ``stale``."""
+    staleness = cfg.staleness
+    if staleness.recompute_log_probs == "auto":
+        mode = "always" if cfg.model.precision == "bf16" else "stale"
+        staleness = staleness.model_copy(update={"recompute_log_probs": mode})
+    return staleness
 
 
 def build_pipeline(

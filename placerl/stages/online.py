@@ -53,7 +53,9 @@ class OnlineRLStage:
         column, and a few samples."""
         if self.eval_prompts is None:
             return {}
-        self.runtime.pull_weights()
+        sampler = self.runtime.policy_sampler()  # on the workers, where the policy lives
+        if sampler is None:
+            self.runtime.pull_weights()
         return evaluate_policy(
             self.policy,
             self.tokenizer,
@@ -62,6 +64,8 @@ class OnlineRLStage:
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
             num_samples=self.cfg.trainer.log_samples,
+            precision=self.cfg.model.precision,
+            sampler=sampler,
         )
 
     def trained_models(self) -> dict:

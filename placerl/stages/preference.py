@@ -32,6 +32,7 @@ from placerl.data.collate import encode_pairs, pad_token_id
 from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import Evaluation, evaluate_policy
+from placerl.models.device import resolve_device
 from placerl.models.loading import LoadOptions, load_policy
 from placerl.models.lora import FrozenBase, is_lora, reference_is_base
 from placerl.roles.common import make_optimizer
@@ -91,6 +92,14 @@ def encode_preference_data(
     return pairs
 
 
+def layout_models(model, reference) -> list:
+    """The models whose mask handling decides the packing layout (``choose_layout``). A
+    reference of the policy's class computes attention with the same code, so it is not
+    checked again: in bf16 its sums would differ from the per-sequence ones by rounding, not
+    by a mask it ignores, and the check would fall back to padding for nothing."""
+    return [model] if type(reference) is type(model) else [model, reference]
+
+
 class ReferenceCache:
     """Reference log-probs [chosen, rejected] per training example, filled on first sight."""
 
@@ -103,7 +112,7 @@ class ReferenceCache:
         return [i for i in dict.fromkeys(indices) if not self.known[i]]
 
     def put(self, indices: list[int], values: torch.Tensor) -> None:
-        self.values[indices] = values.float()
+        self.values[indices] = values.float().cpu()
         self.known[indices] = True
 
     def get(self, indices: list[int]) -> torch.Tensor:
@@ -132,7 +141,9 @@ class OfflinePreferenceStage:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         pref = cfg.preference
+        device = resolve_device(cfg.placement.device)
         self.tokenizer, self.model = tokenizer_and_policy(cfg)
+        self.model.to(device)
         self.pairs = self._encode(preference_triples(cfg, self.tokenizer, cfg.data.train), "train")
         if not self.pairs:
             raise UserError("the preference dataset is empty", where="data.train")
@@ -152,7 +163,7 @@ class OfflinePreferenceStage:
         )
         self.eval_reference: torch.Tensor | None = None
         self.stream = IndexStream(len(self.pairs), cfg.trainer.batch_size, seed=cfg.seed)
-        self.reference = self._load_reference()
+        self.reference = self._load_reference().to(device)  # a LoRA base view: no-op
         self.cache = ReferenceCache(len(self.pairs)) if pref.reference == "cached" else None
         optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
         self.algo = OfflinePreference(
@@ -163,7 +174,7 @@ class OfflinePreferenceStage:
             grad_clip=cfg.optim.grad_clip,
             precision=cfg.model.precision,
             pad_id=pad_token_id(self.tokenizer),
-            layout=choose_layout(self.model, self.reference),
+            layout=choose_layout(*layout_models(self.model, self.reference)),
         )
 
     def _load_reference(self):
@@ -172,7 +183,8 @@ class OfflinePreferenceStage:
         path = model_path(self.cfg)
         if is_lora(self.model) and reference_is_base(self.cfg.reference, path):
             return FrozenBase(self.model)
-        reference = load_policy(self.cfg.reference or path, LoadOptions.of(self.cfg.model))
+        options = LoadOptions.of(self.cfg.model, frozen=True)  # held in the training precision
+        reference = load_policy(self.cfg.reference or path, options)
         return reference.eval().requires_grad_(False)
 
     def _encode(self, triples, split: str) -> list[EncodedPair]:
@@ -226,6 +238,7 @@ class OfflinePreferenceStage:
                 max_new_tokens=self.cfg.rollout.max_new_tokens,
                 stop_strings=tuple(self.cfg.rollout.stop_strings),
                 num_samples=self.cfg.trainer.log_samples,
+                precision=self.cfg.model.precision,
             )
             metrics.merge(policy)
         return metrics

@@ -28,11 +28,12 @@ from placerl.algos.rso import RSO
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
+from placerl.models.device import resolve_device
 from placerl.models.loading import LoadOptions, load_policy, load_tokenizer
 from placerl.models.lora import FrozenBase, is_lora, sync_view, with_lora
 from placerl.roles.rollout import RolloutWorker
 from placerl.runtime import build_runtime
-from placerl.runtime.local import sampling_params
+from placerl.runtime.local import on_device, sampling_params
 from placerl.runtime.weight_sync import copy_weights
 from placerl.stages.sources import model_path, prompt_data
 from placerl.types import Batch, Field
@@ -161,7 +162,8 @@ class SamplingPolicy:
 
 def sampling_policy(cfg: RunConfig, path, tokenizer, roles, follows_policy: bool):
     """The runtime's rollout (on-policy), a snapshot copy (stale), or the frozen initial policy.
-    Only the first under Ray (``check_placement``); the others are local models."""
+    Only the first under Ray (``check_placement``); the others are local models, on
+    ``placement.device`` and in the training precision (they are never trained)."""
     if follows_policy and cfg.placement.max_staleness == 0:
         in_step = cfg.placement.strategy != "local"  # local: the rollout shares the module
         return SamplingPolicy(roles.rollout, roles.actor.model, 0, in_step=in_step)
@@ -171,9 +173,11 @@ def sampling_policy(cfg: RunConfig, path, tokenizer, roles, follows_policy: bool
     elif not follows_policy and lora:
         model = FrozenBase(roles.actor.model)  # the initial policy is the LoRA model's base
     else:  # a snapshot of the policy: with LoRA the same adapters, synced by themselves
-        policy = load_policy(path, LoadOptions.of(cfg.model))
+        options = LoadOptions.of(cfg.model, frozen=True)  # never trained: training precision
+        policy = load_policy(path, options)
         model = with_lora(policy, cfg.model.lora).eval().requires_grad_(False)
     worker = RolloutWorker(model, tokenizer, sampling_params(cfg), seed=cfg.seed)
+    worker = on_device(worker, resolve_device(cfg.placement.device))
     trained = roles.actor.model if follows_policy else None
     return SamplingPolicy(worker, trained, cfg.placement.max_staleness)
 
@@ -215,7 +219,9 @@ class SampledPreferenceStage:
         column, and a few samples."""
         if self.eval_prompts is None:
             return {}
-        self.runtime.pull_weights()
+        sampler = self.runtime.policy_sampler()  # on the workers, where the policy lives
+        if sampler is None:
+            self.runtime.pull_weights()
         return evaluate_policy(
             self.policy,
             self.tokenizer,
@@ -224,6 +230,8 @@ class SampledPreferenceStage:
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
             num_samples=self.cfg.trainer.log_samples,
+            precision=self.cfg.model.precision,
+            sampler=sampler,
         )
 
     def trained_models(self) -> dict:

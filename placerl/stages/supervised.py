@@ -8,6 +8,7 @@ from placerl.config.schema import RunConfig
 from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import Evaluation, evaluate_policy, reward_model_metrics, sft_loss
+from placerl.models.device import resolve_device
 from placerl.models.loading import LoadOptions, load_reward_model, load_tokenizer
 from placerl.models.lora import with_lora
 from placerl.roles.common import make_optimizer
@@ -47,6 +48,7 @@ class SFTStage:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.tokenizer, self.model = tokenizer_and_policy(cfg)
+        self.model.to(resolve_device(cfg.placement.device))
         self.pairs = sft_pairs(cfg, self.tokenizer, cfg.data.train)
         self.stream = _stream(cfg, len(self.pairs), "SFT")
         self.held_out = sft_held_out(cfg, self.tokenizer)
@@ -78,6 +80,7 @@ class SFTStage:
                 max_new_tokens=cfg.rollout.max_new_tokens,
                 stop_strings=tuple(cfg.rollout.stop_strings),
                 num_samples=cfg.trainer.log_samples,
+                precision=cfg.model.precision,
             )
             result.merge(policy)
         return result
@@ -109,6 +112,7 @@ class RewardModelStage:
         self.model = with_lora(
             load_reward_model(path, options=options), cfg.model.lora, "reward_model"
         )
+        self.model.to(resolve_device(cfg.placement.device))
         self.triples = preference_triples(cfg, self.tokenizer, cfg.data.train)
         eval_path = eval_source(cfg)
         self.eval_triples = (

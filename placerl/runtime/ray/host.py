@@ -212,18 +212,23 @@ class RoleHost:
         model.to(self.device)
         dp = self.dp[role]
         if dp.sharded:
-            shard_model(model, dp.mesh)
+            shard_model(model, dp.mesh, self.spec.cfg.model.precision)
 
     def _rollout(self, policy, path: Path):
         """The rollout on the actor's module where ``rollout_shares_actor``, else a copy that
-        ``sync_rollout_weights`` refreshes (when the experience pipeline says so)."""
+        ``sync_rollout_weights`` refreshes (when the experience pipeline says so), held in the
+        training precision (bf16 with bf16 training; the broadcast casts on receipt)."""
         from placerl.models.loading import LoadOptions, load_policy
         from placerl.runtime.local import make_rollout
 
         shared = policy is not None and rollout_shares_actor(self.spec.plan)
-        options = LoadOptions.of(self.spec.cfg.model)
-        lora = self.spec.cfg.model.lora  # a copy is the same LoRA model: adapters sync alone
-        model = policy if shared else with_lora(load_policy(path, options), lora).to(self.device)
+        if shared:
+            model = policy
+        else:  # never trained, only synced into (casting): held in the training precision;
+            # with LoRA the same LoRA model, so adapters sync alone
+            options = LoadOptions.of(self.spec.cfg.model, frozen=True)
+            lora = self.spec.cfg.model.lora
+            model = with_lora(load_policy(path, options), lora).to(self.device)
         return make_rollout(self.spec.cfg, model, self.tokenizer)
 
     # ------------------------------------------------------------------ calls

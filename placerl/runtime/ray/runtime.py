@@ -39,7 +39,7 @@ from placerl.runtime.ray.handles import (
     RolloutHandle,
     TrainedHandle,
 )
-from placerl.runtime.ray.host import HostSpec, role_ranks
+from placerl.runtime.ray.host import HostSpec, role_ranks, rollout_shares_actor
 from placerl.runtime.weight_sync import RemoteRolloutSync, separate_sync_ranks
 from placerl.timing import Span
 from placerl.types import Role
@@ -178,6 +178,13 @@ class RayRuntime:
         """Load the controller's copies (e.g. just restored) into the workers."""
         for handle in self._trained():
             handle.push_weights()
+
+    def policy_sampler(self):
+        """The rollout handle's ``generate`` when every rollout worker samples with the
+        actor's own module (Flatten, Interleave): evaluation then runs on the workers' devices,
+        with the current weights. Else None: a rollout copy may lag (Separate), and
+        evaluation uses the controller's mirror, refreshed by ``pull_weights``."""
+        return self.roles.rollout.generate if rollout_shares_actor(self.plan) else None
 
     def pop_spans(self) -> list[Span]:
         spans, self.group.spans = self.group.spans, []
