@@ -11,6 +11,7 @@ from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from placerl.config.engine import VLLMConfig
 from placerl.config.lora import LoraConfig
 from placerl.config.placement import PlacementConfig
 from placerl.config.preference import BRAInConfig, OnlineDPOConfig, PreferenceConfig, RSOConfig
@@ -101,6 +102,13 @@ class RolloutConfig(Section):
     samples_per_prompt: int = Field(
         1, gt=0, description="Responses sampled per prompt (the group size of GRPO/RLOO)."
     )
+    engine: Literal["placerl", "vllm"] = Field(
+        "placerl",
+        description="Who samples: placerl's KV-cache sampler, or vLLM (pip install -e "
+        "'.[vllm]'; the trainer then recomputes π_old and corrects the engine's μ with "
+        "truncated importance weights, staleness.is_cap).",
+    )
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="rollout.engine: vllm.")
 
 
 class PPOConfig(Section):

@@ -53,3 +53,43 @@ class RolloutWorker:
 
     def load_state_dict(self, state: dict) -> None:
         self.generator.set_state(state["generator"])
+
+
+class EngineRolloutWorker:
+    """The rollout on an inference engine (vLLM) that holds its own copy of the weights.
+
+    Same methods as ``RolloutWorker``; ``load_weights`` goes into the engine in place. The
+    engine's log-probs are the behaviour policy μ: the pipeline always has the trainer
+    recompute π_old (``recomputes_old_log_probs``) and corrects with truncated IS weights.
+    """
+
+    recomputes_old_log_probs = True
+
+    def __init__(self, engine, params: SamplingParams, *, seed: int = 0):
+        self.engine = engine
+        self.params = params
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def generate(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        params: SamplingParams | None = None,
+        uniforms: torch.Tensor | None = None,
+    ) -> Batch:
+        from placerl.rollout.vllm_engine import row_seeds
+
+        seeds = row_seeds(prompt_ids.shape[0], self.generator, uniforms)
+        return self.engine.generate(prompt_ids, prompt_mask, params or self.params, seeds)
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.engine.load_weights(state_dict.items())
+
+    def load_named_weights(self, named) -> None:
+        self.engine.load_weights(named)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])

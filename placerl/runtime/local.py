@@ -121,7 +121,12 @@ def build_roles(cfg: RunConfig, policy_path: Path, tokenizer, policy, algorithm)
     device = resolve_device(cfg.placement.device)
     policy.to(device)
     actor = make_actor(cfg, policy)
-    rollout = make_rollout(cfg, policy, tokenizer)
+    if cfg.rollout.engine == "vllm":  # an engine with its own weights; the pipeline syncs it
+        from placerl.runtime.engine import make_engine_rollout
+
+        rollout = make_engine_rollout(cfg, policy_path, tokenizer)
+    else:
+        rollout = make_rollout(cfg, policy, tokenizer)
     reference = make_reference(cfg, policy_path, policy) if algorithm.needs_reference else None
     critic = make_critic(cfg, policy_path, tokenizer) if algorithm.needs_critic else None
     reward = build_reward(cfg, tokenizer)

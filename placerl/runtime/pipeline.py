@@ -362,7 +362,14 @@ def build_pipeline(
     staleness = staleness_config(cfg)
     roles, syncer = runtime.roles, None
     make_syncer = getattr(runtime, "weight_syncer", None)
-    if make_syncer is not None:
+    if getattr(cfg.rollout, "engine", "placerl") != "placerl":
+        # an engine samples: its log-probs are μ, never π_old (runtime/engine.py)
+        staleness = staleness.model_copy(update={"recompute_log_probs": "always"})
+    if make_syncer is None and hasattr(roles.rollout, "load_named_weights"):
+        from placerl.runtime.engine import EngineSync  # an engine in this process
+
+        syncer = EngineSync(roles.actor.model, roles.rollout, keep=staleness.sync_every > 1)
+    elif make_syncer is not None:
         syncer = make_syncer(staleness.sync_bucket_mb)
         if syncer is None and max_staleness > 0:
             raise UserError(
