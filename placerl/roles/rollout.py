@@ -64,6 +64,8 @@ class EngineRolloutWorker:
     """
 
     recomputes_old_log_probs = True
+    model: torch.nn.Module | None = None  # under Separate: the HF copy that receives syncs
+    colocated = False  # on the actor's slot: refreshed from its module (Ray host)
 
     def __init__(self, engine, params: SamplingParams, *, seed: int = 0):
         self.engine = engine

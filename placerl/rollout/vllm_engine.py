@@ -78,9 +78,12 @@ class VLLMEngine:
     ):
         if not vllm_available():
             raise UserError(f"rollout.engine: vllm needs the vllm package; {INSTALL_HINT}")
-        # in-process engine core: collective_rpc then runs in this process, and weights pass
-        # as tensors, not pickles (set before vllm is imported)
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
+        # The engine core runs in this process (weights then pass by reference), unless
+        # this process already belongs to a torch.distributed world (a Ray worker of a Plan):
+        # vLLM would build its own groups over that world and wait for peers that never
+        # come, so its core gets a process of its own. Read when vllm is imported.
+        in_world = torch.distributed.is_available() and torch.distributed.is_initialized()
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if in_world else "0")
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{options.cpu_kv_cache_gb:g}")
         from vllm import LLM
 
@@ -92,6 +95,10 @@ class VLLMEngine:
             enforce_eager=options.enforce_eager,
             logprobs_mode="processed_logprobs",
             seed=options.seed,
+            # one engine per worker, in this process: inside a Ray actor vLLM would otherwise
+            # pick its Ray executor and wait for resources the Plan already holds
+            distributed_executor_backend="uni",
+            worker_extension_cls="placerl.rollout.vllm_worker.WeightLoader",
         )
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
@@ -147,8 +154,11 @@ class VLLMEngine:
         model's state dict). The runner's reload path re-runs the post-load processing (the
         CPU backend repacks linear weights), which ``model.load_weights`` alone would skip."""
         self.wake()
-        items = ((name, tensor.detach()) for name, tensor in named)
-        self.llm.collective_rpc("reload_weights", kwargs={"weights_iterator": items})
+        names, tensors = [], []
+        for name, tensor in named:
+            names.append(name)
+            tensors.append(tensor.detach())
+        self.llm.collective_rpc("placerl_load_weights", args=(names, tensors))
         self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
 
     # ------------------------------------------------- colocated memory (GPU only)

@@ -80,7 +80,7 @@ class EngineSync:
 
     def sync(self) -> SyncStats:
         start = time.perf_counter()
-        named = named_tensors(self.trainer_model)
+        named = engine_weights(self.trainer_model)  # LoRA: merged, in this process
         self.rollout.load_named_weights(named)
         if self.keep:
             self.sent = {k: v.detach().to("cpu", copy=True) for k, v in named}
@@ -89,10 +89,46 @@ class EngineSync:
 
     def rollout_state(self) -> dict[str, torch.Tensor]:
         if self.sent is None:
-            return {k: v.detach().clone() for k, v in named_tensors(self.trainer_model)}
+            return {k: v.detach().clone() for k, v in engine_weights(self.trainer_model)}
         return self.sent
 
     def load_rollout_state(self, state: dict[str, torch.Tensor]) -> None:
         self.rollout.load_named_weights(list(state.items()))
         if self.keep:
             self.sent = dict(state)
+
+
+def engine_weights(weights) -> list[tuple[str, torch.Tensor]]:
+    """What an engine loads: Hugging Face checkpoint names and full tensors. A LoRA model's
+    adapters are merged layer by layer (W + ΔW, one layer's extra memory at a time; the model
+    is not changed), so the engine serves the trained policy without LoRA support of its own.
+    A gathered state dict (a sharded actor's ``weights()``) is taken as it is."""
+    from placerl.models.lora import is_lora
+
+    if not isinstance(weights, torch.nn.Module):
+        return list(weights.items())
+    if not is_lora(weights):
+        return named_tensors(weights)
+    return list(_merged(weights.get_base_model()))
+
+
+def _merged(module: torch.nn.Module, prefix: str = "", seen: set | None = None):
+    seen = set() if seen is None else seen
+    base = getattr(module, "base_layer", None)
+    if base is not None and hasattr(module, "get_delta_weight"):  # a peft LoRA layer
+        weight = base.weight.detach()
+        for adapter in module.active_adapters:
+            if adapter in getattr(module, "lora_A", {}):
+                weight = weight + module.get_delta_weight(adapter).to(weight.dtype)
+        yield f"{prefix}weight", weight
+        if getattr(base, "bias", None) is not None:
+            yield f"{prefix}bias", base.bias.detach()
+        return
+    for name, tensor in [*module._parameters.items(), *module._buffers.items()]:
+        persistent = name not in module._non_persistent_buffers_set
+        if tensor is not None and persistent and id(tensor) not in seen:
+            seen.add(id(tensor))
+            yield f"{prefix}{name}", tensor.detach()
+    for name, child in module._modules.items():
+        if child is not None:
+            yield from _merged(child, f"{prefix}{name}.", seen)

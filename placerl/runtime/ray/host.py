@@ -34,6 +34,7 @@ from placerl.models.lora import FrozenBase, load_trained_state, trained_state, w
 from placerl.placement.plan import DeviceSlot, Plan, Sharding
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
+from placerl.runtime.engine import engine_weights
 from placerl.runtime.ray.data_parallel import (
     DataParallel,
     ShardedActorMixin,
@@ -41,7 +42,11 @@ from placerl.runtime.ray.data_parallel import (
     shard_model,
     unsharded,
 )
-from placerl.runtime.weight_sync import SyncStats, separate_sync_ranks, sync_on_host
+from placerl.runtime.weight_sync import (
+    SyncStats,
+    separate_sync_ranks,
+    sync_on_host,
+)
 from placerl.timing import Span
 from placerl.types import Role
 
@@ -222,6 +227,8 @@ class RoleHost:
         from placerl.runtime.local import make_rollout
 
         shared = policy is not None and rollout_shares_actor(self.spec.plan)
+        if self.spec.cfg.rollout.engine == "vllm":
+            return self._engine_rollout(policy if shared else None, path)
         if shared:
             model = policy
         else:  # never trained, only synced into (casting): held in the training precision;
@@ -230,6 +237,23 @@ class RoleHost:
             lora = self.spec.cfg.model.lora
             model = with_lora(load_policy(path, options), lora).to(self.device)
         return make_rollout(self.spec.cfg, model, self.tokenizer)
+
+    def _engine_rollout(self, policy, path: Path):
+        """An engine with its own weights. Colocated with the actor (``policy`` given), it
+        takes the actor's weights before the first generation after an update (a copy in
+        this process) and sleeps while the trainer works (GPU); on slots of its own
+        (Separate) an HF copy receives the broadcast, then goes into the engine."""
+        from placerl.models.loading import load_policy
+        from placerl.runtime.engine import make_engine_rollout
+
+        rollout = make_engine_rollout(self.spec.cfg, path, self.tokenizer)
+        if policy is None:  # the receiver of syncs, as for placerl's sampler (LoRA: adapters)
+            options = LoadOptions.of(self.spec.cfg.model, frozen=True)
+            receiver = with_lora(load_policy(path, options), self.spec.cfg.model.lora)
+            rollout.model = receiver.to(self.device)
+        rollout.colocated = policy is not None
+        self._engine_version = 0  # the actor's updates the engine has
+        return rollout
 
     # ------------------------------------------------------------------ calls
     def call(self, role: str, method: str, args=(), kwargs=None) -> tuple[Any, list[Span]]:
@@ -240,8 +264,14 @@ class RoleHost:
         start = time.time()
         args = [_to(_resolve(a), self.device) for a in args]
         kwargs = {k: _to(_resolve(v), self.device) for k, v in (kwargs or {}).items()}
+        if key == Role.ROLLOUT and getattr(target, "colocated", False):
+            self._refresh_colocated_engine(target)
         with self._generation_context(key, method):
             result = getattr(target, method)(*args, **kwargs)
+        if key == Role.ACTOR and method == "update":
+            self._actor_updates = getattr(self, "_actor_updates", 0) + 1
+        if key == Role.ROLLOUT and getattr(target, "colocated", False):
+            target.engine.sleep()  # the trainer's turn on this device (GPU; no-op on CPU)
         result = _to(result, torch.device("cpu"))
         spans.append(Span(self.label, f"{role}.{method}", start, time.time()))
         return result, spans
@@ -254,6 +284,19 @@ class RoleHost:
         if self.roles[Role.ROLLOUT].model is not actor.module:
             return contextlib.nullcontext()
         return unsharded(actor.module)
+
+    def _refresh_colocated_engine(self, rollout) -> None:
+        """The actor's current weights into this slot's engine, once per update."""
+        updates = getattr(self, "_actor_updates", 0)
+        if self._engine_version == updates:
+            return
+        start = time.time()
+        actor = self.roles[Role.ACTOR]
+        sharded = getattr(getattr(actor, "dp", None), "sharded", False)
+        weights = actor.weights() if sharded else getattr(actor, "module", actor.model)
+        rollout.load_named_weights(engine_weights(weights))
+        self._engine_version = updates
+        self.spans.append(Span(self.label, "rollout.engine_load", start, time.time()))
 
     def sync_rollout_weights(self, bucket_mb: float) -> SyncStats | None:
         """This worker's part of a trainer → rollout sync (Separate): the actor's rank 0
@@ -272,6 +315,9 @@ class RoleHost:
             bucket_mb=bucket_mb,
             device=self.device,
         )
+        receiver = self.spec.rank in self.sync_ranks.receivers
+        if receiver and hasattr(rollout, "load_named_weights") and rollout.model is not None:
+            rollout.load_named_weights(engine_weights(rollout.model))  # HF copy → engine
         self.spans.append(Span(self.label, "rollout.sync", start, time.time()))
         return stats
 
@@ -291,6 +337,8 @@ class RoleHost:
             target.load_weights(weights)
         else:
             load_trained_state(target.model, weights)
+            if hasattr(target, "load_named_weights"):  # an engine's receiver copy
+                target.load_named_weights(engine_weights(target.model))
 
     def parameter_bytes(self) -> int:
         """Bytes of the distinct weights this worker holds over all its roles (a LoRA
