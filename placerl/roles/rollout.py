@@ -79,10 +79,13 @@ class EngineRolloutWorker:
         params: SamplingParams | None = None,
         uniforms: torch.Tensor | None = None,
     ) -> Batch:
+        from placerl.rollout.sampling import draw_uniforms
         from placerl.rollout.vllm_engine import row_seeds
 
-        seeds = row_seeds(prompt_ids.shape[0], self.generator, uniforms)
-        return self.engine.generate(prompt_ids, prompt_mask, params or self.params, seeds)
+        params = params or self.params
+        if uniforms is None:  # drawn as placerl's sampler and the Ray handles draw them
+            uniforms = draw_uniforms(prompt_ids.shape[0], params, self.generator)
+        return self.engine.generate(prompt_ids, prompt_mask, params, row_seeds(uniforms))
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.engine.load_weights(state_dict.items())

@@ -37,6 +37,7 @@ from torch import Tensor
 from placerl.errors import UserError
 from placerl.rollout.sampling import SamplingParams, _to_batch
 from placerl.rollout.stopping import StopStrings
+from placerl.rollout.vllm_worker import pack
 from placerl.types import Batch
 
 INSTALL_HINT = (
@@ -83,7 +84,10 @@ class VLLMEngine:
         # vLLM would build its own groups over that world and wait for peers that never
         # come, so its core gets a process of its own. Read when vllm is imported.
         in_world = torch.distributed.is_available() and torch.distributed.is_initialized()
-        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "1" if in_world else "0")
+        # (set, not defaulted: a Ray worker inherits the driver's environment, where a local
+        # engine may have set it to 0)
+        os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if in_world else "0"
+        self.in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{options.cpu_kv_cache_gb:g}")
         from vllm import LLM
 
@@ -113,9 +117,14 @@ class VLLMEngine:
     # ----------------------------------------------------------------- sampling
 
     def generate(
-        self, prompt_ids: Tensor, prompt_mask: Tensor, params: SamplingParams, seeds: Sequence[int]
+        self,
+        prompt_ids: Tensor,
+        prompt_mask: Tensor,
+        params: SamplingParams,
+        seeds: Sequence[int] | None,
     ) -> Batch:
-        """One response per left-padded prompt row, row i drawn with ``seeds[i]``."""
+        """One response per left-padded prompt row, row i drawn with ``seeds[i]`` (None:
+        greedy, or vLLM's own seeding)."""
         self.wake()
         from vllm import SamplingParams as VLLMParams
 
@@ -134,9 +143,9 @@ class VLLMEngine:
                 stop_token_ids=self.end_token_ids,
                 logprobs=0,
                 detokenize=False,
-                seed=None if greedy else int(seed),
+                seed=None if greedy or seed is None else int(seed),
             )
-            for seed in seeds
+            for seed in (seeds or [None] * len(prompts))
         ]
         outputs = self.llm.generate(prompts, per_row, use_tqdm=False)
         rows = [_tokens_and_log_probs(out.outputs[0]) for out in outputs]
@@ -157,7 +166,7 @@ class VLLMEngine:
         names, tensors = [], []
         for name, tensor in named:
             names.append(name)
-            tensors.append(tensor.detach())
+            tensors.append(tensor.detach() if self.in_process else pack(tensor))
         self.llm.collective_rpc("placerl_load_weights", args=(names, tensors))
         self.llm.reset_prefix_cache()  # cached prompt KV was computed with the old weights
 
@@ -222,10 +231,10 @@ def _assemble(
     )
 
 
-def row_seeds(batch: int, generator: torch.Generator, uniforms: Tensor | None = None) -> list[int]:
-    """A 31-bit seed per row: from the row's own noise when a runtime drew it for the whole
-    batch (so a row's sample does not depend on how the batch is split), else from
-    ``generator``."""
-    if uniforms is not None:
-        return [int(u * 2**31) for u in uniforms[:, 0].double().cpu().tolist()]
-    return torch.randint(0, 2**31 - 1, (batch,), generator=generator).tolist()
+def row_seeds(uniforms: Tensor | None) -> list[int] | None:
+    """A 31-bit seed per row from the row's own sampling noise (B, max_new_tokens), drawn as
+    for placerl's sampler (``sampling.draw_uniforms``), so a row's sample depends on its prompt
+    and noise only, however the batch is split; None (greedy) needs none."""
+    if uniforms is None:
+        return None
+    return [int(u * 2**31) for u in uniforms[:, 0].double().cpu().tolist()]

@@ -11,13 +11,13 @@ is forced to ``always``).
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
 import torch
 
 from placerl.config.schema import RunConfig
+from placerl.models.tokens import end_token_ids
 from placerl.roles.rollout import EngineRolloutWorker
 from placerl.rollout.vllm_engine import EngineOptions, VLLMEngine
 from placerl.runtime.weight_sync import SyncStats, named_tensors
@@ -27,17 +27,18 @@ def uses_engine(cfg: RunConfig) -> bool:
     return cfg.rollout.engine != "placerl"
 
 
-def end_token_ids(model_dir: str | Path, tokenizer) -> list[int]:
-    """Every token that ends a response: the model's generation_config.json ``eos_token_id``
-    (an int or a list: Llama-3 has 3, Qwen2.5 2) plus the tokenizer's EOS."""
-    ids: list[int] = []
-    path = Path(model_dir) / "generation_config.json"
-    if path.exists():
-        value = json.loads(path.read_text()).get("eos_token_id")
-        ids += value if isinstance(value, list) else [] if value is None else [value]
-    if tokenizer.eos_token_id is not None:
-        ids.append(tokenizer.eos_token_id)
-    return sorted({int(i) for i in ids})
+def engine_end_ids(model_dir: str | Path, tokenizer) -> tuple[int, ...]:
+    """The run's end tokens (models/tokens.py) for an engine built from ``model_dir``: its
+    generation_config.json is read without loading the model."""
+    from types import SimpleNamespace
+
+    from transformers import GenerationConfig
+
+    try:
+        config = GenerationConfig.from_pretrained(model_dir)
+    except OSError:  # no generation_config.json
+        config = None
+    return end_token_ids(tokenizer, SimpleNamespace(generation_config=config))
 
 
 def engine_options(cfg: RunConfig) -> EngineOptions:
@@ -59,7 +60,7 @@ def make_engine_rollout(cfg: RunConfig, model_dir: str | Path, tokenizer) -> Eng
     engine = VLLMEngine(
         model_dir,
         engine_options(cfg),
-        end_token_ids=end_token_ids(model_dir, tokenizer),
+        end_token_ids=engine_end_ids(model_dir, tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         tokenizer=tokenizer,
     )

@@ -18,7 +18,7 @@ from placerl.models.factory import TinyLlamaSize, make_model_dir  # noqa: E402
 from placerl.models.loading import load_tokenizer  # noqa: E402
 from placerl.rollout.sampling import SamplingParams, generate  # noqa: E402
 from placerl.rollout.vllm_engine import EngineOptions, VLLMEngine  # noqa: E402
-from placerl.runtime.engine import end_token_ids  # noqa: E402
+from placerl.runtime.engine import engine_end_ids  # noqa: E402
 from placerl.stages.sources import builtin_corpus  # noqa: E402
 from placerl.types import Field  # noqa: E402
 
@@ -40,7 +40,7 @@ def setup(tmp_path_factory):
     engine = VLLMEngine(
         path,
         EngineOptions(max_model_len=128, seed=0),
-        end_token_ids=end_token_ids(path, tokenizer),
+        end_token_ids=engine_end_ids(path, tokenizer),
         pad_token_id=tokenizer.pad_token_id,
         tokenizer=tokenizer,
     )

@@ -243,7 +243,7 @@ class RoleHost:
         takes the actor's weights before the first generation after an update (a copy in
         this process) and sleeps while the trainer works (GPU); on slots of its own
         (Separate) an HF copy receives the broadcast, then goes into the engine."""
-        from placerl.models.loading import load_policy
+        from placerl.models.loading import LoadOptions, load_policy
         from placerl.runtime.engine import make_engine_rollout
 
         rollout = make_engine_rollout(self.spec.cfg, path, self.tokenizer)
