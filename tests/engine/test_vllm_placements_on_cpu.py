@@ -72,3 +72,24 @@ def test_separate_with_the_engine_trains_like_the_local_engine(model_dir, tmp_pa
             assert b[key] == pytest.approx(a[key], rel=1e-5, abs=1e-6), (step, key)
         assert b["actor/is_log_ratio_abs_mean"] < 1e-4
     assert separate[1]["sync/mb"] > 0
+
+
+def test_flatten_colocates_an_engine_with_each_trainer_worker(model_dir, tmp_path):
+    """Each worker's engine takes its actor's weights after every update (a copy in the
+    worker, no network), so the engine's μ stays the trainer's π."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        flatten = _run(
+            model_dir,
+            tmp_path / "flatten",
+            [
+                "placement.strategy=flatten",
+                "placement.num_workers=2",
+                "placement.threads_per_worker=1",
+            ],
+        )
+    finally:
+        ray.shutdown()
+    for r in flatten:
+        assert r["actor/is_log_ratio_abs_max"] < 1e-3
+    assert flatten[-1]["reward/mean"] > 0

@@ -48,3 +48,25 @@ def test_grpo_on_the_vllm_engine_trains_and_reports_the_mismatch(tmp_path):
         assert r["actor/is_trunc_frac"] == 0.0
         assert abs(r["actor/is_weight_mean"] - 1) < 1e-3
     assert steps[1]["sync/mb"] > 0  # weights went into the engine after the first update
+
+
+def test_with_lora_the_engine_serves_the_merged_policy(tmp_path):
+    """The engine has no adapters: the trainer's LoRA weights are merged into full tensors
+    for it, so after each update its μ is still the trainer's π (fp32 rounding only)."""
+    model = make_model_dir(tmp_path / "m", builtin_corpus(), SIZE, seed=0)
+    overrides = fast_overrides(model, tmp_path / "run", "grpo", steps=3) + [
+        "rollout.engine=vllm",
+        "rollout.samples_per_prompt=4",
+        "rollout.max_new_tokens=8",
+        "grpo.skip_uninformative=false",
+        "reward.function=tests.conftest:length_reward",
+        "trainer.save_every=0",
+        "model.lora.r=4",
+        "optim.lr=5e-2",  # adapters start at B = 0: a large step so they matter at once
+    ]
+    train(load_config(None, overrides, RunConfig))
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").open()]
+    steps = [r for r in rows if "actor/is_weight_mean" in r]
+    assert len(steps) == 3 and steps[1]["sync/mb"] > 0
+    for r in steps:
+        assert r["actor/is_log_ratio_abs_max"] < 1e-3, r
