@@ -145,6 +145,12 @@ class TrainerConfig(Section):
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept.")
     progress: bool = Field(True, description="Show a progress bar.")
     tensorboard: bool = Field(True, description="Write TensorBoard events.")
+    max_bad_steps: int = Field(
+        3,
+        gt=0,
+        description="Stop (exit 2) after this many consecutive steps whose update was skipped "
+        "for a non-finite loss or gradient norm.",
+    )
 
 
 class RunConfig(Section):
