@@ -6,14 +6,18 @@ appears or disappears by ``rename``, which is atomic. The helpers name their tem
 the new one is renamed in) and ``.trash-NAME-PID`` (being deleted). ``clean_leftovers`` runs at
 the start of every ``placerl train``: the temporaries of processes that are no longer alive are
 deleted, except an ``.old-NAME`` whose ``NAME`` is missing — a kill between the two renames of a
-replacement — which is renamed back, since it is the last complete version.
+replacement without ``renameat2`` — which is renamed back, being the last complete version.
 """
 
 from __future__ import annotations
 
+import ctypes
+import errno
+import functools
 import os
 import re
 import shutil
+import sys
 from pathlib import Path
 
 _LEFTOVER = re.compile(r"^\.(tmp|old|trash)-(.+)-(\d+)$")
@@ -35,9 +39,15 @@ def remove(path: Path) -> None:
 
 
 def replace(new: Path, path: Path) -> None:
-    """Put the complete ``new`` at ``path``: old version aside, new in, old deleted."""
+    """Put the complete ``new`` at ``path`` and delete the old version. On Linux the two are
+    swapped in one atomic ``renameat2(RENAME_EXCHANGE)``, so ``path`` always exists; elsewhere
+    the old version is renamed aside first (``clean_leftovers`` renames it back if a kill
+    comes between the two renames)."""
     _fsync_dir(new.parent)
-    if path.exists():
+    if path.exists() and _exchange(new, path):
+        _fsync_dir(path.parent)
+        remove(new)  # now the old version
+    elif path.exists():
         old = temp_name(path, "old")
         _delete(old)
         path.rename(old)
@@ -101,6 +111,39 @@ def _alive(pid: int) -> bool:
     except OverflowError:
         return False
     return True
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux ``renameat2``); False where that is not available."""
+    libc = _libc()
+    if libc is None:
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    result = libc.renameat2(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange)
+    if result == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP, errno.EPERM):
+        return False  # kernel or filesystem without exchange: fall back to two renames
+    raise OSError(err, os.strerror(err), str(a), None, str(b))
+
+
+@functools.cache
+def _libc():
+    if sys.platform != "linux":
+        return None
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.renameat2.argtypes = [
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_int,
+            ctypes.c_char_p,
+            ctypes.c_uint,
+        ]
+    except (OSError, AttributeError):
+        return None
+    return libc
 
 
 def _delete(path: Path) -> None:

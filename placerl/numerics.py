@@ -76,12 +76,12 @@ class BadStepCounter:
         self.run += 1
         self.first = self.first if self.run > 1 else step
         if self.run >= self.limit:
-            kept = f"the last checkpoint, {last_checkpoint}, " if last_checkpoint else "nothing "
+            latest = f"latest {last_checkpoint}" if last_checkpoint else "none written yet"
             raise UserError(
                 f"steps {self.first}-{step}: {self.run} consecutive steps had a non-finite loss "
-                f"or gradient norm and skipped their update; stopping. {kept}was written before "
-                "them and holds finite weights. Lower optim.lr, check the rewards and data, or "
-                "raise trainer.max_bad_steps",
+                "or gradient norm, so their updates were skipped; stopping. Checkpoints are only "
+                f"written from finite weights ({latest}). Lower optim.lr, check the rewards and "
+                "data, or raise trainer.max_bad_steps",
                 where="trainer.max_bad_steps",
             )
 
