@@ -86,7 +86,8 @@ def read_checkpoint(path: Path, model_names) -> tuple[dict, dict[str, dict]]:
             raise CheckpointUnreadable(
                 f"{path / LEGACY_STATE_FILE} is a pickle (written by placerl before trainer "
                 "state became data-only); a pickle can run code when loaded, so it is not "
-                "loaded. Resume from a checkpoint written by this version, or start afresh"
+                "loaded. Resume from a checkpoint written by this placerl version, or train "
+                "again in a new run_dir"
             )
         raise CheckpointUnreadable(f"{path} has no {STATE_JSON}")
     try:

@@ -99,3 +99,18 @@ def test_huge_learning_rate_stops_with_finite_checkpoints(
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     skipped = [r["train/skipped_nonfinite"] for r in records if "train/skipped_nonfinite" in r]
     assert skipped[-3:] == [1, 1, 1] and len(skipped) < 8  # stopped after max_bad_steps=3
+
+
+def test_non_finite_export_is_refused_and_keeps_the_old_one(tiny_model_dir, tmp_path):
+    from placerl.checkpoint import export_model
+    from placerl.models.loading import load_policy, load_tokenizer
+
+    tok, model = load_tokenizer(tiny_model_dir), load_policy(tiny_model_dir)
+    export_model(model, tok, tmp_path / "policy")
+    before = (tmp_path / "policy" / "model.safetensors").read_bytes()
+    with torch.no_grad():
+        next(model.parameters())[0, 0] = float("inf")
+    with pytest.raises(UserError, match="export"):
+        export_model(model, tok, tmp_path / "policy", step=7)
+    assert (tmp_path / "policy" / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["policy"]
