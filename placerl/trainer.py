@@ -62,7 +62,7 @@ def train(
         for note in check_resume_config(run_dir, cfg, allow_config_change):
             say(note)
     elif resume:
-        say(f"--resume: no checkpoint in {ckpt_root}; starting fresh")
+        say(f"no checkpoint in {ckpt_root} to resume from; starting fresh")
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     stage = build_stage(cfg)

@@ -184,7 +184,7 @@ def test_kill_at_syscall_then_resume_is_exact(reference, tiny_model_dir, label):
 )
 def test_kill_sweep(reference, tiny_model_dir):
     """Every rename and unlink and the file creations in the run directory, one trial each."""
-    results = {}
+    points = []
     for resume, calls in reference[3].items():
         for syscall, count, args in calls:
             in_run = str(reference[2]) in args
@@ -192,15 +192,16 @@ def test_kill_sweep(reference, tiny_model_dir):
             # config.yaml and the metrics files
             creates = syscall == "openat" and "O_CREAT" in args
             creates = creates and re.search(r"step_000002|policy|config|metrics|timeline", args)
-            if not (syscall == "unlinkat" or (in_run and (creates or "rename" in syscall))):
-                continue
-            name = f"{'resume-' if resume else ''}{syscall}-{count}"
-            try:
-                _trial(reference, tiny_model_dir, name, syscall, count, resume, "")
-                results[name] = "ok"
-            except AssertionError as err:
-                results[name] = f"FAILED {str(err)[:300]}"
-    print(f"\nkill sweep: {sum(v == 'ok' for v in results.values())}/{len(results)} passed")
-    for name, result in results.items():
-        print(f"  {name}: {result}")
+            if syscall == "unlinkat" or (in_run and (creates or "rename" in syscall)):
+                points.append((syscall == "openat", resume, syscall, count))
+    results = {}
+    for _, resume, syscall, count in sorted(points):  # renames and unlinks first
+        name = f"{'resume-' if resume else ''}{syscall}-{count}"
+        try:
+            _trial(reference, tiny_model_dir, name, syscall, count, resume, "")
+            results[name] = "ok"
+        except AssertionError as err:
+            results[name] = f"FAILED {str(err)[:300]}"
+        print(f"kill trial {len(results)}/{len(points)} {name}: {results[name]}", flush=True)
+    print(f"kill sweep: {sum(v == 'ok' for v in results.values())}/{len(results)} passed")
     assert all(v == "ok" for v in results.values())
