@@ -73,9 +73,16 @@ def save_checkpoint(
     atomic_dirs.fsync_tree(tmp)
     atomic_dirs.replace(tmp, final)  # a re-run of the same step replaces it
     if keep is not None:
-        for _, path in list_checkpoints(root)[:-keep]:
-            atomic_dirs.remove(path)
+        prune_checkpoints(root, keep, up_to=step)
     return final
+
+
+def prune_checkpoints(root: Path, keep: int, up_to: int | None = None) -> None:
+    """Delete all but the ``keep`` newest checkpoints at or before step ``up_to`` (each renamed
+    out of the ``step_*`` names first); newer ones are never counted or touched."""
+    found = [(s, p) for s, p in list_checkpoints(root) if up_to is None or s <= up_to]
+    for _, path in found[:-keep]:
+        atomic_dirs.remove(path)
 
 
 def read_checkpoint(path: Path, model_names) -> tuple[dict, dict[str, dict]]:

@@ -9,6 +9,7 @@ stop, listing each checkpoint's reason.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -49,10 +50,23 @@ def restore_newest(
         restore_rng(state["rng"])
         if path != found[-1][1]:
             say(f"resuming from {path.name}, the newest checkpoint that could be read")
+            _set_aside([p for s, p in found if s > int(state["step"])], say)
         return int(state["step"]), path
     raise UserError(
         "no checkpoint can be resumed from: " + "; ".join(reasons), where=str(found[-1][1].parent)
     )
+
+
+def _set_aside(damaged: list[Path], say: Callable[[str], None]) -> None:
+    """Move unreadable checkpoints newer than the resumed one out of the ``step_*`` names
+    (kept for inspection as ``damaged-step_N``), so that the resumed run's pruning never
+    counts them in place of good ones and rewrites them cleanly."""
+    for path in damaged:
+        target = path.with_name(f"damaged-{path.name}")
+        if target.exists():
+            target = path.with_name(f"damaged-{path.name}-{os.getpid()}")
+        path.rename(target)
+        say(f"moved the unreadable {path.name} aside to {target}")
 
 
 def _check_stage(state: dict, stage_name: str, path: Path) -> None:

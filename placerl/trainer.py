@@ -20,7 +20,12 @@ import numpy as np
 import torch
 
 from placerl import atomic_dirs
-from placerl.checkpoint import export_model, list_checkpoints, save_checkpoint
+from placerl.checkpoint import (
+    export_model,
+    list_checkpoints,
+    prune_checkpoints,
+    save_checkpoint,
+)
 from placerl.config import dump_config
 from placerl.config.compare import CONFIG_FILE, check_resume_config
 from placerl.config.schema import RunConfig
@@ -81,6 +86,7 @@ def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
     start, last = 0, None
     if found:
         start, last = restore_newest(stage, found, cfg.stage, say)
+        prune_checkpoints(ckpt_root, cfg.trainer.keep_checkpoints)  # a kill mid-prune
     atomic_dirs.write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     if start == 0:  # a fresh start logs step 0 again: drop what an earlier attempt logged
         for name in (METRICS_FILE, TIMELINE_FILE):

@@ -140,15 +140,35 @@ def test_resume_falls_back_to_the_newest_checkpoint_that_loads(cli, tmp_path, da
     (newest / damaged).write_bytes(data[: len(data) // 3])  # truncated
     code, err = cli("--resume", steps=4)
     assert code == 0 and "skipping checkpoint step_000004" in err and damaged.split("/")[-1] in err
-    assert "resuming from step_000003" in err
+    assert "resuming from step_000003" in err and "moved the unreadable step_000004" in err
     assert _equal(_policy(cli.run_dir / "policy"), straight)
+    ckpts = cli.run_dir / "checkpoints"
+    assert [s for s, _ in list_checkpoints(ckpts)] == [3, 4] and (
+        ckpts / "damaged-step_000004"
+    ).is_dir()
+    read_checkpoint(ckpts / "step_000004", ["policy"])  # written again, whole
+
+
+def test_rotation_never_counts_a_damaged_newer_checkpoint(cli):
+    import shutil
+
+    assert cli()[0] == 0
+    ckpts = cli.run_dir / "checkpoints"
+    shutil.copytree(ckpts / "step_000003", ckpts / "step_000009")
+    (ckpts / "step_000009" / "policy" / "model.safetensors").write_bytes(b"\0" * 10)
+    code, err = cli("trainer.keep_checkpoints=1", "--resume", steps=4)
+    assert code == 0 and "skipping checkpoint step_000009" in err
+    # the damaged step 9 would otherwise be "the newest" and rotate step 4 away
+    assert [s for s, _ in list_checkpoints(ckpts)] == [4]
+    assert (ckpts / "damaged-step_000009").is_dir()
 
 
 def test_resume_of_a_finished_run_keeps_the_export(cli):
     assert cli()[0] == 0
     before = _policy(cli.run_dir / "policy")
-    code, err = cli("--resume")
+    code, err = cli("trainer.keep_checkpoints=1", "--resume")  # as after a kill mid-prune
     assert code == 0 and _equal(_policy(cli.run_dir / "policy"), before)
+    assert [s for s, _ in list_checkpoints(cli.run_dir / "checkpoints")] == [3]
     assert sorted(os.listdir(cli.run_dir)) == sorted(
         ["checkpoints", "config.yaml", "metrics.jsonl", "policy", "timeline.jsonl"]
     )
