@@ -21,6 +21,9 @@ import sys
 from pathlib import Path
 
 _LEFTOVER = re.compile(r"^\.(tmp|old|trash)-(.+)-(\d+)$")
+# placerl/logging.py rewrites metrics/timeline files through ``mkstemp(prefix=".NAME.",
+# suffix=".tmp")``: no pid in the name, but only one process writes a run directory at a time
+_JSONL_REWRITE = re.compile(r"^\.[\w-]+\.jsonl\.\w+\.tmp$")
 
 
 def temp_name(path: Path, kind: str) -> Path:
@@ -75,6 +78,10 @@ def clean_leftovers(directory: Path) -> list[str]:
         return []
     done = []
     for path in sorted(directory.iterdir()):
+        if _JSONL_REWRITE.match(path.name) and path.is_file():
+            path.unlink()
+            done.append(f"removed {path}, left by a killed process")
+            continue
         match = _LEFTOVER.match(path.name)
         if match is None or _alive(int(match.group(3))):
             continue

@@ -87,8 +87,10 @@ def test_leftovers_of_dead_processes_are_removed_and_said(cli):
     for path in [*dead, alive]:
         path.mkdir()
         (path / "model.safetensors").write_bytes(b"partial")
+    torn = cli.run_dir / ".metrics.jsonl.k1ll3d.tmp"  # a metrics rewrite killed mid-way
+    torn.write_text('{"step": 1')
     code, err = cli("trainer.steps=4", "--resume")
-    assert code == 0
+    assert code == 0 and not torn.exists()
     for path in dead:
         assert not path.exists() and f"removed {path}" in err
     assert alive.exists()
