@@ -29,6 +29,9 @@ RESUME_SAFE = {
     "trainer.progress",
     "trainer.tensorboard",
     "trainer.max_bad_steps",
+    "trainer.report_to",
+    "trainer.wandb_project",
+    "trainer.log_samples",
 }
 RESUME_SAFE_PREFIXES = ("logging.", "report.", "wandb.", "trainer.wandb", "trainer.log")
 
