@@ -14,6 +14,7 @@ forward pass over prompt + response. The last line times that pass and the speed
 
     python benchmarks/generation.py                  # ~26M-parameter Llama, 32 x 32 tokens
     python benchmarks/generation.py --layers 2 --hidden 128 --intermediate 344 --runs 3
+    python benchmarks/generation.py --engines       # + vLLM: 6M/34M/100M x 32/128 rows, GRPO
 """
 
 from __future__ import annotations
@@ -168,6 +169,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--modes", default="sample,greedy,ragged")
     parser.add_argument("--threads", type=int, default=0, help="torch threads; 0 = torch default")
+    engines = parser.add_argument_group("--engines: placerl vs vLLM vs HF (benchmarks/engines.py)")
+    engines.add_argument("--engines", action="store_true", help="the engine table + GRPO steps")
+    engines.add_argument("--sizes", default="6M,34M,100M")
+    engines.add_argument("--batches", default="32,128")
+    engines.add_argument("--grpo-steps", type=int, default=6)
     return parser.parse_args(argv)
 
 
@@ -175,6 +181,14 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.engines:
+        from engines import generation_table, grpo_steps  # benchmarks/engines.py
+
+        if args.new_tokens == 32:  # the table's default budget
+            args.new_tokens = 64
+        generation_table(args)
+        grpo_steps(args)
+        return
     model = build_model(args)
     ids, mask = build_prompts(args)
     n_params = sum(p.numel() for p in model.parameters()) / 1e6
@@ -206,5 +220,5 @@ def main(argv: list[str] | None = None) -> None:
         )
 
 
-if __name__ == "__main__":
+if __name__ == "__main__":  # the guard matters: vLLM may spawn engine processes
     main()

@@ -28,6 +28,7 @@ from safetensors.torch import load_file
 from placerl import atomic_dirs
 from placerl.errors import UserError
 from placerl.models.factory import save_tokenizer
+from placerl.models.lora import is_lora, load_lora, lora_settings, save_merged, save_model
 from placerl.numerics import require_finite_weights
 from placerl.state_io import STATE_JSON, StateError, load_state_files, save_state
 
@@ -67,7 +68,7 @@ def save_checkpoint(
     atomic_dirs.remove(tmp)
     tmp.mkdir()
     for name, model in models.items():
-        model.save_pretrained(tmp / name)
+        save_model(model, tmp / name)
         save_tokenizer(tokenizer, tmp / name)
     save_state(state | {"step": step, "rng": capture_rng()}, tmp)
     atomic_dirs.fsync_tree(tmp)
@@ -127,7 +128,8 @@ def read_weights(directory: Path) -> dict[str, torch.Tensor]:
 
 
 def load_weights(model, directory: Path) -> None:
-    """Load a saved model directory's safetensors into ``model`` in place (exact)."""
+    """Load a saved model directory's safetensors into ``model`` in place (exact); for a LoRA
+    model, the adapter directory it was saved as (its base is rebuilt from ``model.path``)."""
     try:
         weights = read_weights(directory)
     except CheckpointUnreadable as err:
@@ -136,6 +138,10 @@ def load_weights(model, directory: Path) -> None:
 
 
 def apply_weights(model, weights: dict[str, torch.Tensor], directory: Path) -> None:
+    """Put ``weights`` (read from ``directory`` by ``read_weights``) into ``model``."""
+    if is_lora(model):
+        load_lora(model, directory)  # the adapter file, already checked to be readable
+        return
     missing, unexpected = model.load_state_dict(weights, strict=False)
     tied = set(getattr(model, "_tied_weights_keys", None) or ())  # a list or a dict's keys
     untied_missing = [k for k in missing if k not in tied]
@@ -165,11 +171,22 @@ def restore_rng(state: dict) -> None:
 
 def export_model(model, tokenizer, directory: Path, step: int | None = None) -> Path:
     """Save a final model directory atomically (for the next stage or for the user): written
-    aside, then swapped in by rename, so a kill never leaves ``directory`` missing or partial."""
+    aside, then swapped in by rename, so a kill never leaves ``directory`` missing or partial.
+
+    A LoRA model is saved as a peft adapter directory; with ``model.lora.merge_on_export``
+    the merged model goes next to it, as ``<name>_merged/``."""
     require_finite_weights({directory.name: model}, step or 0, f"export to {directory}")
+    settings = lora_settings(model) if is_lora(model) else None
+    if settings is not None and settings.merge_on_export:
+        merged = directory.with_name(f"{directory.name}_merged")
+        _atomic_dir(merged, lambda tmp: save_merged(model, tmp), tokenizer)
+    return _atomic_dir(directory, lambda tmp: save_model(model, tmp), tokenizer)
+
+
+def _atomic_dir(directory: Path, save, tokenizer) -> Path:
     tmp = atomic_dirs.temp_name(directory, "tmp")
     atomic_dirs.remove(tmp)
-    model.save_pretrained(tmp)
+    save(tmp)
     save_tokenizer(tokenizer, tmp)
     atomic_dirs.fsync_tree(tmp)
     atomic_dirs.replace(tmp, directory)

@@ -30,11 +30,18 @@ from placerl.config import dump_config
 from placerl.config.compare import CONFIG_FILE, check_resume_config
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
-from placerl.logging import METRICS_FILE, TIMELINE_FILE, MetricsLogger, _rewrite_jsonl
+from placerl.logging import (
+    METRICS_FILE,
+    SAMPLES_FILE,
+    TIMELINE_FILE,
+    MetricsLogger,
+    _rewrite_jsonl,
+)
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
 from placerl.resume import restore_newest
 from placerl.stages import build_stage
 from placerl.timing import PhaseTimer
+from placerl.trackers import check_trackers
 
 
 def seed_everything(seed: int) -> None:
@@ -68,6 +75,7 @@ def train(
             say(note)
     elif resume:
         say(f"no checkpoint in {ckpt_root} to resume from; starting fresh")
+    check_trackers(cfg.trainer.report_to)  # before any model loads
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     stage = build_stage(cfg)
@@ -89,7 +97,7 @@ def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
         prune_checkpoints(ckpt_root, cfg.trainer.keep_checkpoints)  # a kill mid-prune
     atomic_dirs.write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     if start == 0:  # a fresh start logs step 0 again: drop what an earlier attempt logged
-        for name in (METRICS_FILE, TIMELINE_FILE):
+        for name in (METRICS_FILE, TIMELINE_FILE, SAMPLES_FILE):
             _rewrite_jsonl(run_dir / name, keep_step_at_most=-1)
 
     total, tc = cfg.trainer.steps, cfg.trainer
@@ -102,14 +110,17 @@ def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
         total,
         start_step=start,
         enable_progress=tc.progress,
-        tensorboard=tc.tensorboard,
+        report_to=tc.report_to,
         description=stage.name,
         console=console,
+        run_config=cfg.model_dump(mode="json"),
+        wandb_project=tc.wandb_project,
     ) as log:
         if start == 0:
             initial = stage.evaluate()
             if initial:
                 log.log(0, initial)
+                log.evaluation(0, initial)
         if start >= total:
             log.print(f"{stage.name}: already at step {start} of {total}")
         for step in range(start + 1, total + 1):
@@ -119,6 +130,7 @@ def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
             if _due(step, tc.eval_every, total):
                 with timer.phase("eval"):
                     final_eval = stage.evaluate()
+                log.evaluation(step, final_eval)
                 metrics |= final_eval
             metrics |= timer.pop()
             if "throughput/tokens" in metrics:

@@ -220,7 +220,8 @@ def truncated_importance_weights(
     variance grows exponentially with length (even a modest per-token mismatch makes it
     vanish or explode), while per-token weights keep the variance of one ratio. Like V-trace
     and TIS we accept the bias of ignoring the ratio of the prefix. Weights are detached data
-    (no gradient), 0 on padding. Stats: is_weight_mean, is_trunc_frac (tokens at the cap).
+    (no gradient), 0 on padding. Stats: is_weight_mean, is_trunc_frac (tokens at the cap),
+    is_log_ratio_abs_mean / _max (|log π_old − log μ| over valid tokens).
     """
     if not cap > 0:
         raise ValueError(f"importance-weight cap={cap}: expected a number > 0")
@@ -228,9 +229,12 @@ def truncated_importance_weights(
     log_ratio = _where(valid, old_log_probs - rollout_log_probs)
     raw = torch.exp(log_ratio.detach())
     weights = _where(valid, torch.clamp(raw, max=cap))
+    gap = log_ratio.detach().abs()  # |log π_old − log μ|: the sampler/trainer mismatch
     stats = {
         "is_weight_mean": masked_mean(weights, valid),
         "is_trunc_frac": masked_mean((raw > cap).to(weights.dtype), valid),
+        "is_log_ratio_abs_mean": masked_mean(gap, valid),
+        "is_log_ratio_abs_max": gap.amax() if gap.numel() else gap.sum(),
     }
     return weights, stats
 

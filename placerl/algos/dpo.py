@@ -25,6 +25,7 @@ from torch import Tensor
 from placerl.algos.preference import LOSS_KINDS, preference_loss
 from placerl.config.preference import PreferenceConfig
 from placerl.data.packing import LAYOUTS, Packed, pack
+from placerl.models.device import CPU, on_model_device
 from placerl.models.logprobs import log_probs_from_logits
 from placerl.roles.common import autocast, clip_and_step
 
@@ -45,7 +46,9 @@ def pack_pairs(pairs: Sequence[EncodedPair], pad_id: int, layout: str = "shared"
 
 
 def sequence_sums(model, packed: Packed) -> Tensor:
-    """(S,) float32 Σ_t log π(y_t | ·) over each sequence's response tokens."""
+    """(S,) float32 Σ_t log π(y_t | ·) over each sequence's response tokens (computed, and
+    returned, on the model's device)."""
+    packed = on_model_device(packed, model)
     kwargs = {}
     if packed.attention_mask is not None:
         kwargs["attention_mask"] = packed.attention_mask.unsqueeze(1)  # (N, 1, W, W)
@@ -112,10 +115,11 @@ class OfflinePreference:
         return pack_pairs(pairs, self.pad_id, self.layout)
 
     def log_probs(self, model, packed: Packed) -> Tensor:
-        """(B, 2) summed log-probs [chosen, rejected] of the packed pairs under ``model``."""
+        """(B, 2) summed log-probs [chosen, rejected] of the packed pairs under ``model``,
+        computed where the model lives and returned on the CPU (with their gradient)."""
         with autocast(self.precision):
             sums = sequence_sums(model, packed)
-        return torch.stack(sums.chunk(2), dim=1)
+        return torch.stack(sums.chunk(2), dim=1).to(CPU)
 
     @torch.no_grad()
     def reference_log_probs(self, reference, pairs: Sequence[EncodedPair], chunk: int = 64):

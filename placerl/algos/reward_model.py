@@ -1,7 +1,8 @@
 """Reward-model training: the Bradley–Terry loss −log σ(r(x, y_w) − r(x, y_l)) (InstructGPT).
 
 The reward model is a sequence-classification transformer with one label; its score is read at
-the last real token of ``[prompt | response]``, which the collator right-pads.
+the last attended token of ``[prompt | response]`` (right-padded here), the response's end
+token: the same token PPO scoring reads (``roles/reward.py::sequence_scores``).
 """
 
 from __future__ import annotations
@@ -10,7 +11,9 @@ import torch
 import torch.nn.functional as F
 
 from placerl.data.collate import preference_batch
+from placerl.models.device import on_model_device
 from placerl.roles.common import autocast, clip_and_step, position_ids
+from placerl.roles.reward import sequence_scores
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
@@ -29,17 +32,11 @@ class RewardModelTraining:
     def _scores(
         self, triples: list[tuple[str, str, str]]
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
-        batch = preference_batch(self.tokenizer, triples, self.max_len)
+        batch = on_model_device(preference_batch(self.tokenizer, triples, self.max_len), self.model)
         mask = batch["attention_mask"]
         with autocast(self.precision):
-            scores = (
-                self.model(
-                    input_ids=batch["input_ids"],
-                    attention_mask=mask,
-                    position_ids=position_ids(mask),
-                )
-                .logits[:, 0]
-                .float()
+            scores = sequence_scores(
+                self.model, batch["input_ids"], mask, position_ids=position_ids(mask)
             )
         chosen, rejected = scores.chunk(2)
         return chosen, rejected, batch["num_truncated"]
@@ -60,6 +57,17 @@ class RewardModelTraining:
             "rm/lr": lr,
             "data/truncated": truncated,
         }
+
+    @torch.no_grad()
+    def held_out_scores(
+        self, triples: list[tuple[str, str, str]], batch_size: int = 128
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,), (N,) float32 scores of the chosen and the rejected responses (eval mode)."""
+        self.model.eval()
+        parts = [
+            self._scores(triples[i : i + batch_size]) for i in range(0, len(triples), batch_size)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     @torch.no_grad()
     def pairwise_accuracy(

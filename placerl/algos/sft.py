@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from placerl.data.collate import sft_batch
+from placerl.models.device import on_model_device
 from placerl.roles.common import autocast, clip_and_step, position_ids
 
 
@@ -19,7 +20,7 @@ class SFT:
         self.max_len, self.grad_clip, self.precision = max_len, grad_clip, precision
 
     def step(self, pairs: list[tuple[str, str]]) -> dict[str, float]:
-        batch = sft_batch(self.tokenizer, pairs, self.max_len)
+        batch = on_model_device(sft_batch(self.tokenizer, pairs, self.max_len), self.model)
         self.model.train()
         mask = batch["attention_mask"]
         with autocast(self.precision):
@@ -45,7 +46,7 @@ class SFT:
 
     @torch.no_grad()
     def eval_loss(self, pairs: list[tuple[str, str]]) -> float:
-        batch = sft_batch(self.tokenizer, pairs, self.max_len)
+        batch = on_model_device(sft_batch(self.tokenizer, pairs, self.max_len), self.model)
         self.model.eval()
         mask = batch["attention_mask"]
         out = self.model(

@@ -22,7 +22,7 @@ def informative_rows(batch: Batch, objective: PolicyObjective) -> torch.Tensor:
     """(B,) bool: samples whose loss depends on θ. All of them when a KL or entropy term is on."""
     size = batch.batch_size[0]
     if objective.kl_coef > 0 or objective.entropy_coef > 0:
-        return torch.ones(size, dtype=torch.bool)
+        return torch.ones(size, dtype=torch.bool, device=batch[Field.RESPONSE_MASK].device)
     adv = batch[Field.ADVANTAGES]
     mask = batch[Field.RESPONSE_MASK].bool()
     return ((adv != 0) & mask).any(dim=1)

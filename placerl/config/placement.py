@@ -51,7 +51,10 @@ class PlacementConfig(Section):
         0, ge=0, description="Most policy updates a training sample may lag (0: on-policy)."
     )
     device: Literal["auto", "cpu", "gpu"] = Field(
-        "auto", description="auto: the GPUs if torch sees any, else CPU slots."
+        "auto",
+        description="Where every stage computes: auto (the GPU(s) when torch sees one, else "
+        "the CPU), cpu, or gpu (an error when torch sees no CUDA device). local: one device; "
+        "Ray strategies: one GPU, or a share of the CPU cores, per worker.",
     )
     num_workers: int | None = Field(
         None,

@@ -7,17 +7,21 @@ does not use are ignored.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from placerl.config.engine import VLLMConfig
+from placerl.config.lora import LoraConfig
 from placerl.config.placement import PlacementConfig
 from placerl.config.preference import BRAInConfig, OnlineDPOConfig, PreferenceConfig, RSOConfig
 from placerl.config.section import Section
 from placerl.config.staleness import StalenessConfig
 
 Stage = Literal["sft", "rm", "ppo", "grpo", "rloo", "dpo", "online_dpo", "rso", "brain"]
-BUILTIN = "builtin"  # a data path that means "the built-in addition task"
+ONE_PROCESS_STAGES = ("sft", "rm", "dpo")  # no Ray runtime: refused with a placement
+BUILTIN = "builtin"  # a data path that means "the built-in task" (data.builtin_task)
+Tracker = Literal["tensorboard", "wandb"]
 
 
 class ModelConfig(Section):
@@ -26,17 +30,40 @@ class ModelConfig(Section):
     )
     tokenizer: str | None = Field(None, description="Tokenizer directory; defaults to `path`.")
     precision: Literal["fp32", "bf16"] = Field(
-        "fp32", description="fp32, or bf16 autocast for forward/backward (weights stay fp32)."
+        "fp32",
+        description="fp32, or bf16 mixed precision: trained models keep fp32 weights and "
+        "optimizer state and compute in bf16 (autocast; FSDP2: bf16 params, fp32 reduce), "
+        "sampling runs in bf16, frozen models (reference, reward model) are held in bf16.",
+    )
+    lora: LoraConfig | None = Field(
+        None,
+        description="LoRA adapters (peft) on every trained model; null trains all weights "
+        "(see placerl/config/lora.py).",
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa",
+        description="Attention kernel every model is loaded with: sdpa (PyTorch's fused "
+        "attention), eager, or flash_attention_2 (needs the flash-attn package and a GPU).",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run Python code shipped in the model/tokenizer directory (custom "
+        "architectures); off by default, and said in the log when on.",
     )
 
 
 class DataConfig(Section):
     train: str = Field(
         BUILTIN,
-        description="Training data: a .jsonl/.json/.parquet/.csv file, or 'builtin' (addition).",
+        description="Training data: a .jsonl/.json/.parquet/.csv file, or 'builtin' (the task "
+        "named by builtin_task).",
     )
     eval: str | None = Field(
-        None, description="Held-out prompts with an `answer` column for accuracy; null: builtin."
+        None,
+        description="Held-out data. sft/dpo/rm: a file of the training format (held-out loss; "
+        "an `answer` column adds exact-match accuracy; sft also takes prompts with `answer`). "
+        "RL stages: prompts (eval/reward; eval/accuracy with an `answer` column). "
+        "null: the builtin eval split when data.train is builtin, else no evaluation.",
     )
     max_prompt_len: int = Field(64, gt=0, description="Longest prompt in tokens; longer: error.")
     max_len: int = Field(128, gt=1, description="Longest prompt+response for SFT/RM/DPO data.")
@@ -75,6 +102,13 @@ class RolloutConfig(Section):
     samples_per_prompt: int = Field(
         1, gt=0, description="Responses sampled per prompt (the group size of GRPO/RLOO)."
     )
+    engine: Literal["placerl", "vllm"] = Field(
+        "placerl",
+        description="Who samples: placerl's KV-cache sampler, or vLLM (pip install -e "
+        "'.[vllm]'; the trainer then recomputes π_old and corrects the engine's μ with "
+        "truncated importance weights, staleness.is_cap).",
+    )
+    vllm: VLLMConfig = Field(default_factory=VLLMConfig, description="rollout.engine: vllm.")
 
 
 class PPOConfig(Section):
@@ -144,13 +178,46 @@ class TrainerConfig(Section):
     save_every: int = Field(50, ge=0, description="Checkpoint every n steps (0: only at the end).")
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept.")
     progress: bool = Field(True, description="Show a progress bar.")
-    tensorboard: bool = Field(True, description="Write TensorBoard events.")
     max_bad_steps: int = Field(
         3,
         gt=0,
         description="Stop (exit 2) after this many consecutive steps whose update was skipped "
         "for a non-finite loss or gradient norm.",
     )
+    report_to: list[Tracker] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Where metrics also go besides metrics.jsonl: tensorboard (run_dir/tb), "
+        "wandb (needs `pip install placerl[wandb]`; WANDB_MODE=offline works without an "
+        "account); [] for neither. The older trainer.tensorboard: true/false is still read.",
+    )
+    wandb_project: str | None = Field(
+        None, description="W&B project; null: $WANDB_PROJECT, else 'placerl'."
+    )
+    log_samples: int = Field(
+        4,
+        ge=0,
+        description="Held-out prompts whose responses each evaluation prints and writes to "
+        "TensorBoard/W&B text and run_dir/samples.jsonl (0: none).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_tensorboard(cls, data: Any) -> Any:
+        """``tensorboard: bool`` (before ``report_to``) still works: it adds or removes
+        tensorboard from ``report_to``."""
+        if isinstance(data, dict) and "tensorboard" in data:
+            data = dict(data)
+            flag = data.pop("tensorboard")
+            if not isinstance(flag, bool):
+                raise ValueError("trainer.tensorboard must be true or false (or use report_to)")
+            trackers = [t for t in data.get("report_to", ["tensorboard"]) if t != "tensorboard"]
+            data["report_to"] = (["tensorboard"] if flag else []) + trackers
+        return data
+
+    @model_validator(mode="after")
+    def _unique_trackers(self) -> TrainerConfig:
+        self.report_to = list(dict.fromkeys(self.report_to))
+        return self
 
 
 class RunConfig(Section):
@@ -182,6 +249,20 @@ class RunConfig(Section):
             raise ValueError(
                 "ppo.kl_controller: adaptive adjusts the KL *reward* penalty; with "
                 "ppo.kl_in_reward: false use kl_controller: fixed"
+            )
+        lora = self.model.lora
+        if lora is not None and lora.dropout > 0 and self.stage not in ("sft", "rm", "dpo"):
+            raise ValueError(
+                f"model.lora.dropout={lora.dropout}: {self.stage} compares log-probs of the same "
+                "responses across passes (sampling, π_old, update), which dropout would make "
+                "disagree; use model.lora.dropout=0"
+            )
+        if self.stage in ONE_PROCESS_STAGES and self.placement.strategy != "local":
+            raise ValueError(
+                f"stage {self.stage} trains in one process for now (data-parallel {self.stage} "
+                f"on Ray workers is not implemented), so placement.strategy "
+                f"{self.placement.strategy} would be ignored; use placement.strategy: local "
+                "(placement.device picks the GPU or the CPU)"
             )
         if self.stage in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
             raise ValueError(

@@ -29,12 +29,14 @@ class StalenessConfig(Section):
         "correct stale samples (IMPALA's ρ̄; 2 as in truncated-IS for LLM RL); null: no "
         "weights, the PPO ratio alone.",
     )
-    recompute_log_probs: Literal["stale", "always"] = Field(
-        "stale",
+    recompute_log_probs: Literal["auto", "stale", "always"] = Field(
+        "auto",
         description="When the trainer recomputes π_old instead of using the sampler's "
         "log-probs: stale (only for samples that lag), always (also corrects a sampler that "
         "differs numerically, e.g. another precision; costs a forward pass each step, except for a "
-        "single-pass update (1 epoch × 1 minibatch), whose own forward gives π_old).",
+        "single-pass update (1 epoch × 1 minibatch), whose own forward gives π_old), auto "
+        "(always with model.precision bf16, where a KV-cache decode and the trainer's forward "
+        "round differently, so the first PPO ratio of a batch is 1; else stale).",
     )
     sync_bucket_mb: float = Field(
         64.0,

@@ -37,8 +37,9 @@ def distinct_prompts(prompt_ids: Tensor, prompt_mask: Tensor) -> tuple[Tensor, T
     distinct = int(inverse.max()) + 1 if size else 0
     if distinct == size:
         return None
-    first = torch.full((distinct,), size, dtype=torch.long)
-    first = first.scatter_reduce(0, inverse, torch.arange(size), reduce="amin")
+    first = torch.full((distinct,), size, dtype=torch.long, device=inverse.device)
+    rows = torch.arange(size, device=inverse.device)
+    first = first.scatter_reduce(0, inverse, rows, reduce="amin")
     return first, inverse
 
 

@@ -88,6 +88,8 @@ def detect_cluster(
 def local_slot(device: DeviceChoice = "auto") -> DeviceSlot:
     """The one slot of the in-process (``local``) runtime: GPU 0, or every available core."""
     gpus = visible_gpu_memory() if device != "cpu" else []
+    if device == "gpu" and not gpus:
+        raise UserError("device is gpu but torch sees no CUDA device", where="placement.device")
     if gpus:
         return DeviceSlot("gpu", 0, 0, 1, gpus[0])
     return DeviceSlot("cpu", 0, 0, available_cores())

@@ -9,7 +9,6 @@ the vocabulary projection of the prompt.
 
 from __future__ import annotations
 
-import contextlib
 import math
 
 import torch
@@ -17,6 +16,7 @@ from torch import Tensor
 
 from placerl.config.schema import OptimConfig
 from placerl.models.logprobs import entropy_from_logits, log_probs_from_logits
+from placerl.models.precision import autocast  # noqa: F401 (roles import it from here)
 from placerl.models.shared_prefix import (
     position_ids,
     prefix_saving,
@@ -27,13 +27,6 @@ from placerl.numerics import finite_step
 from placerl.types import Batch, Field
 
 MIN_SHARED_SAVING = 0.1  # below this share of tokens saved, one plain pass is cheaper
-
-
-def autocast(precision: str, device: torch.device | str = "cpu"):
-    """bf16 autocast for forward/backward when asked; weights and optimizer stay fp32."""
-    if precision == "bf16":
-        return torch.autocast(device_type=torch.device(device).type, dtype=torch.bfloat16)
-    return contextlib.nullcontext()
 
 
 def response_logits(

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from placerl.models.tokens import end_token_ids
 from placerl.rollout.sampling import SamplingParams, generate
 from placerl.types import Batch
 
@@ -18,6 +19,9 @@ class RolloutWorker:
         self.tokenizer = tokenizer
         self.params = params
         self.generator = torch.Generator().manual_seed(seed)
+        # A response ends at the tokenizer's EOS, the chat template's turn end, or any end
+        # token of the model's generation_config (a list in chat models), as in model.generate.
+        self.end_ids = end_token_ids(tokenizer, model)
 
     def generate(
         self,
@@ -34,7 +38,7 @@ class RolloutWorker:
             prompt_ids,
             prompt_mask,
             params or self.params,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self.end_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             generator=self.generator,
             tokenizer=self.tokenizer,
@@ -43,6 +47,51 @@ class RolloutWorker:
 
     def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
         self.model.load_state_dict(state_dict)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.set_state(state["generator"])
+
+
+class EngineRolloutWorker:
+    """The rollout on an inference engine (vLLM) that holds its own copy of the weights.
+
+    Same methods as ``RolloutWorker``; ``load_weights`` goes into the engine in place. The
+    engine's log-probs are the behaviour policy μ: the pipeline always has the trainer
+    recompute π_old (``recomputes_old_log_probs``) and corrects with truncated IS weights.
+    """
+
+    recomputes_old_log_probs = True
+    model: torch.nn.Module | None = None  # under Separate: the HF copy that receives syncs
+    colocated = False  # on the actor's slot: refreshed from its module (Ray host)
+
+    def __init__(self, engine, params: SamplingParams, *, seed: int = 0):
+        self.engine = engine
+        self.params = params
+        self.generator = torch.Generator().manual_seed(seed)
+
+    def generate(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        params: SamplingParams | None = None,
+        uniforms: torch.Tensor | None = None,
+    ) -> Batch:
+        from placerl.rollout.sampling import draw_uniforms
+        from placerl.rollout.vllm_engine import row_seeds
+
+        params = params or self.params
+        if uniforms is None:  # drawn as placerl's sampler and the Ray handles draw them
+            uniforms = draw_uniforms(prompt_ids.shape[0], params, self.generator)
+        return self.engine.generate(prompt_ids, prompt_mask, params, row_seeds(uniforms))
+
+    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
+        self.engine.load_weights(state_dict.items())
+
+    def load_named_weights(self, named) -> None:
+        self.engine.load_weights(named)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -34,7 +34,9 @@ from tensordict import TensorDict
 from torch import Tensor
 from transformers import DynamicCache
 
+from placerl.models.device import model_device
 from placerl.models.kv_cache import cache_kwargs
+from placerl.models.precision import autocast
 from placerl.models.shared_prefix import distinct_prompts
 from placerl.rollout.stopping import StopStrings
 from placerl.types import Field
@@ -46,6 +48,8 @@ class SamplingParams:
 
     ``greedy`` ignores temperature, top-p and top-k (log-probs then use temperature 1).
     ``stop_strings`` end a row right after the token that completes one; they need a tokenizer.
+    ``precision`` is how the forwards compute: the run's ``model.precision`` (bf16: under the
+    autocast training uses, models/precision.py), not a property of the distribution.
     """
 
     max_new_tokens: int = 32
@@ -54,6 +58,7 @@ class SamplingParams:
     top_k: int = 0
     greedy: bool = False
     stop_strings: tuple[str, ...] = ()
+    precision: str = "fp32"
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -83,19 +88,33 @@ def generate(
 
     The model runs in eval mode (no dropout) and gets its training flag back afterwards.
     All randomness is ``uniforms`` (B, max_new_tokens), drawn here from ``generator`` (on the
-    model's device) when not given (see ``draw_uniforms``), so a seeded generator reproduces
-    the batch, and row i's response depends only on row i's prompt and noise.
+    generator's device, then moved) when not given (see ``draw_uniforms``), so a seeded
+    generator reproduces the batch on any device, and row i's response depends only on row
+    i's prompt and noise. Prompts go to the model's device; the batch comes back there.
     """
     if params.stop_strings and tokenizer is None:
         raise ValueError("SamplingParams.stop_strings needs a tokenizer: pass tokenizer=...")
+    device = model_device(model)
+    prompt_ids, prompt_mask = prompt_ids.to(device), prompt_mask.to(device)
     if uniforms is None:
-        uniforms = draw_uniforms(prompt_ids.shape[0], params, generator, prompt_ids.device)
+        noise_device = generator.device if generator is not None else device
+        uniforms = draw_uniforms(prompt_ids.shape[0], params, generator, noise_device)
+    if uniforms is not None:
+        uniforms = uniforms.to(device)
     was_training = model.training
     model.eval()
     try:
-        response, response_mask, log_probs = _decode_loop(
-            model, prompt_ids, prompt_mask, params, eos_token_id, pad_token_id, uniforms, tokenizer
-        )
+        with autocast(params.precision):
+            response, response_mask, log_probs = _decode_loop(
+                model,
+                prompt_ids,
+                prompt_mask,
+                params,
+                eos_token_id,
+                pad_token_id,
+                uniforms,
+                tokenizer,
+            )
     finally:
         model.train(was_training)
     return _to_batch(prompt_ids, prompt_mask, response, response_mask, log_probs)

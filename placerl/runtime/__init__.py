@@ -9,6 +9,9 @@ only then, so local runs never load Ray. Both give an object with
 - ``pull_weights()`` / ``push_weights()``: bring the trained models' weights to / from the
   controller's copies (which evaluation and checkpoints use);
 - ``pop_spans()``: timeline spans recorded by workers since the last call;
+- ``policy_sampler()``: a ``generate(ids, mask, params)`` that samples the current policy
+  where it lives (Ray workers whose rollout is the actor's module), for evaluation; None
+  when the controller's own copy is that place (local: it *is* the actor's model);
 - ``close()``: stop the workers.
 """
 
@@ -38,6 +41,9 @@ class LocalRuntime:
 
     def pop_spans(self) -> list[Span]:
         return []
+
+    def policy_sampler(self):
+        return None
 
     def close(self) -> None:
         pass

@@ -63,6 +63,7 @@ from placerl.algos.rollout_phase import Roles
 from placerl.config.staleness import StalenessConfig
 from placerl.data.stream import PromptBatch
 from placerl.errors import UserError
+from placerl.models.lora import sync_view
 from placerl.runtime.weight_sync import SyncSchedule, SyncStats, copy_weights
 from placerl.timing import PhaseTimer
 from placerl.types import Batch, Field
@@ -130,7 +131,7 @@ class LocalShadow:
         self.trainer_model, self.shadow_model = trainer_model, shadow_model
 
     def sync(self) -> SyncStats:
-        return copy_weights(self.trainer_model, self.shadow_model)
+        return copy_weights(sync_view(self.trainer_model), sync_view(self.shadow_model))
 
     def rollout_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.shadow_model.state_dict().items()}
@@ -333,8 +334,13 @@ def _generate(rollout: Any, prompts: PromptBatch, timer: PhaseTimer) -> Batch:
 
 
 def staleness_config(cfg: Any) -> StalenessConfig:
-    """The run's ``staleness:`` section."""
-    return cfg.staleness
+    """The run's ``staleness:`` section, ``recompute_log_probs: auto`` resolved: ``always``
+    under bf16 (π_old in the precision of the update's forward), else ``stale``."""
+    staleness = cfg.staleness
+    if staleness.recompute_log_probs == "auto":
+        mode = "always" if cfg.model.precision == "bf16" else "stale"
+        staleness = staleness.model_copy(update={"recompute_log_probs": mode})
+    return staleness
 
 
 def build_pipeline(
@@ -356,7 +362,14 @@ def build_pipeline(
     staleness = staleness_config(cfg)
     roles, syncer = runtime.roles, None
     make_syncer = getattr(runtime, "weight_syncer", None)
-    if make_syncer is not None:
+    if getattr(cfg.rollout, "engine", "placerl") != "placerl":
+        # an engine samples: its log-probs are μ, never π_old (runtime/engine.py)
+        staleness = staleness.model_copy(update={"recompute_log_probs": "always"})
+    if make_syncer is None and hasattr(roles.rollout, "load_named_weights"):
+        from placerl.runtime.engine import EngineSync  # an engine in this process
+
+        syncer = EngineSync(roles.actor.model, roles.rollout, keep=staleness.sync_every > 1)
+    elif make_syncer is not None:
         syncer = make_syncer(staleness.sync_bucket_mb)
         if syncer is None and max_staleness > 0:
             raise UserError(

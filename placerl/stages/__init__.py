@@ -10,6 +10,9 @@ from placerl.config.schema import RunConfig
 
 
 def build_stage(cfg: RunConfig):
+    from placerl.models.device import resolve_device
+
+    resolve_device(cfg.placement.device)  # placement.device: gpu without one fails here, first
     if cfg.stage in ("sft", "rm"):
         from placerl.stages.supervised import RewardModelStage, SFTStage
 

@@ -31,9 +31,12 @@ from placerl.config.schema import BUILTIN, RunConfig
 from placerl.data.collate import encode_pairs, pad_token_id
 from placerl.data.stream import IndexStream
 from placerl.errors import UserError
-from placerl.evaluation import evaluate_policy
-from placerl.models.loading import load_policy
+from placerl.evaluation import Evaluation, evaluate_policy
+from placerl.models.device import resolve_device
+from placerl.models.loading import LoadOptions, load_policy
+from placerl.models.lora import FrozenBase, is_lora, reference_is_base
 from placerl.roles.common import make_optimizer
+from placerl.stages.heldout import preference_prompts
 from placerl.stages.sources import (
     eval_source,
     model_path,
@@ -89,6 +92,14 @@ def encode_preference_data(
     return pairs
 
 
+def layout_models(model, reference) -> list:
+    """The models whose mask handling decides the packing layout (``choose_layout``). A
+    reference of the policy's class computes attention with the same code, so it is not
+    checked again: in bf16 its sums would differ from the per-sequence ones by rounding, not
+    by a mask it ignores, and the check would fall back to padding for nothing."""
+    return [model] if type(reference) is type(model) else [model, reference]
+
+
 class ReferenceCache:
     """Reference log-probs [chosen, rejected] per training example, filled on first sight."""
 
@@ -101,7 +112,7 @@ class ReferenceCache:
         return [i for i in dict.fromkeys(indices) if not self.known[i]]
 
     def put(self, indices: list[int], values: torch.Tensor) -> None:
-        self.values[indices] = values.float()
+        self.values[indices] = values.float().cpu()
         self.known[indices] = True
 
     def get(self, indices: list[int]) -> torch.Tensor:
@@ -130,24 +141,29 @@ class OfflinePreferenceStage:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         pref = cfg.preference
+        device = resolve_device(cfg.placement.device)
         self.tokenizer, self.model = tokenizer_and_policy(cfg)
+        self.model.to(device)
         self.pairs = self._encode(preference_triples(cfg, self.tokenizer, cfg.data.train), "train")
         if not self.pairs:
             raise UserError("the preference dataset is empty", where="data.train")
         eval_path = eval_source(cfg)
         self.eval_pairs: list[EncodedPair] = []
+        triples: list[tuple[str, str, str]] = []
         if eval_path:
             triples = preference_triples(
                 cfg, self.tokenizer, eval_path, "eval", n=cfg.data.num_eval
             )
             self.eval_pairs = self._encode(triples[: cfg.data.num_eval], "eval")
+        # built-in: the task's prompts with answers (accuracy); a file: a few of its prompts
         self.eval_prompts = (
-            prompt_set(cfg, self.tokenizer, BUILTIN, "eval") if eval_path == BUILTIN else None
+            prompt_set(cfg, self.tokenizer, BUILTIN, "eval")
+            if eval_path == BUILTIN
+            else preference_prompts(cfg, self.tokenizer, triples)
         )
         self.eval_reference: torch.Tensor | None = None
         self.stream = IndexStream(len(self.pairs), cfg.trainer.batch_size, seed=cfg.seed)
-        self.reference = load_policy(cfg.reference or model_path(cfg)).eval()
-        self.reference.requires_grad_(False)
+        self.reference = self._load_reference().to(device)  # a LoRA base view: no-op
         self.cache = ReferenceCache(len(self.pairs)) if pref.reference == "cached" else None
         optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
         self.algo = OfflinePreference(
@@ -158,8 +174,18 @@ class OfflinePreferenceStage:
             grad_clip=cfg.optim.grad_clip,
             precision=cfg.model.precision,
             pad_id=pad_token_id(self.tokenizer),
-            layout=choose_layout(self.model, self.reference),
+            layout=choose_layout(*layout_models(self.model, self.reference)),
         )
+
+    def _load_reference(self):
+        """The frozen reference: with LoRA and no other ``reference:`` named, the policy with
+        its adapter disabled (no second copy of the base); else a model of its own."""
+        path = model_path(self.cfg)
+        if is_lora(self.model) and reference_is_base(self.cfg.reference, path):
+            return FrozenBase(self.model)
+        options = LoadOptions.of(self.cfg.model, frozen=True)  # held in the training precision
+        reference = load_policy(self.cfg.reference or path, options)
+        return reference.eval().requires_grad_(False)
 
     def _encode(self, triples, split: str) -> list[EncodedPair]:
         path = self.cfg.data.train if split == "train" else eval_source(self.cfg)
@@ -195,21 +221,26 @@ class OfflinePreferenceStage:
         with timer.phase("update"):
             return self.algo.step([self.pairs[i] for i in indices], reference)
 
-    def evaluate(self) -> dict[str, float]:
-        metrics: dict[str, float] = {}
+    def evaluate(self) -> Evaluation:
+        """Held-out loss, preference accuracy and implicit rewards on the eval pairs; greedy
+        samples (and exact match, built-in data) on their prompts."""
+        metrics = Evaluation()
         if self.eval_pairs:
             if self.eval_reference is None:
                 self.eval_reference = self.algo.reference_log_probs(self.reference, self.eval_pairs)
                 self._free_reference_when_done()
             metrics |= self.algo.evaluate(self.eval_pairs, self.eval_reference)
         if self.eval_prompts is not None:
-            metrics |= evaluate_policy(
+            policy = evaluate_policy(
                 self.model,
                 self.tokenizer,
                 self.eval_prompts,
                 max_new_tokens=self.cfg.rollout.max_new_tokens,
                 stop_strings=tuple(self.cfg.rollout.stop_strings),
+                num_samples=self.cfg.trainer.log_samples,
+                precision=self.cfg.model.precision,
             )
+            metrics.merge(policy)
         return metrics
 
     def trained_models(self) -> dict:

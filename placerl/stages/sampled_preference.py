@@ -28,10 +28,12 @@ from placerl.algos.rso import RSO
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
-from placerl.models.loading import load_policy, load_tokenizer
+from placerl.models.device import resolve_device
+from placerl.models.loading import LoadOptions, load_policy, load_tokenizer
+from placerl.models.lora import FrozenBase, is_lora, sync_view, with_lora
 from placerl.roles.rollout import RolloutWorker
 from placerl.runtime import build_runtime
-from placerl.runtime.local import sampling_params
+from placerl.runtime.local import on_device, sampling_params
 from placerl.runtime.weight_sync import copy_weights
 from placerl.stages.sources import model_path, prompt_data
 from placerl.types import Batch, Field
@@ -136,7 +138,7 @@ class SamplingPolicy:
         """Before sampling, with ``updates`` policy updates done so far."""
         if self.trained is not None and updates - self.version > self.max_staleness:
             if not self.shared:
-                copy_weights(self.trained, self.worker.model)
+                copy_weights(sync_view(self.trained), sync_view(self.worker.model))
             self.version = updates
         self.lag = updates - self.version
 
@@ -160,15 +162,22 @@ class SamplingPolicy:
 
 def sampling_policy(cfg: RunConfig, path, tokenizer, roles, follows_policy: bool):
     """The runtime's rollout (on-policy), a snapshot copy (stale), or the frozen initial policy.
-    Only the first under Ray (``check_placement``); the others are local models."""
+    Only the first under Ray (``check_placement``); the others are local models, on
+    ``placement.device`` and in the training precision (they are never trained)."""
     if follows_policy and cfg.placement.max_staleness == 0:
         in_step = cfg.placement.strategy != "local"  # local: the rollout shares the module
         return SamplingPolicy(roles.rollout, roles.actor.model, 0, in_step=in_step)
+    lora = is_lora(roles.actor.model)
     if not follows_policy and roles.reference is not None and cfg.reference is None:
         model = roles.reference.model  # the reference is the initial policy: share it
-    else:
-        model = load_policy(path).eval().requires_grad_(False)
+    elif not follows_policy and lora:
+        model = FrozenBase(roles.actor.model)  # the initial policy is the LoRA model's base
+    else:  # a snapshot of the policy: with LoRA the same adapters, synced by themselves
+        options = LoadOptions.of(cfg.model, frozen=True)  # never trained: training precision
+        policy = load_policy(path, options)
+        model = with_lora(policy, cfg.model.lora).eval().requires_grad_(False)
     worker = RolloutWorker(model, tokenizer, sampling_params(cfg), seed=cfg.seed)
+    worker = on_device(worker, resolve_device(cfg.placement.device))
     trained = roles.actor.model if follows_policy else None
     return SamplingPolicy(worker, trained, cfg.placement.max_staleness)
 
@@ -178,8 +187,8 @@ class SampledPreferenceStage:
         self.cfg = cfg
         self.name = cfg.stage
         path = model_path(cfg)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.policy = load_policy(path)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path, LoadOptions.of(cfg.model))
+        self.policy = with_lora(load_policy(path, LoadOptions.of(cfg.model)), cfg.model.lora)
         self.algorithm = make_algorithm(cfg)
         self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)
@@ -205,9 +214,14 @@ class SampledPreferenceStage:
         return metrics | {"rollout/staleness": float(self.sampler.lag)}
 
     def evaluate(self) -> dict[str, float]:
+        """Greedy held-out responses: ``eval/reward`` (the run's reward function or model,
+        so prompts without answers are measured too), ``eval/accuracy`` with an ``answer``
+        column, and a few samples."""
         if self.eval_prompts is None:
             return {}
-        self.runtime.pull_weights()
+        sampler = self.runtime.policy_sampler()  # on the workers, where the policy lives
+        if sampler is None:
+            self.runtime.pull_weights()
         return evaluate_policy(
             self.policy,
             self.tokenizer,
@@ -215,6 +229,9 @@ class SampledPreferenceStage:
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
+            num_samples=self.cfg.trainer.log_samples,
+            precision=self.cfg.model.precision,
+            sampler=sampler,
         )
 
     def trained_models(self) -> dict:

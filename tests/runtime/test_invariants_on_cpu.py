@@ -190,3 +190,36 @@ def test_ppo_on_interleave_follows_the_local_trajectory(tiny_model_dir, reward_m
     assert_same_trajectory(local, placed, keys)
     for model in ("policy", "critic"):
         assert_same_weights(tmp_path / "local" / model, tmp_path / "interleave" / model)
+
+
+@pytest.mark.slow
+def test_evaluation_runs_where_the_policy_lives(tiny_model_dir, tmp_path):
+    """Under Flatten the held-out evaluation samples on the workers (the rollout is the
+    actor's module there), not on the controller's mirror; its figures are the local run's."""
+
+    def final_eval(run_dir, extra):
+        overrides = [*fast_overrides(tiny_model_dir, run_dir, "grpo", 2), *COMMON, *extra]
+        return train(load_config(None, [*overrides, "data.num_eval=6"], RunConfig))
+
+    local = final_eval(tmp_path / "local", GRPO)
+    placed = final_eval(tmp_path / "flatten", [*GRPO, "placement.strategy=flatten", *TWO_WORKERS])
+    assert set(local) == set(placed) and {"eval/accuracy", "eval/reward"} <= set(local)
+    for key in local:
+        assert placed[key] == pytest.approx(local[key], rel=1e-5, abs=1e-6), key
+
+
+@pytest.mark.slow
+def test_bf16_on_two_flatten_workers_replicas_and_fsdp(tiny_model_dir, tmp_path):
+    """bf16 on Ray workers (autocast on replicas; FSDP2's MixedPrecisionPolicy when sharded,
+    a bf16 reference on each worker) follows the local bf16 run within bf16 rounding: the KL
+    loss within 5%, the ratio within 1e-3 (the computations differ in shape, so not 1e-6)."""
+    extra = [*GRPO, "model.precision=bf16", "grpo.minibatches=2"]
+    local = run(tiny_model_dir, tmp_path / "local", "grpo", 2, extra)
+    for sharding in ("none", "full"):
+        placed_extra = [*extra, "placement.strategy=flatten", *TWO_WORKERS]
+        placed_extra.append(f"placement.sharding={sharding}")
+        placed = run(tiny_model_dir, tmp_path / sharding, "grpo", 2, placed_extra)
+        assert len(placed) == len(local) == 2
+        for a, b in zip(local, placed, strict=True):
+            assert b["loss/kl"] == pytest.approx(a["loss/kl"], rel=0.05), sharding
+            assert b["actor/ratio_mean"] == pytest.approx(a["actor/ratio_mean"], abs=1e-3)

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from placerl.models.lora import is_lora, load_trained_state
 from placerl.models.shared_prefix import distinct_prompts
 from placerl.roles.common import response_log_probs, response_values
 from placerl.runtime.ray.batching import shard_slices
@@ -75,17 +76,32 @@ def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
     return float(valid.any(dim=1).sum())
 
 
-def shard_model(model: nn.Module, mesh) -> nn.Module:
+def shard_model(model: nn.Module, mesh, precision: str = "fp32") -> nn.Module:
     """FSDP2 in place: each block of every ModuleList (the transformer layers), then the root
-    (embeddings, final norm, head). Parameters become DTensors: build optimizers after this."""
+    (embeddings, final norm, head). Parameters become DTensors: build optimizers after this.
+
+    ``precision`` bf16: ``mixed_precision_policy`` (torchtitan's, at any mesh size): the
+    sharded parameters and the optimizer state stay fp32 (the master weights), each forward
+    gathers them cast to bf16, gradients are reduced in fp32."""
     from torch.distributed.fsdp import fully_shard
 
+    policy = mixed_precision_policy(precision)
+    extra = {} if policy is None else {"mp_policy": policy}
     for module in list(model.modules()):
         if isinstance(module, nn.ModuleList):
             for block in module:
-                fully_shard(block, mesh=mesh)
-    fully_shard(model, mesh=mesh)
+                fully_shard(block, mesh=mesh, **extra)
+    fully_shard(model, mesh=mesh, **extra)
     return model
+
+
+def mixed_precision_policy(precision: str):
+    """FSDP2's policy for ``model.precision``: bf16 params, fp32 reduce; None for fp32."""
+    if precision != "bf16":
+        return None
+    from torch.distributed.fsdp import MixedPrecisionPolicy
+
+    return MixedPrecisionPolicy(param_dtype=torch.bfloat16, reduce_dtype=torch.float32)
 
 
 def broadcast_weights(model: nn.Module, group) -> None:
@@ -185,7 +201,7 @@ class ShardedUpdate:
         self.dp = dp
         self.module = model.to(dp.device)
         if dp.sharded:
-            shard_model(model, dp.mesh)
+            shard_model(model, dp.mesh, kwargs.get("precision", "fp32"))
         else:
             broadcast_weights(model, dp.group)
         super().__init__(model, *args, **kwargs)
@@ -240,12 +256,14 @@ class ShardedUpdate:
         return get_model_state_dict(self.module, options=options)
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load full weights (of a LoRA model: its adapters and trained heads only)."""
         if not self.dp.sharded:
-            self.module.load_state_dict(weights)
+            load_trained_state(self.module, weights)
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        set_model_state_dict(self.module, weights, options=StateDictOptions(full_state_dict=True))
+        options = StateDictOptions(full_state_dict=True, strict=not is_lora(self.module))
+        set_model_state_dict(self.module, weights, options=options)
 
     def state_dict(self) -> dict:
         state = super().state_dict()

@@ -30,9 +30,11 @@ import torch
 from tensordict import TensorDict
 
 from placerl.config.schema import RunConfig
+from placerl.models.lora import FrozenBase, load_trained_state, trained_state, with_lora
 from placerl.placement.plan import DeviceSlot, Plan, Sharding
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
+from placerl.runtime.engine import engine_weights
 from placerl.runtime.ray.data_parallel import (
     DataParallel,
     ShardedActorMixin,
@@ -40,7 +42,11 @@ from placerl.runtime.ray.data_parallel import (
     shard_model,
     unsharded,
 )
-from placerl.runtime.weight_sync import SyncStats, separate_sync_ranks, sync_on_host
+from placerl.runtime.weight_sync import (
+    SyncStats,
+    separate_sync_ranks,
+    sync_on_host,
+)
 from placerl.timing import Span
 from placerl.types import Role
 
@@ -81,13 +87,14 @@ def role_ranks(plan: Plan, role: Role) -> list[int]:
     return [plan.slots.index(s) for s in plan.worker_slots(role)]
 
 
-def rollout_shares_actor(plan: Plan) -> bool:
-    """Whether every rollout worker can sample from an actor module in its own process: its
-    slot hosts an actor worker, and the actor is replicated, or sharded over exactly the
-    rollout's workers (generation then gathers the weights, a collective over them)."""
-    if Role.ROLLOUT not in plan.roles or Role.ACTOR not in plan.roles:
+def rollout_shares_actor(plan: Plan, role: Role = Role.ROLLOUT) -> bool:
+    """Whether every rollout worker (or ``role`` worker) can run on an actor module in its own
+    process: its slot hosts an actor worker, and the actor is replicated, or sharded over
+    exactly the role's workers (generation then gathers the weights, a collective over them;
+    a sharded forward is one over them too)."""
+    if role not in plan.roles or Role.ACTOR not in plan.roles:
         return False
-    rollout, actor = role_ranks(plan, Role.ROLLOUT), role_ranks(plan, Role.ACTOR)
+    rollout, actor = role_ranks(plan, role), role_ranks(plan, Role.ACTOR)
     if plan.roles[Role.ACTOR].sharding == Sharding.NONE or len(actor) == 1:
         return set(rollout) <= set(actor)
     return rollout == actor
@@ -117,7 +124,7 @@ class RoleHost:
         """Join the world, make every role's sub-group, build this slot's roles."""
         import torch.distributed as dist
 
-        from placerl.models.loading import load_tokenizer
+        from placerl.models.loading import LoadOptions, load_tokenizer
 
         spec, plan = self.spec, self.spec.plan
         backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -135,7 +142,9 @@ class RoleHost:
         ranks = self.sync_ranks.group_ranks if self.sync_ranks else None
         self.sync_group = dist.new_group(list(ranks)) if ranks else None
         path = Path(spec.policy_path)
-        self.tokenizer = load_tokenizer(spec.cfg.model.tokenizer or path)
+        self.tokenizer = load_tokenizer(
+            spec.cfg.model.tokenizer or path, LoadOptions.of(spec.cfg.model)
+        )
         self._build_roles(path)
         return {"pid": os.getpid(), "label": self.label, "roles": [r.value for r in self.roles]}
 
@@ -157,20 +166,27 @@ class RoleHost:
             self.dp[role] = DataParallel(rank, len(ranks), group, mesh, self.device)
 
     def _build_roles(self, path: Path) -> None:
-        from placerl.models.loading import load_policy
+        from placerl.models.loading import LoadOptions, load_policy
         from placerl.runtime.local import build_reward, make_actor, make_critic, make_reference
 
         cfg, mine = self.spec.cfg, [r for r in self.spec.roles if r in self.dp]
         policy = None
         if Role.ACTOR in mine:
-            policy = load_policy(path).to(self.device)
+            options = LoadOptions.of(cfg.model)
+            policy = with_lora(load_policy(path, options), cfg.model.lora).to(self.device)
             self.roles[Role.ACTOR] = self._trained(Role.ACTOR, policy, make_actor, cfg)
         if Role.ROLLOUT in mine:
             self.roles[Role.ROLLOUT] = self._rollout(policy, path)
         if Role.REFERENCE in mine:
-            reference = make_reference(cfg, path)
-            reference.share_prefix = not self.dp[Role.REFERENCE].sharded
-            self._frozen(Role.REFERENCE, reference.model)
+            # with LoRA, a reference colocated with the actor is its base (adapter disabled);
+            # one on other workers (Interleave, or a sharded actor) loads a copy of the base
+            shares = policy is not None and rollout_shares_actor(self.spec.plan, Role.REFERENCE)
+            reference = make_reference(cfg, path, policy if shares else None)
+            if reference.shares_actor:
+                reference.share_prefix = not self.dp[Role.ACTOR].sharded
+            else:
+                reference.share_prefix = not self.dp[Role.REFERENCE].sharded
+                self._frozen(Role.REFERENCE, reference.model)
             self.roles[Role.REFERENCE] = reference
         if Role.CRITIC in mine:
             self.roles[Role.CRITIC] = self._trained(
@@ -201,17 +217,43 @@ class RoleHost:
         model.to(self.device)
         dp = self.dp[role]
         if dp.sharded:
-            shard_model(model, dp.mesh)
+            shard_model(model, dp.mesh, self.spec.cfg.model.precision)
 
     def _rollout(self, policy, path: Path):
         """The rollout on the actor's module where ``rollout_shares_actor``, else a copy that
-        ``sync_rollout_weights`` refreshes (when the experience pipeline says so)."""
-        from placerl.models.loading import load_policy
+        ``sync_rollout_weights`` refreshes (when the experience pipeline says so), held in the
+        training precision (bf16 with bf16 training; the broadcast casts on receipt)."""
+        from placerl.models.loading import LoadOptions, load_policy
         from placerl.runtime.local import make_rollout
 
         shared = policy is not None and rollout_shares_actor(self.spec.plan)
-        model = policy if shared else load_policy(path).to(self.device)
+        if self.spec.cfg.rollout.engine == "vllm":
+            return self._engine_rollout(policy if shared else None, path)
+        if shared:
+            model = policy
+        else:  # never trained, only synced into (casting): held in the training precision;
+            # with LoRA the same LoRA model, so adapters sync alone
+            options = LoadOptions.of(self.spec.cfg.model, frozen=True)
+            lora = self.spec.cfg.model.lora
+            model = with_lora(load_policy(path, options), lora).to(self.device)
         return make_rollout(self.spec.cfg, model, self.tokenizer)
+
+    def _engine_rollout(self, policy, path: Path):
+        """An engine with its own weights. Colocated with the actor (``policy`` given), it
+        takes the actor's weights before the first generation after an update (a copy in
+        this process) and sleeps while the trainer works (GPU); on slots of its own
+        (Separate) an HF copy receives the broadcast, then goes into the engine."""
+        from placerl.models.loading import LoadOptions, load_policy
+        from placerl.runtime.engine import make_engine_rollout
+
+        rollout = make_engine_rollout(self.spec.cfg, path, self.tokenizer)
+        if policy is None:  # the receiver of syncs, as for placerl's sampler (LoRA: adapters)
+            options = LoadOptions.of(self.spec.cfg.model, frozen=True)
+            receiver = with_lora(load_policy(path, options), self.spec.cfg.model.lora)
+            rollout.model = receiver.to(self.device)
+        rollout.colocated = policy is not None
+        self._engine_version = 0  # the actor's updates the engine has
+        return rollout
 
     # ------------------------------------------------------------------ calls
     def call(self, role: str, method: str, args=(), kwargs=None) -> tuple[Any, list[Span]]:
@@ -222,8 +264,14 @@ class RoleHost:
         start = time.time()
         args = [_to(_resolve(a), self.device) for a in args]
         kwargs = {k: _to(_resolve(v), self.device) for k, v in (kwargs or {}).items()}
+        if key == Role.ROLLOUT and getattr(target, "colocated", False):
+            self._refresh_colocated_engine(target)
         with self._generation_context(key, method):
             result = getattr(target, method)(*args, **kwargs)
+        if key == Role.ACTOR and method == "update":
+            self._actor_updates = getattr(self, "_actor_updates", 0) + 1
+        if key == Role.ROLLOUT and getattr(target, "colocated", False):
+            target.engine.sleep()  # the trainer's turn on this device (GPU; no-op on CPU)
         result = _to(result, torch.device("cpu"))
         spans.append(Span(self.label, f"{role}.{method}", start, time.time()))
         return result, spans
@@ -236,6 +284,19 @@ class RoleHost:
         if self.roles[Role.ROLLOUT].model is not actor.module:
             return contextlib.nullcontext()
         return unsharded(actor.module)
+
+    def _refresh_colocated_engine(self, rollout) -> None:
+        """The actor's current weights into this slot's engine, once per update."""
+        updates = getattr(self, "_actor_updates", 0)
+        if self._engine_version == updates:
+            return
+        start = time.time()
+        actor = self.roles[Role.ACTOR]
+        sharded = getattr(getattr(actor, "dp", None), "sharded", False)
+        weights = actor.weights() if sharded else getattr(actor, "module", actor.model)
+        rollout.load_named_weights(engine_weights(weights))
+        self._engine_version = updates
+        self.spans.append(Span(self.label, "rollout.engine_load", start, time.time()))
 
     def sync_rollout_weights(self, bucket_mb: float) -> SyncStats | None:
         """This worker's part of a trainer → rollout sync (Separate): the actor's rank 0
@@ -254,22 +315,44 @@ class RoleHost:
             bucket_mb=bucket_mb,
             device=self.device,
         )
+        receiver = self.spec.rank in self.sync_ranks.receivers
+        if receiver and hasattr(rollout, "load_named_weights") and rollout.model is not None:
+            rollout.load_named_weights(engine_weights(rollout.model))  # HF copy → engine
         self.spans.append(Span(self.label, "rollout.sync", start, time.time()))
         return stats
 
     def weights(self, role: str) -> dict[str, torch.Tensor]:
-        """The role's full weights on CPU (collective for a sharded role)."""
+        """The role's full weights on CPU (collective for a sharded role); of a LoRA model,
+        the adapters and trained heads only (``models.lora.trained_state``)."""
         target = self.roles[Role(role)]
+        model = getattr(target, "module", None)
+        model = target.model if model is None else model
         if hasattr(target, "weights"):
-            return target.weights()
-        return {k: v.detach().cpu() for k, v in target.model.state_dict().items()}
+            return trained_state(model, target.weights())
+        return trained_state(model)
 
     def load_weights(self, role: str, weights: dict[str, torch.Tensor]) -> None:
         target = self.roles[Role(role)]
         if hasattr(target, "weights"):
             target.load_weights(weights)
         else:
-            target.model.load_state_dict(weights)
+            load_trained_state(target.model, weights)
+            if hasattr(target, "load_named_weights"):  # an engine's receiver copy
+                target.load_named_weights(engine_weights(target.model))
+
+    def parameter_bytes(self) -> int:
+        """Bytes of the distinct weights this worker holds over all its roles (a LoRA
+        reference that is the actor's base adds nothing): memory checks and tests."""
+        from placerl.models.lora import parameter_bytes
+
+        models = [m for role in self.roles for m in self._all_models(role)]
+        return parameter_bytes(*models)
+
+    def _all_models(self, role: Role) -> list[torch.nn.Module]:
+        model = getattr(self.roles[role], "model", None)
+        if isinstance(model, FrozenBase):
+            model = model.lora_model
+        return [model] if isinstance(model, torch.nn.Module) else []
 
     def pid(self) -> int:
         return os.getpid()
@@ -312,6 +395,8 @@ class RoleHost:
         model = getattr(target, "module", None)  # a data-parallel role's plain model
         if model is None:
             model = getattr(target, "model", None)  # None: a rule reward
+        if isinstance(model, FrozenBase):  # a LoRA reference: it runs on the actor's model
+            model = model.lora_model
         dp = self.dp.get(role)
         if model is None or (dp is not None and dp.sharded):
             return []

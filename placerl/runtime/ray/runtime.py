@@ -25,7 +25,8 @@ import ray
 from placerl.algos.rollout_phase import Roles
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
-from placerl.models.loading import load_value_model
+from placerl.models.loading import LoadOptions, load_value_model
+from placerl.models.lora import with_lora
 from placerl.placement.plan import Plan
 from placerl.runtime.local import critic_path, sampling_params
 from placerl.runtime.ray.group import CallInfo, WorkerGroup, connect
@@ -38,7 +39,7 @@ from placerl.runtime.ray.handles import (
     RolloutHandle,
     TrainedHandle,
 )
-from placerl.runtime.ray.host import HostSpec, role_ranks
+from placerl.runtime.ray.host import HostSpec, role_ranks, rollout_shares_actor
 from placerl.runtime.weight_sync import RemoteRolloutSync, separate_sync_ranks
 from placerl.timing import Span
 from placerl.types import Role
@@ -146,7 +147,11 @@ class RayRuntime:
         }
         critic = None
         if Role.CRITIC in needed:
-            mirror = load_value_model(critic_path(cfg, policy_path), pad)
+            mirror = with_lora(
+                load_value_model(critic_path(cfg, policy_path), options=LoadOptions.of(cfg.model)),
+                cfg.model.lora,
+                "critic",
+            )
             critic = CriticHandle(client[Role.CRITIC], mirror)
         reference = ReferenceHandle(client[Role.REFERENCE]) if Role.REFERENCE in needed else None
         ranks = separate_sync_ranks(self.plan)
@@ -173,6 +178,13 @@ class RayRuntime:
         """Load the controller's copies (e.g. just restored) into the workers."""
         for handle in self._trained():
             handle.push_weights()
+
+    def policy_sampler(self):
+        """The rollout handle's ``generate`` when every rollout worker samples with the
+        actor's own module (Flatten, Interleave): evaluation then runs on the workers' devices,
+        with the current weights. Else None: a rollout copy may lag (Separate), and
+        evaluation uses the controller's mirror, refreshed by ``pull_weights``."""
+        return self.roles.rollout.generate if rollout_shares_actor(self.plan) else None
 
     def pop_spans(self) -> list[Span]:
         spans, self.group.spans = self.group.spans, []
