@@ -39,7 +39,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"run_dir={args.run_dir}")
     cfg = load_config(args.config, overrides, RunConfig)
     try:
-        metrics = train(cfg, resume=args.resume)
+        metrics = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: {resume_command(args)}", file=sys.stderr)
         return 130
@@ -181,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-5")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--run-dir", help="shorthand for run_dir=...")
+    train.add_argument(
+        "--allow-config-change",
+        action="store_true",
+        help="with --resume: continue even if the config changes the training",
+    )
     train.add_argument(
         "--help-config", action=HelpConfigAction, help="print every config field and exit"
     )

@@ -108,7 +108,12 @@ def test_bad_reward_function_is_reported_and_keeps_earlier_work(
     assert run_cli(capsys, *args)[0] == 0  # a good first run leaves checkpoints and metrics
     metrics_before = (run_dir / "metrics.jsonl").read_text()
     code, err = run_cli(
-        capsys, *args, "trainer.steps=5", f"reward.function={name}:reward", "--resume"
+        capsys,
+        *args,
+        "trainer.steps=5",
+        f"reward.function={name}:reward",
+        "--resume",
+        "--allow-config-change",  # a new reward changes the training: allowed explicitly
     )
     assert code == 2 and expected in err and "Traceback" not in err
     assert (run_dir / "checkpoints" / "step_000003").is_dir()

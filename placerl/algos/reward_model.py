@@ -47,7 +47,7 @@ class RewardModelTraining:
         loss = bradley_terry_loss(chosen, rejected)
         loss.backward()
         lr = self.scheduler.get_last_lr()[0]
-        grad_norm = clip_and_step(self.model, self.optimizer, self.grad_clip)
+        grad_norm = clip_and_step(self.model, self.optimizer, self.grad_clip, loss)
         self.scheduler.step()
         return {
             "loss/reward_model": float(loss.detach()),

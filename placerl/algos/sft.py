@@ -32,7 +32,7 @@ class SFT:
             )
         out.loss.backward()
         lr = self.scheduler.get_last_lr()[0]
-        grad_norm = clip_and_step(self.model, self.optimizer, self.grad_clip)
+        grad_norm = clip_and_step(self.model, self.optimizer, self.grad_clip, out.loss)
         self.scheduler.step()
         tokens = int((batch["labels"] != -100).sum())
         return {

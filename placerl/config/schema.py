@@ -178,6 +178,12 @@ class TrainerConfig(Section):
     save_every: int = Field(50, ge=0, description="Checkpoint every n steps (0: only at the end).")
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept.")
     progress: bool = Field(True, description="Show a progress bar.")
+    max_bad_steps: int = Field(
+        3,
+        gt=0,
+        description="Stop (exit 2) after this many consecutive steps whose update was skipped "
+        "for a non-finite loss or gradient norm.",
+    )
     report_to: list[Tracker] = Field(
         default_factory=lambda: ["tensorboard"],
         description="Where metrics also go besides metrics.jsonl: tensorboard (run_dir/tb), "

@@ -23,6 +23,7 @@ from placerl.models.shared_prefix import (
     shared_prefix_logits,
     shared_prefix_plan,
 )
+from placerl.numerics import finite_step
 from placerl.types import Batch, Field
 
 MIN_SHARED_SAVING = 0.1  # below this share of tokens saved, one plain pass is cheaper
@@ -109,13 +110,11 @@ def make_optimizer(
     return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
 
 
-def clip_and_step(model, optimizer, grad_clip: float | None) -> float:
-    """Clip gradients, take an optimizer step, clear gradients; returns the pre-clip norm."""
+def clip_and_step(model, optimizer, grad_clip: float | None, loss=None) -> float:
+    """Clip gradients, step (skipped when non-finite: placerl/numerics.py), clear gradients;
+    returns the pre-clip norm."""
     params = [p for p in model.parameters() if p.grad is not None]
-    norm = torch.nn.utils.clip_grad_norm_(params, grad_clip if grad_clip else float("inf"))
-    optimizer.step()
-    optimizer.zero_grad(set_to_none=True)
-    return float(norm)
+    return finite_step(params, optimizer, grad_clip, loss)
 
 
 def minibatch_indices(

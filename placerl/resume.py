@@ -1,0 +1,79 @@
+"""Where a resumed run starts: the newest checkpoint that can be read, all of it.
+
+A kill can leave the newest checkpoint damaged in ways no rename protects against (a disk
+that filled up, a file truncated by hand or by a copy). Every file of a checkpoint is read
+and checked before anything is applied to the stage, so a damaged one is skipped with its
+reason printed, and the next older one is tried. Only when none can be read does the resume
+stop, listing each checkpoint's reason.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+from placerl.checkpoint import (
+    CheckpointUnreadable,
+    apply_weights,
+    read_checkpoint,
+    read_weights,
+    restore_rng,
+)
+from placerl.errors import UserError
+
+
+def restore_newest(
+    stage, found: list[tuple[int, Path]], stage_name: str, say: Callable[[str], None]
+) -> tuple[int, Path]:
+    """Load the newest readable checkpoint of ``found`` into ``stage``; returns its step and
+    path. ``UserError`` when none can be read or the checkpoint belongs to another stage."""
+    reasons = []
+    for _, path in reversed(found):
+        try:
+            state, _ = read_checkpoint(path, ())
+            _check_stage(state, stage_name, path)
+            weights = {name: read_weights(path / name) for name in stage.trained_models()}
+        except CheckpointUnreadable as err:
+            say(f"skipping checkpoint {path.name}: {err}")
+            reasons.append(f"{path.name}: {err}")
+            continue
+        for name, model in stage.trained_models().items():
+            apply_weights(model, weights[name], path / name)
+        try:
+            stage.load_state_dict(state["stage"])
+        except KeyError as err:
+            raise UserError(
+                f"the checkpoint's trainer state does not fit stage {stage_name!r} (no {err})",
+                where=str(path),
+            ) from err
+        restore_rng(state["rng"])
+        if path != found[-1][1]:
+            say(f"resuming from {path.name}, the newest checkpoint that could be read")
+            _set_aside([p for s, p in found if s > int(state["step"])], say)
+        return int(state["step"]), path
+    raise UserError(
+        "no checkpoint can be resumed from: " + "; ".join(reasons), where=str(found[-1][1].parent)
+    )
+
+
+def _set_aside(damaged: list[Path], say: Callable[[str], None]) -> None:
+    """Move unreadable checkpoints newer than the resumed one out of the ``step_*`` names
+    (kept for inspection as ``damaged-step_N``), so that the resumed run's pruning never
+    counts them in place of good ones and rewrites them cleanly."""
+    for path in damaged:
+        target = path.with_name(f"damaged-{path.name}")
+        if target.exists():
+            target = path.with_name(f"damaged-{path.name}-{os.getpid()}")
+        path.rename(target)
+        say(f"moved the unreadable {path.name} aside to {target}")
+
+
+def _check_stage(state: dict, stage_name: str, path: Path) -> None:
+    saved = state.get("stage_name")
+    if saved is not None and saved != stage_name:
+        raise UserError(
+            f"this checkpoint was written by stage {saved!r}, the config trains {stage_name!r}; "
+            "use another run_dir",
+            where=str(path),
+        )
