@@ -15,6 +15,7 @@ from placerl.config.schema import RunConfig
 from placerl.models.loading import load_policy, load_reward_model, load_value_model
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
+from placerl.roles.micro_batches import micro_batching
 from placerl.roles.reference import ReferenceWorker
 from placerl.roles.reward import ModelReward, RuleReward, import_reward_function
 from placerl.roles.rollout import RolloutWorker
@@ -43,6 +44,14 @@ def build_reward(cfg: RunConfig, tokenizer):
     return RuleReward(exact_match_reward, tokenizer, "builtin exact-match reward", cfg.reward.scale)
 
 
+def training_memory(cfg: RunConfig) -> dict:
+    """The memory settings of a trained role: micro-batches and gradient checkpointing."""
+    return {
+        "micro_batching": micro_batching(cfg),
+        "gradient_checkpointing": cfg.model.gradient_checkpointing,
+    }
+
+
 def make_actor(cfg: RunConfig, policy, cls=ActorWorker, **extra) -> ActorWorker:
     """The actor around ``policy``; ``cls``/``extra`` let a runtime use a data-parallel one."""
     return cls(
@@ -52,6 +61,7 @@ def make_actor(cfg: RunConfig, policy, cls=ActorWorker, **extra) -> ActorWorker:
         temperature=cfg.rollout.temperature,
         precision=cfg.model.precision,
         seed=cfg.seed,
+        **training_memory(cfg),
         **extra,
     )
 
@@ -83,6 +93,7 @@ def make_critic(
         lr=cfg.ppo.critic_lr,
         precision=cfg.model.precision,
         seed=cfg.seed,
+        **training_memory(cfg),
         **extra,
     )
 

@@ -34,6 +34,7 @@ from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_policy
 from placerl.roles.common import make_optimizer
+from placerl.roles.micro_batches import micro_batching
 from placerl.stages.sources import (
     eval_source,
     model_path,
@@ -159,6 +160,8 @@ class OfflinePreferenceStage:
             precision=cfg.model.precision,
             pad_id=pad_token_id(self.tokenizer),
             layout=choose_layout(self.model, self.reference),
+            micro_batching=micro_batching(cfg),
+            gradient_checkpointing=cfg.model.gradient_checkpointing,
         )
 
     def _encode(self, triples, split: str) -> list[EncodedPair]:

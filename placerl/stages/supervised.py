@@ -10,6 +10,7 @@ from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
 from placerl.models.loading import load_reward_model
 from placerl.roles.common import make_optimizer
+from placerl.roles.micro_batches import micro_batching
 from placerl.stages.sources import (
     eval_source,
     model_path,
@@ -37,6 +38,8 @@ def _build_algorithm(cls, cfg: RunConfig, model, tokenizer):
         max_len=cfg.data.max_len,
         grad_clip=cfg.optim.grad_clip,
         precision=cfg.model.precision,
+        micro_batching=micro_batching(cfg),
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
     )
 
 
