@@ -47,9 +47,7 @@ def rollout_batch(
     prompt_lens = torch.randint(2, 6, (groups,), generator=g).repeat_interleave(group_size)
     response_lens = torch.randint(1, 7, (rows,), generator=g)
     width, response_width = int(prompt_lens.max()), int(response_lens.max())
-    prompts = torch.randint(3, vocab, (groups, width), generator=g).repeat_interleave(
-        group_size, 0
-    )
+    prompts = torch.randint(3, vocab, (groups, width), generator=g).repeat_interleave(group_size, 0)
     cols = torch.arange(width)
     prompt_mask = (cols >= width - prompt_lens[:, None]).long()
     prompt_ids = prompts * prompt_mask
