@@ -44,7 +44,11 @@ def split_lm(model: nn.Module) -> tuple[nn.Module, nn.Linear] | None:
 def enable_gradient_checkpointing(model: nn.Module) -> nn.Module:
     """Recompute each transformer block in backward instead of keeping its activations
     (non-reentrant ``torch.utils.checkpoint``, which composes with FSDP2 and LoRA)."""
-    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    kwargs = {"use_reentrant": False}
+    if hasattr(model, "activation_checkpointing_enable"):  # transformers >= 5.24
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
     return model
 
 
