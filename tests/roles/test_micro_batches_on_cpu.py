@@ -24,6 +24,7 @@ from placerl.models.loading import disable_dropout
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
 from placerl.roles.micro_batches import MicroBatching, micro_batches, pack_units, trim_padding
+from placerl.runtime.ray.data_parallel import DataParallel, ShardedUpdate, combine_update_stats
 from placerl.types import Field
 from tests.synthetic import rollout_batch, tiny_lm
 
@@ -260,3 +261,43 @@ def test_dpo_gradient_equals_one_big_forward(tiny_model_dir, monkeypatch, loss):
     _assert_same(*runs)
     assert metrics[1][f"loss/{loss}"] == pytest.approx(metrics[0][f"loss/{loss}"], rel=1e-5)
     assert metrics[1]["rewards/margin"] == pytest.approx(metrics[0]["rewards/margin"], rel=1e-5)
+
+
+class _Rank(ActorWorker):
+    """An actor as runtime/ray/data_parallel.py's ``ShardedUpdate`` runs it on one rank of
+    ``WORKERS`` replicas, without a process group: each micro-batch cut into rank shares."""
+
+    micro_batch_workers = 2
+
+    def __init__(self, model, rank: int, spec):
+        super().__init__(model, OptimConfig(), 1, micro_batching=spec, temperature=0.9)
+        self.dp = DataParallel(rank, self.micro_batch_workers)
+
+    def update(self, batch, objective, epochs=1, minibatches=1):
+        self._loss_agg = objective.loss_agg
+        return super().update(batch, objective, epochs, minibatches)
+
+    def fit(self, batch, loss_of, *args, **kwargs):
+        return super().fit(batch, ShardedUpdate._share_of(self, loss_of), *args, **kwargs)
+
+
+@pytest.mark.parametrize("agg", ["token-mean", "seq-mean-token-mean"])
+def test_micro_batches_compose_with_data_parallel_shares(monkeypatch, agg):
+    batch = rollout_batch(groups=4, group_size=3, seed=15, zero_groups=(2,))
+    objective = PolicyObjective(loss_agg=agg, kl_coef=0.1, skip_uninformative=True)
+    full, full_stats = _run_actor(monkeypatch, None, lambda a: a.update(batch, objective, 1, 2))
+    ranks, rank_stats = [], []
+    for rank in range(_Rank.micro_batch_workers):
+        grads = _capture(monkeypatch, common)
+        rank_stats.append(
+            _Rank(tiny_lm(seed=1), rank, MicroBatching(rows=2)).update(batch, objective, 1, 2)
+        )
+        ranks.append(grads)
+    # what the gradient all-reduce does: the mean over the ranks
+    averaged = [
+        [sum(grads) / len(ranks) for grads in zip(*steps, strict=True)]
+        for steps in zip(*ranks, strict=True)
+    ]
+    _assert_same(full, averaged)
+    combined = combine_update_stats(rank_stats)
+    assert combined["loss/policy"] == pytest.approx(full_stats["loss/policy"], rel=1e-5)
