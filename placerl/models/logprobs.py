@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-CHUNK_ELEMENTS = 1 << 25  # logits per chunk: 128 MB in fp32; at V = 152k, ~220 tokens
+CHUNK_ELEMENTS = 1 << 24  # logits per chunk: 64 MB in fp32; at V = 152k, 110 tokens
 
 
 def log_probs_from_logits(logits: Tensor, labels: Tensor) -> Tensor:
@@ -75,7 +75,8 @@ class _ChunkedHead(torch.autograd.Function):
 
         ∂log p_y/∂z = onehot(y) − p,        ∂H/∂z = −p ⊙ (z − Σ p z),
 
-    then ∂/∂h = g·W/T and ∂/∂W += gᵀ·h/T, accumulated in the weight's dtype."""
+    then ∂/∂h = g·W/T and ∂/∂W += gᵀ·h/T, accumulated in the weight's dtype. In-place
+    arithmetic keeps at most two (chunk, V) fp32 blocks alive at a time."""
 
     @staticmethod
     def forward(ctx, hidden, weight, bias, labels, temperature, with_entropy, entropy_grad, chunk):
@@ -91,7 +92,9 @@ class _ChunkedHead(torch.autograd.Function):
             log_probs[start:stop] = z.gather(-1, labels[start:stop, None]).squeeze(-1) - lse
             if with_entropy:
                 p = torch.softmax(z, dim=-1)
-                entropy[start:stop] = lse - (p * z).sum(-1)
+                entropy[start:stop] = lse - p.mul_(z).sum(-1)
+                del p
+            del z
         ctx.save_for_backward(hidden, weight, bias, labels)
         ctx.settings = (temperature, with_entropy and entropy_grad, chunk, compute_dtype)
         if not (with_entropy and entropy_grad):
@@ -113,16 +116,22 @@ class _ChunkedHead(torch.autograd.Function):
             h = hidden[start:stop].to(dtype)
             z = F.linear(h, w, b).float()
             if temperature != 1.0:
-                z = z / temperature
-            p = torch.softmax(z, dim=-1)
-            g_lp = grad_log_probs[start:stop, None]
-            grad_z = -g_lp * p
-            grad_z.scatter_add_(-1, labels[start:stop, None], g_lp)
+                z.div_(temperature)
+            grad_z = torch.softmax(z, dim=-1)  # p, turned into the gradient in place
             if entropy_grad and grad_entropy is not None:
-                mean_z = (p * z).sum(-1, keepdim=True)
-                grad_z -= grad_entropy[start:stop, None] * p * (z - mean_z)
+                mean_z = (grad_z * z).sum(-1, keepdim=True)  # Σ p z
+                # z ← g_H · p ⊙ (z − Σ p z): the entropy's term, in z's storage
+                z.sub_(mean_z).mul_(grad_z).mul_(grad_entropy[start:stop, None])
+            else:
+                del z
+                z = None
+            g_lp = grad_log_probs[start:stop, None]
+            grad_z.mul_(-g_lp).scatter_add_(-1, labels[start:stop, None], g_lp)
+            if z is not None:
+                grad_z.sub_(z)
+                del z
             if temperature != 1.0:
-                grad_z = grad_z / temperature
+                grad_z.div_(temperature)
             grad_z = grad_z.to(dtype)
             if need_h:
                 grad_h[start:stop] = grad_z @ w
@@ -130,4 +139,5 @@ class _ChunkedHead(torch.autograd.Function):
                 grad_w += (grad_z.t() @ h).to(grad_w.dtype)
             if grad_b is not None:
                 grad_b += grad_z.sum(0).to(grad_b.dtype)
+            del grad_z
         return grad_h, grad_w, grad_b, None, None, None, None, None
