@@ -36,7 +36,7 @@ VOCAB, PROMPT, RESPONSE, GROUP = 151_936, 16, 48, 4
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--before", default="main", help="a git ref, a directory, or 'none'")
-    parser.add_argument("--batches", default="8,16", help="sequences per step (GRPO and DPO)")
+    parser.add_argument("--batches", default="8,16,32", help="sequences per step (GRPO, DPO)")
     parser.add_argument("--micro", default="2,4", help="trainer.micro_batch_size values")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -266,7 +266,7 @@ def _status(key: str) -> float:
 def table(rows) -> str:
     head = (
         "| step | batch (seqs) | micro-batch | before peak / step MB | after peak / step MB "
-        "| step memory before/after | after s |\n|---|---|---|---|---|---|---|"
+        "| step memory before/after | before s | after s |\n|---|---|---|---|---|---|---|---|"
     )
     lines = [head]
     for algo, batch, micro, old, new in rows:
@@ -274,7 +274,8 @@ def table(rows) -> str:
         ratio = f"{old['step_mb'] / max(new['step_mb'], 1):.1f}x" if old else "—"
         lines.append(
             f"| {algo} | {batch} | {micro} | {before} | {new['peak_mb']:.0f} / "
-            f"{new['step_mb']:.0f} | {ratio} | {new['seconds']} |"
+            f"{new['step_mb']:.0f} | {ratio} | {old['seconds'] if old else '—'} | "
+            f"{new['seconds']} |"
         )
     device = rows[0][4]["device"] if rows else "?"
     lines.append(
