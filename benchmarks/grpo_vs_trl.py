@@ -162,7 +162,7 @@ def placerl_config(args, path: Path, prompts: Path, run_dir: Path, steps: int) -
         f"trainer.batch_size={args.batch}",
         f"trainer.steps={steps}",
         "trainer.progress=false",
-        "trainer.tensorboard=false",
+        "trainer.report_to=[]",
         "trainer.save_every=0",
         "grpo.kl_coef=0",
         "grpo.loss_agg=token-mean",

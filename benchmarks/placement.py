@@ -139,7 +139,7 @@ def rl_config(args, algo: str, strategy: str, base: Path, rm: Path, run_dir: Pat
     raw["rollout"]["max_new_tokens"] = args.new_tokens
     if args.rows:  # prompts per step: GRPO samples a group of several per prompt
         raw["trainer"]["batch_size"] = max(1, args.rows // raw["rollout"]["samples_per_prompt"])
-    raw["trainer"] |= {"eval_every": 0, "save_every": 0, "progress": False, "tensorboard": False}
+    raw["trainer"] |= {"eval_every": 0, "save_every": 0, "progress": False, "report_to": []}
     raw["placement"] = STRATEGIES[strategy]
     return RunConfig.model_validate(raw)
 

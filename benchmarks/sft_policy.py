@@ -43,7 +43,7 @@ def sft_policy(
         f"trainer.eval_every={steps}",
         f"trainer.save_every={steps}",
         "trainer.progress=false",
-        "trainer.tensorboard=false",
+        "trainer.report_to=[]",
         "rollout.max_new_tokens=8",
     ]
     train(load_config(None, overrides, RunConfig))

@@ -23,6 +23,7 @@ from safetensors.torch import load_file
 
 from placerl.errors import UserError
 from placerl.models.factory import save_tokenizer
+from placerl.models.lora import is_lora, load_lora, lora_settings, save_merged, save_model
 
 _STEP_DIR = re.compile(r"^step_(\d{6,})$")
 STATE_FILE = "trainer_state.pt"
@@ -55,7 +56,7 @@ def save_checkpoint(
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
     for name, model in models.items():
-        model.save_pretrained(tmp / name)
+        save_model(model, tmp / name)
         save_tokenizer(tokenizer, tmp / name)
     torch.save(state | {"step": step, "rng": capture_rng()}, tmp / STATE_FILE)
     _fsync_tree(tmp)
@@ -80,7 +81,11 @@ def load_state(path: Path) -> dict:
 
 
 def load_weights(model, directory: Path) -> None:
-    """Load a saved model directory's safetensors into ``model`` in place (exact)."""
+    """Load a saved model directory's safetensors into ``model`` in place (exact); for a LoRA
+    model, the adapter directory it was saved as (its base is rebuilt from ``model.path``)."""
+    if is_lora(model):
+        load_lora(model, directory)
+        return
     files = sorted(directory.glob("*.safetensors"))
     if not files:
         raise UserError("no .safetensors weights in checkpoint directory", where=str(directory))
@@ -115,10 +120,21 @@ def restore_rng(state: dict) -> None:
 
 
 def export_model(model, tokenizer, directory: Path) -> Path:
-    """Save a final model directory atomically (for the next stage or for the user)."""
+    """Save a final model directory atomically (for the next stage or for the user).
+
+    A LoRA model is saved as a peft adapter directory; with ``model.lora.merge_on_export``
+    the merged model goes next to it, as ``<name>_merged/``."""
+    settings = lora_settings(model) if is_lora(model) else None
+    if settings is not None and settings.merge_on_export:
+        merged = directory.with_name(f"{directory.name}_merged")
+        _atomic_dir(merged, lambda tmp: save_merged(model, tmp), tokenizer)
+    return _atomic_dir(directory, lambda tmp: save_model(model, tmp), tokenizer)
+
+
+def _atomic_dir(directory: Path, save, tokenizer) -> Path:
     tmp = directory.with_name(f".tmp-{directory.name}-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
-    model.save_pretrained(tmp)
+    save(tmp)
     save_tokenizer(tokenizer, tmp)
     if directory.exists():
         shutil.rmtree(directory)

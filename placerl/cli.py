@@ -107,21 +107,83 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="placerl", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
+class HelpConfigAction(argparse.Action):
+    """``--help-config [SECTION]``: print the config reference and exit, like ``--help``
+    (so ``placerl train --help-config`` needs no config file)."""
 
-    demo = sub.add_parser("demo", help="SFT → reward model → RL on the built-in addition task")
+    def __init__(self, option_strings, dest, **kwargs):
+        super().__init__(option_strings, dest, nargs="?", metavar="SECTION", **kwargs)
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        from placerl.config.describe import render, section_names
+        from placerl.config.schema import RunConfig
+
+        if values and values not in section_names(RunConfig):
+            parser.error(
+                f"--help-config: no section {values!r}; sections: "
+                + ", ".join(section_names(RunConfig))
+            )
+        sys.stdout.write(render(RunConfig, values))
+        parser.exit()
+
+
+DESCRIPTION = """RLHF and preference optimization (SFT, reward models, PPO, GRPO, RLOO, DPO,
+online DPO, RSO, BRAIn) with placement of the models on devices as a choice of its own."""
+
+EPILOG = """examples:
+  placerl demo --out runs/demo                  SFT → reward model → PPO on digit reversal
+  placerl train examples/sft.yaml optim.lr=1e-4 one stage from a YAML config
+  placerl train --help-config [SECTION]         every config field: type, default, meaning
+  placerl plan examples/ppo.yaml                where each role would run
+  placerl plot runs/demo                        PNG plots of a run's metrics.jsonl"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="placerl",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--help-config", action=HelpConfigAction, help="print every config field and exit"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = sub.add_parser(
+        "demo",
+        help="SFT → reward model → RL on the built-in digit-reversal task",
+        description="InstructGPT's pipeline in miniature on the built-in digit-reversal task (reverse a "
+        "string of digits): a tiny base model, SFT on noisy demonstrations, a reward model "
+        "(ppo only), then RL; prints held-out exact match before and after. A finished stage "
+        "is reused and an interrupted one resumes when the demo is run again.",
+    )
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
-    demo.add_argument("--algo", choices=["ppo", "grpo", "rloo"], default="ppo")
+    demo.add_argument(
+        "--algo",
+        choices=["ppo", "grpo", "rloo"],
+        default="ppo",
+        help="the RL stage: ppo (with the reward model and a critic) or grpo/rloo (with the "
+        "exact-match rule reward); default ppo",
+    )
     demo.add_argument("--quick", action="store_true", help="a few steps per stage (smoke test)")
     demo.set_defaults(fn=cmd_demo)
 
-    train = sub.add_parser("train", help="run one stage from a YAML config")
+    train = sub.add_parser(
+        "train",
+        help="run one stage from a YAML config",
+        description="Train one stage (sft, rm, ppo, grpo, rloo, dpo, online_dpo, rso, brain) "
+        "from a YAML config plus dotted key=value overrides. Outputs go to run_dir: "
+        "metrics.jsonl, samples.jsonl, tb/, checkpoints/ and the trained model "
+        "(placerl plot RUN_DIR draws the plots).",
+    )
     train.add_argument("config", help="YAML config file")
     train.add_argument("overrides", nargs="*", help="dotted overrides, e.g. optim.lr=1e-5")
     train.add_argument("--resume", action="store_true", help="continue from the last checkpoint")
     train.add_argument("--run-dir", help="shorthand for run_dir=...")
+    train.add_argument(
+        "--help-config", action=HelpConfigAction, help="print every config field and exit"
+    )
     train.set_defaults(fn=cmd_train)
 
     plan = sub.add_parser("plan", help="print where each role of a config would run")
@@ -131,15 +193,19 @@ def build_parser() -> argparse.ArgumentParser:
     plan.set_defaults(fn=cmd_plan)
 
     plot = sub.add_parser("plot", help="write PNG plots of a run directory")
-    plot.add_argument("run_dir")
+    plot.add_argument("run_dir", help="a run directory, or one holding a stage per folder")
     plot.set_defaults(fn=cmd_plot)
 
-    make = sub.add_parser("make-model", help="build the tiny tokenizer + Llama into a directory")
-    make.add_argument("out")
-    make.add_argument("--hidden", type=int, default=256)
-    make.add_argument("--layers", type=int, default=6)
-    make.add_argument("--intermediate", type=int, default=None)
-    make.add_argument("--seed", type=int, default=0)
+    make = sub.add_parser(
+        "make-model", help="build the tiny tokenizer + Llama into a directory (random weights)"
+    )
+    make.add_argument("out", help="directory to write the model and tokenizer into")
+    make.add_argument("--hidden", type=int, default=256, help="hidden size (default 256)")
+    make.add_argument("--layers", type=int, default=6, help="decoder layers (default 6)")
+    make.add_argument(
+        "--intermediate", type=int, default=None, help="MLP size (default 4 × hidden)"
+    )
+    make.add_argument("--seed", type=int, default=0, help="initialisation seed (default 0)")
     make.set_defaults(fn=cmd_make_model)
     return parser
 

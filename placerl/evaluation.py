@@ -1,13 +1,55 @@
-"""Held-out evaluation: greedy answers to held-out prompts, exact match and reward."""
+"""Held-out evaluation: what a stage's ``evaluate()`` measures, and a few samples to read.
+
+- Generation (every stage with prompts): greedy responses; ``eval/accuracy`` (exact match)
+  when the prompts have an ``answer`` column, ``eval/reward`` when the run has a reward (a
+  rule or a reward model) — so chat prompts without answers still get a held-out number.
+- Held-out loss on a file of the training format: ``eval/loss`` of SFT (the per-token NLL of
+  the completions, token-weighted over the whole set, not a mean of batch means), of the
+  reward model (Bradley–Terry, with ``eval/pairwise_accuracy`` and ``eval/margin``); DPO's is
+  in ``algos/dpo.py``.
+
+Results are ``Evaluation``s: the ``{name: float}`` dict every stage returned before, with the
+first few held-out examples (prompt, greedy response, and answer / reward / reference where
+known) alongside in ``.samples``, which the logger prints and writes to ``samples.jsonl``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
+from typing import Any
+
 import torch
 
+from placerl.algos.sft import completion_nll
+from placerl.data.collate import sft_batch
 from placerl.data.stream import PromptSet
+from placerl.models.tokens import end_token_ids
+from placerl.roles.common import autocast
 from placerl.roles.reward import decode_responses
 from placerl.rollout.sampling import SamplingParams, generate
 from placerl.tasks.rewards import exact_match_reward
+
+
+class Evaluation(dict):
+    """Metrics of one evaluation, a plain ``{name: float}`` dict, and ``samples``: a few
+    held-out examples with what the model answered (dicts with ``prompt``, ``response``…)."""
+
+    def __init__(self, metrics: Mapping[str, float] = (), samples: Iterable[dict] = ()):
+        super().__init__(metrics)
+        self.samples: list[dict[str, Any]] = list(samples)
+
+    def merge(self, other: Mapping[str, float]) -> Evaluation:
+        """This evaluation with ``other``'s metrics and samples added (in place)."""
+        self.update(other)
+        self.samples += getattr(other, "samples", [])
+        return self
+
+
+def first(prompts: PromptSet, n: int) -> PromptSet:
+    """The first ``n`` prompts (with their columns)."""
+    return PromptSet(
+        prompts.texts[:n], prompts.token_ids[:n], {k: v[:n] for k, v in prompts.columns.items()}
+    )
 
 
 @torch.no_grad()
@@ -20,23 +62,91 @@ def evaluate_policy(
     stop_strings: tuple[str, ...] = (),
     reward=None,
     batch_size: int = 256,
-) -> dict[str, float]:
+    num_samples: int = 0,
+) -> Evaluation:
     """``eval/accuracy`` (exact match, when prompts have an ``answer`` column) and
-    ``eval/reward`` (the run's reward, when given) of greedy responses."""
+    ``eval/reward`` (the run's reward, when given) of greedy responses, and the first
+    ``num_samples`` of them as samples. With neither an answer column nor a reward only the
+    samples' prompts are generated."""
+    has_answer = "answer" in prompts.columns
+    if not has_answer and reward is None:
+        prompts = first(prompts, num_samples)
     params = SamplingParams(max_new_tokens=max_new_tokens, greedy=True, stop_strings=stop_strings)
-    correct, reward_sum = 0.0, 0.0
+    correct, reward_sum, samples = 0.0, 0.0, []
     for chunk, batch in _sampled_chunks(model, tokenizer, prompts, params, batch_size):
-        if "answer" in chunk.columns:
-            completions = decode_responses(tokenizer, batch)
-            correct += sum(exact_match_reward(completions, chunk.columns["answer"]))
+        completions = decode_responses(tokenizer, batch)
+        rows: dict[str, list] = {}
+        if has_answer:
+            hits = exact_match_reward(completions, chunk.columns["answer"])
+            correct += sum(hits)
+            rows["correct"] = hits
         if reward is not None:
-            reward_sum += float(reward.score(batch, chunk.texts, chunk.columns).sum())
+            scores = reward.score(batch, chunk.as_given(), chunk.columns).float()
+            reward_sum += float(scores.sum())
+            rows["reward"] = scores.tolist()
+        for i in range(min(len(completions), num_samples - len(samples))):
+            sample = {"prompt": chunk.texts[i], "response": completions[i]}
+            sample |= {k: v[i] for k, v in chunk.columns.items() if _scalar(v[i])}
+            samples.append(sample | {k: v[i] for k, v in rows.items()})
     metrics = {}
-    if "answer" in prompts.columns:
+    if has_answer:
         metrics["eval/accuracy"] = correct / max(1, len(prompts))
     if reward is not None:
         metrics["eval/reward"] = reward_sum / max(1, len(prompts))
-    return metrics
+    return Evaluation(metrics, samples)
+
+
+def _scalar(value: Any) -> bool:
+    return isinstance(value, (str, int, float, bool))
+
+
+@torch.no_grad()
+def sft_loss(
+    model,
+    tokenizer,
+    pairs: list[tuple[str, str]],
+    *,
+    max_len: int,
+    precision: str = "fp32",
+    batch_size: int = 64,
+) -> float:
+    """Mean NLL per completion token over all ``pairs`` (what ``loss/sft`` is per batch)."""
+    was_training = model.training
+    model.eval()
+    total, tokens = 0.0, 0
+    for start in range(0, len(pairs), batch_size):
+        batch = sft_batch(tokenizer, pairs[start : start + batch_size], max_len)
+        with autocast(precision):  # the LM head in chunks: no (B, T, V) logits (algos/sft.py)
+            total += float(completion_nll(model, batch))
+        tokens += int((batch["labels"][:, 1:] != -100).sum())  # position p predicts p + 1
+    model.train(was_training)
+    return total / max(1, tokens)
+
+
+def reward_model_metrics(
+    algo, triples: list[tuple[str, str, str]], num_samples: int = 0
+) -> Evaluation:
+    """Held-out pairwise accuracy, Bradley–Terry loss and mean margin of a reward model, and
+    the first ``num_samples`` pairs with their two scores."""
+    from placerl.algos.reward_model import bradley_terry_loss
+
+    chosen, rejected = algo.held_out_scores(triples)
+    metrics = {
+        "eval/pairwise_accuracy": float((chosen > rejected).float().mean()),
+        "eval/loss": float(bradley_terry_loss(chosen, rejected)),
+        "eval/margin": float((chosen - rejected).mean()),
+    }
+    samples = [
+        {
+            "prompt": prompt,
+            "chosen": good,
+            "rejected": bad,
+            "score_chosen": float(chosen[i]),
+            "score_rejected": float(rejected[i]),
+        }
+        for i, (prompt, good, bad) in enumerate(triples[:num_samples])
+    ]
+    return Evaluation(metrics, samples)
 
 
 @torch.no_grad()
@@ -78,7 +188,7 @@ def _sampled_chunks(model, tokenizer, prompts: PromptSet, params, batch_size, ge
             chunk.ids,
             chunk.mask,
             params,
-            eos_token_id=tokenizer.eos_token_id,
+            eos_token_id=end_token_ids(tokenizer, model),
             pad_token_id=tokenizer.pad_token_id,
             generator=generator,
             tokenizer=tokenizer,

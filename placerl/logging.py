@@ -1,12 +1,18 @@
-"""Where a run's numbers go: ``metrics.jsonl``, TensorBoard, a live progress bar, a timeline.
+"""Where a run's numbers go: ``metrics.jsonl``, trackers, a live progress bar, a timeline.
 
 ``metrics.jsonl`` is the source of truth (plots and comparisons are read back from it); it
 holds one JSON object per logged step, flushed line by line so a crash loses at most the line
-being written. TensorBoard and the rich progress bar are views of the same numbers.
+being written. The trackers of ``trainer.report_to`` (TensorBoard, W&B: ``placerl/trackers``)
+and the rich progress bar are views of the same numbers. The bar shows the stage's losses,
+reward and KL of the last step and the latest evaluation.
+
+An evaluation is also printed when it is computed, with a few held-out prompts and what the
+model answered; those samples go to ``samples.jsonl`` (one object per sample: step, prompt,
+response, and reward / answer / reference where known) and to the trackers as text.
 
 Resume: a run that crashed after its last checkpoint has already logged steps the resumed run
 will log again. ``MetricsLogger(start_step=k)`` therefore first drops every line with
-``step > k`` from ``metrics.jsonl`` and ``timeline.jsonl`` (and any torn, unparseable line),
+``step > k`` from ``metrics.jsonl``, ``timeline.jsonl`` and ``samples.jsonl`` (and any torn, unparseable line),
 rewriting each file atomically (a temp file in the same directory, then ``os.replace``).
 """
 
@@ -23,6 +29,7 @@ from types import TracebackType
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     MofNCompleteColumn,
@@ -31,13 +38,26 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+from rich.table import Column
 
 from placerl.errors import UserError
 from placerl.timing import Span, timeline_record
+from placerl.trackers import TB_DIR, open_trackers
 
 METRICS_FILE = "metrics.jsonl"
 TIMELINE_FILE = "timeline.jsonl"
-TB_DIR = "tb"
+SAMPLES_FILE = "samples.jsonl"
+__all__ = ["TB_DIR", "MetricsLogger", "read_metrics"]
+# The evaluation numbers the progress bar shows (the first two a stage reports), short names.
+EVAL_HEADLINE = {
+    "eval/accuracy": "acc",
+    "eval/pairwise_accuracy": "pair_acc",
+    "eval/preference_accuracy": "pref_acc",
+    "eval/reward": "reward",
+    "eval/loss": "loss",
+}
+# Characters of a prompt or response printed to the console (the JSONL keeps them whole).
+SHOWN_CHARS = 160
 # Significant digits kept in metrics.jsonl: float32 training noise lives below this anyway,
 # and it keeps lines short and diffable.
 SIGNIFICANT_DIGITS = 7
@@ -58,6 +78,38 @@ def _clean_value(value: Any) -> int | float | None:
 def _compact(value: float) -> str:
     """A short human-readable number for the progress bar."""
     return f"{value:.3g}" if math.isfinite(value) else str(value)
+
+
+def _json_safe(sample: dict[str, Any]) -> dict[str, Any]:
+    """Sample fields as JSON values: numbers cleaned like metrics, the rest as text."""
+    out: dict[str, Any] = {}
+    for key, value in sample.items():
+        if value is None or isinstance(value, str):
+            out[key] = value
+        elif isinstance(value, numbers.Number):
+            out[key] = _clean_value(value)
+        else:
+            out[key] = str(value)
+    return out
+
+
+def _shorten(text: str) -> str:
+    """Quoted, so an empty or all-whitespace answer is visible and newlines stay on one line."""
+    text = repr(text)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 2] + "…" + text[-1]
+
+
+def _sample_line(sample: dict[str, Any]) -> str:
+    """``'prompt' → 'response'  (reward 1, answer '42')`` for the console."""
+    extras = ", ".join(
+        f"{k} {_compact(float(v)) if isinstance(v, numbers.Real) else _shorten(str(v))}"
+        for k, v in sample.items()
+        if k not in ("prompt", "response") and v is not None
+    )
+    line = _shorten(str(sample.get("prompt", "")))
+    if "response" in sample:
+        line += f" → {_shorten(str(sample['response']))}"
+    return f"{line}  ({extras})" if extras else line
 
 
 def _rewrite_jsonl(path: Path, keep_step_at_most: int) -> None:
@@ -123,40 +175,45 @@ class MetricsLogger:
         total_steps: int,
         start_step: int = 0,
         enable_progress: bool = True,
-        tensorboard: bool = True,
+        report_to: Iterable[str] = ("tensorboard",),
         description: str = "train",
         console: Console | None = None,
+        run_config: dict | None = None,
+        wandb_project: str | None = None,
     ):
         self.run_dir = Path(run_dir)
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.total_steps = total_steps
+        self.description = description
         self.console = console or Console()
-        for name in (METRICS_FILE, TIMELINE_FILE):
+        for name in (METRICS_FILE, TIMELINE_FILE, SAMPLES_FILE):
             _rewrite_jsonl(self.run_dir / name, keep_step_at_most=start_step)
         # Line-buffered appends: every record reaches the OS as soon as it is written.
         self._metrics = open(self.run_dir / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
         self._timeline: Any = None  # opened on first spans, so the file means "has spans"
-        self._writer = self._open_tensorboard() if tensorboard else None
+        self._samples: Any = None  # likewise: opened on the first samples
+        self._trackers = open_trackers(
+            list(report_to),
+            self.run_dir,
+            name=f"{self.run_dir.name}/{description}",
+            project=wandb_project,
+            config=run_config,
+        )
+        self._latest_eval = ""
         self._progress: Progress | None = None
         if enable_progress:
             self._progress = self._start_progress(description, start_step)
-
-    def _open_tensorboard(self) -> Any:
-        """A SummaryWriter under ``run_dir/tb``; imported lazily because it is slow to load."""
-        from torch.utils.tensorboard import SummaryWriter
-
-        return SummaryWriter(log_dir=str(self.run_dir / TB_DIR), flush_secs=10)
 
     def _start_progress(self, description: str, start_step: int) -> Progress:
         """Description, bar, M/N, elapsed, ETA and a free-text field for live metrics."""
         progress = Progress(
             TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            BarColumn(bar_width=24),
             MofNCompleteColumn(),
             TimeElapsedColumn(),
             TextColumn("eta"),
             TimeRemainingColumn(),
-            TextColumn("{task.fields[live]}"),
+            TextColumn("{task.fields[live]}", table_column=Column(ratio=1, overflow="fold")),
             console=self.console,
         )
         self._task = progress.add_task(
@@ -166,26 +223,69 @@ class MetricsLogger:
         return progress
 
     def log(self, step: int, metrics: dict[str, Any]) -> None:
-        """Record one step: a JSONL line, TensorBoard scalars, and a progress-bar update."""
+        """Record one step: a JSONL line, tracker scalars, and a progress-bar update."""
         record: dict[str, Any] = {"step": step}
         record.update({key: _clean_value(value) for key, value in metrics.items()})
         self._metrics.write(json.dumps(record) + "\n")
         self._metrics.flush()
-        if self._writer is not None:
-            for key, value in record.items():
-                if key != "step" and value is not None:  # None: was NaN/inf, TB can't plot it
-                    self._writer.add_scalar(key, value, global_step=step)
+        finite = {k: v for k, v in record.items() if k != "step" and v is not None}
+        for tracker in self._trackers:  # None: was NaN/inf, trackers can't plot it
+            tracker.scalars(step, finite)
         if self._progress is not None:
             self._progress.update(self._task, completed=step, live=self._live_fields(metrics))
 
-    @staticmethod
-    def _live_fields(metrics: dict[str, Any]) -> str:
-        """The headline numbers shown next to the bar, when the algorithm reports them."""
+    def _live_fields(self, metrics: dict[str, Any]) -> str:
+        """The headline numbers next to the bar: reward and KL (RL), every loss of the step,
+        and the latest evaluation (kept from the step that computed it)."""
         parts = []
         for label, key in (("reward", "reward/mean"), ("kl", "kl/mean")):
             if key in metrics:
                 parts.append(f"{label} {_compact(float(metrics[key]))}")
-        return "  ".join(parts)
+        losses = sorted(k for k in metrics if k.startswith("loss/"))
+        if len(losses) == 1:
+            parts.append(f"loss {_compact(float(metrics[losses[0]]))}")
+        elif losses:
+            parts.append(
+                "loss " + " ".join(f"{k[5:]}={_compact(float(metrics[k]))}" for k in losses)
+            )
+        if self._latest_eval:
+            parts.append(self._latest_eval)
+        return escape("  ".join(parts))
+
+    def evaluation(self, step: int, result: dict[str, Any]) -> None:
+        """An evaluation just computed: printed (numbers, then a few held-out samples), kept
+        for the progress bar, and its samples written to ``samples.jsonl`` and the trackers.
+
+        ``result`` maps ``eval/*`` names to numbers; a ``samples`` attribute (see
+        ``placerl.evaluation.Evaluation``), when present, lists dicts with at least
+        ``prompt`` (and ``response`` for generated answers).
+        """
+        values = {k: float(v) for k, v in result.items() if isinstance(v, numbers.Real)}
+        samples = list(getattr(result, "samples", []) or [])
+        if not values and not samples:
+            return
+        shown = [k for k in EVAL_HEADLINE if k in values][:2]
+        self._latest_eval = f"eval@{step} " + " ".join(
+            f"{EVAL_HEADLINE[k]}={_compact(values[k])}" for k in shown
+        )
+        listing = ", ".join(f"{k.removeprefix('eval/')} {_compact(v)}" for k, v in values.items())
+        self.console.print(f"[bold]{escape(self.description)} eval @ step {step}[/]: {listing}")
+        for sample in samples:
+            self.console.print("  " + escape(_sample_line(sample)), highlight=False)
+        if samples:
+            self._write_samples(step, samples)
+        if self._progress is not None:
+            self._progress.update(self._task, live=self._live_fields({}))
+
+    def _write_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
+        if self._samples is None:
+            self._samples = open(self.run_dir / SAMPLES_FILE, "a", buffering=1)  # noqa: SIM115
+        rows = [{"step": step, **_json_safe(sample)} for sample in samples]
+        for row in rows:
+            self._samples.write(json.dumps(row, ensure_ascii=False) + "\n")
+        self._samples.flush()
+        for tracker in self._trackers:
+            tracker.samples(step, "eval/samples", [_json_safe(s) for s in samples])
 
     def log_spans(self, spans: Iterable[Span | tuple], step: int | None = None) -> None:
         """Append timeline spans (worker, phase, start, end) to ``timeline.jsonl``."""
@@ -200,14 +300,14 @@ class MetricsLogger:
         self.console.print(message)
 
     def close(self) -> None:
-        """Stop the bar and flush/close every file; safe to call twice."""
+        """Stop the bar and flush/close every file and tracker; safe to call twice."""
         if self._progress is not None:
             self._progress.stop()
             self._progress = None
-        if self._writer is not None:
-            self._writer.close()
-            self._writer = None
-        for handle in (self._metrics, self._timeline):
+        trackers, self._trackers = self._trackers, []
+        for tracker in trackers:
+            tracker.close()
+        for handle in (self._metrics, self._timeline, self._samples):
             if handle is not None and not handle.closed:
                 handle.close()
 

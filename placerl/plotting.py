@@ -4,16 +4,25 @@ Figures are built with ``matplotlib.figure.Figure`` and the Agg canvas directly,
 no global backend switch, no figure registry to leak, safe to call from any thread or a
 headless machine. Every plot is optional: one whose keys are absent is skipped, so the same
 function serves SFT (losses only), PPO (reward, KL, values) and DPO runs.
+
+Phases have one colour each, the same in the phase-time bars and the timeline and in every
+run (``phase_colors``: fixed for the phases placerl has, then distinct extra colours — a
+palette never wraps around to reuse one). A worker's span ``role.method`` takes the colour of
+the controller phase it carries out (``rollout.generate`` is ``generate``).
 """
 
 from __future__ import annotations
 
+import colorsys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from matplotlib import colormaps
 from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
+from matplotlib.ticker import MaxNLocator
 
 from placerl.errors import UserError
 from placerl.logging import METRICS_FILE, TIMELINE_FILE, _read_jsonl, read_metrics
@@ -26,6 +35,71 @@ TIMELINE_MAX_STEPS = 20
 MAX_BARS = 200
 
 Records = list[dict[str, Any]]
+
+# Every phase placerl times, in the order their colours are handed out (tab10 first, then the
+# light shades of tab20): the colour of a phase never depends on which others a run has.
+KNOWN_PHASES = (
+    "generate",
+    "score",
+    "reference",
+    "values",
+    "advantages",
+    "update",
+    "eval",
+    "sync",
+    "wait_rollout",
+    "old_log_probs",
+    "weights",
+    "pairs",
+    "rejection",
+    "offload",
+)
+# Worker spans (``role.method``) that carry out a controller phase.
+SPAN_PHASES = {
+    "rollout.generate": "generate",
+    "reward.score": "score",
+    "reference.log_probs": "reference",
+    "critic.values": "values",
+    "actor.log_probs": "old_log_probs",
+    "actor.update": "update",
+    "actor.fit_grouped": "update",
+    "critic.update": "update",
+    "rollout.sync": "sync",
+}
+# Relative spread below which a logged KL coefficient counts as constant (and is annotated).
+CONSTANT_RTOL = 1e-6
+
+
+def _palette() -> list[str]:
+    tab10, tab20 = colormaps["tab10"].colors, colormaps["tab20"].colors
+    return [to_hex(c) for c in tab10] + [to_hex(c) for c in tab20[1::2]]
+
+
+def phase_of(name: str) -> str:
+    """The phase a span or ``time/<phase>`` key stands for."""
+    name = name.removeprefix("time/")
+    return SPAN_PHASES.get(name, name)
+
+
+def _phase_order(name: str) -> tuple[int, str]:
+    """Known phases in step order (bottom of the stack first), then the others by name."""
+    phase = phase_of(name)
+    known = KNOWN_PHASES.index(phase) if phase in KNOWN_PHASES else len(KNOWN_PHASES)
+    return known, phase
+
+
+def phase_colors(names) -> dict[str, str]:
+    """A distinct colour per phase of ``names`` (keys are ``phase_of`` the names): known
+    phases keep fixed colours; others get unused ones, generated when the palette runs out."""
+    palette = _palette()
+    fixed = dict(zip(KNOWN_PHASES, palette, strict=False))
+    spare = [c for c in palette if c not in fixed.values()]
+    extra = sorted({phase_of(n) for n in names} - set(fixed))
+    if len(extra) > len(spare):  # more phases than colours: evenly spaced hues, none reused
+        count = len(extra) - len(spare)
+        spare += [to_hex(colorsys.hsv_to_rgb(i / count, 0.55, 0.8)) for i in range(count)]
+    colors = fixed | dict(zip(extra, spare, strict=False))
+    return {phase_of(n): colors[phase_of(n)] for n in names}
 
 
 def _series(records: Records, key: str) -> tuple[list[float], list[float]]:
@@ -69,6 +143,13 @@ def _plot_reward(records: Records) -> Figure | None:
         lower = [m - s for m, s in zip(ms, ss, strict=True)]
         upper = [m + s for m, s in zip(ms, ss, strict=True)]
         ax.fill_between(xs, lower, upper, alpha=0.2, color="tab:blue", label="± reward/std")
+    if _has(records, "eval/reward"):
+        ax.plot(
+            *_series(records, "eval/reward"),
+            marker="o",
+            color="tab:green",
+            label="eval/reward (held-out, greedy)",
+        )
     ax.set(title="Reward", xlabel="step", ylabel="reward")
     ax.grid(alpha=0.3)
     ax.legend()
@@ -76,39 +157,59 @@ def _plot_reward(records: Records) -> Figure | None:
 
 
 def _plot_kl(records: Records) -> Figure | None:
-    """KL to the reference, with the (adaptive) KL coefficient on a second axis."""
+    """KL to the reference; the KL coefficient β in a panel of its own whose axis starts at
+    0, so a coefficient that barely moves looks like it (a twin axis fitted to its range would
+    draw a 0.5% drift as a fall). A constant β is written in the title instead."""
     coef_key = next((k for k in ("kl_coef", "kl/coef") if _has(records, k)), None)
     if not _has(records, "kl/mean") and coef_key is None:
         return None
-    fig = _figure()
-    ax = fig.add_subplot()
-    lines = []
+    coef = _series(records, coef_key) if coef_key else ([], [])
+    constant = bool(coef[1]) and max(coef[1]) - min(coef[1]) <= CONSTANT_RTOL * max(
+        abs(v) for v in coef[1]
+    )
+    panel = coef_key is not None and not constant
+    fig = _figure(height=5.5 if panel else 4.5)
+    ax = fig.add_subplot(2, 1, 1) if panel else fig.add_subplot()
     if _has(records, "kl/mean"):
-        lines += ax.plot(*_series(records, "kl/mean"), color="tab:red", label="kl/mean")
-    ax.set(title="KL divergence to the reference", xlabel="step", ylabel="KL")
+        ax.plot(*_series(records, "kl/mean"), color="tab:red", label="kl/mean")
+        ax.legend(loc="upper left")
+    title = "KL divergence to the reference"
+    if constant:  # in the title: a note inside the axes would cover the curve somewhere
+        title += f" ({coef_key} = {coef[1][0]:.4g}, constant)"
+    ax.set(title=title, ylabel="KL (nats per response)")
     ax.grid(alpha=0.3)
-    if coef_key is not None:
-        coef_ax = ax.twinx()  # the coefficient's scale is unrelated to the KL's
-        lines += coef_ax.plot(
-            *_series(records, coef_key), color="tab:gray", linestyle="--", label=coef_key
-        )
-        coef_ax.set_ylabel(coef_key)
-    ax.legend(lines, [line.get_label() for line in lines])
+    if panel:
+        coef_ax = fig.add_subplot(2, 1, 2, sharex=ax)
+        coef_ax.plot(*coef, color="tab:gray", label=coef_key)
+        coef_ax.set_ylim(0, max(coef[1]) * 1.15)  # from 0: drift shows at its true size
+        coef_ax.set(ylabel=coef_key, xlabel="step")
+        coef_ax.grid(alpha=0.3)
+        ax.tick_params(labelbottom=False)
+    else:
+        ax.set_xlabel("step")
     return fig
 
 
 def _plot_losses(records: Records) -> Figure | None:
-    """One panel per ``loss/*`` key: losses have unrelated scales, so they don't share an axis."""
+    """One panel per ``loss/*`` key: losses have unrelated scales, so they don't share an axis.
+    The held-out ``eval/loss`` joins the panel of the loss it measures when the stage has one
+    training loss (SFT, RM, DPO), else it gets a panel of its own."""
     keys = sorted({k for r in records for k in r if k.startswith("loss/") and _has(records, k)})
-    if not keys:
+    held_out = _has(records, "eval/loss")
+    panels = keys + (["eval/loss"] if held_out and len(keys) != 1 else [])
+    if not panels:
         return None
-    cols = min(len(keys), 2)
-    rows = (len(keys) + cols - 1) // cols
+    cols = min(len(panels), 2)
+    rows = (len(panels) + cols - 1) // cols
     fig = _figure(width=5.0 * cols, height=3.2 * rows)
-    for index, key in enumerate(keys, start=1):
+    for index, key in enumerate(panels, start=1):
         ax = fig.add_subplot(rows, cols, index)
-        ax.plot(*_series(records, key), color=f"C{index - 1}")
-        ax.set(title=key, xlabel="step")
+        ax.plot(*_series(records, key), color=f"C{index - 1}", label=key)
+        if held_out and len(keys) == 1:
+            ax.plot(*_series(records, "eval/loss"), marker="o", color="black", label="eval/loss")
+            ax.legend()
+        ax.set(title=key if len(keys) != 1 or not held_out else f"{key} and eval/loss")
+        ax.set(xlabel="step")
         ax.grid(alpha=0.3)
     return fig
 
@@ -128,8 +229,8 @@ def _plot_phase_times(records: Records) -> Figure | None:
 
     Bars up to ``MAX_BARS`` steps; beyond that a stacked area, as bars would be sub-pixel.
     """
-    keys = sorted({k for r in records for k in r if k.startswith("time/") and k != "time/step"})
-    keys = [k for k in keys if _has(records, k)]
+    keys = {k for r in records for k in r if k.startswith("time/") and k != "time/step"}
+    keys = sorted((k for k in keys if _has(records, k)), key=_phase_order)
     if not keys and not _has(records, "time/step"):
         return None
     fig = _figure()
@@ -137,33 +238,43 @@ def _plot_phase_times(records: Records) -> Figure | None:
     table = _phase_table(records, keys)
     steps = list(table)
     columns = [[table[step][key] for step in steps] for key in keys]
+    colors = phase_colors(keys)
+    labels = [phase_of(k) for k in keys]
     if len(steps) > MAX_BARS:
-        ax.stackplot(steps, columns, labels=keys, colors=[f"C{i}" for i in range(len(keys))])
+        ax.stackplot(steps, columns, labels=labels, colors=[colors[p] for p in labels])
     elif keys:
         gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
         width = 0.8 * min(gaps) if gaps else 0.8
         bottom = [0.0] * len(steps)
-        for index, (key, heights) in enumerate(zip(keys, columns, strict=True)):
-            ax.bar(steps, heights, width=width, bottom=bottom, label=key, color=f"C{index}")
+        for label, heights in zip(labels, columns, strict=True):
+            ax.bar(steps, heights, width=width, bottom=bottom, label=label, color=colors[label])
             bottom = [b + h for b, h in zip(bottom, heights, strict=True)]
     if _has(records, "time/step"):
         marker = "." if len(steps) <= MAX_BARS else None
         ax.plot(*_series(records, "time/step"), color="black", marker=marker, label="time/step")
     ax.set(title="Wall time per phase", xlabel="step", ylabel="seconds")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.grid(alpha=0.3, axis="y")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1, 1))
     return fig
 
 
+ACCURACY_KEYS = ("eval/accuracy", "eval/pairwise_accuracy", "eval/preference_accuracy")
+
+
 def _plot_accuracy(records: Records) -> Figure | None:
-    """Held-out accuracy, drawn on a fixed [0, 1] axis so runs are comparable by eye."""
-    if not _has(records, "eval/accuracy"):
+    """Held-out accuracies (exact match; reward-model and DPO pair accuracy), drawn on a fixed
+    [0, 1] axis so runs are comparable by eye."""
+    keys = [k for k in ACCURACY_KEYS if _has(records, k)]
+    if not keys:
         return None
     fig = _figure()
     ax = fig.add_subplot()
-    ax.plot(*_series(records, "eval/accuracy"), marker="o", color="tab:green")
+    for key, color in zip(keys, ("tab:green", "tab:purple", "tab:brown"), strict=False):
+        ax.plot(*_series(records, key), marker="o", color=color, label=key)
     ax.set(title="Eval accuracy", xlabel="step", ylabel="accuracy", ylim=(0.0, 1.0))
     ax.grid(alpha=0.3)
+    ax.legend()
     return fig
 
 
@@ -179,7 +290,7 @@ def _plot_timeline(spans: Records) -> Figure | None:
     origin = min(s["start"] for s in spans)
     workers = sorted({s["worker"] for s in spans}, key=lambda w: (w != "controller", w))
     phases = list(dict.fromkeys(s["phase"] for s in spans))
-    colors = {phase: f"C{i % 10}" for i, phase in enumerate(phases)}
+    colors = phase_colors(phases)
     fig = _figure(width=10.0, height=1.2 + 0.6 * len(workers))
     ax = fig.add_subplot()
     for row, worker in enumerate(workers):
@@ -190,14 +301,15 @@ def _plot_timeline(spans: Records) -> Figure | None:
                 if s["worker"] == worker and s["phase"] == phase
             ]
             if bars:
-                ax.broken_barh(bars, (row - 0.4, 0.8), color=colors[phase], label=phase)
+                color = colors[phase_of(phase)]
+                ax.broken_barh(bars, (row - 0.4, 0.8), color=color, label=phase_of(phase))
     ax.set_yticks(range(len(workers)), workers)
     ax.invert_yaxis()
     title = f"Timeline (last {TIMELINE_MAX_STEPS} steps)" if truncated else "Timeline"
     ax.set(title=title, xlabel="seconds from first span")
     ax.grid(alpha=0.3, axis="x")
     handles, labels = ax.get_legend_handles_labels()
-    unique = dict(zip(labels, handles, strict=True))
+    unique = dict(zip(labels, handles, strict=True))  # phases seen on several rows: one entry
     ax.legend(
         unique.values(), unique.keys(), fontsize="small", loc="upper left", bbox_to_anchor=(1, 1)
     )

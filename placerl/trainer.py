@@ -28,6 +28,7 @@ from placerl.errors import UserError
 from placerl.logging import MetricsLogger
 from placerl.stages import build_stage
 from placerl.timing import PhaseTimer
+from placerl.trackers import check_trackers
 
 
 def seed_everything(seed: int) -> None:
@@ -51,6 +52,7 @@ def train(cfg: RunConfig, resume: bool = False, console=None) -> dict[str, float
             "continue it, or choose another run_dir",
             where=str(run_dir),
         )
+    check_trackers(cfg.trainer.report_to)  # before any model loads
     seed_everything(cfg.seed)
     run_dir.mkdir(parents=True, exist_ok=True)
     stage = build_stage(cfg)
@@ -79,14 +81,17 @@ def _run_stage(stage, cfg: RunConfig, resume: bool, latest: Path | None, console
         total,
         start_step=start,
         enable_progress=tc.progress,
-        tensorboard=tc.tensorboard,
+        report_to=tc.report_to,
         description=stage.name,
         console=console,
+        run_config=cfg.model_dump(mode="json"),
+        wandb_project=tc.wandb_project,
     ) as log:
         if start == 0:
             initial = stage.evaluate()
             if initial:
                 log.log(0, initial)
+                log.evaluation(0, initial)
         if start >= total:
             log.print(f"{stage.name}: already at step {start} of {total}")
         for step in range(start + 1, total + 1):
@@ -94,6 +99,7 @@ def _run_stage(stage, cfg: RunConfig, resume: bool, latest: Path | None, console
             if _due(step, tc.eval_every, total):
                 with timer.phase("eval"):
                     final_eval = stage.evaluate()
+                log.evaluation(step, final_eval)
                 metrics |= final_eval
             metrics |= timer.pop()
             if "throughput/tokens" in metrics:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import time
 from pathlib import Path
 
 import pytest
@@ -21,7 +22,7 @@ def _lines(path: Path) -> list[dict]:
 def _logger(run_dir: Path, **kwargs) -> MetricsLogger:
     kwargs.setdefault("total_steps", 10)
     kwargs.setdefault("enable_progress", False)
-    kwargs.setdefault("tensorboard", False)
+    kwargs.setdefault("report_to", ())
     return MetricsLogger(run_dir, **kwargs)
 
 
@@ -79,7 +80,7 @@ def test_resume_drops_steps_after_the_checkpoint(tmp_path):
 def test_tensorboard_event_file_skips_non_finite(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    with _logger(tmp_path, tensorboard=True) as logger:
+    with _logger(tmp_path, report_to=["tensorboard"]) as logger:
         logger.log(1, {"reward/mean": 0.5, "kl/mean": math.nan})
         logger.log(2, {"reward/mean": 0.7, "kl/mean": 0.1})
     events = list((tmp_path / "tb").glob("events.out.tfevents.*"))
@@ -121,3 +122,106 @@ def test_read_metrics_rejects_a_corrupt_middle_line(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1}\nnot json\n{"step": 3}\n')
     with pytest.raises(UserError, match=r"metrics.jsonl:2"):
         read_metrics(tmp_path)
+
+
+def test_progress_bar_shows_each_loss_and_the_latest_evaluation(tmp_path):
+    from placerl.evaluation import Evaluation
+
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=200)
+    with _logger(tmp_path, enable_progress=True, console=console, description="sft") as logger:
+
+        def live() -> str:
+            return logger._progress.tasks[0].fields["live"]  # noqa: SLF001
+
+        logger.log(1, {"loss/sft": 2.5})
+        assert live() == "loss 2.5"  # SFT's one loss
+        logger.evaluation(1, Evaluation({"eval/loss": 2.25, "eval/accuracy": 0.125}))
+        assert live() == "eval@1 acc=0.125 loss=2.25"  # shown as soon as it is computed
+        logger.log(2, {"loss/policy": 0.5, "loss/value": 0.25, "reward/mean": 1.0})
+        assert live() == "reward 1  loss policy=0.5 value=0.25  eval@1 acc=0.125 loss=2.25"
+    assert "loss policy=0.5 value=0.25  eval@1 acc=0.125 loss=2.25" in out.getvalue()
+
+
+def test_evaluation_is_printed_with_samples_and_written_to_jsonl_and_tensorboard(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from placerl.evaluation import Evaluation
+
+    out = io.StringIO()
+    console = Console(file=out, width=200)
+    samples = [
+        {"prompt": "rev 12=", "response": "21", "answer": "21", "reward": 1.0},
+        {"prompt": "[b]x[/b]\n", "response": "y|z", "reward": 0.0},  # markup, newline, pipe
+    ]
+    with _logger(tmp_path, report_to=["tensorboard"], console=console) as logger:
+        logger.evaluation(3, Evaluation({"eval/reward": 0.5}, samples))
+        logger.evaluation(4, {"eval/reward": 0.75})  # a plain dict: numbers, no samples
+    text = out.getvalue()
+    assert "train eval @ step 3: reward 0.5" in text and "eval @ step 4: reward 0.75" in text
+    assert "'rev 12=' → '21'  (answer '21', reward 1)" in text
+    assert "'[b]x[/b]\\n' → 'y|z'" in text  # shown literally, on one line
+    rows = _lines(tmp_path / "samples.jsonl")
+    assert rows == [{"step": 3, **samples[0]}, {"step": 3, **samples[1]}]
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"tensors": 0})
+    acc.Reload()
+    (event,) = acc.Tensors("eval/samples/text_summary")
+    table = event.tensor_proto.string_val[0].decode()
+    assert event.step == 3 and "rev 12=" in table and "y\\|z" in table
+
+
+def test_resume_drops_samples_after_the_checkpoint(tmp_path):
+    from placerl.evaluation import Evaluation
+
+    with _logger(tmp_path, console=Console(file=io.StringIO())) as logger:
+        for step in (2, 4):
+            logger.evaluation(step, Evaluation({}, [{"prompt": "p", "response": str(step)}]))
+    with _logger(tmp_path, start_step=3, console=Console(file=io.StringIO())):
+        pass
+    assert [r["step"] for r in _lines(tmp_path / "samples.jsonl")] == [2]
+
+
+def test_wandb_requested_but_missing_is_a_user_error(tmp_path, monkeypatch):
+    import importlib.util
+
+    from placerl.trackers import check_trackers
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "wandb" else real(name, *a)
+    )
+    with pytest.raises(UserError, match=r"pip install 'placerl\[wandb\]'") as err:
+        check_trackers(["tensorboard", "wandb"])
+    assert err.value.where == "trainer.report_to"
+    check_trackers(["tensorboard"])  # not asked for: no error
+
+
+def test_wandb_offline_run_gets_scalars_and_samples(tmp_path, monkeypatch):
+    pytest.importorskip("wandb")
+    from placerl.evaluation import Evaluation
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb_config"))
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb_cache"))
+    console = Console(file=io.StringIO())
+    run_config = {"stage": "sft", "optim": {"lr": 0.001}}
+    with _logger(tmp_path, report_to=["wandb"], console=console, run_config=run_config) as log:
+        log.log(1, {"loss/sft": 2.0, "nan": math.nan})
+        log.evaluation(1, Evaluation({"eval/loss": 1.5}, [{"prompt": "p", "response": "r"}]))
+        log.log(2, {"loss/sft": 1.0})
+        run_id = (tmp_path / "wandb_run_id").read_text().strip()
+        run_dir = Path(log._trackers[0].run.dir).parent  # noqa: SLF001
+    (log_file,) = run_dir.glob("*.wandb")
+    assert run_id in run_dir.name
+    # the offline transaction log holds the logged history (protobuf; the names are plain);
+    # W&B's service may still be writing it when finish() returns
+    deadline = time.monotonic() + 20
+    while b"eval/samples" not in log_file.read_bytes() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    data = log_file.read_bytes()
+    assert b"loss/sft" in data and b"eval/samples" in data and b"optim" in data
+    # a resumed run continues the same W&B run id
+    with _logger(tmp_path, report_to=["wandb"], console=console, start_step=2) as log:
+        assert log._trackers[0].run.id == run_id  # noqa: SLF001

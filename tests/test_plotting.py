@@ -122,3 +122,86 @@ def test_stage_subdirectories_are_plotted_separately(tmp_path):
     assert all(p.exists() for p in paths)
     out = tmp_path / "out"
     assert out / "sft" / "losses.png" in plot_run(tmp_path, out_dir=out)
+
+
+def _bar_colors(fig) -> dict[str, str]:
+    """legend label -> face colour of the bars/spans drawn with it."""
+    from matplotlib.colors import to_hex
+
+    (ax,) = [a for a in fig.axes if a.get_legend() is not None]
+    handles, labels = ax.get_legend_handles_labels()
+    out = {}
+    for handle, label in zip(handles, labels):
+        patch = handle.patches[0] if hasattr(handle, "patches") else handle
+        color = patch.get_facecolor()
+        out[label] = to_hex(color[0] if len(color) and hasattr(color[0], "__len__") else color)
+    return out
+
+
+def test_each_phase_has_one_colour_in_every_plot():
+    from placerl.plotting import _plot_phase_times, _plot_timeline
+
+    records = [
+        {"step": s, "time/generate": 0.5, "time/update": 0.3, "time/score": 0.1} for s in (1, 2)
+    ]
+    spans = [
+        {"worker": "controller", "phase": "update", "start": 0.0, "end": 1.0, "step": 1},
+        {"worker": "rollout-0", "phase": "rollout.generate", "start": 1.0, "end": 2.0, "step": 1},
+        {"worker": "controller", "phase": "score", "start": 2.0, "end": 3.0, "step": 1},
+    ]
+    bars = _bar_colors(_plot_phase_times(records))
+    gantt = _bar_colors(_plot_timeline(spans))
+    assert set(gantt) == {"update", "generate", "score"}  # rollout.generate is generate
+    for phase in gantt:
+        assert bars[phase] == gantt[phase]
+    assert len(set(bars.values()) - {"#000000"}) == 3
+
+
+def test_phase_colours_never_wrap_and_do_not_depend_on_the_other_phases():
+    from placerl.plotting import KNOWN_PHASES, phase_colors
+
+    many = [f"phase_{i:02d}" for i in range(40)]
+    colors = phase_colors([*KNOWN_PHASES, *many])
+    assert len(set(colors.values())) == len(KNOWN_PHASES) + 40  # all distinct
+    alone = phase_colors(["update"])
+    assert alone["update"] == colors["update"]
+    assert phase_colors(["time/update", "actor.update"]) == {"update": colors["update"]}
+
+
+def _kl_records(coef) -> list[dict]:
+    return [{"step": s, "kl/mean": 0.01 * s, "kl/coef": coef(s)} for s in range(1, 21)]
+
+
+def test_a_drifting_kl_coefficient_is_drawn_on_its_own_axis_from_zero():
+    from placerl.plotting import _plot_kl
+
+    fig = _plot_kl(_kl_records(lambda s: 0.05 * (1 - 0.0003 * s)))  # a 0.6% drift
+    kl_ax, coef_ax = fig.axes
+    assert coef_ax.get_ylim()[0] == 0.0  # the drift is drawn at its true, tiny size
+    low, high = coef_ax.get_ylim()
+    assert (0.05 - 0.0497) / (high - low) < 0.01
+    assert not any(line.get_label() == "kl/coef" for line in kl_ax.get_lines())
+
+
+def test_a_constant_kl_coefficient_is_written_not_drawn():
+    from placerl.plotting import _plot_kl
+
+    fig = _plot_kl(_kl_records(lambda s: 0.05))
+    (ax,) = fig.axes
+    assert [line.get_label() for line in ax.get_lines()] == ["kl/mean"]
+    assert ax.get_title().endswith("(kl/coef = 0.05, constant)")
+
+
+def test_held_out_loss_joins_the_panel_of_the_one_training_loss():
+    from placerl.plotting import _plot_losses
+
+    records = [{"step": s, "loss/sft": 2.0 / s} for s in range(1, 5)]
+    records[0]["eval/loss"], records[3]["eval/loss"] = 2.1, 0.6
+    (ax,) = _plot_losses(records).axes
+    assert [line.get_label() for line in ax.get_lines()] == ["loss/sft", "eval/loss"]
+    records[1]["loss/value"] = 1.0  # two training losses: eval/loss gets its own panel
+    assert [a.get_title() for a in _plot_losses(records).axes] == [
+        "loss/sft",
+        "loss/value",
+        "eval/loss",
+    ]

@@ -16,6 +16,7 @@ rewards that are logged too, and the SFT term of ``sft_coef`` is a per-sequence 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from placerl.algos.preference import LOSS_KINDS, preference_loss
 from placerl.config.preference import PreferenceConfig
 from placerl.data.packing import LAYOUTS, Packed, pack
 from placerl.models.lm_head import enable_gradient_checkpointing, selected_log_probs
+from placerl.models.lora import FrozenBase, adapter_disabled
 from placerl.roles.common import autocast, clip_and_step
 from placerl.roles.micro_batches import MicroBatching, pack_units
 
@@ -123,7 +125,10 @@ class OfflinePreference:
 
     def log_probs(self, model, packed: Packed) -> Tensor:
         """(B, 2) summed log-probs [chosen, rejected] of the packed pairs under ``model``."""
-        with autocast(self.precision):
+        base = contextlib.nullcontext()
+        if isinstance(model, FrozenBase):  # the LoRA model itself, so its head can be chunked
+            model, base = model.lora_model, adapter_disabled(model.lora_model)
+        with base, autocast(self.precision):
             sums = sequence_sums(model, packed)
         return torch.stack(sums.chunk(2), dim=1)
 

@@ -1,8 +1,9 @@
 """Reward-model training: the Bradley–Terry loss −log σ(r(x, y_w) − r(x, y_l)) (InstructGPT).
 
 The reward model is a sequence-classification transformer with one label; its score is read at
-the last real token of ``[prompt | response]``, which the collator right-pads (so cutting a
-micro-batch's columns to its longest row changes no score).
+the last attended token of ``[prompt | response]`` (right-padded here), the response's end
+token: the same token PPO scoring reads (``roles/reward.py::sequence_scores``); cutting a
+micro-batch's columns to its longest row changes no score.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from placerl.data.collate import preference_batch
 from placerl.models.lm_head import enable_gradient_checkpointing
 from placerl.roles.common import autocast, clip_and_step, position_ids
 from placerl.roles.micro_batches import MicroBatching, pack_units
+from placerl.roles.reward import sequence_scores
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:
@@ -49,14 +51,8 @@ class RewardModelTraining:
     def _scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         mask = batch["attention_mask"]
         with autocast(self.precision):
-            scores = (
-                self.model(
-                    input_ids=batch["input_ids"],
-                    attention_mask=mask,
-                    position_ids=position_ids(mask),
-                )
-                .logits[:, 0]
-                .float()
+            scores = sequence_scores(
+                self.model, batch["input_ids"], mask, position_ids=position_ids(mask)
             )
         chosen, rejected = scores.chunk(2)
         return chosen, rejected
@@ -104,14 +100,25 @@ class RewardModelTraining:
         }
 
     @torch.no_grad()
-    def pairwise_accuracy(
+    def held_out_scores(
         self, triples: list[tuple[str, str, str]], batch_size: int = 128
-    ) -> float:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(N,), (N,) float32 scores of the chosen and the rejected responses (eval mode)."""
         self.model.eval()
-        correct = 0
+        chosen, rejected = [], []
         for i in range(0, len(triples), batch_size):
             batch = preference_batch(self.tokenizer, triples[i : i + batch_size], self.max_len)
             for micro in self._micro_batches(batch):
-                chosen, rejected = self._scores(micro)
-                correct += int((chosen > rejected).sum())
-        return correct / max(1, len(triples))
+                scores = self._scores(micro)
+                chosen.append(scores[0])
+                rejected.append(scores[1])
+        return torch.cat(chosen), torch.cat(rejected)
+
+    @torch.no_grad()
+    def pairwise_accuracy(
+        self, triples: list[tuple[str, str, str]], batch_size: int = 128
+    ) -> float:
+        if not triples:
+            return 0.0
+        chosen, rejected = self.held_out_scores(triples, batch_size)
+        return int((chosen > rejected).sum()) / len(triples)

@@ -37,7 +37,7 @@ def sample_and_score(roles: Roles, prompts: PromptBatch, timer: PhaseTimer) -> B
     """
     with timer.phase("generate"):
         batch = roles.rollout.generate(prompts.ids, prompts.mask)
-    scores = submit(roles.reward, "score", batch, prompts.texts, prompts.columns)
+    scores = submit(roles.reward, "score", batch, prompts.as_given(), prompts.columns)
     reference = submit(roles.reference, "log_probs", batch) if roles.reference is not None else None
     with timer.phase("score"):
         batch[Field.SCORES] = scores.result()

@@ -7,17 +7,19 @@ does not use are ignored.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
+from placerl.config.lora import LoraConfig
 from placerl.config.placement import PlacementConfig
 from placerl.config.preference import BRAInConfig, OnlineDPOConfig, PreferenceConfig, RSOConfig
 from placerl.config.section import Section
 from placerl.config.staleness import StalenessConfig
 
 Stage = Literal["sft", "rm", "ppo", "grpo", "rloo", "dpo", "online_dpo", "rso", "brain"]
-BUILTIN = "builtin"  # a data path that means "the built-in addition task"
+BUILTIN = "builtin"  # a data path that means "the built-in task" (data.builtin_task)
+Tracker = Literal["tensorboard", "wandb"]
 
 
 class ModelConfig(Section):
@@ -33,15 +35,35 @@ class ModelConfig(Section):
         description="Recompute each transformer block in backward instead of keeping its "
         "activations, for every trained model (less memory, ~30% more compute).",
     )
+    lora: LoraConfig | None = Field(
+        None,
+        description="LoRA adapters (peft) on every trained model; null trains all weights "
+        "(see placerl/config/lora.py).",
+    )
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = Field(
+        "sdpa",
+        description="Attention kernel every model is loaded with: sdpa (PyTorch's fused "
+        "attention), eager, or flash_attention_2 (needs the flash-attn package and a GPU).",
+    )
+    trust_remote_code: bool = Field(
+        False,
+        description="Run Python code shipped in the model/tokenizer directory (custom "
+        "architectures); off by default, and said in the log when on.",
+    )
 
 
 class DataConfig(Section):
     train: str = Field(
         BUILTIN,
-        description="Training data: a .jsonl/.json/.parquet/.csv file, or 'builtin' (addition).",
+        description="Training data: a .jsonl/.json/.parquet/.csv file, or 'builtin' (the task "
+        "named by builtin_task).",
     )
     eval: str | None = Field(
-        None, description="Held-out prompts with an `answer` column for accuracy; null: builtin."
+        None,
+        description="Held-out data. sft/dpo/rm: a file of the training format (held-out loss; "
+        "an `answer` column adds exact-match accuracy; sft also takes prompts with `answer`). "
+        "RL stages: prompts (eval/reward; eval/accuracy with an `answer` column). "
+        "null: the builtin eval split when data.train is builtin, else no evaluation.",
     )
     max_prompt_len: int = Field(64, gt=0, description="Longest prompt in tokens; longer: error.")
     max_len: int = Field(128, gt=1, description="Longest prompt+response for SFT/RM/DPO data.")
@@ -169,7 +191,40 @@ class TrainerConfig(Section):
     save_every: int = Field(50, ge=0, description="Checkpoint every n steps (0: only at the end).")
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept.")
     progress: bool = Field(True, description="Show a progress bar.")
-    tensorboard: bool = Field(True, description="Write TensorBoard events.")
+    report_to: list[Tracker] = Field(
+        default_factory=lambda: ["tensorboard"],
+        description="Where metrics also go besides metrics.jsonl: tensorboard (run_dir/tb), "
+        "wandb (needs `pip install placerl[wandb]`; WANDB_MODE=offline works without an "
+        "account); [] for neither. The older trainer.tensorboard: true/false is still read.",
+    )
+    wandb_project: str | None = Field(
+        None, description="W&B project; null: $WANDB_PROJECT, else 'placerl'."
+    )
+    log_samples: int = Field(
+        4,
+        ge=0,
+        description="Held-out prompts whose responses each evaluation prints and writes to "
+        "TensorBoard/W&B text and run_dir/samples.jsonl (0: none).",
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_tensorboard(cls, data: Any) -> Any:
+        """``tensorboard: bool`` (before ``report_to``) still works: it adds or removes
+        tensorboard from ``report_to``."""
+        if isinstance(data, dict) and "tensorboard" in data:
+            data = dict(data)
+            flag = data.pop("tensorboard")
+            if not isinstance(flag, bool):
+                raise ValueError("trainer.tensorboard must be true or false (or use report_to)")
+            trackers = [t for t in data.get("report_to", ["tensorboard"]) if t != "tensorboard"]
+            data["report_to"] = (["tensorboard"] if flag else []) + trackers
+        return data
+
+    @model_validator(mode="after")
+    def _unique_trackers(self) -> TrainerConfig:
+        self.report_to = list(dict.fromkeys(self.report_to))
+        return self
 
 
 class RunConfig(Section):
@@ -203,6 +258,13 @@ class RunConfig(Section):
                 "ppo.kl_in_reward: false use kl_controller: fixed"
             )
         self._kl_losses_regularise()
+        lora = self.model.lora
+        if lora is not None and lora.dropout > 0 and self.stage not in ("sft", "rm", "dpo"):
+            raise ValueError(
+                f"model.lora.dropout={lora.dropout}: {self.stage} compares log-probs of the same "
+                "responses across passes (sampling, π_old, update), which dropout would make "
+                "disagree; use model.lora.dropout=0"
+            )
         if self.stage in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
             raise ValueError(
                 f"{self.stage} compares samples of one prompt: rollout.samples_per_prompt must be "

@@ -4,7 +4,10 @@ Prompt and response are tokenized separately and concatenated, so the boundary b
 is exact (a joint tokenization could merge across it and blur which tokens are trained on).
 No special tokens are added by the tokenizer; BOS is prepended here when asked and when the
 tokenizer has one (and the text does not already start with it, as chat templates often
-write it), and EOS is appended to responses so the model learns to stop.
+write it), and every response ends with exactly one end token so the model learns to stop
+where sampling stops: a chat template's turn end (``…<|im_end|>``, the whitespace the
+template writes after it dropped) or, for plain text, the tokenizer's EOS appended
+(``models/tokens.py::target_end`` states the rule).
 
 Prompts are never truncated silently: a prompt too long for ``max_len`` is a ``UserError``
 naming its row. A response that does not fit is cut, and the batch reports how many were.
@@ -19,6 +22,7 @@ from collections.abc import Sequence
 import torch
 
 from placerl.errors import UserError
+from placerl.models.tokens import target_end
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss (HF convention)
 
@@ -175,8 +179,13 @@ def _encode_examples(
     for index, ids in enumerate(prompt_ids):
         if len(ids) >= max_len:
             raise _too_long(ids, max_len, _name(rows, index), room=" with room for a response")
-    eos_id = _eos_id(tokenizer) if eos else None
-    response_ids = [[_with_eos(ids, eos_id) for ids in _encode(tokenizer, r)] for r in responses]
+    if eos:
+        _eos_id(tokenizer)  # a clear error when responses cannot be terminated
+        response_ids = [
+            [target_end(ids, tokenizer) for ids in _encode(tokenizer, r)] for r in responses
+        ]
+    else:
+        response_ids = [_encode(tokenizer, r) for r in responses]
     return prompt_ids, response_ids
 
 
@@ -191,12 +200,6 @@ def _with_bos(ids: list[int], tokenizer, add_bos: bool) -> list[int]:
     if not add_bos or bos is None or (ids and ids[0] == bos):
         return ids
     return [int(bos), *ids]
-
-
-def _with_eos(ids: list[int], eos_id: int | None) -> list[int]:
-    if eos_id is None or (ids and ids[-1] == eos_id):
-        return ids
-    return [*ids, eos_id]
 
 
 def _eos_id(tokenizer) -> int:

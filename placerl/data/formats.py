@@ -90,6 +90,13 @@ def to_prompt_text(example: Mapping[str, Any], tokenizer, where: str = "row") ->
     return _render(tokenizer, messages, True, "prompt", where)
 
 
+def prompt_as_given(example: Mapping[str, Any], where: str = "row") -> str | list[Message]:
+    """The prompt as the dataset gave it, for the reward function: the string, or the list of
+    messages (checked, None-filled keys dropped), not the text the chat template renders."""
+    prompt = _column(example, "prompt", where)
+    return prompt if isinstance(prompt, str) else _messages(prompt, "prompt", where)
+
+
 def prompt_extras(example: Mapping[str, Any]) -> dict[str, Any]:
     """The columns besides ``prompt``: what a reward function gets (answers, test cases)."""
     return {key: value for key, value in example.items() if key != "prompt"}

@@ -51,21 +51,33 @@ class IndexStream:
 
 @dataclass
 class PromptSet:
-    """Prompts tokenized once, with the other dataset columns the reward may need."""
+    """Prompts tokenized once, with the other dataset columns the reward may need.
+
+    ``texts`` are what the model sees (chat prompts rendered by the template); ``given`` the
+    prompts as the dataset gave them (a string, or a list of messages), which is what a
+    reward function receives, as in TRL. None: the same as ``texts``.
+    """
 
     texts: list[str]
     token_ids: list[list[int]]
     columns: dict[str, list]
+    given: list | None = None
 
     @classmethod
     def build(
-        cls, texts: list[str], columns: dict[str, list], tokenizer, max_len: int, source: str
+        cls,
+        texts: list[str],
+        columns: dict[str, list],
+        tokenizer,
+        max_len: int,
+        source: str,
+        given: list | None = None,
     ):
         try:
             ids = encode_prompts(tokenizer, texts, max_len)
         except UserError as err:  # name the file the row came from
             raise UserError(err.message, where=f"{source} {err.where}") from None
-        return cls(texts, ids, columns)
+        return cls(texts, ids, columns, given)
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -79,6 +91,7 @@ class PromptSet:
             mask=mask,
             texts=[self.texts[i] for i in expanded],
             columns={k: [v[i] for i in expanded] for k, v in self.columns.items()},
+            given=None if self.given is None else [self.given[i] for i in expanded],
         )
 
 
@@ -88,3 +101,8 @@ class PromptBatch:
     mask: torch.Tensor  # (B, P)
     texts: list[str]
     columns: dict[str, list]
+    given: list | None = None  # the prompts as the dataset gave them (see PromptSet)
+
+    def as_given(self) -> list:
+        """What a reward function gets as ``prompts``: strings, or lists of chat messages."""
+        return self.texts if self.given is None else self.given

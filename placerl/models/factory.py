@@ -16,6 +16,8 @@ import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
+from placerl.models.tokens import SOURCE_ATTR, copy_tokenizer_files
+
 PAD, BOS, EOS, UNK = "<pad>", "<s>", "</s>", "<unk>"
 
 # A plain chat template so `messages` datasets work with the default tokenizer.
@@ -98,8 +100,16 @@ def build_tiny_llama(
 
 
 def save_tokenizer(tokenizer: PreTrainedTokenizerFast, path: Path) -> None:
-    """Save so that any tool can load it: transformers 5 records its own backend class name,
-    which older tools (and TRL's loaders) do not know; name the portable fast class instead."""
+    """Save the tokenizer next to an exported model.
+
+    A tokenizer ``load_tokenizer`` read from a directory is exported as that directory's own
+    files, byte for byte: what the run changed in memory (a pad token for padding, the padding
+    side) never reaches disk, and ``tokenizer_class`` stays what the user's config says. A
+    tokenizer built here is serialised; transformers 5 records its own backend class name,
+    which older tools (and TRL's loaders) do not know, so the portable fast class is named."""
+    source = getattr(tokenizer, SOURCE_ATTR, None)
+    if source is not None and copy_tokenizer_files(source, path):
+        return
     tokenizer.save_pretrained(path)
     config_file = Path(path) / "tokenizer_config.json"
     config = json.loads(config_file.read_text())

@@ -14,7 +14,8 @@ from torch import nn
 
 def cache_kwargs(model: nn.Module, cache) -> dict:
     """``{name: cache}`` for ``model(**inputs, **cache_kwargs(model, cache))``."""
-    return {_cache_name(type(model)): cache}
+    base = getattr(model, "get_base_model", None)  # a peft model: the wrapped model's name
+    return {_cache_name(type(base() if base is not None else model)): cache}
 
 
 @functools.cache

@@ -2,11 +2,13 @@
 
 A rule reward is any function named ``module:function`` with this signature::
 
-    def reward(completions: list[str], prompts: list[str], **columns) -> list[float]
+    def reward(completions: list[str], prompts: list, **columns) -> list[float]
 
-``completions`` are the decoded responses (special tokens removed), ``prompts`` the prompt
-texts, and ``columns`` every other column of the prompt dataset as lists aligned with the
-completions (e.g. ``answer``). It returns one finite number per completion. Anything else — an
+``completions`` are the decoded responses (special tokens removed), ``prompts`` the prompts as
+the dataset gave them, like TRL: the string for plain data, the list of ``{"role",
+"content"}`` messages for chat data (not the text the chat template rendered), and
+``columns`` every other column of the prompt dataset as lists aligned with the completions
+(e.g. ``answer``). It returns one finite number per completion. Anything else — an
 exception, a wrong length, a non-number — is the user's to fix and is reported as such.
 """
 
@@ -51,7 +53,7 @@ class RuleReward:
     def __init__(self, fn: RewardFn, tokenizer, name: str, scale: float = 1.0):
         self.fn, self.tokenizer, self.name, self.scale = fn, tokenizer, name, scale
 
-    def score(self, batch: Batch, prompts: list[str], columns: dict[str, list]) -> torch.Tensor:
+    def score(self, batch: Batch, prompts: list, columns: dict[str, list]) -> torch.Tensor:
         completions = decode_responses(self.tokenizer, batch)
         try:
             scores = self.fn(completions=completions, prompts=prompts, **columns)
@@ -82,20 +84,58 @@ def check_scores(scores, expected: int, name: str) -> torch.Tensor:
     return torch.tensor(scores, dtype=torch.float32)
 
 
+def last_attended(mask: torch.Tensor) -> torch.Tensor:
+    """(B,) index of each row's last position with ``mask`` 1 (rows of any padding side)."""
+    positions = torch.arange(mask.shape[-1], device=mask.device)
+    return (positions * (mask != 0)).argmax(dim=-1)
+
+
+def sequence_scores(model, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
+    """(B,) float scores of a one-label sequence-classification model, each read at its row's
+    last attended token: the last response token, i.e. its end token when it has one.
+
+    One definition for RM training, PPO scoring and evaluation. Hugging Face's heads pick the
+    last token that is not ``pad_token_id`` instead, which moves with the pad choice (pad = an
+    end token makes it skip the end token) and refuses batches when the config has no pad id;
+    so the per-position scores are taken from the head as it runs (a forward hook, which keeps
+    the model's own ``forward`` and so any wrapper around it) and indexed from the mask.
+    """
+    head = getattr(model, "score", None) or getattr(model, "classifier", None)
+    if head is None:
+        raise TypeError(f"{type(model).__name__} has no 'score' head to read scores from")
+    captured: list[torch.Tensor] = []
+    handle = head.register_forward_hook(lambda _m, _i, out: captured.append(out))
+    config = model.config
+    config = config.get_text_config() if hasattr(config, "get_text_config") else config
+    had_pad = config.pad_token_id is not None
+    if not had_pad:  # only to pass HF's batch check; its pooled output is not used
+        config.pad_token_id = -1
+    try:
+        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
+    finally:
+        handle.remove()
+        if not had_pad:
+            config.pad_token_id = None
+    per_token = captured[-1]  # (B, T, 1); a pooling head (BERT-like) gives (B, 1) itself
+    if per_token.dim() == 2:
+        return per_token[:, 0].float()
+    rows = torch.arange(per_token.shape[0], device=per_token.device)
+    return per_token[rows, last_attended(attention_mask).to(per_token.device), 0].float()
+
+
 class ModelReward:
-    """A reward model with a scalar head, read at each sequence's last real token."""
+    """A reward model with a scalar head, read at each sequence's last attended token (the
+    response's last token: its end token when it stopped, ``sequence_scores``)."""
 
     def __init__(self, model, *, precision: str = "fp32", scale: float = 1.0):
         self.model = model.eval().requires_grad_(False)
         self.precision, self.scale = precision, scale
 
     @torch.no_grad()
-    def score(self, batch: Batch, prompts: list[str], columns: dict[str, list]) -> torch.Tensor:
+    def score(self, batch: Batch, prompts: list, columns: dict[str, list]) -> torch.Tensor:
         mask = batch[Field.ATTENTION_MASK]
         with autocast(self.precision):
-            out = self.model(
-                input_ids=batch[Field.INPUT_IDS],
-                attention_mask=mask,
-                position_ids=position_ids(mask),
+            scores = sequence_scores(
+                self.model, batch[Field.INPUT_IDS], mask, position_ids=position_ids(mask)
             )
-        return self.scale * out.logits[:, 0].float()
+        return self.scale * scores

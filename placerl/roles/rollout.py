@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import torch
 
+from placerl.models.tokens import end_token_ids
 from placerl.rollout.sampling import SamplingParams, generate
 from placerl.types import Batch
 
@@ -18,6 +19,9 @@ class RolloutWorker:
         self.tokenizer = tokenizer
         self.params = params
         self.generator = torch.Generator().manual_seed(seed)
+        # A response ends at the tokenizer's EOS, the chat template's turn end, or any end
+        # token of the model's generation_config (a list in chat models), as in model.generate.
+        self.end_ids = end_token_ids(tokenizer, model)
 
     def generate(
         self,
@@ -34,7 +38,7 @@ class RolloutWorker:
             prompt_ids,
             prompt_mask,
             params or self.params,
-            eos_token_id=self.tokenizer.eos_token_id,
+            eos_token_id=self.end_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             generator=self.generator,
             tokenizer=self.tokenizer,

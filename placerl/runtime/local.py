@@ -1,9 +1,10 @@
 """The local runtime: every role in this process, on one device.
 
 The rollout shares the actor's module (colocated, nothing to sync), the reference is a second
-copy of the initial policy, the critic starts from the reward model (InstructGPT) or the
-policy. A Ray runtime implements the same ``build_roles`` contract with remote handles whose
-methods have the same names and signatures.
+copy of the initial policy — or, with LoRA, the actor's model with its adapter disabled (no
+second copy) — the critic starts from the reward model (InstructGPT) or the policy. A Ray
+runtime implements the same ``build_roles`` contract with remote handles whose methods have
+the same names and signatures.
 """
 
 from __future__ import annotations
@@ -12,7 +13,8 @@ from pathlib import Path
 
 from placerl.algos.rollout_phase import Roles
 from placerl.config.schema import RunConfig
-from placerl.models.loading import load_policy, load_reward_model, load_value_model
+from placerl.models.loading import LoadOptions, load_policy, load_reward_model, load_value_model
+from placerl.models.lora import FrozenBase, is_lora, reference_is_base, with_lora
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
 from placerl.roles.micro_batches import micro_batching
@@ -36,7 +38,7 @@ def sampling_params(cfg: RunConfig) -> SamplingParams:
 
 def build_reward(cfg: RunConfig, tokenizer):
     if cfg.reward.model:
-        model = load_reward_model(cfg.reward.model, tokenizer.pad_token_id, trained=True)
+        model = load_reward_model(cfg.reward.model, trained=True, options=LoadOptions.of(cfg.model))
         return ModelReward(model, precision=cfg.model.precision, scale=cfg.reward.scale)
     if cfg.reward.function:
         fn = import_reward_function(cfg.reward.function)
@@ -70,8 +72,17 @@ def make_rollout(cfg: RunConfig, policy, tokenizer) -> RolloutWorker:
     return RolloutWorker(policy, tokenizer, sampling_params(cfg), seed=cfg.seed)
 
 
-def make_reference(cfg: RunConfig, policy_path: Path) -> ReferenceWorker:
-    ref_model = load_policy(cfg.reference or policy_path)
+def make_reference(cfg: RunConfig, policy_path: Path, actor_model=None) -> ReferenceWorker:
+    """The frozen reference. Given the actor's LoRA model (in this process), and no other
+    reference named, it is that model with its adapter disabled: the base, for free."""
+    if (
+        actor_model is not None
+        and is_lora(actor_model)
+        and reference_is_base(cfg.reference, policy_path)
+    ):
+        ref_model = FrozenBase(actor_model)
+    else:
+        ref_model = load_policy(cfg.reference or policy_path, LoadOptions.of(cfg.model))
     return ReferenceWorker(
         ref_model, temperature=cfg.rollout.temperature, precision=cfg.model.precision
     )
@@ -85,7 +96,11 @@ def critic_path(cfg: RunConfig, policy_path: Path) -> Path:
 def make_critic(
     cfg: RunConfig, policy_path: Path, tokenizer, cls=CriticWorker, **extra
 ) -> CriticWorker:
-    critic_model = load_value_model(critic_path(cfg, policy_path), tokenizer.pad_token_id)
+    critic_model = with_lora(
+        load_value_model(critic_path(cfg, policy_path), options=LoadOptions.of(cfg.model)),
+        cfg.model.lora,
+        "critic",
+    )
     return cls(
         critic_model,
         cfg.optim,
@@ -101,7 +116,7 @@ def make_critic(
 def build_roles(cfg: RunConfig, policy_path: Path, tokenizer, policy, algorithm) -> Roles:
     actor = make_actor(cfg, policy)
     rollout = make_rollout(cfg, policy, tokenizer)
-    reference = make_reference(cfg, policy_path) if algorithm.needs_reference else None
+    reference = make_reference(cfg, policy_path, policy) if algorithm.needs_reference else None
     critic = make_critic(cfg, policy_path, tokenizer) if algorithm.needs_critic else None
     reward = build_reward(cfg, tokenizer)
     return Roles(rollout=rollout, actor=actor, reward=reward, reference=reference, critic=critic)

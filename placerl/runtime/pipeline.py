@@ -63,6 +63,7 @@ from placerl.algos.rollout_phase import Roles
 from placerl.config.staleness import StalenessConfig
 from placerl.data.stream import PromptBatch
 from placerl.errors import UserError
+from placerl.models.lora import sync_view
 from placerl.runtime.weight_sync import SyncSchedule, SyncStats, copy_weights
 from placerl.timing import PhaseTimer
 from placerl.types import Batch, Field
@@ -130,7 +131,7 @@ class LocalShadow:
         self.trainer_model, self.shadow_model = trainer_model, shadow_model
 
     def sync(self) -> SyncStats:
-        return copy_weights(self.trainer_model, self.shadow_model)
+        return copy_weights(sync_view(self.trainer_model), sync_view(self.shadow_model))
 
     def rollout_state(self) -> dict[str, torch.Tensor]:
         return {k: v.detach().clone() for k, v in self.shadow_model.state_dict().items()}

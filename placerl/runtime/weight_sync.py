@@ -22,6 +22,9 @@ after each update (or every ``sync_every``) the trainer's weights must reach it:
 
 What is synced: a module's state dict (persistent buffers included), a tied weight once.
 Receivers match tensors by name, so a source that is a gathered state dict (FSDP) fits too.
+For a LoRA model only the adapters (and trained heads) travel (``models.lora.sync_view``): the
+rollout copy is the same LoRA model, whose frozen base already equals the trainer's, so it
+computes exactly what the trainer's model computes. ``sync/bytes`` records what moved.
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from placerl.models.lora import adapter_tensors, is_lora, sync_view
 from placerl.placement.plan import Plan, Sharding
 from placerl.types import Role
 
@@ -97,7 +101,11 @@ class SyncStats:
 
     def metrics(self, prefix: str = "sync") -> dict[str, float]:
         """Sizes only: the caller times the sync as a phase (``time/sync``)."""
-        return {f"{prefix}/mb": self.bytes / 2**20, f"{prefix}/buckets": float(self.buckets)}
+        return {
+            f"{prefix}/mb": self.bytes / 2**20,
+            f"{prefix}/bytes": float(self.bytes),
+            f"{prefix}/buckets": float(self.buckets),
+        }
 
 
 # ------------------------------------------------------------------------------ buckets
@@ -354,7 +362,13 @@ def sync_on_host(
     source_weights: Weights | None = None
     if rank in ranks.gatherers:
         sharded = getattr(getattr(actor, "dp", None), "sharded", False)
-        source_weights = actor.weights() if sharded else getattr(actor, "module", actor.model)
+        module = getattr(actor, "module", actor.model)
+        if sharded:  # the gathered full state dict; of a LoRA model, its adapters only
+            gathered = actor.weights()
+            source_weights = adapter_tensors(gathered) if is_lora(module) else gathered
+        else:
+            source_weights = sync_view(module)
+    rollout_model = sync_view(rollout_model) if rollout_model is not None else None
     if rank == ranks.source:
         stats = broadcast_weights(source_weights, rank, group, bucket_mb, device)
         if rollout_model is not None:  # a copy on the source's own slot (sharded actor)

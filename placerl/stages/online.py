@@ -6,7 +6,8 @@ from placerl.algos.grpo import GroupPolicyOptimization
 from placerl.algos.ppo import PPO
 from placerl.config.schema import RunConfig
 from placerl.evaluation import evaluate_policy
-from placerl.models.loading import load_policy, load_tokenizer
+from placerl.models.loading import LoadOptions, load_policy, load_tokenizer
+from placerl.models.lora import with_lora
 from placerl.runtime import build_runtime
 from placerl.runtime.pipeline import build_pipeline, staleness_config
 from placerl.stages.sources import model_path, prompt_data
@@ -30,8 +31,8 @@ class OnlineRLStage:
         self.cfg = cfg
         self.name = cfg.stage
         path = model_path(cfg)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.policy = load_policy(path)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path, LoadOptions.of(cfg.model))
+        self.policy = with_lora(load_policy(path, LoadOptions.of(cfg.model)), cfg.model.lora)
         self.algorithm = make_algorithm(cfg)
         self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)
@@ -51,6 +52,9 @@ class OnlineRLStage:
         return metrics
 
     def evaluate(self) -> dict[str, float]:
+        """Greedy held-out responses: ``eval/reward`` (the run's reward function or model,
+        so prompts without answers are measured too), ``eval/accuracy`` with an ``answer``
+        column, and a few samples."""
         if self.eval_prompts is None:
             return {}
         self.runtime.pull_weights()
@@ -61,6 +65,7 @@ class OnlineRLStage:
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
+            num_samples=self.cfg.trainer.log_samples,
         )
 
     def trained_models(self) -> dict:

@@ -31,10 +31,12 @@ from placerl.config.schema import BUILTIN, RunConfig
 from placerl.data.collate import encode_pairs, pad_token_id
 from placerl.data.stream import IndexStream
 from placerl.errors import UserError
-from placerl.evaluation import evaluate_policy
-from placerl.models.loading import load_policy
+from placerl.evaluation import Evaluation, evaluate_policy
+from placerl.models.loading import LoadOptions, load_policy
+from placerl.models.lora import FrozenBase, is_lora, reference_is_base
 from placerl.roles.common import make_optimizer
 from placerl.roles.micro_batches import micro_batching
+from placerl.stages.heldout import preference_prompts
 from placerl.stages.sources import (
     eval_source,
     model_path,
@@ -137,18 +139,21 @@ class OfflinePreferenceStage:
             raise UserError("the preference dataset is empty", where="data.train")
         eval_path = eval_source(cfg)
         self.eval_pairs: list[EncodedPair] = []
+        triples: list[tuple[str, str, str]] = []
         if eval_path:
             triples = preference_triples(
                 cfg, self.tokenizer, eval_path, "eval", n=cfg.data.num_eval
             )
             self.eval_pairs = self._encode(triples[: cfg.data.num_eval], "eval")
+        # built-in: the task's prompts with answers (accuracy); a file: a few of its prompts
         self.eval_prompts = (
-            prompt_set(cfg, self.tokenizer, BUILTIN, "eval") if eval_path == BUILTIN else None
+            prompt_set(cfg, self.tokenizer, BUILTIN, "eval")
+            if eval_path == BUILTIN
+            else preference_prompts(cfg, self.tokenizer, triples)
         )
         self.eval_reference: torch.Tensor | None = None
         self.stream = IndexStream(len(self.pairs), cfg.trainer.batch_size, seed=cfg.seed)
-        self.reference = load_policy(cfg.reference or model_path(cfg)).eval()
-        self.reference.requires_grad_(False)
+        self.reference = self._load_reference()
         self.cache = ReferenceCache(len(self.pairs)) if pref.reference == "cached" else None
         optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
         self.algo = OfflinePreference(
@@ -163,6 +168,15 @@ class OfflinePreferenceStage:
             micro_batching=micro_batching(cfg),
             gradient_checkpointing=cfg.model.gradient_checkpointing,
         )
+
+    def _load_reference(self):
+        """The frozen reference: with LoRA and no other ``reference:`` named, the policy with
+        its adapter disabled (no second copy of the base); else a model of its own."""
+        path = model_path(self.cfg)
+        if is_lora(self.model) and reference_is_base(self.cfg.reference, path):
+            return FrozenBase(self.model)
+        reference = load_policy(self.cfg.reference or path, LoadOptions.of(self.cfg.model))
+        return reference.eval().requires_grad_(False)
 
     def _encode(self, triples, split: str) -> list[EncodedPair]:
         path = self.cfg.data.train if split == "train" else eval_source(self.cfg)
@@ -198,21 +212,25 @@ class OfflinePreferenceStage:
         with timer.phase("update"):
             return self.algo.step([self.pairs[i] for i in indices], reference)
 
-    def evaluate(self) -> dict[str, float]:
-        metrics: dict[str, float] = {}
+    def evaluate(self) -> Evaluation:
+        """Held-out loss, preference accuracy and implicit rewards on the eval pairs; greedy
+        samples (and exact match, built-in data) on their prompts."""
+        metrics = Evaluation()
         if self.eval_pairs:
             if self.eval_reference is None:
                 self.eval_reference = self.algo.reference_log_probs(self.reference, self.eval_pairs)
                 self._free_reference_when_done()
             metrics |= self.algo.evaluate(self.eval_pairs, self.eval_reference)
         if self.eval_prompts is not None:
-            metrics |= evaluate_policy(
+            policy = evaluate_policy(
                 self.model,
                 self.tokenizer,
                 self.eval_prompts,
                 max_new_tokens=self.cfg.rollout.max_new_tokens,
                 stop_strings=tuple(self.cfg.rollout.stop_strings),
+                num_samples=self.cfg.trainer.log_samples,
             )
+            metrics.merge(policy)
         return metrics
 
     def trained_models(self) -> dict:

@@ -28,7 +28,8 @@ from placerl.algos.rso import RSO
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
-from placerl.models.loading import load_policy, load_tokenizer
+from placerl.models.loading import LoadOptions, load_policy, load_tokenizer
+from placerl.models.lora import FrozenBase, is_lora, sync_view, with_lora
 from placerl.roles.rollout import RolloutWorker
 from placerl.runtime import build_runtime
 from placerl.runtime.local import sampling_params
@@ -136,7 +137,7 @@ class SamplingPolicy:
         """Before sampling, with ``updates`` policy updates done so far."""
         if self.trained is not None and updates - self.version > self.max_staleness:
             if not self.shared:
-                copy_weights(self.trained, self.worker.model)
+                copy_weights(sync_view(self.trained), sync_view(self.worker.model))
             self.version = updates
         self.lag = updates - self.version
 
@@ -164,10 +165,14 @@ def sampling_policy(cfg: RunConfig, path, tokenizer, roles, follows_policy: bool
     if follows_policy and cfg.placement.max_staleness == 0:
         in_step = cfg.placement.strategy != "local"  # local: the rollout shares the module
         return SamplingPolicy(roles.rollout, roles.actor.model, 0, in_step=in_step)
+    lora = is_lora(roles.actor.model)
     if not follows_policy and roles.reference is not None and cfg.reference is None:
         model = roles.reference.model  # the reference is the initial policy: share it
-    else:
-        model = load_policy(path).eval().requires_grad_(False)
+    elif not follows_policy and lora:
+        model = FrozenBase(roles.actor.model)  # the initial policy is the LoRA model's base
+    else:  # a snapshot of the policy: with LoRA the same adapters, synced by themselves
+        policy = load_policy(path, LoadOptions.of(cfg.model))
+        model = with_lora(policy, cfg.model.lora).eval().requires_grad_(False)
     worker = RolloutWorker(model, tokenizer, sampling_params(cfg), seed=cfg.seed)
     trained = roles.actor.model if follows_policy else None
     return SamplingPolicy(worker, trained, cfg.placement.max_staleness)
@@ -178,8 +183,8 @@ class SampledPreferenceStage:
         self.cfg = cfg
         self.name = cfg.stage
         path = model_path(cfg)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.policy = load_policy(path)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path, LoadOptions.of(cfg.model))
+        self.policy = with_lora(load_policy(path, LoadOptions.of(cfg.model)), cfg.model.lora)
         self.algorithm = make_algorithm(cfg)
         self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)
@@ -205,6 +210,9 @@ class SampledPreferenceStage:
         return metrics | {"rollout/staleness": float(self.sampler.lag)}
 
     def evaluate(self) -> dict[str, float]:
+        """Greedy held-out responses: ``eval/reward`` (the run's reward function or model,
+        so prompts without answers are measured too), ``eval/accuracy`` with an ``answer``
+        column, and a few samples."""
         if self.eval_prompts is None:
             return {}
         self.runtime.pull_weights()
@@ -215,6 +223,7 @@ class SampledPreferenceStage:
             max_new_tokens=self.cfg.rollout.max_new_tokens,
             stop_strings=tuple(self.cfg.rollout.stop_strings),
             reward=self.roles.reward,
+            num_samples=self.cfg.trainer.log_samples,
         )
 
     def trained_models(self) -> dict:

@@ -10,13 +10,15 @@ from placerl.data.formats import (
     load_prompt_dataset,
     load_sft_dataset,
     preference_rows,
+    prompt_as_given,
     prompt_extras,
     prompt_rows,
     sft_rows,
 )
 from placerl.data.stream import IndexStream, PromptSet
 from placerl.models.factory import make_model_dir
-from placerl.models.loading import load_policy, load_tokenizer
+from placerl.models.loading import LoadOptions, load_policy, load_tokenizer
+from placerl.models.lora import with_lora
 from placerl.tasks.addition import AdditionTask
 from placerl.tasks.reversal import ReversalTask
 
@@ -46,8 +48,9 @@ def model_path(cfg: RunConfig) -> Path:
 
 def tokenizer_and_policy(cfg: RunConfig):
     path = model_path(cfg)
-    tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-    return tokenizer, load_policy(path)
+    options = LoadOptions.of(cfg.model)
+    tokenizer = load_tokenizer(cfg.model.tokenizer or path, options)
+    return tokenizer, with_lora(load_policy(path, options), cfg.model.lora)
 
 
 def sft_pairs(cfg: RunConfig, tokenizer, path: str, split: str = "train") -> list[tuple[str, str]]:
@@ -91,9 +94,10 @@ def prompt_set(cfg: RunConfig, tokenizer, path: str | None, split: str) -> Promp
             rows = rows[: cfg.data.num_eval]
         source = path
     texts = prompt_rows(rows, tokenizer, source=source)
+    given = [prompt_as_given(r) for r in rows]
     extras = [prompt_extras(r) for r in rows]
     columns = {k: [e[k] for e in extras] for k in (extras[0] if extras else {})}
-    return PromptSet.build(texts, columns, tokenizer, cfg.data.max_prompt_len, source)
+    return PromptSet.build(texts, columns, tokenizer, cfg.data.max_prompt_len, source, given)
 
 
 def prompt_data(cfg: RunConfig, tokenizer) -> tuple[PromptSet, PromptSet | None, IndexStream]:

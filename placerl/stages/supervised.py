@@ -7,15 +7,16 @@ from placerl.algos.sft import SFT
 from placerl.config.schema import RunConfig
 from placerl.data.stream import IndexStream
 from placerl.errors import UserError
-from placerl.evaluation import evaluate_policy
-from placerl.models.loading import load_reward_model
+from placerl.evaluation import Evaluation, evaluate_policy, reward_model_metrics, sft_loss
+from placerl.models.loading import LoadOptions, load_reward_model, load_tokenizer
+from placerl.models.lora import with_lora
 from placerl.roles.common import make_optimizer
 from placerl.roles.micro_batches import micro_batching
+from placerl.stages.heldout import sft_held_out
 from placerl.stages.sources import (
     eval_source,
     model_path,
     preference_triples,
-    prompt_set,
     sft_pairs,
     tokenizer_and_policy,
 )
@@ -51,26 +52,38 @@ class SFTStage:
         self.tokenizer, self.model = tokenizer_and_policy(cfg)
         self.pairs = sft_pairs(cfg, self.tokenizer, cfg.data.train)
         self.stream = _stream(cfg, len(self.pairs), "SFT")
-        eval_path = eval_source(cfg)
-        self.eval_prompts = (
-            prompt_set(cfg, self.tokenizer, eval_path, "eval") if eval_path else None
-        )
+        self.held_out = sft_held_out(cfg, self.tokenizer)
         self.algo = _build_algorithm(SFT, cfg, self.model, self.tokenizer)
 
     def step(self, step: int, timer) -> dict[str, float]:
         with timer.phase("update"):
             return self.algo.step([self.pairs[i] for i in self.stream.next_batch()])
 
-    def evaluate(self) -> dict[str, float]:
-        if self.eval_prompts is None:
-            return {}
-        return evaluate_policy(
-            self.model,
-            self.tokenizer,
-            self.eval_prompts,
-            max_new_tokens=self.cfg.rollout.max_new_tokens,
-            stop_strings=tuple(self.cfg.rollout.stop_strings),
-        )
+    def evaluate(self) -> Evaluation:
+        """Held-out ``eval/loss`` (SFT rows), ``eval/accuracy`` (rows with an answer) and a
+        few greedy samples; see ``stages/heldout.py``."""
+        cfg, result = self.cfg, Evaluation()
+        if self.held_out is None:
+            return result
+        if self.held_out.pairs:
+            result["eval/loss"] = sft_loss(
+                self.model,
+                self.tokenizer,
+                self.held_out.pairs,
+                max_len=cfg.data.max_len,
+                precision=cfg.model.precision,
+            )
+        if self.held_out.prompts is not None:
+            policy = evaluate_policy(
+                self.model,
+                self.tokenizer,
+                self.held_out.prompts,
+                max_new_tokens=cfg.rollout.max_new_tokens,
+                stop_strings=tuple(cfg.rollout.stop_strings),
+                num_samples=cfg.trainer.log_samples,
+            )
+            result.merge(policy)
+        return result
 
     def trained_models(self) -> dict:
         return {"policy": self.model}
@@ -92,12 +105,13 @@ class RewardModelStage:
     name = "rm"
 
     def __init__(self, cfg: RunConfig):
-        from placerl.models.loading import load_tokenizer
-
         self.cfg = cfg
         path = model_path(cfg)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path)
-        self.model = load_reward_model(path, self.tokenizer.pad_token_id)
+        options = LoadOptions.of(cfg.model)
+        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path, options)
+        self.model = with_lora(
+            load_reward_model(path, options=options), cfg.model.lora, "reward_model"
+        )
         self.triples = preference_triples(cfg, self.tokenizer, cfg.data.train)
         eval_path = eval_source(cfg)
         self.eval_triples = (
@@ -114,10 +128,11 @@ class RewardModelStage:
         with timer.phase("update"):
             return self.algo.step([self.triples[i] for i in self.stream.next_batch()])
 
-    def evaluate(self) -> dict[str, float]:
+    def evaluate(self) -> Evaluation:
+        """Held-out pairwise accuracy, Bradley–Terry loss, margin, and a few scored pairs."""
         if not self.eval_triples:
-            return {}
-        return {"eval/pairwise_accuracy": self.algo.pairwise_accuracy(self.eval_triples)}
+            return Evaluation()
+        return reward_model_metrics(self.algo, self.eval_triples, self.cfg.trainer.log_samples)
 
     def trained_models(self) -> dict:
         return {"reward_model": self.model}

@@ -40,6 +40,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from placerl.models.lora import is_lora, load_trained_state
 from placerl.models.shared_prefix import distinct_prompts
 from placerl.roles.common import response_log_probs, response_values
 from placerl.runtime.ray.batching import shard_slices
@@ -244,12 +245,14 @@ class ShardedUpdate:
         return get_model_state_dict(self.module, options=options)
 
     def load_weights(self, weights: dict[str, torch.Tensor]) -> None:
+        """Load full weights (of a LoRA model: its adapters and trained heads only)."""
         if not self.dp.sharded:
-            self.module.load_state_dict(weights)
+            load_trained_state(self.module, weights)
             return
         from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
 
-        set_model_state_dict(self.module, weights, options=StateDictOptions(full_state_dict=True))
+        options = StateDictOptions(full_state_dict=True, strict=not is_lora(self.module))
+        set_model_state_dict(self.module, weights, options=options)
 
     def state_dict(self) -> dict:
         state = super().state_dict()

@@ -25,6 +25,7 @@ from typing import Any
 import ray
 import torch
 
+from placerl.models.lora import load_trained_state, trained_state
 from placerl.rollout.sampling import SamplingParams, draw_uniforms
 from placerl.runtime.ray.batching import cat_results, owned_rows, shard_rows, take_rows
 from placerl.runtime.ray.data_parallel import combine_update_stats
@@ -149,13 +150,13 @@ class TrainedHandle(_Handle):
         """Copy the workers' weights into the mirror, if they changed since the last copy."""
         if self.mirrored == self.version:
             return
-        weights = self.client.on_hosts("weights").result()
-        self.model.load_state_dict(weights)
+        weights = self.client.on_hosts("weights").result()  # a LoRA model's adapters only
+        load_trained_state(self.model, weights)
         self.mirrored = self.version
 
     def push_weights(self) -> None:
         """Load the mirror's weights on every worker (after a restore)."""
-        state = {k: v.detach().cpu() for k, v in self.model.state_dict().items()}
+        state = trained_state(self.model)
         self.client.on_hosts("load_weights", ray.put(state)).result()
         self.mirrored = self.version
 

@@ -30,6 +30,7 @@ import torch
 from tensordict import TensorDict
 
 from placerl.config.schema import RunConfig
+from placerl.models.lora import FrozenBase, load_trained_state, trained_state, with_lora
 from placerl.placement.plan import DeviceSlot, Plan, Sharding
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
@@ -81,13 +82,14 @@ def role_ranks(plan: Plan, role: Role) -> list[int]:
     return [plan.slots.index(s) for s in plan.worker_slots(role)]
 
 
-def rollout_shares_actor(plan: Plan) -> bool:
-    """Whether every rollout worker can sample from an actor module in its own process: its
-    slot hosts an actor worker, and the actor is replicated, or sharded over exactly the
-    rollout's workers (generation then gathers the weights, a collective over them)."""
-    if Role.ROLLOUT not in plan.roles or Role.ACTOR not in plan.roles:
+def rollout_shares_actor(plan: Plan, role: Role = Role.ROLLOUT) -> bool:
+    """Whether every rollout worker (or ``role`` worker) can run on an actor module in its own
+    process: its slot hosts an actor worker, and the actor is replicated, or sharded over
+    exactly the role's workers (generation then gathers the weights, a collective over them;
+    a sharded forward is one over them too)."""
+    if role not in plan.roles or Role.ACTOR not in plan.roles:
         return False
-    rollout, actor = role_ranks(plan, Role.ROLLOUT), role_ranks(plan, Role.ACTOR)
+    rollout, actor = role_ranks(plan, role), role_ranks(plan, Role.ACTOR)
     if plan.roles[Role.ACTOR].sharding == Sharding.NONE or len(actor) == 1:
         return set(rollout) <= set(actor)
     return rollout == actor
@@ -117,7 +119,7 @@ class RoleHost:
         """Join the world, make every role's sub-group, build this slot's roles."""
         import torch.distributed as dist
 
-        from placerl.models.loading import load_tokenizer
+        from placerl.models.loading import LoadOptions, load_tokenizer
 
         spec, plan = self.spec, self.spec.plan
         backend = "nccl" if self.device.type == "cuda" else "gloo"
@@ -135,7 +137,9 @@ class RoleHost:
         ranks = self.sync_ranks.group_ranks if self.sync_ranks else None
         self.sync_group = dist.new_group(list(ranks)) if ranks else None
         path = Path(spec.policy_path)
-        self.tokenizer = load_tokenizer(spec.cfg.model.tokenizer or path)
+        self.tokenizer = load_tokenizer(
+            spec.cfg.model.tokenizer or path, LoadOptions.of(spec.cfg.model)
+        )
         self._build_roles(path)
         return {"pid": os.getpid(), "label": self.label, "roles": [r.value for r in self.roles]}
 
@@ -157,20 +161,27 @@ class RoleHost:
             self.dp[role] = DataParallel(rank, len(ranks), group, mesh, self.device)
 
     def _build_roles(self, path: Path) -> None:
-        from placerl.models.loading import load_policy
+        from placerl.models.loading import LoadOptions, load_policy
         from placerl.runtime.local import build_reward, make_actor, make_critic, make_reference
 
         cfg, mine = self.spec.cfg, [r for r in self.spec.roles if r in self.dp]
         policy = None
         if Role.ACTOR in mine:
-            policy = load_policy(path).to(self.device)
+            options = LoadOptions.of(cfg.model)
+            policy = with_lora(load_policy(path, options), cfg.model.lora).to(self.device)
             self.roles[Role.ACTOR] = self._trained(Role.ACTOR, policy, make_actor, cfg)
         if Role.ROLLOUT in mine:
             self.roles[Role.ROLLOUT] = self._rollout(policy, path)
         if Role.REFERENCE in mine:
-            reference = make_reference(cfg, path)
-            reference.share_prefix = not self.dp[Role.REFERENCE].sharded
-            self._frozen(Role.REFERENCE, reference.model)
+            # with LoRA, a reference colocated with the actor is its base (adapter disabled);
+            # one on other workers (Interleave, or a sharded actor) loads a copy of the base
+            shares = policy is not None and rollout_shares_actor(self.spec.plan, Role.REFERENCE)
+            reference = make_reference(cfg, path, policy if shares else None)
+            if reference.shares_actor:
+                reference.share_prefix = not self.dp[Role.ACTOR].sharded
+            else:
+                reference.share_prefix = not self.dp[Role.REFERENCE].sharded
+                self._frozen(Role.REFERENCE, reference.model)
             self.roles[Role.REFERENCE] = reference
         if Role.CRITIC in mine:
             self.roles[Role.CRITIC] = self._trained(
@@ -206,11 +217,13 @@ class RoleHost:
     def _rollout(self, policy, path: Path):
         """The rollout on the actor's module where ``rollout_shares_actor``, else a copy that
         ``sync_rollout_weights`` refreshes (when the experience pipeline says so)."""
-        from placerl.models.loading import load_policy
+        from placerl.models.loading import LoadOptions, load_policy
         from placerl.runtime.local import make_rollout
 
         shared = policy is not None and rollout_shares_actor(self.spec.plan)
-        model = policy if shared else load_policy(path).to(self.device)
+        options = LoadOptions.of(self.spec.cfg.model)
+        lora = self.spec.cfg.model.lora  # a copy is the same LoRA model: adapters sync alone
+        model = policy if shared else with_lora(load_policy(path, options), lora).to(self.device)
         return make_rollout(self.spec.cfg, model, self.tokenizer)
 
     # ------------------------------------------------------------------ calls
@@ -258,18 +271,35 @@ class RoleHost:
         return stats
 
     def weights(self, role: str) -> dict[str, torch.Tensor]:
-        """The role's full weights on CPU (collective for a sharded role)."""
+        """The role's full weights on CPU (collective for a sharded role); of a LoRA model,
+        the adapters and trained heads only (``models.lora.trained_state``)."""
         target = self.roles[Role(role)]
+        model = getattr(target, "module", None)
+        model = target.model if model is None else model
         if hasattr(target, "weights"):
-            return target.weights()
-        return {k: v.detach().cpu() for k, v in target.model.state_dict().items()}
+            return trained_state(model, target.weights())
+        return trained_state(model)
 
     def load_weights(self, role: str, weights: dict[str, torch.Tensor]) -> None:
         target = self.roles[Role(role)]
         if hasattr(target, "weights"):
             target.load_weights(weights)
         else:
-            target.model.load_state_dict(weights)
+            load_trained_state(target.model, weights)
+
+    def parameter_bytes(self) -> int:
+        """Bytes of the distinct weights this worker holds over all its roles (a LoRA
+        reference that is the actor's base adds nothing): memory checks and tests."""
+        from placerl.models.lora import parameter_bytes
+
+        models = [m for role in self.roles for m in self._all_models(role)]
+        return parameter_bytes(*models)
+
+    def _all_models(self, role: Role) -> list[torch.nn.Module]:
+        model = getattr(self.roles[role], "model", None)
+        if isinstance(model, FrozenBase):
+            model = model.lora_model
+        return [model] if isinstance(model, torch.nn.Module) else []
 
     def pid(self) -> int:
         return os.getpid()
@@ -312,6 +342,8 @@ class RoleHost:
         model = getattr(target, "module", None)  # a data-parallel role's plain model
         if model is None:
             model = getattr(target, "model", None)  # None: a rule reward
+        if isinstance(model, FrozenBase):  # a LoRA reference: it runs on the actor's model
+            model = model.lora_model
         dp = self.dp.get(role)
         if model is None or (dp is not None and dp.sharded):
             return []

@@ -25,7 +25,8 @@ import ray
 from placerl.algos.rollout_phase import Roles
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
-from placerl.models.loading import load_value_model
+from placerl.models.loading import LoadOptions, load_value_model
+from placerl.models.lora import with_lora
 from placerl.placement.plan import Plan
 from placerl.runtime.local import critic_path, sampling_params
 from placerl.runtime.ray.group import CallInfo, WorkerGroup, connect
@@ -146,7 +147,11 @@ class RayRuntime:
         }
         critic = None
         if Role.CRITIC in needed:
-            mirror = load_value_model(critic_path(cfg, policy_path), pad)
+            mirror = with_lora(
+                load_value_model(critic_path(cfg, policy_path), options=LoadOptions.of(cfg.model)),
+                cfg.model.lora,
+                "critic",
+            )
             critic = CriticHandle(client[Role.CRITIC], mirror)
         reference = ReferenceHandle(client[Role.REFERENCE]) if Role.REFERENCE in needed else None
         ranks = separate_sync_ranks(self.plan)

@@ -1,0 +1,138 @@
+"""Tiny chat models shaped like real ones (Qwen2 and Llama), built here: nothing downloads.
+
+They carry the Hugging Face conventions placerl must handle in user models, and which the
+embedded default model (``models/factory.py``) does not have:
+
+- a ChatML chat template (``<|im_start|>role\\n…<|im_end|>\\n``, Qwen2's);
+- no pad token, and the tokenizer's EOS is ``<|endoftext|>`` (a base tokenizer's);
+- ``generation_config.json`` whose ``eos_token_id`` is a list, ``[<|im_end|>, <|endoftext|>]``,
+  as in Qwen2.5-Instruct, so a chat response ends at ``<|im_end|>``;
+- tied input and output embeddings;
+- a large vocabulary: the embedding has ``vocab_size`` rows (151,936 like Qwen2 by default)
+  over a small byte-level BPE trained on ``corpus``, special tokens added after it (ids past
+  the BPE's, like Qwen2's); the rows no token uses are there, as in real checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+import torch
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    GenerationConfig,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+    Qwen2Config,
+    Qwen2ForCausalLM,
+)
+
+from placerl.models.factory import TinyLlamaSize
+
+ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+QWEN2_VOCAB = 151_936
+LLAMA3_VOCAB = 128_256
+
+CHATML_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\\n' + message['content'] + '<|im_end|>' + '\\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+# The tokenizer_class a real checkpoint of each architecture names (kept on export).
+TOKENIZER_CLASS = {"qwen2": "Qwen2Tokenizer", "llama": "PreTrainedTokenizerFast"}
+
+_TEXT = (
+    "The quick brown fox jumps over the lazy dog. Reverse the letters. Add the numbers. "
+    "user assistant system You are a helpful assistant. The answer is 0 1 2 3 4 5 6 7 8 9."
+)
+
+
+def build_chat_tokenizer(corpus: list[str] | None = None, bpe_size: int = 512):
+    """A byte-level BPE with ChatML special tokens, EOS ``<|endoftext|>`` and no pad token."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=bpe_size,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator([*(corpus or []), _TEXT], trainer=trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=ENDOFTEXT)
+    fast.add_special_tokens({"additional_special_tokens": [IM_START, IM_END]})
+    fast.chat_template = CHATML_TEMPLATE
+    assert fast.pad_token is None and fast.bos_token is None
+    return fast
+
+
+def build_chat_model(
+    tokenizer,
+    arch: Literal["qwen2", "llama"] = "qwen2",
+    vocab_size: int = QWEN2_VOCAB,
+    size: TinyLlamaSize | None = None,
+    seed: int = 0,
+):
+    """A random Qwen2 or Llama causal LM with tied embeddings and list-valued end tokens."""
+    if vocab_size < len(tokenizer):
+        raise ValueError(f"vocab_size={vocab_size} is below the tokenizer's {len(tokenizer)}")
+    size = size or TinyLlamaSize()
+    endoftext = tokenizer.convert_tokens_to_ids(ENDOFTEXT)
+    im_end = tokenizer.convert_tokens_to_ids(IM_END)
+    common = dict(
+        vocab_size=vocab_size,
+        hidden_size=size.hidden_size,
+        intermediate_size=size.intermediate_size,
+        num_hidden_layers=size.num_hidden_layers,
+        num_attention_heads=size.num_attention_heads,
+        num_key_value_heads=size.num_key_value_heads,
+        max_position_embeddings=size.max_position_embeddings,
+        tie_word_embeddings=True,
+        bos_token_id=endoftext,
+        eos_token_id=endoftext,
+        pad_token_id=None,
+    )
+    torch.manual_seed(seed)
+    if arch == "qwen2":
+        model = Qwen2ForCausalLM(Qwen2Config(**common))
+    elif arch == "llama":
+        model = LlamaForCausalLM(LlamaConfig(**common))
+    else:
+        raise ValueError(f"arch={arch!r}: expected 'qwen2' or 'llama'")
+    model.generation_config = GenerationConfig(
+        bos_token_id=endoftext, eos_token_id=[im_end, endoftext]
+    )
+    return model
+
+
+def make_chat_model_dir(
+    path: str | Path,
+    arch: Literal["qwen2", "llama"] = "qwen2",
+    vocab_size: int = QWEN2_VOCAB,
+    corpus: list[str] | None = None,
+    size: TinyLlamaSize | None = None,
+    seed: int = 0,
+) -> Path:
+    """Build tokenizer + model and save both under ``path``, as a real checkpoint looks:
+    ``config.json``, ``generation_config.json`` (a list of end tokens), tokenizer files
+    naming the architecture's ``tokenizer_class`` and no pad token."""
+    path = Path(path)
+    tokenizer = build_chat_tokenizer(corpus)
+    model = build_chat_model(tokenizer, arch, vocab_size, size, seed)
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    config_file = path / "tokenizer_config.json"
+    config = json.loads(config_file.read_text())
+    config["tokenizer_class"] = TOKENIZER_CLASS[arch]
+    config["pad_token"] = None  # Qwen2Tokenizer would default to <|endoftext|> otherwise
+    config_file.write_text(json.dumps(config, indent=2))
+    return path
