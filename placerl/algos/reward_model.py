@@ -48,7 +48,7 @@ class RewardModelTraining:
         if gradient_checkpointing:
             enable_gradient_checkpointing(model)
 
-    def _scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def _batch_scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         mask = batch["attention_mask"]
         with autocast(self.precision):
             scores = sequence_scores(
@@ -80,7 +80,7 @@ class RewardModelTraining:
         total = len(triples)
         loss, chosen_all, rejected_all = torch.zeros(()), [], []
         for micro in self._micro_batches(batch):
-            chosen, rejected = self._scores(micro)
+            chosen, rejected = self._batch_scores(micro)
             part = -F.logsigmoid(chosen - rejected).sum() / max(total, 1)
             part.backward()
             loss += part.detach().cpu()
@@ -99,20 +99,27 @@ class RewardModelTraining:
             "data/truncated": batch["num_truncated"],
         }
 
+    def _scores(
+        self, triples: list[tuple[str, str, str]]
+    ) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """(B,), (B,) scores of the chosen and rejected responses, and how many pairs were cut
+        to fit ``max_len``; in micro-batches, with gradients if they are on."""
+        batch = preference_batch(self.tokenizer, triples, self.max_len)
+        parts = [self._batch_scores(micro) for micro in self._micro_batches(batch)]
+        chosen = torch.cat([p[0] for p in parts])
+        rejected = torch.cat([p[1] for p in parts])
+        return chosen, rejected, batch["num_truncated"]
+
     @torch.no_grad()
     def held_out_scores(
         self, triples: list[tuple[str, str, str]], batch_size: int = 128
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(N,), (N,) float32 scores of the chosen and the rejected responses (eval mode)."""
         self.model.eval()
-        chosen, rejected = [], []
-        for i in range(0, len(triples), batch_size):
-            batch = preference_batch(self.tokenizer, triples[i : i + batch_size], self.max_len)
-            for micro in self._micro_batches(batch):
-                scores = self._scores(micro)
-                chosen.append(scores[0])
-                rejected.append(scores[1])
-        return torch.cat(chosen), torch.cat(rejected)
+        parts = [
+            self._scores(triples[i : i + batch_size]) for i in range(0, len(triples), batch_size)
+        ]
+        return torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts])
 
     @torch.no_grad()
     def pairwise_accuracy(
