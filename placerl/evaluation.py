@@ -20,11 +20,12 @@ from typing import Any
 
 import torch
 
+from placerl.algos.sft import completion_nll
 from placerl.data.collate import sft_batch
 from placerl.data.stream import PromptSet
 from placerl.models.device import on_model_device
 from placerl.models.tokens import end_token_ids
-from placerl.roles.common import autocast, position_ids
+from placerl.roles.common import autocast
 from placerl.roles.reward import decode_responses
 from placerl.rollout.sampling import SamplingParams, generate
 from placerl.tasks.rewards import exact_match_reward
@@ -127,17 +128,9 @@ def sft_loss(
     for start in range(0, len(pairs), batch_size):
         batch = sft_batch(tokenizer, pairs[start : start + batch_size], max_len)
         batch = on_model_device(batch, model)
-        mask = batch["attention_mask"]
-        with autocast(precision):
-            out = model(
-                input_ids=batch["input_ids"],
-                attention_mask=mask,
-                position_ids=position_ids(mask),
-                labels=batch["labels"],
-            )
-        count = int((batch["labels"][:, 1:] != -100).sum())  # the model shifts labels by one
-        total += float(out.loss) * count
-        tokens += count
+        with autocast(precision):  # the LM head in chunks: no (B, T, V) logits (algos/sft.py)
+            total += float(completion_nll(model, batch))
+        tokens += int((batch["labels"][:, 1:] != -100).sum())  # position p predicts p + 1
     model.train(was_training)
     return total / max(1, tokens)
 

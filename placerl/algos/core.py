@@ -146,6 +146,26 @@ def expand_to_tokens(seq_adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
 # ------------------------------------------------------------------------------------- KL
 
 KL_KINDS = ("k1", "k2", "k3", "abs")
+KL_LOSS_KINDS = ("k2", "k3")  # estimators whose gradient, as a loss, pulls π toward π_ref
+
+
+def kl_loss_refusal(kind: str) -> str | None:
+    """Why ``kind`` cannot be a KL *loss* (None when it can).
+
+    A loss's gradient is taken at tokens sampled from π (on-policy), so what counts is
+    E_π[∇ estimator]. k1 = d gives ∇log π, whose mean under π is 0 and which does not
+    depend on π_ref at all: the "penalty" pulls nowhere. abs = |d| gives sign(d)·∇log π, not
+    the gradient of any divergence to π_ref. k3 = e^{−d} + d − 1 (GRPO, DeepSeekMath) and
+    k2 = ½d² (whose gradient d·∇log π is the true ∇KL on-policy) do regularise. As a reward
+    penalty (PPO's kl_in_reward) every estimator works: there only its value enters.
+    """
+    if kind in KL_LOSS_KINDS:
+        return None
+    return (
+        f"the KL estimator {kind!r} cannot be a loss term: its gradient does not pull the "
+        f"policy toward the reference ({'∇k1 = ∇log π, mean 0 under π' if kind == 'k1' else '∇|d| = sign(d)·∇log π is no divergence gradient'}); "
+        f"use k3 (GRPO's) or k2, or keep the KL in the reward"
+    )
 
 
 def kl_estimate(
@@ -242,6 +262,7 @@ def truncated_importance_weights(
 # ----------------------------------------------------------------------------- aggregation
 
 AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+NORMED_SUM = "seq-mean-token-sum-norm"
 
 
 def aggregate_loss(
@@ -256,8 +277,10 @@ def aggregate_loss(
     - "seq-mean-token-sum": token sum per sequence, mean over sequences: a per-sequence
       log-likelihood objective (REINFORCE-style); scale grows with length.
     - "seq-mean-token-sum-norm": Dr. GRPO (Liu et al. 2025): token sum divided by a *constant*
-      ``norm`` (default R, the generation budget), then mean over sequences — unbiased in
-      length. (Older veRL summed over sequences instead of averaging: a factor B larger.)
+      ``norm``, then mean over sequences — unbiased in length. The constant is the generation
+      budget (``rollout.max_new_tokens``, as TRL and veRL use); without one, the width R of
+      ``mask``, which is the budget only when some response used it all. (Older veRL summed
+      over sequences instead of averaging: a factor B larger.)
     Sequences with no valid token are left out of the seq-means.
     """
     if mode == "token-mean":
@@ -287,6 +310,7 @@ def policy_loss_clipped(
     agg: str = "token-mean",
     ratio_cap: float | None = None,
     is_weights: torch.Tensor | None = None,  # (B, R) truncated importance weights
+    norm: float | None = None,  # seq-mean-token-sum-norm's constant (aggregate_loss)
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """PPO clipped surrogate (Schulman et al. 2017, eq. 7), negated to be minimized.
 
@@ -315,7 +339,7 @@ def policy_loss_clipped(
         stats["dual_clip_frac"] = masked_mean(dual.to(ratio.dtype), valid)
     if is_weights is not None:
         loss_mat = loss_mat * is_weights.detach()
-    loss = aggregate_loss(loss_mat, valid, agg)
+    loss = aggregate_loss(loss_mat, valid, agg, norm)
     with torch.no_grad():
         stats["approx_kl"] = masked_mean(kl_estimate(old_log_probs, log_probs, "k3"), valid)
         stats["ratio_mean"] = masked_mean(ratio, valid)
@@ -329,6 +353,7 @@ def value_loss_clipped(
     mask: torch.Tensor,  # (B, R)
     clip: float | None = 0.2,
     agg: str = "token-mean",
+    norm: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """Clipped value loss: ½·max((V − R)², (clip(V, V_old ± c) − R)²).
 
@@ -344,5 +369,5 @@ def value_loss_clipped(
         v_clip = old_values + torch.clamp(values - old_values, -clip, clip)
         err_clip = (v_clip - returns).square()
         loss_mat, vf_clipped = torch.maximum(err, err_clip), err_clip > err
-    loss = 0.5 * aggregate_loss(loss_mat, valid, agg)
+    loss = 0.5 * aggregate_loss(loss_mat, valid, agg, norm)
     return loss, {"vf_clip_frac": masked_mean(vf_clipped.to(values.dtype), valid).detach()}

@@ -16,6 +16,7 @@ rewards that are logged too, and the SFT term of ``sft_coef`` is a per-sequence 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -26,8 +27,10 @@ from placerl.algos.preference import LOSS_KINDS, preference_loss
 from placerl.config.preference import PreferenceConfig
 from placerl.data.packing import LAYOUTS, Packed, pack
 from placerl.models.device import CPU, on_model_device
-from placerl.models.logprobs import log_probs_from_logits
+from placerl.models.lm_head import enable_gradient_checkpointing, selected_log_probs
+from placerl.models.lora import FrozenBase, adapter_disabled
 from placerl.roles.common import autocast, clip_and_step
+from placerl.roles.micro_batches import MicroBatching, pack_units
 
 
 @dataclass(frozen=True)
@@ -46,17 +49,21 @@ def pack_pairs(pairs: Sequence[EncodedPair], pad_id: int, layout: str = "shared"
 
 
 def sequence_sums(model, packed: Packed) -> Tensor:
-    """(S,) float32 Σ_t log π(y_t | ·) over each sequence's response tokens (computed, and
-    returned, on the model's device)."""
+    """(S,) float32 Σ_t log π(y_t | ·) over each sequence's response tokens; only response
+    positions go through the LM head, in chunks (models/lm_head.selected_log_probs);
+    computed, and returned, on the model's device."""
     packed = on_model_device(packed, model)
     kwargs = {}
     if packed.attention_mask is not None:
         kwargs["attention_mask"] = packed.attention_mask.unsqueeze(1)  # (N, 1, W, W)
-    out = model(
-        input_ids=packed.input_ids, position_ids=packed.position_ids, use_cache=False, **kwargs
-    )
-    logits = out.logits.flatten(0, 1)[packed.sources].float()  # (T, V)
-    token_log_probs = log_probs_from_logits(logits, packed.targets)  # (T,)
+    token_log_probs = selected_log_probs(
+        model,
+        packed.sources,
+        packed.targets,
+        input_ids=packed.input_ids,
+        position_ids=packed.position_ids,
+        **kwargs,
+    )  # (T,)
     sums = token_log_probs.new_zeros(packed.num_sequences)
     return sums.index_add(0, packed.owners, token_log_probs)
 
@@ -106,8 +113,13 @@ class OfflinePreference:
         precision: str,
         pad_id: int,
         layout: str = "shared",
+        micro_batching: MicroBatching | None = None,
+        gradient_checkpointing: bool = False,
     ):
         self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
+        self.micro_batching = micro_batching or MicroBatching()
+        if gradient_checkpointing:
+            enable_gradient_checkpointing(model)
         self.cfg, self.grad_clip, self.precision = cfg, grad_clip, precision
         self.pad_id, self.layout = pad_id, layout
 
@@ -117,7 +129,10 @@ class OfflinePreference:
     def log_probs(self, model, packed: Packed) -> Tensor:
         """(B, 2) summed log-probs [chosen, rejected] of the packed pairs under ``model``,
         computed where the model lives and returned on the CPU (with their gradient)."""
-        with autocast(self.precision):
+        base = contextlib.nullcontext()
+        if isinstance(model, FrozenBase):  # the LoRA model itself, so its head can be chunked
+            model, base = model.lora_model, adapter_disabled(model.lora_model)
+        with base, autocast(self.precision):
             sums = sequence_sums(model, packed)
         return torch.stack(sums.chunk(2), dim=1).to(CPU)
 
@@ -150,26 +165,46 @@ class OfflinePreference:
             chosen_nll=chosen_nll,
         )
 
+    def micro_batches(self, pairs: Sequence[EncodedPair]) -> list[list[int]]:
+        """Index lists of the pairs of each forward: whole pairs (two sequences each) within
+        ``trainer.micro_batch_size`` sequences and ``max_tokens_per_micro_batch`` tokens."""
+        tokens = [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
+        return pack_units([[i] for i in range(len(pairs))], tokens, 2, self.micro_batching)
+
     def step(self, pairs: Sequence[EncodedPair], reference: Tensor) -> dict[str, float]:
-        """One update on ``pairs``; ``reference`` is their (B, 2) reference log-probs."""
-        packed = self.pack(pairs)
+        """One update on ``pairs``; ``reference`` is their (B, 2) reference log-probs. Each
+        micro-batch's mean loss is weighted by its share of the pairs: the gradient of the
+        batch's mean loss, as one forward would give."""
         self.model.train()
-        policy = self.log_probs(self.model, packed)
-        loss, stats = self.loss(policy, reference, _pair_lengths(packed))
-        loss.backward()
+        total = len(pairs)
+        loss = torch.zeros(())
+        policies, stats_sum = [], {}
+        tokens = slots = 0
+        for part in self.micro_batches(pairs):
+            packed = self.pack([pairs[i] for i in part])
+            policy = self.log_probs(self.model, packed)
+            index = torch.tensor(part, dtype=torch.long, device=reference.device)
+            micro_loss, stats = self.loss(policy, reference[index], _pair_lengths(packed))
+            share = len(part) / total
+            (micro_loss * share).backward()
+            loss += float(micro_loss.detach()) * share
+            for key, value in stats.items():
+                stats_sum[key] = stats_sum.get(key, 0.0) + float(value) * share
+            policies.append(policy.detach())
+            tokens, slots = tokens + packed.num_tokens, slots + packed.input_ids.numel()
+        policy = torch.cat(policies)
         lr = self.scheduler.get_last_lr()[0]
         grad_norm = clip_and_step(self.model, self.optimizer, self.grad_clip)
         self.scheduler.step()
-        slots = packed.input_ids.numel()
         return {
-            f"loss/{self.cfg.loss}": float(loss.detach()),
-            **_reward_metrics(stats),
-            "logps/chosen": float(policy[:, 0].detach().mean()),
-            "logps/rejected": float(policy[:, 1].detach().mean()),
+            f"loss/{self.cfg.loss}": float(loss),
+            **_reward_metrics(stats_sum),
+            "logps/chosen": float(policy[:, 0].mean()),
+            "logps/rejected": float(policy[:, 1].mean()),
             "dpo/grad_norm": grad_norm,
             "dpo/lr": lr,
-            "throughput/tokens": packed.num_tokens,
-            "data/padding": (slots - packed.num_tokens) / slots,
+            "throughput/tokens": tokens,
+            "data/padding": (slots - tokens) / slots,
             "data/truncated": sum(p.truncated for p in pairs),
         }
 

@@ -23,7 +23,12 @@ class GroupPolicyOptimization:
     needs_critic = False
 
     def __init__(
-        self, cfg: GRPOConfig, estimator: str, group_size: int, is_cap: float | None = None
+        self,
+        cfg: GRPOConfig,
+        estimator: str,
+        group_size: int,
+        is_cap: float | None = None,
+        generation_budget: int | None = None,
     ):
         self.cfg = cfg
         self.estimator = estimator
@@ -41,6 +46,7 @@ class GroupPolicyOptimization:
             skip_uninformative=cfg.skip_uninformative,
             is_cap=is_cap,
             old_from_current=self.old_log_probs_in_update,
+            loss_norm=generation_budget,  # Dr. GRPO's constant (seq-mean-token-sum-norm)
         )
 
     def step(

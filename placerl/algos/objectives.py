@@ -32,6 +32,12 @@ class PolicyObjective:
     # update — is the policy of this very forward: for stale samples (ROLLOUT_LOG_PROBS present)
     # take it from here, detached, instead of a separate forward (runtime/pipeline.py)
     old_from_current: bool = False
+    # seq-mean-token-sum-norm's constant: the generation budget rollout.max_new_tokens
+    loss_norm: float | None = None
+
+    def __post_init__(self):
+        if self.kl_coef > 0 and (why := core.kl_loss_refusal(self.kl_estimator)):
+            raise ValueError(why)
 
 
 def policy_loss(
@@ -57,19 +63,21 @@ def policy_loss(
         clip_high=spec.clip_high,
         agg=spec.loss_agg,
         is_weights=is_weights,
+        norm=spec.loss_norm,
     )
     stats = {f"actor/{k}": v for k, v in (stats | is_stats).items()}
     stats["loss/policy"] = loss.detach()
     if spec.kl_coef > 0:
         kl = core.kl_estimate(log_probs, batch[Field.REF_LOG_PROBS], spec.kl_estimator, mask)
-        kl_loss = core.aggregate_loss(kl, mask, spec.loss_agg)
+        kl_loss = core.aggregate_loss(kl, mask, spec.loss_agg, spec.loss_norm)
         loss = loss + spec.kl_coef * kl_loss
         stats["loss/kl"] = kl_loss.detach()
     if entropy is not None:
         mean_entropy = core.masked_mean(entropy, mask)
         stats["actor/entropy"] = mean_entropy.detach()
         if spec.entropy_coef > 0:
-            loss = loss - spec.entropy_coef * core.aggregate_loss(entropy, mask, spec.loss_agg)
+            bonus = core.aggregate_loss(entropy, mask, spec.loss_agg, spec.loss_norm)
+            loss = loss - spec.entropy_coef * bonus
     return loss, stats
 
 
@@ -78,6 +86,7 @@ class ValueObjective:
     clip: float | None = 0.2
     loss_agg: str = "token-mean"
     coef: float = 0.5
+    loss_norm: float | None = None  # seq-mean-token-sum-norm's constant (PolicyObjective)
 
 
 def value_loss(
@@ -91,6 +100,7 @@ def value_loss(
         batch[Field.RESPONSE_MASK],
         clip=spec.clip,
         agg=spec.loss_agg,
+        norm=spec.loss_norm,
     )
     stats = {f"critic/{k}": v for k, v in stats.items()}
     stats["loss/value"] = loss.detach()

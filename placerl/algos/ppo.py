@@ -6,7 +6,9 @@ advantages → clipped policy update and clipped value update → KL controller 
 
 Departures: the "old" log-probs are the ones the sampler computed (same weights, same
 temperature), which saves the actor a forward pass; with bf16 or several epochs the ratio
-still starts at ~1. ``kl_in_reward: false`` moves the KL from the reward into the loss.
+still starts at ~1. ``kl_in_reward: false`` moves the KL from the reward into the loss, with
+the k3 estimator by default (k1 and abs are refused there: their gradient does not pull
+toward the reference, ``core.kl_loss_refusal``).
 """
 
 from __future__ import annotations
@@ -24,8 +26,12 @@ from placerl.types import Batch, Field
 class PPO:
     needs_critic = True
 
-    def __init__(self, cfg: PPOConfig, is_cap: float | None = None):
+    def __init__(
+        self, cfg: PPOConfig, is_cap: float | None = None, generation_budget: int | None = None
+    ):
         self.cfg = cfg
+        # null: k1 in the reward (InstructGPT), k3 as a loss (k1's gradient does not regularise)
+        self.kl_estimator = cfg.kl_estimator or ("k1" if cfg.kl_in_reward else "k3")
         self.needs_reference = cfg.kl_coef > 0
         # π_old of a single-pass update is the current policy, unless the KL-in-reward needs
         # it before the update (runtime/pipeline.py; GroupPolicyOptimization likewise)
@@ -40,13 +46,17 @@ class PPO:
             clip_high=cfg.clip_high or cfg.clip,
             loss_agg=cfg.loss_agg,
             kl_coef=0.0 if cfg.kl_in_reward else cfg.kl_coef,
-            kl_estimator=cfg.kl_estimator,
+            kl_estimator=self.kl_estimator,
             entropy_coef=cfg.entropy_coef,
             is_cap=is_cap,
             old_from_current=self.old_log_probs_in_update,
+            loss_norm=generation_budget,
         )
         self.value_objective = ValueObjective(
-            clip=cfg.value_clip, loss_agg=cfg.loss_agg, coef=cfg.vf_coef
+            clip=cfg.value_clip,
+            loss_agg=cfg.loss_agg,
+            coef=cfg.vf_coef,
+            loss_norm=generation_budget,
         )
 
     def step(
@@ -86,7 +96,7 @@ class PPO:
         kl = None
         if self.needs_reference and cfg.kl_in_reward:
             kl = core.kl_estimate(
-                batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], cfg.kl_estimator, mask
+                batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], self.kl_estimator, mask
             )
         coef = self.kl_ctl.value
         rewards = core.token_rewards_from_scores(batch[Field.SCORES], mask, kl, coef)

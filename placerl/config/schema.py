@@ -35,6 +35,11 @@ class ModelConfig(Section):
         "optimizer state and compute in bf16 (autocast; FSDP2: bf16 params, fp32 reduce), "
         "sampling runs in bf16, frozen models (reference, reward model) are held in bf16.",
     )
+    gradient_checkpointing: bool = Field(
+        False,
+        description="Recompute each transformer block in backward instead of keeping its "
+        "activations, for every trained model (less memory, ~30% more compute).",
+    )
     lora: LoraConfig | None = Field(
         None,
         description="LoRA adapters (peft) on every trained model; null trains all weights "
@@ -125,7 +130,11 @@ class PPOConfig(Section):
     kl_controller: Literal["fixed", "adaptive"] = Field("fixed", description="KL β control.")
     kl_target: float = Field(0.1, gt=0, description="Adaptive controller's target KL.")
     kl_horizon: int = Field(10000, gt=0, description="Adaptive controller's horizon.")
-    kl_estimator: Literal["k1", "k2", "k3", "abs"] = Field("k1", description="Per-token KL.")
+    kl_estimator: Literal["k1", "k2", "k3", "abs"] | None = Field(
+        None,
+        description="Per-token KL estimator; null: k1 in the reward, k3 as a loss "
+        "(kl_in_reward: false, where k1 and abs are refused: their gradient does not regularise).",
+    )
     kl_in_reward: bool = Field(
         True, description="KL as a reward penalty (InstructGPT); false: as a loss term."
     )
@@ -145,7 +154,10 @@ class GRPOConfig(Section):
         "the forward/backward when no KL or entropy term needs them; the gradient is the same.",
     )
     kl_coef: float = Field(0.0, ge=0, description="KL loss weight β; 0 runs no reference model.")
-    kl_estimator: Literal["k1", "k2", "k3", "abs"] = Field("k3", description="Per-token KL.")
+    kl_estimator: Literal["k1", "k2", "k3", "abs"] = Field(
+        "k3",
+        description="Per-token KL estimator of the KL loss: k3 or k2 (k1/abs do not regularise).",
+    )
     epochs: int = Field(1, gt=0, description="Passes over each rollout batch.")
     minibatches: int = Field(1, gt=0, description="Optimizer steps per epoch.")
     clip: float = Field(0.2, gt=0, description="Policy ratio clip ε.")
@@ -174,6 +186,19 @@ class RewardConfig(Section):
 class TrainerConfig(Section):
     steps: int = Field(100, gt=0, description="Training steps (one batch each).")
     batch_size: int = Field(32, gt=0, description="Prompts (RL) or examples (SFT/RM) per step.")
+    micro_batch_size: int | None = Field(
+        None,
+        gt=0,
+        description="Most sequences in one forward/backward of a trained model (gradients "
+        "accumulate to the minibatch's, the same as one big pass); a preference pair counts 2 "
+        "and is never split. Per data-parallel worker. null: the whole minibatch at once.",
+    )
+    max_tokens_per_micro_batch: int | None = Field(
+        None,
+        gt=0,
+        description="Most real (non-padding) tokens in one forward/backward, so that long and "
+        "short sequences pack well; with micro_batch_size, both limits hold. null: no limit.",
+    )
     eval_every: int = Field(0, ge=0, description="Evaluate every n steps (0: only at the end).")
     save_every: int = Field(50, ge=0, description="Checkpoint every n steps (0: only at the end).")
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept.")
@@ -250,6 +275,7 @@ class RunConfig(Section):
                 "ppo.kl_controller: adaptive adjusts the KL *reward* penalty; with "
                 "ppo.kl_in_reward: false use kl_controller: fixed"
             )
+        self._kl_losses_regularise()
         lora = self.model.lora
         if lora is not None and lora.dropout > 0 and self.stage not in ("sft", "rm", "dpo"):
             raise ValueError(
@@ -270,3 +296,17 @@ class RunConfig(Section):
                 f">= 2 (got {self.rollout.samples_per_prompt})"
             )
         return self
+
+    def _kl_losses_regularise(self) -> None:
+        from placerl.algos.core import kl_loss_refusal
+
+        checks = [
+            ("grpo", self.grpo.kl_coef > 0 and self.stage in ("grpo", "rloo"), self.grpo),
+            ("ppo", self.ppo.kl_coef > 0 and not self.ppo.kl_in_reward, self.ppo),
+        ]
+        for name, is_loss, section in checks:
+            why = (
+                kl_loss_refusal(section.kl_estimator) if is_loss and section.kl_estimator else None
+            )
+            if why:
+                raise ValueError(f"{name}.kl_estimator: {why}")

@@ -52,27 +52,50 @@ def prefix_saving(batch: Batch, first: Tensor) -> float:
 
 def shared_prefix_logits(model, batch: Batch, first: Tensor, inverse: Tensor) -> Tensor:
     """(B, R, V) logits predicting each response token, computing each distinct prompt once."""
+
+    def run(last_only: bool, **inputs) -> Tensor:
+        return model(**inputs, logits_to_keep=1 if last_only else 0).logits
+
+    return shared_prefix_outputs(model, run, batch, first, inverse)
+
+
+def shared_prefix_hidden(decoder, batch: Batch, first: Tensor, inverse: Tensor) -> Tensor:
+    """(B, R, H) final hidden states that predict each response token (the LM head's input),
+    computing each distinct prompt once: ``shared_prefix_logits`` without the vocabulary."""
+
+    def run(last_only: bool, **inputs) -> Tensor:
+        hidden = decoder(**inputs).last_hidden_state
+        return hidden[:, -1:] if last_only else hidden
+
+    return shared_prefix_outputs(decoder, run, batch, first, inverse)
+
+
+def shared_prefix_outputs(module, run, batch: Batch, first: Tensor, inverse: Tensor) -> Tensor:
+    """(B, R, D) per-position outputs of ``run`` (logits or hidden states) at the positions
+    that predict each response token; ``run(last_only, **inputs)`` does one forward of
+    ``module`` (whose ``forward`` signature names the cache keyword)."""
     prompt_ids, prompt_mask = batch[Field.PROMPT_IDS][first], batch[Field.PROMPT_MASK][first]
     width = prompt_ids.shape[1]
-    cache = DynamicCache(config=model.config)
-    head = model(
+    cache = DynamicCache(config=module.config)
+    head = run(
+        True,
         input_ids=prompt_ids,
         attention_mask=prompt_mask,
         position_ids=position_ids(prompt_mask),
         use_cache=True,
-        logits_to_keep=1,
-        **cache_kwargs(model, cache),
-    ).logits  # (U, 1, V): predicts the first response token
+        **cache_kwargs(module, cache),
+    )  # (U, 1, D): predicts the first response token
     cache.reorder_cache(inverse)  # (U, …) → (B, …) keys and values, with their gradient path
     responses = batch[Field.RESPONSE_IDS][:, :-1]  # the last token predicts nothing we need
     if responses.shape[1] == 0:
         return head.index_select(0, inverse)
     mask = batch[Field.ATTENTION_MASK][:, : width + responses.shape[1]]
-    tail = model(
+    tail = run(
+        False,
         input_ids=responses,
         attention_mask=mask,
         position_ids=position_ids(mask)[:, width:],
         use_cache=True,
-        **cache_kwargs(model, cache),
-    ).logits  # (B, R-1, V)
+        **cache_kwargs(module, cache),
+    )  # (B, R-1, D)
     return torch.cat([head.index_select(0, inverse), tail], dim=1)

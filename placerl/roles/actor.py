@@ -7,12 +7,16 @@ schedule's length is the run's number of steps whatever the minibatch settings.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import torch
 
+from placerl.algos.core import NORMED_SUM
 from placerl.algos.objectives import PolicyObjective, policy_loss
 from placerl.algos.skipping import informative_rows, kept_share
 from placerl.config.schema import OptimConfig
 from placerl.roles.common import TrainedModel, autocast, response_log_probs
+from placerl.roles.micro_batches import GROUP_MEAN
 from placerl.types import Batch, Field
 
 
@@ -27,8 +31,18 @@ class ActorWorker(TrainedModel):
         precision: str = "fp32",
         seed: int = 0,
         share_prefix: bool = True,
+        micro_batching=None,
+        gradient_checkpointing: bool = False,
     ):
-        super().__init__(model, optim, total_steps, precision=precision, seed=seed + 17)
+        super().__init__(
+            model,
+            optim,
+            total_steps,
+            precision=precision,
+            seed=seed + 17,
+            micro_batching=micro_batching,
+            gradient_checkpointing=gradient_checkpointing,
+        )
         self.temperature = temperature
         # a group's shared prompt computed once (roles/common.py); off under FSDP, whose ranks
         # must all run the same forwards whatever their rows
@@ -48,31 +62,33 @@ class ActorWorker(TrainedModel):
         self, batch: Batch, objective: PolicyObjective, epochs: int = 1, minibatches: int = 1
     ) -> dict[str, float]:
         """Minimise ``objective`` over the batch; returns mean stats over optimizer steps."""
+        self.loss_agg = objective.loss_agg
+        if objective.loss_agg == NORMED_SUM and objective.loss_norm is None:
+            # the normaliser is a constant of the step, not of a micro-batch's width
+            objective = replace(objective, loss_norm=float(batch[Field.RESPONSE_MASK].shape[1]))
+        # the entropy only when a bonus uses it, and then with its gradient
+        entropy = objective.entropy_coef > 0
+
+        def forward(mb: Batch):
+            log_probs, entropies = response_log_probs(
+                self.model,
+                mb,
+                self.temperature,
+                with_entropy=entropy,
+                entropy_grad=entropy,
+                share_prefix=self.share_prefix,
+            )
+            return policy_loss(log_probs, entropies, mb, objective)
 
         def loss_of(mb: Batch):
             keep = informative_rows(mb, objective) if objective.skip_uninformative else None
             if keep is None or bool(keep.all()):
-                log_probs, entropy = response_log_probs(
-                    self.model,
-                    mb,
-                    self.temperature,
-                    with_entropy=True,
-                    share_prefix=self.share_prefix,
-                )
-                return policy_loss(log_probs, entropy, mb, objective)
+                return forward(mb)
             share = kept_share(mb[Field.RESPONSE_MASK], keep, objective.loss_agg)
             stats = {"actor/skipped_share": torch.tensor(1.0 - float(keep.float().mean()))}
             if share == 0.0:  # nothing carries a gradient: a zero gradient, and still a step
                 return torch.zeros(()), stats
-            kept = mb[keep]
-            log_probs, entropy = response_log_probs(
-                self.model,
-                kept,
-                self.temperature,
-                with_entropy=True,
-                share_prefix=self.share_prefix,
-            )
-            loss, kept_stats = policy_loss(log_probs, entropy, kept, objective)
+            loss, kept_stats = forward(mb[keep])
             # losses are reported like the gradient: the full minibatch's, skipped rows adding 0
             kept_stats = {
                 k: v * share if k.startswith("loss/") else v for k, v in kept_stats.items()
@@ -85,9 +101,11 @@ class ActorWorker(TrainedModel):
         self, batch: Batch, objective, epochs: int = 1, minibatches: int = 1
     ) -> dict[str, float]:
         """Minimise ``objective(log_probs, mb)`` over a [G, n] batch of groups (a preference
-        pair, or the samples of one prompt, per row): minibatches split rows, never a group.
-        ``log_probs`` are the (g, n, R) response log-probs under the current policy;
-        ``objective`` is a picklable callable (a frozen dataclass, e.g. ``PairObjective``)."""
+        pair, or the samples of one prompt, per row): minibatches and micro-batches split
+        rows, never a group. ``log_probs`` are the (g, n, R) response log-probs under the
+        current policy; ``objective`` is a picklable callable (a frozen dataclass, e.g.
+        ``PairObjective``) whose loss is a mean over the g groups."""
+        self.loss_agg = GROUP_MEAN
 
         def loss_of(mb: Batch):
             log_probs, _ = response_log_probs(

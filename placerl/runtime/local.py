@@ -27,6 +27,7 @@ from placerl.models.loading import LoadOptions, load_policy, load_reward_model, 
 from placerl.models.lora import FrozenBase, is_lora, reference_is_base, with_lora
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
+from placerl.roles.micro_batches import micro_batching
 from placerl.roles.reference import ReferenceWorker
 from placerl.roles.reward import ModelReward, RuleReward, import_reward_function
 from placerl.roles.rollout import RolloutWorker
@@ -57,6 +58,14 @@ def build_reward(cfg: RunConfig, tokenizer):
     return RuleReward(exact_match_reward, tokenizer, "builtin exact-match reward", cfg.reward.scale)
 
 
+def training_memory(cfg: RunConfig) -> dict:
+    """The memory settings of a trained role: micro-batches and gradient checkpointing."""
+    return {
+        "micro_batching": micro_batching(cfg),
+        "gradient_checkpointing": cfg.model.gradient_checkpointing,
+    }
+
+
 def make_actor(cfg: RunConfig, policy, cls=ActorWorker, **extra) -> ActorWorker:
     """The actor around ``policy``; ``cls``/``extra`` let a runtime use a data-parallel one."""
     return cls(
@@ -66,6 +75,7 @@ def make_actor(cfg: RunConfig, policy, cls=ActorWorker, **extra) -> ActorWorker:
         temperature=cfg.rollout.temperature,
         precision=cfg.model.precision,
         seed=cfg.seed,
+        **training_memory(cfg),
         **extra,
     )
 
@@ -112,6 +122,7 @@ def make_critic(
         lr=cfg.ppo.critic_lr,
         precision=cfg.model.precision,
         seed=cfg.seed,
+        **training_memory(cfg),
         **extra,
     )
 

@@ -16,9 +16,13 @@ from placerl.stages.sources import model_path, prompt_data
 def make_algorithm(cfg: RunConfig):
     is_cap = staleness_config(cfg).is_cap  # used only on stale samples
     if cfg.stage == "ppo":
-        return PPO(cfg.ppo, is_cap=is_cap)
+        return PPO(cfg.ppo, is_cap=is_cap, generation_budget=cfg.rollout.max_new_tokens)
     return GroupPolicyOptimization(
-        cfg.grpo, cfg.stage, cfg.rollout.samples_per_prompt, is_cap=is_cap
+        cfg.grpo,
+        cfg.stage,
+        cfg.rollout.samples_per_prompt,
+        is_cap=is_cap,
+        generation_budget=cfg.rollout.max_new_tokens,
     )
 
 

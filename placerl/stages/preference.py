@@ -36,6 +36,7 @@ from placerl.models.device import resolve_device
 from placerl.models.loading import LoadOptions, load_policy
 from placerl.models.lora import FrozenBase, is_lora, reference_is_base
 from placerl.roles.common import make_optimizer
+from placerl.roles.micro_batches import micro_batching
 from placerl.stages.heldout import preference_prompts
 from placerl.stages.sources import (
     eval_source,
@@ -175,6 +176,8 @@ class OfflinePreferenceStage:
             precision=cfg.model.precision,
             pad_id=pad_token_id(self.tokenizer),
             layout=choose_layout(*layout_models(self.model, self.reference)),
+            micro_batching=micro_batching(cfg),
+            gradient_checkpointing=cfg.model.gradient_checkpointing,
         )
 
     def _load_reference(self):

@@ -12,6 +12,7 @@ from placerl.models.device import resolve_device
 from placerl.models.loading import LoadOptions, load_reward_model, load_tokenizer
 from placerl.models.lora import with_lora
 from placerl.roles.common import make_optimizer
+from placerl.roles.micro_batches import micro_batching
 from placerl.stages.heldout import sft_held_out
 from placerl.stages.sources import (
     eval_source,
@@ -39,6 +40,8 @@ def _build_algorithm(cls, cfg: RunConfig, model, tokenizer):
         max_len=cfg.data.max_len,
         grad_clip=cfg.optim.grad_clip,
         precision=cfg.model.precision,
+        micro_batching=micro_batching(cfg),
+        gradient_checkpointing=cfg.model.gradient_checkpointing,
     )
 
 

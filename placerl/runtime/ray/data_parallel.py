@@ -207,6 +207,10 @@ class ShardedUpdate:
         super().__init__(model, *args, **kwargs)
         self._loss_agg = "token-mean"
 
+    @property
+    def micro_batch_workers(self) -> int:  # a micro-batch is cut into dp.size rank shares
+        return self.dp.size
+
     def update(self, batch: Batch, objective, epochs: int = 1, minibatches: int = 1):
         self._loss_agg = objective.loss_agg
         return super().update(batch, objective, epochs, minibatches)
