@@ -23,6 +23,7 @@ from placerl.checkpoint import (
     save_checkpoint,
 )
 from placerl.config import dump_config
+from placerl.config.preflight import check_run
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.logging import MetricsLogger
@@ -43,6 +44,7 @@ def _due(step: int, every: int, total: int) -> bool:
 def train(cfg: RunConfig, resume: bool = False, console=None) -> dict[str, float]:
     """Run one stage to ``trainer.steps``; returns the final evaluation metrics."""
     run_dir = Path(cfg.run_dir)
+    check_run(cfg, resume)  # run_dir, the stage a resumed run recorded, the reward function
     ckpt_root = run_dir / "checkpoints"
     latest = latest_checkpoint(ckpt_root)
     if latest is not None and not resume:

@@ -41,7 +41,7 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     path = _check_dir(path, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(path)
-    except (OSError, ValueError) as err:
+    except Exception as err:  # tokenizers raises a bare Exception for a garbled tokenizer.json
         raise UserError(f"cannot load a tokenizer: {err}", where=str(path)) from None
     if tok.pad_token_id is None:
         if tok.eos_token_id is None:
@@ -51,13 +51,32 @@ def load_tokenizer(path: str | Path) -> PreTrainedTokenizerBase:
     return tok
 
 
+def _check_weight_files(path: Path, what: str) -> None:
+    """Open every ``*.safetensors`` header first, so a truncated or garbled weight file is
+    named (``from_pretrained`` would end in a safetensors traceback that names no file)."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as err:
+            raise UserError(
+                f"cannot load the {what}: {file.name} is truncated or not a safetensors file "
+                f"({err}); copy or export the model again",
+                where=str(file),
+            ) from None
+
+
 def _load(cls, path: str | Path, what: str, **kwargs) -> PreTrainedModel:
     path = _check_dir(path, what)
+    _check_weight_files(path, what)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a freshly initialised head is expected here, not news
     try:
         model = cls.from_pretrained(path, dtype=torch.float32, **kwargs)
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        # a config.json or weight file that parses but does not fit the class or its shapes
         raise UserError(f"cannot load the {what}: {err}", where=str(path)) from None
     finally:
         hf_logging.set_verbosity(verbosity)

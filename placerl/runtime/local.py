@@ -36,7 +36,9 @@ def sampling_params(cfg: RunConfig) -> SamplingParams:
 def build_reward(cfg: RunConfig, tokenizer):
     if cfg.reward.model:
         model = load_reward_model(cfg.reward.model, tokenizer.pad_token_id, trained=True)
-        return ModelReward(model, precision=cfg.model.precision, scale=cfg.reward.scale)
+        return ModelReward(
+            model, precision=cfg.model.precision, scale=cfg.reward.scale, name=cfg.reward.model
+        )
     if cfg.reward.function:
         fn = import_reward_function(cfg.reward.function)
         return RuleReward(fn, tokenizer, cfg.reward.function, cfg.reward.scale)
