@@ -63,9 +63,13 @@ def test_real_ctrl_c_during_the_reward_stays_an_interrupt():
         return [0.0] * len(completions)
 
     reward = RuleReward(slow, _Tokenizer(), "slow:reward")
-    with pytest.raises(KeyboardInterrupt):
-        reward.score(_batch(), ["p", "p"], {})
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # Ray may change it
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            reward.score(_batch(), ["p", "p"], {})
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_reward_model_with_non_finite_scores_is_named():
