@@ -157,7 +157,8 @@ def check_scores(scores, expected: int, name: str, scale: float = 1.0) -> torch.
                 f"reward function returned {s!r} at index {i}; expected a finite float", name
             )
         check_magnitude(float(s) * scale, i, name, scale)
-    return scale * torch.tensor(scores, dtype=torch.float32)
+    # scaled in float64 first: a float32 scale of 1e300 would be inf, and 0 x inf is NaN
+    return torch.tensor([float(s) * scale for s in scores], dtype=torch.float32)
 
 
 def check_magnitude(value: float, index: int, name: str, scale: float) -> None:
