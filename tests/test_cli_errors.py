@@ -225,3 +225,23 @@ def test_over_length_sft_examples_are_counted_or_refused(capsys, caplog, tmp_pat
     assert "rows 1, 3" in caplog.text and "long.jsonl" in caplog.text
     code, err = run_cli(capsys, *args, f"run_dir={tmp_path / 'r2'}", "data.over_length=error")
     assert code == 2 and "long.jsonl row 1" in err and "data.max_len=16" in err
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        (["--hidden", "-3"], "--hidden -3"),
+        (["--hidden", "30"], "multiple of 8"),
+        (["--layers", "0"], "--layers 0"),
+        (["--seed", "-1"], "--seed -1"),
+    ],
+)
+def test_make_model_arguments(capsys, tmp_path, extra, expected):
+    code, err = run_cli(capsys, "make-model", str(tmp_path / "m"), *extra)
+    assert code == 2 and expected in err and "Traceback" not in err
+
+
+def test_make_model_over_a_file(capsys, tmp_path):
+    target = write(tmp_path / "m", "keep\n")
+    code, err = run_cli(capsys, "make-model", str(target))
+    assert code == 2 and "existing file" in err and target.read_text() == "keep\n"
