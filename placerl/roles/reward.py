@@ -165,7 +165,7 @@ def check_magnitude(value: float, index: int, name: str, scale: float) -> None:
     """A scaled score that is non-finite or beyond ``MAX_ABS_SCORE`` is the reward's error."""
     if math.isfinite(value) and abs(value) <= MAX_ABS_SCORE:
         return
-    scaled = f" x reward.scale={scale:g}" if scale != 1.0 else ""
+    scaled = f" (score x reward.scale={scale:g})" if scale != 1.0 else ""
     raise UserError(
         f"reward score at index {index} is {value:g}{scaled}: beyond +-{MAX_ABS_SCORE:g}, where "
         "float32 batch statistics overflow (inf/NaN); rescale the reward",
