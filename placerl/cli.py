@@ -90,12 +90,25 @@ def cmd_make_model(args: argparse.Namespace) -> int:
     from placerl.models.factory import TinyLlamaSize, make_model_dir
     from placerl.stages.sources import builtin_corpus
 
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise UserError("is an existing file, not a directory; choose another path", str(out))
+    heads = TinyLlamaSize.num_attention_heads
+    for flag, value in (("--hidden", args.hidden), ("--layers", args.layers)):
+        if value < 1:
+            raise UserError(f"{flag} {value}: expected a positive integer", where=flag)
+    if args.hidden % heads:
+        raise UserError(f"--hidden {args.hidden}: expected a multiple of {heads}", "--hidden")
+    if args.intermediate is not None and args.intermediate < 1:
+        raise UserError(f"--intermediate {args.intermediate}: expected >= 1", "--intermediate")
+    if not 0 <= args.seed < 2**32:
+        raise UserError(f"--seed {args.seed}: expected 0 to 2**32 - 1", where="--seed")
     size = TinyLlamaSize(
         hidden_size=args.hidden,
         num_hidden_layers=args.layers,
         intermediate_size=args.intermediate or 4 * args.hidden,
     )
-    path = make_model_dir(Path(args.out), builtin_corpus(), size, seed=args.seed)
+    path = make_model_dir(out, builtin_corpus(), size, seed=args.seed)
     print(f"tiny Llama and tokenizer saved to {path}")
     return 0
 

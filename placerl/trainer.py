@@ -28,6 +28,7 @@ from placerl.checkpoint import (
 )
 from placerl.config import dump_config
 from placerl.config.compare import CONFIG_FILE, check_resume_config
+from placerl.config.preflight import check_run
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.logging import (
@@ -59,6 +60,7 @@ def train(
 ) -> dict[str, float]:
     """Run one stage to ``trainer.steps``; returns the final evaluation metrics."""
     run_dir = Path(cfg.run_dir)
+    check_run(cfg, resume)  # run_dir, the stage a resumed run recorded, the reward function
     ckpt_root = run_dir / "checkpoints"
     say = _sayer(console)
     for note in atomic_dirs.clean_leftovers(run_dir) + atomic_dirs.clean_leftovers(ckpt_root):

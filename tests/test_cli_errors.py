@@ -95,6 +95,9 @@ def test_prompt_longer_than_the_limit(capsys, tmp_path, tiny_model_dir):
         ("return [1.0]", "returned 1 scores"),
         ("return 'oops'", "list of floats"),
         ("return [float('nan')] * len(completions)", "finite"),
+        ("raise SystemExit(7)", "raised SystemExit(7)"),
+        ("raise KeyboardInterrupt", "raised KeyboardInterrupt"),
+        ("return [1e38] * len(completions)", "is 1e+38: beyond"),  # inf once squared in f32
     ],
 )
 def test_bad_reward_function_is_reported_and_keeps_earlier_work(
@@ -126,3 +129,124 @@ def test_reward_function_that_cannot_be_imported(capsys, tmp_path, tiny_model_di
         *_train_args(tiny_model_dir, tmp_path / "r", "grpo", "reward.function=no_such_mod:fn"),
     )
     assert code == 2 and "no_such_mod" in err
+
+
+# --- models, run directories, context length, stage of a resumed run ------------------------
+
+
+def snapshot(root) -> dict[str, bytes]:
+    """Every file under ``root`` with its bytes: what a failed command must leave unchanged."""
+    if not root.exists():
+        return {}
+    if root.is_file():
+        return {str(root): root.read_bytes()}
+    return {
+        str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()
+    }
+
+
+def truncated_copy(src, dst):
+    import shutil
+
+    shutil.copytree(src, dst)
+    weights = dst / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    return dst
+
+
+@pytest.fixture(scope="module")
+def tiny_reward_dir(tiny_model_dir, tmp_path_factory):
+    """The tiny model saved as a one-label reward model (what ``stage: rm`` exports)."""
+    from placerl.models.loading import load_reward_model, load_tokenizer
+
+    path = tmp_path_factory.mktemp("rm") / "reward_model"
+    tok = load_tokenizer(tiny_model_dir)
+    load_reward_model(tiny_model_dir, tok.pad_token_id).save_pretrained(path)
+    tok.save_pretrained(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    "stage,key", [("sft", "model.path"), ("ppo", "reward.model"), ("dpo", "reference")]
+)
+def test_truncated_weights_are_named(capsys, tmp_path, tiny_model_dir, tiny_reward_dir, stage, key):
+    source = {"model.path": tiny_model_dir, "reward.model": tiny_reward_dir}.get(
+        key, tiny_model_dir
+    )
+    broken = truncated_copy(source, tmp_path / "broken")
+    run_dir = tmp_path / "r"
+    args = _train_args(tiny_model_dir, run_dir, stage, f"{key}={broken}")
+    code, err = run_cli(capsys, *args)
+    assert code == 2 and "Traceback" not in err, err
+    assert f"{broken / 'model.safetensors'}: " in err and "truncated" in err
+    assert not (run_dir / "config.yaml").exists() and not (run_dir / "checkpoints").exists()
+
+
+def test_run_dir_that_is_a_file(capsys, tmp_path, tiny_model_dir):
+    run_file = write(tmp_path / "notes.txt", "my notes\n")
+    for run_dir in (run_file, run_file / "sub"):
+        args = [*_train_args(tiny_model_dir, tmp_path / "x", "sft"), f"run_dir={run_dir}"]
+        code, err = run_cli(capsys, *args)
+        assert code == 2 and "is an existing file" in err and "Traceback" not in err
+    assert run_file.read_text() == "my notes\n"
+
+
+@pytest.mark.parametrize("seed", ["-1", str(2**32)])
+def test_seed_out_of_range(capsys, tmp_path, tiny_model_dir, seed):
+    code, err = run_cli(capsys, *_train_args(tiny_model_dir, tmp_path / "r", "sft", f"seed={seed}"))
+    assert code == 2 and "seed" in err and "Traceback" not in err
+
+
+def test_generation_beyond_the_models_context(capsys, tmp_path, tiny_model_dir):
+    run_dir = tmp_path / "r"
+    args = _train_args(tiny_model_dir, run_dir, "grpo", "rollout.max_new_tokens=60")
+    code, err = run_cli(capsys, *args)
+    assert code == 2 and "Traceback" not in err
+    assert "rollout.max_new_tokens=60" in err and "max_position_embeddings=64" in err
+    assert "row " in err and not (run_dir / "config.yaml").exists()
+
+
+def test_resuming_a_run_of_another_stage(capsys, tmp_path, tiny_model_dir):
+    run_dir = tmp_path / "r"
+    assert run_cli(capsys, *_train_args(tiny_model_dir, run_dir, "sft", "trainer.steps=1"))[0] == 0
+    before = snapshot(run_dir)
+    code, err = run_cli(capsys, *_train_args(tiny_model_dir, run_dir, "grpo"), "--resume")
+    assert code == 2 and "Traceback" not in err
+    assert "'sft' run" in err and "stage 'grpo'" in err
+    assert snapshot(run_dir) == before
+
+
+def test_over_length_sft_examples_are_counted_or_refused(capsys, caplog, tmp_path, tiny_model_dir):
+    import logging
+
+    rows = [{"prompt": "rev 12=", "completion": "21" * (1 + 20 * (i % 2))} for i in range(4)]
+    data = write(tmp_path / "long.jsonl", "".join(json.dumps(r) + "\n" for r in rows))
+    args = _train_args(
+        tiny_model_dir, tmp_path / "r", "sft", f"data.train={data}", "data.max_len=16"
+    )
+    with caplog.at_level(logging.WARNING):
+        assert run_cli(capsys, *args, "trainer.steps=1")[0] == 0
+    assert "2 of 4 examples are longer than data.max_len=16" in caplog.text
+    assert "rows 1, 3" in caplog.text and "long.jsonl" in caplog.text
+    code, err = run_cli(capsys, *args, f"run_dir={tmp_path / 'r2'}", "data.over_length=error")
+    assert code == 2 and "long.jsonl row 1" in err and "data.max_len=16" in err
+
+
+@pytest.mark.parametrize(
+    "extra,expected",
+    [
+        (["--hidden", "-3"], "--hidden -3"),
+        (["--hidden", "30"], "multiple of 8"),
+        (["--layers", "0"], "--layers 0"),
+        (["--seed", "-1"], "--seed -1"),
+    ],
+)
+def test_make_model_arguments(capsys, tmp_path, extra, expected):
+    code, err = run_cli(capsys, "make-model", str(tmp_path / "m"), *extra)
+    assert code == 2 and expected in err and "Traceback" not in err
+
+
+def test_make_model_over_a_file(capsys, tmp_path):
+    target = write(tmp_path / "m", "keep\n")
+    code, err = run_cli(capsys, "make-model", str(target))
+    assert code == 2 and "existing file" in err and target.read_text() == "keep\n"

@@ -34,6 +34,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str], schema: type[
         path = Path(path)
         data, lines = _read_yaml(path)
     parsed = parse_overrides(overrides)
+    _clear_alternatives(data, parsed, getattr(schema, "exclusive_keys", ()))
     for key, value in parsed.items():
         _set_dotted(data, key, value)
     try:
@@ -150,6 +151,26 @@ def _parse_override(item: str) -> tuple[str, Any]:
         raise UserError(
             f"override '{item}': value is not valid YAML ({problem})", where="override"
         ) from None
+
+
+def _clear_alternatives(
+    data: dict[str, Any], parsed: dict[str, Any], groups: Sequence[Sequence[str]]
+) -> None:
+    """An override of one key of an exclusive group (e.g. ``reward.model=DIR`` over a file
+    that sets ``reward.function``) replaces the file's choice: the others are cleared, unless
+    they are overridden too (then the schema reports the conflict)."""
+    for group in groups:
+        chosen = [key for key in group if parsed.get(key) is not None]
+        if len(chosen) != 1:
+            continue
+        for other in group:
+            if other != chosen[0] and other not in parsed:
+                *parents, leaf = other.split(".")
+                node: Any = data
+                for part in parents:
+                    node = node.get(part) if isinstance(node, dict) else None
+                if isinstance(node, dict) and node.get(leaf) is not None:
+                    node[leaf] = None
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:

@@ -7,7 +7,7 @@ does not use are ignored.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -72,6 +72,12 @@ class DataConfig(Section):
     )
     max_prompt_len: int = Field(64, gt=0, description="Longest prompt in tokens; longer: error.")
     max_len: int = Field(128, gt=1, description="Longest prompt+response for SFT/RM/DPO data.")
+    over_length: Literal["truncate", "error"] = Field(
+        "truncate",
+        description="SFT examples longer than max_len: truncate cuts the completion to fit "
+        "(the count is printed at start and logged as data/truncated); error refuses the "
+        "data, naming the first such row.",
+    )
     num_eval: int = Field(256, ge=0, description="Held-out prompts to evaluate (0: no eval).")
     builtin_task: Literal["reversal", "addition"] = Field(
         "reversal", description="The built-in task behind data 'builtin' (see placerl/tasks)."
@@ -173,13 +179,20 @@ class RewardConfig(Section):
         description="Rule reward 'module:function' called as fn(completions, prompts=..., "
         "**columns) -> list[float]; null with no model: the builtin exact-match reward.",
     )
-    model: str | None = Field(None, description="Reward-model directory (scalar head).")
+    model: str | None = Field(
+        None,
+        description="Reward-model directory (scalar head); given as an override it replaces "
+        "a reward.function set in the file (and the other way round).",
+    )
     scale: float = Field(1.0, description="Multiply scores by this.")
 
     @model_validator(mode="after")
     def _one_source(self) -> RewardConfig:
         if self.function and self.model:
-            raise ValueError("give reward.function or reward.model, not both")
+            raise ValueError(
+                "give reward.function or reward.model, not both (an override of one on the "
+                "command line replaces the other's value from the file)"
+            )
         return self
 
 
@@ -246,11 +259,19 @@ class TrainerConfig(Section):
 
 
 class RunConfig(Section):
+    # keys of which one is chosen: an override of one clears the others the file sets
+    exclusive_keys: ClassVar[tuple[tuple[str, ...], ...]] = (("reward.function", "reward.model"),)
+
     stage: Stage = Field(
         ..., description="What to train: sft, rm, ppo, grpo, rloo, dpo, online_dpo, rso, brain."
     )
     run_dir: str = Field("runs/placerl", description="Where metrics, plots, checkpoints go.")
-    seed: int = Field(0, description="Seed for data order, sampling and initialisation.")
+    seed: int = Field(
+        0,
+        ge=0,
+        lt=2**32,
+        description="Seed for data order, sampling and initialisation (0 to 2**32 - 1).",
+    )
     model: ModelConfig = Field(default_factory=ModelConfig)
     reference: str | None = Field(None, description="Reference model dir; null: = model.path.")
     critic: str | None = Field(None, description="Critic init dir; null: = reward.model or model.")

@@ -97,7 +97,7 @@ def load_tokenizer(path: str | Path, options: LoadOptions = DEFAULT) -> PreTrain
     path = _check_dir(path, "tokenizer")
     try:
         tok = AutoTokenizer.from_pretrained(path, **options.kwargs(path))
-    except (OSError, ValueError) as err:
+    except Exception as err:  # tokenizers raises a bare Exception for a garbled tokenizer.json
         raise UserError(f"cannot load a tokenizer: {err}", where=str(path)) from None
     setattr(tok, SOURCE_ATTR, str(path))
     if tok.pad_token_id is None:
@@ -117,6 +117,23 @@ def load_tokenizer(path: str | Path, options: LoadOptions = DEFAULT) -> PreTrain
     return tok
 
 
+def _check_weight_files(path: Path, what: str) -> None:
+    """Open every ``*.safetensors`` header first, so a truncated or garbled weight file is
+    named (``from_pretrained`` would end in a safetensors traceback that names no file)."""
+    from safetensors import SafetensorError, safe_open
+
+    for file in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(file), framework="pt") as handle:
+                handle.keys()
+        except (SafetensorError, OSError) as err:
+            raise UserError(
+                f"cannot load the {what}: {file.name} is truncated or not a safetensors file "
+                f"({err}); copy or export the model again",
+                where=str(file),
+            ) from None
+
+
 def _load(cls, path: str | Path, what: str, options: LoadOptions, **kwargs) -> PreTrainedModel:
     if adapter_config(path) is not None:  # a LoRA stage's output: its base, adapter merged
         model = load_merged(
@@ -127,6 +144,7 @@ def _load(cls, path: str | Path, what: str, options: LoadOptions, **kwargs) -> P
         model.config._name_or_path = str(path)  # a new adapter's base is this directory
         return model
     path = _check_dir(path, what)
+    _check_weight_files(path, what)
     verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()  # a freshly initialised head is expected here, not news
     try:
@@ -143,7 +161,8 @@ def _load(cls, path: str | Path, what: str, options: LoadOptions, **kwargs) -> P
             f"{err}; use 'sdpa' (the default) or 'eager'",
             where="model.attn_implementation",
         ) from None
-    except (OSError, ValueError) as err:
+    except (OSError, ValueError, KeyError, RuntimeError) as err:
+        # a config.json or weight file that parses but does not fit the class or its shapes
         raise UserError(f"cannot load the {what}: {err}", where=str(path)) from None
     finally:
         hf_logging.set_verbosity(verbosity)

@@ -16,7 +16,12 @@ from __future__ import annotations
 
 import importlib
 import math
-from collections.abc import Callable, Sequence
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import torch
 
@@ -28,18 +33,46 @@ RewardFn = Callable[..., Sequence[float]]
 
 
 def import_reward_function(spec: str) -> RewardFn:
-    """Resolve ``module:function`` (the module must be importable, e.g. on PYTHONPATH)."""
+    """Resolve ``module:function`` the way ``python -m`` would from the user's directory: the
+    current working directory first (a ``rewards.py`` next to the user, or ``examples/`` in the
+    repository root), then ``PYTHONPATH`` and installed packages. The console script's own
+    ``sys.path`` holds neither, so the directory is added here (and stays, for the module's
+    own later imports; Ray workers inherit the driver's ``sys.path``)."""
     module_name, sep, attr = spec.partition(":")
     if not sep or not module_name or not attr:
         raise UserError(f"expected 'module:function', got {spec!r}", where="reward.function")
+    cwd = os.getcwd()
+    if cwd not in sys.path and os.path.realpath(cwd) not in map(os.path.realpath, sys.path):
+        sys.path.insert(0, cwd)
     try:
         module = importlib.import_module(module_name)
-    except ImportError as err:
-        raise UserError(f"cannot import module {module_name!r}: {err}", "reward.function") from None
+    except ModuleNotFoundError as err:
+        raise UserError(_not_found(module_name, err, cwd), where="reward.function") from None
+    except (Exception, SystemExit) as err:  # the user's module failed while importing
+        raise UserError(
+            f"importing {module_name!r} raised {_describe(err)}", "reward.function"
+        ) from None
     fn = getattr(module, attr, None)
     if not callable(fn):
-        raise UserError(f"{module_name!r} has no function {attr!r}", where="reward.function")
+        where = getattr(module, "__file__", None) or module_name
+        raise UserError(f"{where} has no function {attr!r}", where="reward.function")
     return fn
+
+
+def _not_found(module_name: str, err: ModuleNotFoundError, cwd: str) -> str:
+    """Which module is missing, where it was looked for, and how to make it importable."""
+    missing = err.name or module_name
+    if module_name != missing and not module_name.startswith(missing + "."):
+        return (
+            f"module {module_name!r} was found but it imports {missing!r}, which is not "
+            f"installed ({err})"
+        )
+    top = module_name.split(".")[0]
+    return (
+        f"cannot import module {module_name!r}: no module {missing!r} in the current directory "
+        f"({cwd}), on PYTHONPATH or among installed packages. Run placerl from the directory "
+        f"that holds {top}.py (or the {top}/ package), or add that directory to PYTHONPATH"
+    )
 
 
 def decode_responses(tokenizer, batch: Batch) -> list[str]:
@@ -49,23 +82,67 @@ def decode_responses(tokenizer, batch: Batch) -> list[str]:
     return tokenizer.batch_decode(ids.tolist(), skip_special_tokens=True)
 
 
+# Scores go through batch means, standard deviations and whitening in float32, which square
+# them: beyond this a finite Python float (1e38, or 1e30 x reward.scale) turns the batch
+# statistics into inf and the policy into NaN. No sensible reward comes near it.
+MAX_ABS_SCORE = 1e15
+
+
 class RuleReward:
     def __init__(self, fn: RewardFn, tokenizer, name: str, scale: float = 1.0):
         self.fn, self.tokenizer, self.name, self.scale = fn, tokenizer, name, scale
 
     def score(self, batch: Batch, prompts: list, columns: dict[str, list]) -> torch.Tensor:
         completions = decode_responses(self.tokenizer, batch)
-        try:
-            scores = self.fn(completions=completions, prompts=prompts, **columns)
-        except Exception as err:  # the user's code: report it as theirs, with its type
-            raise UserError(
-                f"reward function raised {type(err).__name__}: {err}", where=self.name
-            ) from err
-        return self.scale * check_scores(scores, len(completions), self.name)
+        with _watch_sigint() as sigint:
+            try:
+                scores = self.fn(completions=completions, prompts=prompts, **columns)
+            except KeyboardInterrupt:
+                if sigint["hit"]:  # Ctrl-C while the reward ran: the user's interrupt
+                    raise
+                raise UserError(
+                    "reward function raised KeyboardInterrupt", where=self.name
+                ) from None
+            except (Exception, SystemExit) as err:  # the user's code: report it as theirs
+                raise UserError(f"reward function raised {_describe(err)}", self.name) from err
+        return check_scores(scores, len(completions), self.name, self.scale)
 
 
-def check_scores(scores, expected: int, name: str) -> torch.Tensor:
-    """The scores as a (B,) float tensor, or a UserError saying what came back instead."""
+def _describe(err: BaseException) -> str:
+    """``SystemExit(7)``, ``ValueError: boom``: the exception as the user would recognise it."""
+    if isinstance(err, SystemExit):
+        return f"SystemExit({err.code!r}) (a reward must return scores, not exit)"
+    return f"{type(err).__name__}: {err}"
+
+
+@contextmanager
+def _watch_sigint() -> Iterator[dict[str, bool]]:
+    """Tell a real Ctrl-C (a SIGINT arrived) from a reward function that raises
+    KeyboardInterrupt itself; only the main thread can see signals."""
+    state = {"hit": False}
+    if threading.current_thread() is not threading.main_thread():
+        yield state
+        return
+    previous = signal.getsignal(signal.SIGINT)
+
+    def on_sigint(signum, frame):
+        state["hit"] = True
+        if callable(previous):
+            previous(signum, frame)
+        elif previous != signal.SIG_IGN:
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield state
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def check_scores(scores, expected: int, name: str, scale: float = 1.0) -> torch.Tensor:
+    """``scale`` x the scores as a (B,) float32 tensor, or a UserError saying what came back
+    instead: not a list, a wrong length, a non-number, non-finite, or too large for float32
+    arithmetic (``MAX_ABS_SCORE``)."""
     if isinstance(scores, torch.Tensor):
         scores = scores.detach().flatten().tolist()
     if not isinstance(scores, (list, tuple)):
@@ -81,7 +158,21 @@ def check_scores(scores, expected: int, name: str) -> torch.Tensor:
             raise UserError(
                 f"reward function returned {s!r} at index {i}; expected a finite float", name
             )
-    return torch.tensor(scores, dtype=torch.float32)
+        check_magnitude(float(s) * scale, i, name, scale)
+    # scaled in float64 first: a float32 scale of 1e300 would be inf, and 0 x inf is NaN
+    return torch.tensor([float(s) * scale for s in scores], dtype=torch.float32)
+
+
+def check_magnitude(value: float, index: int, name: str, scale: float) -> None:
+    """A scaled score that is non-finite or beyond ``MAX_ABS_SCORE`` is the reward's error."""
+    if math.isfinite(value) and abs(value) <= MAX_ABS_SCORE:
+        return
+    scaled = f" (score x reward.scale={scale:g})" if scale != 1.0 else ""
+    raise UserError(
+        f"reward score at index {index} is {value:g}{scaled}: beyond +-{MAX_ABS_SCORE:g}, where "
+        "float32 batch statistics overflow (inf/NaN); rescale the reward",
+        name,
+    )
 
 
 def last_attended(mask: torch.Tensor) -> torch.Tensor:
@@ -127,9 +218,11 @@ class ModelReward:
     """A reward model with a scalar head, read at each sequence's last attended token (the
     response's last token: its end token when it stopped, ``sequence_scores``)."""
 
-    def __init__(self, model, *, precision: str = "fp32", scale: float = 1.0):
+    def __init__(
+        self, model, *, precision: str = "fp32", scale: float = 1.0, name: str = "reward.model"
+    ):
         self.model = model.eval().requires_grad_(False)
-        self.precision, self.scale = precision, scale
+        self.precision, self.scale, self.name = precision, scale, name
 
     @torch.no_grad()
     def score(self, batch: Batch, prompts: list, columns: dict[str, list]) -> torch.Tensor:
@@ -138,4 +231,9 @@ class ModelReward:
             scores = sequence_scores(
                 self.model, batch[Field.INPUT_IDS], mask, position_ids=position_ids(mask)
             )
-        return self.scale * scores
+        scores = self.scale * scores.float()
+        bad = ~torch.isfinite(scores) | (scores.abs() > MAX_ABS_SCORE)
+        if bool(bad.any()):
+            index = int(bad.nonzero()[0])
+            check_magnitude(float(scores[index]), index, f"reward model {self.name}", self.scale)
+        return scores

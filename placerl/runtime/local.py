@@ -51,7 +51,9 @@ def build_reward(cfg: RunConfig, tokenizer):
     if cfg.reward.model:
         options = LoadOptions.of(cfg.model, frozen=True)  # held in the training precision
         model = load_reward_model(cfg.reward.model, trained=True, options=options)
-        return ModelReward(model, precision=cfg.model.precision, scale=cfg.reward.scale)
+        return ModelReward(
+            model, precision=cfg.model.precision, scale=cfg.reward.scale, name=cfg.reward.model
+        )
     if cfg.reward.function:
         fn = import_reward_function(cfg.reward.function)
         return RuleReward(fn, tokenizer, cfg.reward.function, cfg.reward.scale)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from placerl.config.preflight import check_generation_fits
 from placerl.config.schema import BUILTIN, RunConfig
 from placerl.data.formats import (
     load_preference_dataset,
@@ -97,7 +98,9 @@ def prompt_set(cfg: RunConfig, tokenizer, path: str | None, split: str) -> Promp
     given = [prompt_as_given(r) for r in rows]
     extras = [prompt_extras(r) for r in rows]
     columns = {k: [e[k] for e in extras] for k in (extras[0] if extras else {})}
-    return PromptSet.build(texts, columns, tokenizer, cfg.data.max_prompt_len, source, given)
+    prompts = PromptSet.build(texts, columns, tokenizer, cfg.data.max_prompt_len, source, given)
+    check_generation_fits(prompts.token_ids, cfg.rollout.max_new_tokens, model_path(cfg), source)
+    return prompts
 
 
 def prompt_data(cfg: RunConfig, tokenizer) -> tuple[PromptSet, PromptSet | None, IndexStream]:

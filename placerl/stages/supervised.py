@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import logging
+
 from placerl.algos.reward_model import RewardModelTraining
 from placerl.algos.sft import SFT
 from placerl.config.schema import RunConfig
+from placerl.data.collate import sft_batch
 from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import Evaluation, evaluate_policy, reward_model_metrics, sft_loss
@@ -22,11 +25,53 @@ from placerl.stages.sources import (
     tokenizer_and_policy,
 )
 
+log = logging.getLogger(__name__)
+_CHUNK = 1024  # examples tokenized at once by the start-up length check
+
 
 def _stream(cfg: RunConfig, size: int, what: str) -> IndexStream:
     if size == 0:
         raise UserError(f"the {what} dataset is empty", where="data.train")
     return IndexStream(size, cfg.trainer.batch_size, seed=cfg.seed)
+
+
+def check_sft_lengths(tokenizer, pairs: list[tuple[str, str]], cfg: RunConfig, source: str):
+    """Say once, at start, how many examples do not fit ``data.max_len`` (their completions
+    are cut, as DPO cuts pairs), or refuse them with ``data.over_length: error``. Encoding in
+    chunks also names the row of a prompt that leaves no room for its completion."""
+    max_len, cut = cfg.data.max_len, []
+    for start in range(0, len(pairs), _CHUNK):
+        chunk = pairs[start : start + _CHUNK]
+        rows = list(range(start, start + len(chunk)))
+        try:
+            truncated = sft_batch(tokenizer, chunk, max_len, rows=rows)["num_truncated"]
+        except UserError as err:
+            raise UserError(err.message, where=f"{source} {err.where}") from None
+        if truncated:
+            cut += [
+                r
+                for r, p in zip(rows, chunk)
+                if sft_batch(tokenizer, [p], max_len)["num_truncated"]
+            ]
+    if not cut:
+        return
+    if cfg.data.over_length == "error":
+        raise UserError(
+            f"prompt+completion is longer than data.max_len={max_len} tokens ({len(cut)} of "
+            f"{len(pairs)} examples); raise data.max_len, shorten or drop the rows, or set "
+            "data.over_length=truncate to cut completions to fit",
+            where=f"{source} row {cut[0]}",
+        )
+    shown = ", ".join(map(str, cut[:8])) + (", ..." if len(cut) > 8 else "")
+    log.warning(
+        "%s: %d of %d examples are longer than data.max_len=%d tokens; their completions are "
+        "cut to fit (rows %s). Set data.over_length=error to refuse them instead.",
+        source,
+        len(cut),
+        len(pairs),
+        max_len,
+        shown,
+    )
 
 
 def _build_algorithm(cls, cfg: RunConfig, model, tokenizer):
@@ -53,6 +98,7 @@ class SFTStage:
         self.tokenizer, self.model = tokenizer_and_policy(cfg)
         self.model.to(resolve_device(cfg.placement.device))
         self.pairs = sft_pairs(cfg, self.tokenizer, cfg.data.train)
+        check_sft_lengths(self.tokenizer, self.pairs, cfg, source=cfg.data.train)
         self.stream = _stream(cfg, len(self.pairs), "SFT")
         self.held_out = sft_held_out(cfg, self.tokenizer)
         self.algo = _build_algorithm(SFT, cfg, self.model, self.tokenizer)

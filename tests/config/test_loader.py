@@ -185,3 +185,35 @@ def test_empty_file_means_all_defaults(tmp_path):
 def test_dump_round_trips(tmp_path):
     cfg = load_config(write(tmp_path, VALID), [], Cfg)
     assert Cfg.model_validate(yaml.safe_load(dump_config(cfg))) == cfg
+
+
+# --- choices that exclude each other (reward.function | reward.model) -----------------------
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+def test_override_of_reward_model_replaces_the_files_reward_function():
+    from placerl.config.schema import RunConfig
+
+    cfg = load_config(EXAMPLES / "ppo.yaml", ["reward.model=runs/rm/reward_model"], RunConfig)
+    assert cfg.reward.model == "runs/rm/reward_model" and cfg.reward.function is None
+    cfg = load_config(EXAMPLES / "ppo_interleave.yaml", ["reward.function=m:f"], RunConfig)
+    assert cfg.reward.function == "m:f" and cfg.reward.model is None
+    cfg = load_config(EXAMPLES / "ppo.yaml", ["reward.model=null"], RunConfig)  # null clears
+    assert cfg.reward.function == "examples.rewards:digits_match"  # nothing else
+
+
+def test_both_reward_sources_overridden_is_still_an_error():
+    from placerl.config.schema import RunConfig
+
+    with pytest.raises(UserError, match="not both"):
+        load_config(EXAMPLES / "ppo.yaml", ["reward.model=d", "reward.function=m:f"], RunConfig)
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 2**64])
+def test_seed_outside_the_generators_range(seed):
+    from placerl.config.schema import RunConfig
+
+    with pytest.raises(UserError, match="seed") as err:
+        load_config(None, ["stage=sft", f"seed={seed}"], RunConfig)
+    assert err.value.where == "override"
