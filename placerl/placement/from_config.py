@@ -16,7 +16,14 @@ from pathlib import Path
 
 from placerl.config.schema import RunConfig
 from placerl.placement import strategies
-from placerl.placement.cluster import cluster_from_ray, detect_cluster, local_slot
+from placerl.placement.cluster import (
+    available_cores,
+    capacity_problem,
+    cluster_from_ray,
+    detect_cluster,
+    local_slot,
+    visible_gpu_memory,
+)
 from placerl.placement.plan import Cluster, DeviceGroup, Plan, RolePlacement
 from placerl.placement.validate import validate_plan
 from placerl.types import Role
@@ -137,3 +144,21 @@ def plan_from_config(
     params = model_params if model_params is not None else model_params_for(cfg)
     validate_plan(plan, needed=roles, cluster=cluster, model_params=params)
     return plan
+
+
+def capacity_check(cfg: RunConfig, plan: Plan) -> str | None:
+    """What ``placerl train`` would say when ``plan`` asks for more CPUs/GPUs than the Ray
+    cluster at ``placement.ray_address`` (or this machine) has; None when it fits. The local
+    strategy starts no workers and always fits."""
+    if plan.strategy == "local":
+        return None
+    if cfg.placement.ray_address:
+        import ray
+
+        return capacity_problem(
+            plan.strategy, plan.slots, ray.cluster_resources(), "the Ray cluster"
+        )
+    available = {"CPU": float(available_cores())}
+    if any(s.kind == "gpu" for s in plan.slots):
+        available["GPU"] = float(len(visible_gpu_memory()))
+    return capacity_problem(plan.strategy, plan.slots, available, "this machine")
