@@ -28,6 +28,10 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
         help="plan for hardware that is not here, e.g. 16xH100, 8xH200, 64xA100 "
         "(specs from placerl/placement/hardware; no profiling)",
     )
+    parser.add_argument(
+        "--model-size",
+        help="--auto: plan for a named Llama shape (7B, 13B, 34B, 70B) instead of model.path's",
+    )
     parser.add_argument("--top", type=int, default=8, help="--auto: candidates shown (default 8)")
     parser.add_argument(
         "--profile", help="--auto: profile JSON to calibrate with (default: the stored one)"
