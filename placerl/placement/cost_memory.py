@@ -13,6 +13,7 @@ checkpointing a block keeps only its input (``2·h`` bytes per token in 16-bit) 
 full activations are live during its recompute. Logits: the LM head's fp32 ``tokens × V`` plus
 their gradient (``2 × 4 × tokens × V``) in training, ``4 × tokens × V`` in forward-only passes.
 The KV cache: ``2 · layers · kv_dim`` values per token of ``rows × (prompt + response)``.
+A tensor-parallel engine (``gen_tp`` GPUs, Megatron-style) holds 1/tp of the weights.
 Generation in ``gen_waves`` sequential waves holds the KV cache of one wave's rows (what
 vLLM's scheduler does when the cache is short). ``offload`` moves the models of idle roles to host memory: only the largest role on a slot is
 resident at a time. A fixed ``CONTEXT_BYTES`` (CUDA context and allocator slack) is added on GPU.
@@ -124,7 +125,9 @@ def role_terms(
         rows = ceil(_rows_per_worker(w, p.dp_size) / max(1, w.gen_waves))
         terms = {f"{name} KV cache": kv_cache_bytes(shape, rows, context, w.dtype_bytes)}
         if not shares or actor.sharding != Sharding.NONE or w.max_staleness > 0:
-            terms[f"{name} weights"] = shape.params * w.dtype_bytes  # a whole copy to sample
+            # a whole copy to sample from, split over a tensor-parallel engine's GPUs (its KV
+            # cache is split by heads too: per GPU, the same bytes as ``rows`` rows)
+            terms[f"{name} weights"] = shape.params * w.dtype_bytes / max(1, w.gen_tp)
         return terms
     if role in TRAINED:
         terms = {f"{name} {k}": v for k, v in trained_state_bytes(shape, w, shards).items()}

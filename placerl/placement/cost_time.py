@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from math import ceil
 
+from placerl.placement.collectives import all_reduce_s
 from placerl.placement.machine import Machine
 from placerl.placement.plan import DeviceSlot
 from placerl.placement.shapes import ModelShape
@@ -48,22 +49,38 @@ def prefill_s(shape: ModelShape, m: Machine, slot: DeviceSlot, w: Workload, prom
 
 
 def decode_step_s(
-    shape: ModelShape, m: Machine, slot: DeviceSlot, rows: float, context: float, dtype_bytes: int
+    shape: ModelShape,
+    m: Machine,
+    slot: DeviceSlot,
+    rows: float,
+    context: float,
+    dtype_bytes: int,
+    tp: int = 1,
 ) -> float:
-    """One decode step of ``rows`` rows attending to ``context`` tokens."""
+    """One decode step of ``rows`` rows attending to ``context`` tokens, on an engine of
+    ``tp`` tensor-parallel GPUs: each streams 1/tp of the weights and KV cache and does 1/tp
+    of the FLOPs, and every block all-reduces its attention and MLP outputs (2 per block,
+    ``rows·h`` values each: Megatron-LM, Shoeybi et al. 2019)."""
     streamed = shape.params * dtype_bytes + rows * context * shape.kv_bytes_per_token(dtype_bytes)
-    memory = streamed / m.rate(m.memory_bw, slot)
-    compute = rows * shape.flops_per_token(context) / m.rate(m.decode_flops, slot)
+    memory = streamed / tp / m.rate(m.memory_bw, slot)
+    compute = rows * shape.flops_per_token(context) / tp / m.rate(m.decode_flops, slot)
     work = max(memory, compute) if m.roofline else memory + compute
-    return shape.layers * m.decode_overhead_per_layer + work
+    comm = 0.0
+    if tp > 1:
+        act = rows * shape.hidden * dtype_bytes
+        comm = 2 * shape.layers * all_reduce_s(act, tp, m.intra_bw, m.collective_latency)
+    return shape.layers * m.decode_overhead_per_layer + work + comm
 
 
 def generate_s(shape: ModelShape, m: Machine, slot: DeviceSlot, w: Workload, rows: float) -> float:
-    """Prefill plus ``response_len`` decode steps on a worker sampling ``rows`` rows."""
+    """Prefill plus ``response_len`` decode steps of an engine sampling ``rows`` rows (a
+    tensor-parallel engine of ``gen_tp`` GPUs shares the prefill FLOPs too)."""
+    tp = max(1, w.gen_tp)
     prompts = rows / w.samples
     context = w.prompt_len + w.response_len / 2
-    steps = w.response_len * decode_step_s(shape, m, slot, rows, context, w.dtype_bytes)
-    return prefill_s(shape, m, slot, w, prompts) + steps
+    steps = w.response_len * decode_step_s(shape, m, slot, rows, context, w.dtype_bytes, tp)
+    prefill = prefill_s(shape, m, slot, w, prompts)
+    return (prefill - m.call_overhead) / tp + m.call_overhead + steps
 
 
 def forward_s(

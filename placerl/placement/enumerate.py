@@ -30,6 +30,7 @@ class Candidate:
     checkpointing: bool = False
     gen_waves: int = 1  # generation in sequential waves of rows, to fit the KV cache
     offload: bool = False  # idle colocated models in host memory (GPU)
+    gen_tp: int = 1  # tensor-parallel GPUs per generation engine (vLLM-class engines)
 
     def applied(self, w: Workload) -> Workload:
         """The workload with this candidate's settings."""
@@ -38,6 +39,7 @@ class Candidate:
             checkpointing=self.checkpointing,
             gen_waves=self.gen_waves,
             offload=self.offload,
+            gen_tp=self.gen_tp,
         )
 
     @property
@@ -62,6 +64,8 @@ class Candidate:
             parts.append(f"waves={self.gen_waves}")
         if self.offload:
             parts.append("offload")
+        if self.gen_tp > 1:
+            parts.append(f"tp={self.gen_tp}")
         return " ".join(parts)
 
 
@@ -131,6 +135,16 @@ def micro_batches(w: Workload, dp: int) -> list[int | None]:
     return sizes
 
 
+def tensor_parallel_sizes(plan: Plan, w: Workload) -> list[int]:
+    """Engine TP degrees: 1 for placerl's sampler; powers of two within a node that divide the
+    rollout's dp for a vLLM-class engine on GPUs."""
+    if w.engine != "vllm" or plan.slots[0].kind != "gpu" or Role.ROLLOUT not in plan.roles:
+        return [1]
+    dp = plan.roles[Role.ROLLOUT].dp_size
+    per_node = max(s.index for s in plan.slots) + 1
+    return [t for t in (1, 2, 4, 8) if t <= per_node and dp % t == 0]
+
+
 def placements(w: Workload, cluster: Cluster) -> Iterator[tuple[Plan, int]]:
     """Every (plan, trained dp) before micro-batch and checkpointing choices."""
     for base in base_plans(w, cluster):
@@ -147,4 +161,5 @@ def candidates(w: Workload, cluster: Cluster) -> Iterator[Candidate]:
             for ckpt in (False, True):
                 for waves in GEN_WAVES:
                     for offload in (False, True):
-                        yield Candidate(plan, mb, ckpt, waves, offload)
+                        for tp in tensor_parallel_sizes(plan, w):
+                            yield Candidate(plan, mb, ckpt, waves, offload, tp)

@@ -15,7 +15,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from placerl.placement.cost_memory import GiB, memory_classes, memory_problem
-from placerl.placement.enumerate import GEN_WAVES, Candidate, micro_batches, placements
+from placerl.placement.enumerate import (
+    GEN_WAVES,
+    Candidate,
+    micro_batches,
+    placements,
+    tensor_parallel_sizes,
+)
 from placerl.placement.machine import Machine
 from placerl.placement.phases import step_phases
 from placerl.placement.plan import Cluster, Plan
@@ -85,6 +91,18 @@ def best_settings(plan: Plan, dp: int, w: Workload, m: Machine) -> tuple[list[Sc
     fit (more waves or smaller micro-batches only add per-call overhead); checkpointing and
     offload are tried only when the cheaper choice does not fit. Returns the kept
     candidates (the fitting ones, or the last misfit), how many were scored, and pruned."""
+    kept: list[Scored] = []
+    scored = pruned = 0
+    for tp in tensor_parallel_sizes(plan, w):  # not monotone: each TP degree is kept
+        k, n, p = _best_at_tp(plan, dp, w, m, tp)
+        kept += k
+        scored += n
+        pruned += p
+    feasible = [s for s in kept if s.feasible]
+    return (feasible or kept[-1:]), scored, pruned
+
+
+def _best_at_tp(plan: Plan, dp: int, w: Workload, m: Machine, tp: int):
     sizes = micro_batches(w, dp)
     total = len(sizes) * len(GEN_WAVES) * 2 * len(_offload_choices(plan, w))
     kept: list[Scored] = []
@@ -96,7 +114,7 @@ def best_settings(plan: Plan, dp: int, w: Workload, m: Machine) -> tuple[list[Sc
             for waves in GEN_WAVES:
                 for mb in sizes:
                     scored += 1
-                    last = score(Candidate(plan, mb, ckpt, waves, offload), w, m)
+                    last = score(Candidate(plan, mb, ckpt, waves, offload, tp), w, m)
                     if last.feasible:
                         found = last
                         break

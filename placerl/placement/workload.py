@@ -33,6 +33,7 @@ class Workload:
     micro_batch: int | None = None  # rows per forward/backward on a worker; None: its share
     checkpointing: bool = False  # gradient checkpointing of every block
     gen_waves: int = 1  # generation in this many sequential waves of rows (KV cache / waves)
+    gen_tp: int = 1  # tensor-parallel degree of each generation engine (vLLM-class only)
     precision: str = "fp32"  # fp32, or bf16 (autocast on CPU; bf16 compute on GPU)
     lora_rank: int = 0
     engine: str = "placerl"  # placerl's sampler or a vLLM-class engine (GPU what-ifs)
