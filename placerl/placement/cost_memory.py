@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from math import ceil
 
-from placerl.placement.plan import DeviceSlot, Plan, RolePlacement, Sharding
+from placerl.placement.plan import DeviceGroup, DeviceSlot, Plan, RolePlacement, Sharding
 from placerl.placement.shapes import ModelShape
 from placerl.placement.workload import Workload
 from placerl.types import Role
@@ -33,6 +33,18 @@ from placerl.types import Role
 GiB = 1024**3
 CONTEXT_BYTES = 1.0 * GiB  # CUDA context + allocator fragmentation, measured ~0.6-1 GiB
 TRAINED = (Role.ACTOR, Role.CRITIC)
+
+
+def on_same_workers(plan: Plan, role: Role, other: Role) -> bool:
+    """Every worker of ``role`` sits on a slot where ``other`` has one (fast paths for the
+    strategies' plans: same groups and dp, or disjoint groups)."""
+    a, b = plan.roles[role], plan.roles[other]
+    if a.groups == b.groups and a.dp_size == b.dp_size:
+        return True
+    if not set(a.groups) & set(b.groups):
+        return False
+    slots = {id(s) for s in plan.worker_slots(other)}
+    return all(id(s) in slots for s in plan.worker_slots(role))
 
 
 def shard_factor(p: RolePlacement) -> int:
@@ -119,9 +131,7 @@ def role_terms(
     context = w.prompt_len + w.response_len
     if role == Role.ROLLOUT:
         actor = plan.roles.get(Role.ACTOR)
-        shares = actor is not None and {id(s) for s in plan.worker_slots(role)} <= {
-            id(s) for s in plan.worker_slots(Role.ACTOR)
-        }
+        shares = actor is not None and on_same_workers(plan, Role.ROLLOUT, Role.ACTOR)
         rows = ceil(_rows_per_worker(w, p.dp_size) / max(1, w.gen_waves))
         terms = {f"{name} KV cache": kv_cache_bytes(shape, rows, context, w.dtype_bytes)}
         if not shares or actor.sharding != Sharding.NONE or w.max_staleness > 0:
@@ -167,7 +177,7 @@ def _memory(plan, w, micro_batch, checkpointing, distinct: bool) -> list[SlotMem
     per_role = {r: role_terms(plan, r, w, micro_batch, checkpointing) for r in plan.roles}
     cache: dict[tuple, SlotMemory] = {}
     out = []
-    for slot, roles in slot_roles(plan):
+    for slot, roles in slot_roles(plan, distinct):
         key = (roles, slot.kind, slot.memory_bytes)
         if key in cache:
             if not distinct:
@@ -178,15 +188,36 @@ def _memory(plan, w, micro_batch, checkpointing, distinct: bool) -> list[SlotMem
     return out
 
 
-def slot_roles(plan: Plan) -> list[tuple[DeviceSlot, tuple[Role, ...]]]:
+_ALIKE: dict[int, tuple[DeviceGroup, bool]] = {}  # id -> (the group, kept alive; alike?)
+
+
+def _alike(group: DeviceGroup) -> bool:
+    """All slots of ``group`` have the first one's kind and memory (memoized: the search
+    asks this of the same groups thousands of times)."""
+    hit = _ALIKE.get(id(group))
+    if hit is not None and hit[0] is group:
+        return hit[1]
+    first = group.slots[0]
+    alike = all(s.kind == first.kind and s.memory_bytes == first.memory_bytes for s in group.slots)
+    if len(_ALIKE) > 50_000:
+        _ALIKE.clear()
+    _ALIKE[id(group)] = (group, alike)
+    return alike
+
+
+def slot_roles(plan: Plan, distinct: bool = False) -> list[tuple[DeviceSlot, tuple[Role, ...]]]:
     """Each slot with the roles that have a worker on it. A group whose roles all use every
-    slot (dp = its size, the usual case) is one class: no per-slot set lookups."""
+    slot (dp = its size, the usual case) is one class: no per-slot set lookups, and with
+    ``distinct`` only its first slot when its slots are alike (same kind and memory)."""
     out = []
     for group in plan.groups:
         here = [r for r in Role if r in plan.roles and group.name in plan.roles[r].groups]
-        if all(plan.roles[r].dp_size == plan.group_of(r).size for r in here):
+        sizes = {r: sum(plan.group(g).size for g in plan.roles[r].groups) for r in here}
+        if all(plan.roles[r].dp_size == sizes[r] for r in here):
             roles = tuple(here)
-            out += [(slot, roles) for slot in group.slots]
+            first = group.slots[0]
+            alike = distinct and _alike(group)
+            out += [(first, roles)] if alike else [(slot, roles) for slot in group.slots]
             continue
         on = {r: {id(s) for s in plan.worker_slots(r)} for r in here}
         out += [(s, tuple(r for r in here if id(s) in on[r])) for s in group.slots]

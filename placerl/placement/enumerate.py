@@ -138,7 +138,11 @@ def micro_batches(w: Workload, dp: int) -> list[int | None]:
 def tensor_parallel_sizes(plan: Plan, w: Workload) -> list[int]:
     """Engine TP degrees: 1 for placerl's sampler; powers of two within a node that divide the
     rollout's dp for a vLLM-class engine on GPUs."""
-    if w.engine != "vllm" or plan.slots[0].kind != "gpu" or Role.ROLLOUT not in plan.roles:
+    if (
+        w.engine != "vllm"
+        or plan.groups[0].slots[0].kind != "gpu"
+        or Role.ROLLOUT not in plan.roles
+    ):
         return [1]
     dp = plan.roles[Role.ROLLOUT].dp_size
     per_node = max(s.index for s in plan.slots) + 1

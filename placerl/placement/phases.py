@@ -24,7 +24,12 @@ from math import ceil
 
 from placerl.placement import collectives
 from placerl.placement import cost_time as ct
-from placerl.placement.cost_memory import shard_factor, trained_state_bytes
+from placerl.placement.cost_memory import (
+    on_same_workers,
+    shard_factor,
+    slot_roles,
+    trained_state_bytes,
+)
 from placerl.placement.machine import Machine
 from placerl.placement.plan import Plan, Sharding
 from placerl.placement.workload import Workload
@@ -46,8 +51,7 @@ def rollout_shares_actor(plan: Plan) -> bool:
     """The rollout samples from the actor's own workers (Flatten, Interleave)."""
     if Role.ROLLOUT not in plan.roles or Role.ACTOR not in plan.roles:
         return False
-    actor = {id(s) for s in plan.worker_slots(Role.ACTOR)}
-    return all(id(s) in actor for s in plan.worker_slots(Role.ROLLOUT))
+    return on_same_workers(plan, Role.ROLLOUT, Role.ACTOR)
 
 
 def stale(plan: Plan, w: Workload) -> bool:
@@ -56,7 +60,12 @@ def stale(plan: Plan, w: Workload) -> bool:
 
 
 def _nodes(plan: Plan, role: Role) -> int:
-    return len({s.node for s in plan.worker_slots(role)})
+    groups = [plan.group(g) for g in plan.roles[role].groups]
+    return (
+        len({s.node for g in groups for s in (g.slots[0], g.slots[-1])})
+        if all(plan.roles[role].dp_size == sum(g.size for g in groups) for _ in (0,))
+        else len({s.node for s in plan.worker_slots(role)})
+    )
 
 
 def _update_s(plan: Plan, role: Role, w: Workload, m: Machine, micro, ckpt) -> float:
@@ -166,8 +175,8 @@ def _offload_s(plan: Plan, w: Workload, m: Machine) -> float:
     if not w.offload or m.kind != "gpu":
         return 0.0
     worst = 0.0
-    for slot in plan.slots:
-        models = [r for r in plan.roles_on(slot) if r in w.shapes and r != Role.ROLLOUT]
+    for _, roles in slot_roles(plan, distinct=True):
+        models = [r for r in roles if r in w.shapes and r != Role.ROLLOUT]
         if len(models) < 2:
             continue
         total = 0.0

@@ -14,7 +14,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from placerl.placement.cost_memory import GiB, memory_classes, memory_problem
+from placerl.placement.cost_memory import GiB, memory_classes, memory_problem, slot_roles
 from placerl.placement.enumerate import (
     GEN_WAVES,
     Candidate,
@@ -79,9 +79,11 @@ def score(c: Candidate, w: Workload, m: Machine) -> Scored:
 
 def _offload_choices(plan: Plan, w: Workload) -> tuple[bool, ...]:
     """Offload is tried on GPU slots that host several models; otherwise the config's."""
-    if plan.slots[0].kind != "gpu":
+    if plan.groups[0].slots[0].kind != "gpu":
         return (False,)
-    crowded = any(len([r for r in plan.roles_on(s) if r in w.shapes]) > 1 for s in plan.slots[:1])
+    crowded = any(
+        len([r for r in roles if r in w.shapes]) > 1 for _, roles in slot_roles(plan, True)
+    )
     return (False, True) if crowded else (False,)
 
 

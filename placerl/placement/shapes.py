@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
 
 from placerl.errors import UserError
@@ -27,26 +28,26 @@ class ModelShape:
     tied: bool = False
     scalar_head: bool = False  # critic / reward model: hidden -> 1 instead of hidden -> vocab
 
-    @property
+    @cached_property
     def kv_dim(self) -> int:
         """Width of K (and of V): ``kv_heads · head_dim``."""
         return self.kv_heads * (self.hidden // self.heads)
 
-    @property
+    @cached_property
     def layer_params(self) -> int:
         """One block: Q and O (h·h each), K and V (h·kv_dim each), the SwiGLU MLP (3·h·f),
         two RMSNorm weights (2·h)."""
         h = self.hidden
         return 2 * h * h + 2 * h * self.kv_dim + 3 * h * self.intermediate + 2 * h
 
-    @property
+    @cached_property
     def head_params(self) -> int:
         """The output head: ``h`` for a scalar head, ``h·V`` for an untied LM head, 0 tied."""
         if self.scalar_head:
             return self.hidden + 1
         return 0 if self.tied else self.hidden * self.vocab
 
-    @property
+    @cached_property
     def params(self) -> int:
         """Embedding (V·h) + blocks + final norm (h) + head."""
         return (
@@ -56,7 +57,7 @@ class ModelShape:
             + (self.head_params)
         )
 
-    @property
+    @cached_property
     def matmul_params(self) -> int:
         """Parameters a token multiplies through: the blocks and the head (the embedding is a
         lookup; a tied head still multiplies by V·h)."""
