@@ -134,7 +134,7 @@ def role_terms(
         shares = actor is not None and on_same_workers(plan, Role.ROLLOUT, Role.ACTOR)
         rows = ceil(_rows_per_worker(w, p.dp_size) / max(1, w.gen_waves))
         terms = {f"{name} KV cache": kv_cache_bytes(shape, rows, context, w.dtype_bytes)}
-        if not shares or actor.sharding != Sharding.NONE or w.max_staleness > 0:
+        if not shares or actor.sharding != Sharding.NONE or plan.max_staleness > 0:
             # a whole copy to sample from, split over a tensor-parallel engine's GPUs (its KV
             # cache is split by heads too: per GPU, the same bytes as ``rows`` rows)
             terms[f"{name} weights"] = shape.params * w.dtype_bytes / max(1, w.gen_tp)

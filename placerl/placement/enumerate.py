@@ -80,11 +80,14 @@ def generation_splits(cluster: Cluster) -> list[int]:
 def base_plans(w: Workload, cluster: Cluster) -> Iterator[Plan]:
     """Flatten, Interleave (two frozen models to split) and every Separate split."""
     common = dict(rule_reward=w.rule_reward, max_staleness=w.max_staleness)
+    # the rollout of Flatten/Interleave samples with the trainer's weights: the Ray runtime
+    # runs them on-policy (staleness 0 is always within the configured bound)
+    on_policy = dict(rule_reward=w.rule_reward, max_staleness=0)
     roles = w.roles
-    yield strategies.flatten(roles, cluster, **common)
+    yield strategies.flatten(roles, cluster, **on_policy)
     frozen = [r for r in (Role.REFERENCE, Role.REWARD) if r in w.shapes]
     if len(frozen) == 2 and cluster.size >= 2:
-        yield strategies.interleave(roles, cluster, **common)
+        yield strategies.interleave(roles, cluster, **on_policy)
     if Role.ROLLOUT in roles and cluster.size >= 2:
         for gen in generation_splits(cluster):
             yield strategies.separate(roles, cluster, generation_slots=gen, **common)

@@ -56,7 +56,7 @@ def rollout_shares_actor(plan: Plan) -> bool:
 
 def stale(plan: Plan, w: Workload) -> bool:
     """Batches can lag the policy: a rollout copy with ``max_staleness > 0``."""
-    return w.max_staleness > 0 and Role.ROLLOUT in plan.roles
+    return plan.max_staleness > 0 and Role.ROLLOUT in plan.roles
 
 
 def _nodes(plan: Plan, role: Role) -> int:
@@ -118,7 +118,7 @@ def _sync_s(plan: Plan, w: Workload, m: Machine) -> float:
             nbytes = shape.params * w.dtype_bytes
             bw = collectives.link_bw(m, _nodes(plan, Role.ACTOR))
             return collectives.all_gather_s(nbytes, shard_factor(actor), bw, m.collective_latency)
-        if w.max_staleness > 0:  # the local shadow copy
+        if plan.max_staleness > 0:  # the local shadow copy
             return shape.params * w.dtype_bytes / m.memory_bw
         return 0.0
     nodes = {s.node for s in (*plan.worker_slots(Role.ACTOR), *plan.worker_slots(Role.ROLLOUT))}

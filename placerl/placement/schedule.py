@@ -67,7 +67,7 @@ def _stages(phases: Sequence[Phase], names: Sequence[Sequence[str]]) -> list[lis
 
 
 def _pipelined(plan: Plan, w: Workload) -> bool:
-    return w.max_staleness > 0 and Role.ROLLOUT in plan.roles and not rollout_shares_actor(plan)
+    return plan.max_staleness > 0 and Role.ROLLOUT in plan.roles and not rollout_shares_actor(plan)
 
 
 def predict_step(plan: Plan, w: Workload, phases: Sequence[Phase]) -> StepPrediction:
@@ -78,7 +78,7 @@ def predict_step(plan: Plan, w: Workload, phases: Sequence[Phase]) -> StepPredic
     gen_groups = set(plan.roles[Role.ROLLOUT].groups)
     gen = sum(p.seconds for p in phases if p.name == "generate")
     sync = sum(p.seconds for p in phases if p.name == "sync")
-    period = max(1, min(w.sync_every, w.max_staleness))
+    period = max(1, min(w.sync_every, plan.max_staleness))
     experience = [p for p in phases if p.name in EXPERIENCE]
     launch_first = not any(set(p.groups) & gen_groups for p in experience)
     learn_names = (("old_log_probs",), LEARN, ("offload",))
