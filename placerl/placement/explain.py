@@ -125,7 +125,7 @@ def why(result: SearchResult) -> str:
         )
     if sep:
         train = sep.prediction.cycles.get("trainer", sep.step_s)
-        stale = plan.max_staleness
+        stale = sep.candidate.plan.max_staleness
         reason = (
             "max_staleness is 0, so generation cannot overlap training"
             if stale == 0
