@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import json
 import math
-import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -36,13 +35,15 @@ from placerl.placement.shapes import ModelShape
 
 
 def _timed(fn, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` runs after a warm-up: what the hardware does when nothing
+    else competes for it (``timeit``'s advice); other load only ever adds time."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return min(times)
 
 
 def build_model(shape: ModelShape):
