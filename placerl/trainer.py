@@ -26,6 +26,7 @@ from placerl.config import dump_config
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.logging import MetricsLogger
+from placerl.placement.auto_plan import monitor_for
 from placerl.stages import build_stage
 from placerl.timing import PhaseTimer
 
@@ -74,6 +75,7 @@ def _run_stage(stage, cfg: RunConfig, resume: bool, latest: Path | None, console
     total, tc = cfg.trainer.steps, cfg.trainer
     timer = PhaseTimer()
     final_eval: dict[str, float] = {}
+    monitor = monitor_for(cfg)  # strategy auto: predicted vs measured step, re-plan advice
     with MetricsLogger(
         run_dir,
         total,
@@ -96,6 +98,11 @@ def _run_stage(stage, cfg: RunConfig, resume: bool, latest: Path | None, console
                     final_eval = stage.evaluate()
                 metrics |= final_eval
             metrics |= timer.pop()
+            if monitor is not None:
+                metrics |= monitor.observe(step, metrics)
+                for message in monitor.messages:
+                    log.print(message)
+                monitor.messages.clear()
             if "throughput/tokens" in metrics:
                 metrics["throughput/tokens_per_s"] = (
                     metrics["throughput/tokens"] / metrics["time/step"]

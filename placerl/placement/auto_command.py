@@ -25,7 +25,7 @@ from placerl.types import Role
 
 def machine_for(device: str, shape: ModelShape, profile: str | None) -> tuple[Machine, str]:
     """The profiled constants (named file, or the store's), else the defaults; and a note."""
-    from placerl.placement.profile_store import find_profile
+    from placerl.placement.profile_store import find_profile, shape_key
 
     if profile:
         raw = json.loads(Path(profile).read_text())
@@ -33,7 +33,11 @@ def machine_for(device: str, shape: ModelShape, profile: str | None) -> tuple[Ma
     found = find_profile(device, shape)
     if found:
         raw, path, exact = found
-        how = "reused" if exact else f"reused (measured on shape {raw['key']['shape']})"
+        how = (
+            "reused"
+            if exact
+            else (f"reused (measured on shape {raw['key']['shape']}, not this {shape_key(shape)})")
+        )
         return from_profile(raw), f"calibration: profile {path} {how}"
     if device != "cpu":
         from placerl.placement.hardware import device_specs, engine_spec

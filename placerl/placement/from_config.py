@@ -115,6 +115,10 @@ def make_plan(cfg: RunConfig, roles: tuple[Role, ...], cluster: Cluster) -> Plan
     p = cfg.placement
     if p.strategy == "local":
         return local_plan(roles, cluster, p.max_staleness)
+    if p.strategy == "auto":
+        from placerl.placement.auto_plan import auto_plan
+
+        return auto_plan(cfg, cluster)
     if p.strategy == "custom":
         specs = {Role(r): spec.model_dump() for r, spec in p.roles.items()}
         return strategies.custom(
