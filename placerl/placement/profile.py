@@ -88,9 +88,9 @@ def measure_compute(model, shape: ModelShape, threads: int) -> dict[str, float]:
             model.zero_grad(set_to_none=True)
             model(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
 
-        train.append(_timed(step))
+        train.append(_timed(step, repeats=5))
         with torch.no_grad():
-            fwd.append(_timed(lambda ids=ids: model(input_ids=ids)))
+            fwd.append(_timed(lambda ids=ids: model(input_ids=ids), repeats=5))
     t_slope, t_icpt = _line(train[0], train[1], 3 * flops[0], 3 * flops[1])
     f_slope, f_icpt = _line(fwd[0], fwd[1], flops[0], flops[1])
     return {
