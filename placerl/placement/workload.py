@@ -72,11 +72,26 @@ def _get(cfg: Any, dotted: str, default: Any) -> Any:
 
 def expected_prompt_len(cfg: Any, limit: int = 64) -> float:
     """Mean tokens of the first ``limit`` prompts of ``data.train`` (JSONL with a ``prompt``
-    column) under the policy's tokenizer; half of ``data.max_prompt_len`` otherwise."""
+    column, or the built-in task's) under the policy's tokenizer; half of
+    ``data.max_prompt_len`` otherwise."""
     fallback = cfg.data.max_prompt_len / 2
     path = Path(cfg.data.train)
     tokenizer_dir = cfg.model.tokenizer or cfg.model.path
-    if path.suffix != ".jsonl" or not path.is_file() or not tokenizer_dir:
+    if not tokenizer_dir or not Path(tokenizer_dir).is_dir():
+        return fallback
+    if cfg.data.train == "builtin":  # the built-in task's first prompts
+        try:
+            from placerl.models.loading import load_tokenizer
+            from placerl.stages.sources import prompt_set
+
+            small = cfg.model_copy(
+                update={"data": cfg.data.model_copy(update={"builtin_size": limit})}
+            )
+            ids = prompt_set(small, load_tokenizer(tokenizer_dir), "builtin", "train").token_ids
+            return sum(map(len, ids)) / max(1, len(ids))
+        except Exception:  # an estimate only
+            return fallback
+    if path.suffix != ".jsonl" or not path.is_file():
         return fallback
     try:
         from transformers import AutoTokenizer
