@@ -26,7 +26,7 @@ from placerl.config import dump_config
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.logging import MetricsLogger
-from placerl.placement.auto_plan import monitor_for
+from placerl.placement.auto_plan import Replan, monitor_for
 from placerl.stages import build_stage
 from placerl.timing import PhaseTimer
 
@@ -57,10 +57,13 @@ def train(cfg: RunConfig, resume: bool = False, console=None) -> dict[str, float
     stage = build_stage(cfg)
     try:
         return _run_stage(stage, cfg, resume, latest, console)
+    except Replan as replan:  # strategy auto: the planner re-planned; continue on its Plan
+        restart = replan
     finally:
         close = getattr(stage, "close", None)
         if close is not None:
             close()  # stop the stage's worker processes (Ray runtime), after a failure too
+    return train(restart.config, resume=True, console=console)
 
 
 def _run_stage(stage, cfg: RunConfig, resume: bool, latest: Path | None, console) -> dict:
@@ -109,7 +112,8 @@ def _run_stage(stage, cfg: RunConfig, resume: bool, latest: Path | None, console
                 )
             log.log(step, metrics)
             log.log_spans(timer.pop_spans(), step)
-            if _due(step, tc.save_every, total):
+            replan = monitor is not None and monitor.pending is not None
+            if _due(step, tc.save_every, total) or replan:
                 save_checkpoint(
                     ckpt_root,
                     step,
@@ -118,6 +122,10 @@ def _run_stage(stage, cfg: RunConfig, resume: bool, latest: Path | None, console
                     {"stage": stage.state_dict()},
                     keep=tc.keep_checkpoints,
                 )
+            if replan and step < total:
+                error = monitor.replan_now(cfg, step)
+                log.print(error.message)
+                raise error
     for name, model in stage.trained_models().items():
         export_model(model, stage.tokenizer, run_dir / name)
     return final_eval

@@ -11,9 +11,11 @@ not placement).
 and ``planner/error`` (measured / predicted - 1). After ``placement.replan_after`` steps it
 refits the cost model to the run's own phase times — one factor each for generation, forward
 passes and updates, the median ratio of measured to predicted — re-searches, and when another
-Plan is predicted faster by more than ``placement.replan_margin`` it says so in the log, with
-the command that resumes the run on that Plan (checkpoints resume exactly on any Plan).
-Rebuilding the runtime in-process on the new Plan is not implemented yet.
+Plan is predicted faster by more than ``placement.replan_margin`` it says so in the log and
+re-plans once: the trainer checkpoints that step, raises ``Replan``, and ``train`` resumes the
+run from that checkpoint with the new Plan written as a ``custom`` placement (checkpoints
+resume exactly on any Plan, and under ``max_staleness: 0`` every Plan trains alike: the same
+training as a run started on the new Plan).
 """
 
 from __future__ import annotations
@@ -127,6 +129,7 @@ class PlannerMonitor:
     steps: list[float] = field(default_factory=list)
     recommendation: Scored | None = None
     messages: list[str] = field(default_factory=list)
+    pending: Plan | None = None  # the Plan to continue on, once the step is checkpointed
 
     def observe(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
         """The planner's metrics for this step; after ``replan_after`` steps, the re-plan."""
@@ -158,13 +161,59 @@ class PlannerMonitor:
             )
             return None
         self.recommendation = best
+        self.pending = best.candidate.plan
         self.messages.append(
             f"planner: refit after {len(self.steps)} steps: {best.name} is predicted "
-            f"{best.step_s:.3g} s a step against {current.step_s:.3g} s for the current plan "
-            f"({gain:.0%} faster); resume on it with --resume and its placement "
-            f"(placerl plan CONFIG --auto --json shows it)"
+            f"{best.step_s:.3g} s a step against {current.step_s:.3g} s for the current "
+            f"{d.plan.strategy} plan ({gain:.0%} faster): checkpointing and continuing on it"
         )
         return best
+
+    def replan_now(self, cfg: Any, step: int) -> Replan:
+        """The exception that makes ``train`` continue on the pending Plan."""
+        new = plan_config(cfg, self.pending, self.decision.cluster)
+        return Replan(
+            new,
+            f"planner: re-planned at step {step}: {self.decision.plan.strategy} "
+            f"-> {self.pending.strategy} (as placement.strategy custom)",
+        )
+
+
+class Replan(Exception):
+    """Raised by the trainer after checkpointing: continue with ``config`` from there."""
+
+    def __init__(self, config: Any, message: str):
+        super().__init__(message)
+        self.config = config
+        self.message = message
+
+
+def plan_config(cfg: Any, plan: Plan, cluster: Cluster) -> Any:
+    """``cfg`` with ``plan`` as a custom placement on the same cluster (slot indices)."""
+    from placerl.config.placement import PlacementConfig
+
+    index = {id(s): i for i, s in enumerate(cluster.slots)}
+    position = {s: i for i, s in enumerate(cluster.slots)}
+    groups = {g.name: [index.get(id(s), position.get(s)) for s in g.slots] for g in plan.groups}
+    roles = {
+        role.value: {
+            "group": list(p.groups) if p.also_on else p.group,
+            "dp_size": p.dp_size,
+            "sharding": p.sharding.value,
+            "shard_size": p.shard_size,
+        }
+        for role, p in plan.roles.items()
+    }
+    raw = cfg.placement.model_dump()
+    raw |= {
+        "strategy": "custom",
+        "groups": groups,
+        "roles": roles,
+        "sharding": "none",
+        "shard_size": None,
+        "generation_slots": None,
+    }
+    return cfg.model_copy(update={"placement": PlacementConfig.model_validate(raw)})
 
 
 def monitor_for(cfg: Any) -> PlannerMonitor | None:

@@ -70,7 +70,7 @@ def test_monitor_logs_the_error_and_recommends_a_replan_when_generation_is_slowe
     monitor.observe(3, metrics)  # replan_after = 3
     best = monitor.recommendation
     assert best is not None and best.candidate.plan.group("gen").size > gen_slots
-    assert "faster" in monitor.messages[0] and "--resume" in monitor.messages[0]
+    assert "faster" in monitor.messages[0] and monitor.pending is best.candidate.plan
 
 
 def test_no_monitor_unless_auto(tmp_path):
