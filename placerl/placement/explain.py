@@ -129,8 +129,8 @@ def why(result: SearchResult) -> str:
         reason = (
             "max_staleness is 0, so generation cannot overlap training"
             if stale == 0
-            else f"its {plural(len(sep.candidate.plan.group('train').slots), kind)} of "
-            f"training take {train:.3g} s a step"
+            else f"its training on {plural(len(sep.candidate.plan.group('train').slots), kind)} "
+            f"takes {train:.3g} s a step"
         )
         return (
             f"{gen_share}Flatten uses every {kind} for every phase; the best "
