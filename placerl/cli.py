@@ -61,20 +61,15 @@ def resume_command(args: argparse.Namespace) -> str:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    import json
+    from placerl.placement.command import plan_command
 
-    from placerl.config import load_config
-    from placerl.config.schema import RunConfig
-    from placerl.placement.from_config import model_params_for, plan_from_config
-    from placerl.placement.render import print_plan
+    return plan_command(args)
 
-    cfg = load_config(args.config, list(args.overrides), RunConfig)
-    plan = plan_from_config(cfg)
-    if args.json:
-        print(json.dumps(plan.to_dict(), indent=2))
-    else:
-        print_plan(plan, model_params=model_params_for(cfg))
-    return 0
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from placerl.placement.command import profile_command
+
+    return profile_command(args)
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
@@ -204,11 +199,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(fn=cmd_train)
 
+    from placerl.placement.command import add_plan_arguments, add_profile_arguments
+
     plan = sub.add_parser("plan", help="print where each role of a config would run")
-    plan.add_argument("config", help="YAML config file")
-    plan.add_argument("overrides", nargs="*", help="dotted overrides, e.g. placement.num_workers=4")
-    plan.add_argument("--json", action="store_true", help="print the Plan as JSON")
+    add_plan_arguments(plan)
     plan.set_defaults(fn=cmd_plan)
+
+    profile = sub.add_parser("profile", help="measure what the planner's cost model needs")
+    add_profile_arguments(profile)
+    profile.set_defaults(fn=cmd_profile)
 
     plot = sub.add_parser("plot", help="write PNG plots of a run directory")
     plot.add_argument("run_dir", help="a run directory, or one holding a stage per folder")

@@ -39,6 +39,7 @@ from placerl.logging import (
     _rewrite_jsonl,
 )
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
+from placerl.placement.auto_plan import Replan, monitor_for
 from placerl.resume import restore_newest
 from placerl.stages import build_stage
 from placerl.timing import PhaseTimer
@@ -83,10 +84,14 @@ def train(
     stage = build_stage(cfg)
     try:
         return _run_stage(stage, cfg, found if resume else [], console, say)
+    except Replan as replan:  # strategy auto: the planner re-planned; continue on its Plan
+        restart = replan
     finally:
         close = getattr(stage, "close", None)
         if close is not None:
             close()  # stop the stage's worker processes (Ray runtime), after a failure too
+    # the new Plan is a config change by design: its checkpoint resumes under it
+    return train(restart.config, resume=True, console=console, allow_config_change=True)
 
 
 def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
@@ -107,6 +112,7 @@ def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
     bad_steps = BadStepCounter(tc.max_bad_steps)
     pop_skipped()  # count only this run's updates
     final_eval: dict[str, float] = {}
+    monitor = monitor_for(cfg)  # strategy auto: predicted vs measured step, re-plan advice
     with MetricsLogger(
         run_dir,
         total,
@@ -135,6 +141,11 @@ def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
                 log.evaluation(step, final_eval)
                 metrics |= final_eval
             metrics |= timer.pop()
+            if monitor is not None:
+                metrics |= monitor.observe(step, metrics)
+                for message in monitor.messages:
+                    log.print(message)
+                monitor.messages.clear()
             if "throughput/tokens" in metrics:
                 metrics["throughput/tokens_per_s"] = (
                     metrics["throughput/tokens"] / metrics["time/step"]
@@ -142,7 +153,8 @@ def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
             log.log(step, metrics)
             log.log_spans(timer.pop_spans(), step)
             bad_steps.update(step, skipped, last.name if last else None)
-            if _due(step, tc.save_every, total):
+            replan = monitor is not None and monitor.pending is not None
+            if _due(step, tc.save_every, total) or replan:
                 last = save_checkpoint(
                     ckpt_root,
                     step,
@@ -151,6 +163,10 @@ def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
                     {"stage": stage.state_dict(), "stage_name": cfg.stage},
                     keep=tc.keep_checkpoints,
                 )
+            if replan and step < total:
+                error = monitor.replan_now(cfg, step)
+                log.print(error.message)
+                raise error
     for name, model in stage.trained_models().items():
         export_model(model, stage.tokenizer, run_dir / name, step=total)
     return final_eval

@@ -41,11 +41,24 @@ class RolePlacementConfig(Section):
 
 
 class PlacementConfig(Section):
-    strategy: Literal["local", "flatten", "interleave", "separate", "custom"] = Field(
+    strategy: Literal["local", "flatten", "interleave", "separate", "custom", "auto"] = Field(
         "local",
         description="local: every role in this process; flatten: every role on every slot; "
         "interleave: trained models everywhere, reference and reward model on disjoint halves; "
-        "separate: rollout on its own slots; custom: placement.groups and placement.roles.",
+        "separate: rollout on its own slots; custom: placement.groups and placement.roles; "
+        "auto: the planner's pick (`placerl plan CONFIG --auto` shows the ranking).",
+    )
+    replan_after: int = Field(
+        5,
+        ge=0,
+        description="strategy auto: after this many steps, refit the cost model to the run's "
+        "measured phase times and re-search (0: never).",
+    )
+    replan_margin: float = Field(
+        0.15,
+        ge=0,
+        description="strategy auto: another Plan must be predicted faster by more than this "
+        "share of the step to be recommended.",
     )
     max_staleness: int = Field(
         0, ge=0, description="Most policy updates a training sample may lag (0: on-policy)."

@@ -125,9 +125,16 @@ def cluster_from_ray_nodes(
 
 
 def cluster_from_ray(address: str | None, **kwargs: Any) -> Cluster:
-    """Connect to the Ray cluster at ``address`` and describe its live nodes."""
+    """Connect to the Ray cluster at ``address`` and describe its live nodes.
+
+    An address where nothing listens fails in seconds, as ``placerl train`` does
+    (``runtime.ray.group.probe``): ``ray.init`` alone retries for minutes."""
     import ray
 
+    from placerl.runtime.ray.group import probe
+
+    if address and not ray.is_initialized():
+        probe(address)
     try:
         if not ray.is_initialized():
             ray.init(address=address, ignore_reinit_error=True, log_to_driver=False)
@@ -137,3 +144,31 @@ def cluster_from_ray(address: str | None, **kwargs: Any) -> Cluster:
             f"cannot reach the Ray cluster at {address!r}: {exc}", where="placement.ray_address"
         ) from None
     return cluster_from_ray_nodes(nodes, **kwargs)
+
+
+def plan_resources(slots: Sequence[DeviceSlot]) -> dict[str, float]:
+    """CPUs and GPUs a Plan's worker slots reserve: what ``runtime.ray.group.bundle`` asks
+    Ray for (a GPU slot: 1 GPU + 1 CPU; a CPU slot: its threads)."""
+    asked: dict[str, float] = {}
+    for slot in slots:
+        bundle = {"GPU": 1.0, "CPU": 1.0} if slot.kind == "gpu" else {"CPU": float(slot.threads)}
+        for key, amount in bundle.items():
+            asked[key] = asked.get(key, 0.0) + amount
+    return asked
+
+
+def capacity_problem(
+    strategy: str, slots: Sequence[DeviceSlot], available: Mapping[str, float], where: str
+) -> str | None:
+    """The message ``placerl train`` would stop with when the Plan asks for more CPUs/GPUs
+    than ``available`` (``where``: "the Ray cluster", "this machine"); None when it fits."""
+    asked = plan_resources(slots)
+    short = [k for k, v in asked.items() if available.get(k, 0.0) < v]
+    if not short:
+        return None
+    want = ", ".join(f"{asked[k]:g} {k}" for k in sorted(asked))
+    have = ", ".join(f"{available.get(k, 0.0):g} {k}" for k in short)
+    return (
+        f"the {strategy} plan asks for {want} ({len(slots)} workers); {where} has {have} in "
+        "all. Use fewer placement.num_workers or threads_per_worker, or a larger cluster"
+    )

@@ -16,7 +16,14 @@ from pathlib import Path
 
 from placerl.config.schema import RunConfig
 from placerl.placement import strategies
-from placerl.placement.cluster import cluster_from_ray, detect_cluster, local_slot
+from placerl.placement.cluster import (
+    available_cores,
+    capacity_problem,
+    cluster_from_ray,
+    detect_cluster,
+    local_slot,
+    visible_gpu_memory,
+)
 from placerl.placement.plan import Cluster, DeviceGroup, Plan, RolePlacement
 from placerl.placement.validate import validate_plan
 from placerl.types import Role
@@ -108,6 +115,10 @@ def make_plan(cfg: RunConfig, roles: tuple[Role, ...], cluster: Cluster) -> Plan
     p = cfg.placement
     if p.strategy == "local":
         return local_plan(roles, cluster, p.max_staleness)
+    if p.strategy == "auto":
+        from placerl.placement.auto_plan import auto_plan
+
+        return auto_plan(cfg, cluster)
     if p.strategy == "custom":
         specs = {Role(r): spec.model_dump() for r, spec in p.roles.items()}
         return strategies.custom(
@@ -137,3 +148,21 @@ def plan_from_config(
     params = model_params if model_params is not None else model_params_for(cfg)
     validate_plan(plan, needed=roles, cluster=cluster, model_params=params)
     return plan
+
+
+def capacity_check(cfg: RunConfig, plan: Plan) -> str | None:
+    """What ``placerl train`` would say when ``plan`` asks for more CPUs/GPUs than the Ray
+    cluster at ``placement.ray_address`` (or this machine) has; None when it fits. The local
+    strategy starts no workers and always fits."""
+    if plan.strategy == "local":
+        return None
+    if cfg.placement.ray_address:
+        import ray
+
+        return capacity_problem(
+            plan.strategy, plan.slots, ray.cluster_resources(), "the Ray cluster"
+        )
+    available = {"CPU": float(available_cores())}
+    if any(s.kind == "gpu" for s in plan.slots):
+        available["GPU"] = float(len(visible_gpu_memory()))
+    return capacity_problem(plan.strategy, plan.slots, available, "this machine")

@@ -45,6 +45,27 @@ def _names(roles: Iterable[Role]) -> str:
     return ", ".join(r.value for r in roles) or "nothing"
 
 
+def plural(n: int, word: str) -> str:
+    """``1 slot``, ``2 slots``: a count with its noun in the right number."""
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def _between_phases(roles: Iterable[Role], rule_reward: bool) -> str:
+    """What the training side computes between generation and update, for these roles only
+    (GRPO without a KL term has no values and no reference log-probs to mention)."""
+    roles = set(roles)
+    work = [
+        ("values", Role.CRITIC in roles),
+        ("reference log-probs", Role.REFERENCE in roles),
+        ("scores", Role.REWARD in roles and not rule_reward),
+    ]
+    named = [w for w, present in work if present]
+    if not named:
+        return ""
+    listed = named[0] if len(named) == 1 else ", ".join(named[:-1]) + " and " + named[-1]
+    return f"; {listed} are computed there, between generation and update"
+
+
 def _place(
     role: Role,
     groups: Sequence[DeviceGroup],
@@ -85,7 +106,7 @@ def flatten(
     group = DeviceGroup("all", cluster.slots)
     placed = {r: _place(r, [group], rule_reward, sharding, shard_size) for r in roles}
     notes = [
-        f"one group 'all' of {group.size} slots: {_names(roles)} time-share every device, "
+        f"one group 'all' of {plural(group.size, 'slot')}: {_names(roles)} time-share every device, "
         f"each with dp={group.size}",
         "the rollout samples from the actor's own weights: no weight transfer",
     ]
@@ -144,9 +165,10 @@ def interleave(
         placed[role] = _place(role, groups, rule_reward, sharding, shard_size)
     everywhere = [r for r in roles if r not in FROZEN]
     notes = [
-        f"{_names(everywhere)} on all {cluster.size} slots (g0+g1, dp={cluster.size}): the "
+        f"{_names(everywhere)} on all {plural(cluster.size, 'slot')} (g0+g1, dp={cluster.size}): the "
         "trained models use every device and the rollout samples from the actor's weights",
-        f"reference on g0 ({g0.size} slots) and reward model on g1 ({g1.size} slots): they "
+        f"reference on g0 ({plural(g0.size, 'slot')}) and reward model on g1 "
+        f"({plural(g1.size, 'slot')}): they "
         "score a batch at the same time, one copy per half instead of one per device "
         "(FlexRLHF Interleave, arXiv 2312.11819)",
     ]
@@ -187,10 +209,10 @@ def separate(
     }
     trainers = [r for r in roles if r not in on_gen]
     notes = [
-        f"rollout on 'gen' ({gen.size} slots, dp={gen.size}): a shadow copy of the actor's "
+        f"rollout on 'gen' ({plural(gen.size, 'slot')}, dp={gen.size}): a shadow copy of the actor's "
         "weights, synced after each update",
-        f"{_names(trainers)} on 'train' ({train.size} slots, dp={train.size}); values, "
-        "reference log-probs and scores are computed there, between generation and update",
+        f"{_names(trainers)} on 'train' ({plural(train.size, 'slot')}, dp={train.size})"
+        + _between_phases(roles, rule_reward),
     ]
     if max_staleness == 0:
         notes.append(
@@ -200,7 +222,7 @@ def separate(
     else:
         notes.append(
             f"max_staleness={max_staleness}: 'gen' samples the next batch while 'train' "
-            f"updates; samples lag the policy by at most {max_staleness} updates"
+            f"updates; samples lag the policy by at most {plural(max_staleness, 'update')}"
         )
     notes += _common_notes(roles, rule_reward)
     return Plan("separate", (gen, train), placed, max_staleness, tuple(notes))
@@ -262,7 +284,7 @@ def custom(
     placed = {Role(r): _custom_role(Role(r), spec, built) for r, spec in mapping.items()}
     placed = {r: placed[r] for r in ordered(placed)}
     notes = [
-        f"custom: group '{g.name}' ({g.size} slots) hosts "
+        f"custom: group '{g.name}' ({plural(g.size, 'slot')}) hosts "
         f"{_names(r for r, p in placed.items() if g.name in p.groups)}"
         for g in built
     ]

@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 
 from placerl.errors import UserError
 from placerl.placement.plan import Cluster, DeviceSlot, Plan, RolePlacement, Sharding
+from placerl.placement.strategies import plural
 from placerl.types import Role
 
 BYTES_FROZEN = 4  # fp32 weights (bf16 autocast keeps the weights in fp32)
@@ -136,7 +137,7 @@ def _check_parallelism(plan: Plan, role: Role, p: RolePlacement) -> list[Problem
         return [
             (
                 f"{key}.dp_size",
-                f"role '{role.value}' has dp_size {p.dp_size} but group {on} has {slots} slots",
+                f"role '{role.value}' has dp_size {p.dp_size} but group {on} has {plural(slots, 'slot')}",
             )
         ]
     if slots % p.dp_size:
@@ -144,7 +145,7 @@ def _check_parallelism(plan: Plan, role: Role, p: RolePlacement) -> list[Problem
             (
                 f"{key}.dp_size",
                 f"role '{role.value}' has dp_size {p.dp_size}, which does not divide the "
-                f"{slots} slots of group {on}",
+                f"{plural(slots, 'slot')} of group {on}",
             )
         ]
     if p.sharding != Sharding.HYBRID:

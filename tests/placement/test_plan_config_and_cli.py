@@ -140,6 +140,7 @@ def test_count_params_reads_safetensors_headers(tmp_path):
 
 def test_placerl_plan_prints_the_table_and_diagram(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
+    monkeypatch.setattr("placerl.placement.from_config.available_cores", lambda: 4)
     args = [
         "plan",
         PPO_YAML,

@@ -1,0 +1,148 @@
+"""How well the planner predicts this machine: predicted vs measured step times, side by side.
+
+A grid of 12 workloads — two model sizes, short and long responses, two batch sizes, PPO and
+GRPO — each run under local (1 slot, every core), and Flatten, Interleave (PPO: reference and
+reward model to split) and Separate (``max_staleness: 1``) on 2 slots of 1 thread, with the
+training code of ``benchmarks/placement.py`` (the demo's RL stage, untrained base policy,
+responses to the cap). The cost model is calibrated on the stored profile only
+(``placerl profile``), never on these measurements. Printed per cell: predicted and median
+measured ``time/step``; per workload: whether the predicted-fastest strategy is the measured
+fastest; then the summary line
+
+    median |error| X%, max Y%, pick best in K/N, within 5% of best in M/N
+
+(targets: median ≤ 10%, max ≤ 25%, pick within 5% of the best in ≥ 90%). Memory against
+peak RSS is not measured here. On a machine shared with other jobs the measured times drift;
+run it niced, once, and read the summary with that in mind.
+
+    nice -n 19 python benchmarks/planner_accuracy.py [--steps 3] [--workloads 12]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import replace
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import placement as bench  # noqa: E402  (benchmarks/placement.py: configs and runner)
+import ray  # noqa: E402
+
+from placerl.config.schema import RunConfig  # noqa: E402
+from placerl.models.factory import TinyLlamaSize  # noqa: E402
+from placerl.models.loading import load_tokenizer  # noqa: E402
+from placerl.placement.auto_command import machine_for  # noqa: E402
+from placerl.placement.cluster import cpu_cluster, local_slot  # noqa: E402
+from placerl.placement.from_config import local_plan, needed_roles, plan_from_config  # noqa: E402
+from placerl.placement.phases import step_phases  # noqa: E402
+from placerl.placement.plan import Cluster  # noqa: E402
+from placerl.placement.schedule import predict_step  # noqa: E402
+from placerl.placement.shapes import shape_from_dir  # noqa: E402
+from placerl.placement.workload import workload_from_config  # noqa: E402
+
+SIZES = {
+    "6M": TinyLlamaSize(),  # the demo's policy
+    "1.6M": replace(TinyLlamaSize(), hidden_size=128, intermediate_size=512, num_hidden_layers=4),
+}
+# (model, algo, new tokens, rows per step): 2 sizes x 2 algos x short/long, plus 4 at the
+# other batch size
+GRID = [
+    (size, algo, tokens, 32) for size in SIZES for algo in ("ppo", "grpo") for tokens in (8, 32)
+] + [("6M", "ppo", 8, 8), ("6M", "grpo", 32, 8), ("1.6M", "ppo", 32, 8), ("1.6M", "grpo", 8, 8)]
+
+
+def prompt_len(cfg: RunConfig, base: Path) -> float:
+    """Mean tokens of the first prompts the run will see (the builtin task's)."""
+    from placerl.stages.sources import prompt_set
+
+    small = cfg.model_copy(update={"data": cfg.data.model_copy(update={"builtin_size": 64})})
+    ids = prompt_set(small, load_tokenizer(base), cfg.data.train, "train").token_ids
+    return sum(map(len, ids)) / len(ids)
+
+
+def predict(cfg: RunConfig, base: Path, machine) -> float:
+    roles = needed_roles(cfg)
+    if cfg.placement.strategy == "local":
+        plan = local_plan(roles, Cluster((local_slot("cpu"),)), cfg.placement.max_staleness)
+    else:
+        plan = plan_from_config(cfg, cluster=cpu_cluster(2, 1, cores=2), model_params={})
+    w = workload_from_config(cfg, roles).with_(prompt_len=prompt_len(cfg, base))
+    return predict_step(plan, w, step_phases(plan, w, machine)).step_s
+
+
+def run_workload(args, spec, models, work: Path, machine) -> list[dict]:
+    size, algo, tokens, rows = spec
+    base, rm = models[size]
+    ns = argparse.Namespace(warmup=args.warmup, steps=args.steps, new_tokens=tokens, rows=rows)
+    strategies = ["local", "flatten", "separate"] + (["interleave"] if algo == "ppo" else [])
+    cells = []
+    for strategy in strategies:
+        cfg = bench.rl_config(ns, algo, strategy, base, rm, work / "unused")
+        result = bench.Result(algo, strategy, rows)
+        started = time.perf_counter()
+        bench.run_one(ns, result, base, rm, work, 0)
+        cell = {
+            "workload": f"{algo} {size} {rows}x{tokens}",
+            "strategy": strategy,
+            "predicted": predict(cfg, base, machine),
+            "measured": result.step,
+        }
+        cell["error"] = cell["predicted"] / cell["measured"] - 1
+        cells.append(cell)
+        print(
+            f"| {cell['workload']} | {strategy} | {cell['predicted']:.3f} | "
+            f"{cell['measured']:.3f} | {cell['error']:+.0%} |  ({time.perf_counter() - started:.0f} s)",
+            flush=True,
+        )
+    return cells
+
+
+def summary(by_workload: list[list[dict]]) -> str:
+    errors = [abs(c["error"]) for cells in by_workload for c in cells]
+    best = within = 0
+    for cells in by_workload:
+        measured_best = min(cells, key=lambda c: c["measured"])
+        pick = min(cells, key=lambda c: c["predicted"])
+        best += pick is measured_best
+        within += pick["measured"] <= 1.05 * measured_best["measured"]
+    n = len(by_workload)
+    return (
+        f"median |error| {statistics.median(errors):.0%}, max {max(errors):.0%}, "
+        f"pick best in {best}/{n}, within 5% of best in {within}/{n}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--steps", type=int, default=3, help="measured steps per run")
+    parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--workloads", type=int, default=len(GRID))
+    parser.add_argument("--profile", help="profile JSON (default: the stored one)")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="planner-accuracy-"))
+    models = {name: bench.build_models(work / name, size) for name, size in SIZES.items()}
+    shape = shape_from_dir(models["6M"][0])
+    machine, note = machine_for("cpu", shape, args.profile)
+    print(note)
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    print("| workload | strategy | predicted s | measured s | error |\n|---|---|---|---|---|")
+    by_workload = []
+    try:
+        for spec in GRID[: args.workloads]:
+            by_workload.append(run_workload(args, spec, models, work, machine))
+    finally:
+        ray.shutdown()
+    print("\n| workload | predicted pick | measured best |\n|---|---|---|")
+    for cells in by_workload:
+        pick = min(cells, key=lambda c: c["predicted"])["strategy"]
+        best = min(cells, key=lambda c: c["measured"])["strategy"]
+        print(f"| {cells[0]['workload']} | {pick} | {best} |")
+    print("\n" + summary(by_workload))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""The cost model's constants for one kind of device slot: a ``Machine``.
+
+Three sources, one dataclass:
+
+- ``from_spec(DeviceSpec, EngineSpec)``: a GPU on paper, peak × efficiency from
+  ``placerl/placement/hardware`` (``--cluster 16xH100``);
+- ``from_profile(dict)``: what ``placerl profile`` measured on this machine;
+- ``CPU_DEFAULT``: round figures for a recent x86 core, used only when no profile exists
+  (and said so by ``placerl plan --auto``).
+
+CPU slots scale with their torch threads: a rate measured per thread is multiplied by
+``threads ** thread_exponent`` (the profile measures 1 thread and all of them to fit it).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Any
+
+from placerl.placement.hardware import GB, DeviceSpec, EngineSpec
+from placerl.placement.plan import DeviceSlot
+
+
+@dataclass(frozen=True)
+class Machine:
+    name: str
+    kind: str  # cpu | gpu
+    train_flops: float  # FLOP/s of forward+backward, per thread (CPU) or per GPU
+    forward_flops: float  # FLOP/s of forward-only passes (scoring, reference, values)
+    prefill_flops: float  # FLOP/s of the engine's prompt prefill
+    decode_flops: float  # FLOP/s of a decode step's matmuls (few rows: below forward_flops)
+    memory_bw: float  # bytes/s a decode step streams weights and KV cache at
+    decode_overhead_per_layer: float  # s per block per decode step (launches, Python)
+    call_overhead: float  # s per forward or backward call of a micro-batch (Python, launch)
+    optimizer_params_per_s: float  # Adam streams ~16 B/param read + 12 B/param written
+    intra_bw: float  # collective bytes/s per device inside a node (bus bandwidth)
+    inter_bw: float  # across nodes
+    collective_latency: float  # s per ring step
+    host_bw: float  # device <-> host copies (offload), bytes/s
+    rpc_latency: float  # s per remote phase call from the controller (Ray), 0 in-process
+    reward_per_row: float  # s per row of a rule reward (Python)
+    devices_per_node: int = 1
+    roofline: bool = True  # decode = max(memory, compute) (GPU) or their sum (CPU)
+    thread_exponent: float = 1.0
+    source: str = ""
+
+    def rate(self, per_thread: float, slot: DeviceSlot | None) -> float:
+        """A per-slot rate: CPU rates scale with the slot's threads."""
+        if self.kind == "cpu" and slot is not None:
+            return per_thread * max(1, slot.threads) ** self.thread_exponent
+        return per_thread
+
+    def with_(self, **changes: Any) -> Machine:
+        return replace(self, **changes)
+
+
+def from_spec(spec: DeviceSpec, engine: EngineSpec) -> Machine:
+    """A GPU from its published peaks: FLOP/s × efficiency, HBM × efficiency, links ×
+    collective efficiency; decode efficiency and per-layer overhead from the engine."""
+    peak = spec.bf16_dense_tflops * 1e12
+    hbm = spec.hbm_tb_per_s * 1e12
+    return Machine(
+        name=spec.name,
+        kind="gpu",
+        train_flops=peak * spec.train_efficiency,
+        forward_flops=peak * spec.forward_efficiency,
+        prefill_flops=peak * engine.prefill_efficiency,
+        decode_flops=peak * spec.forward_efficiency,
+        memory_bw=hbm * engine.decode_bandwidth_efficiency,
+        decode_overhead_per_layer=engine.decode_overhead_us_per_layer * 1e-6,
+        call_overhead=2e-3,  # eager forward/backward of one micro-batch: launches + Python
+        optimizer_params_per_s=hbm * spec.bandwidth_efficiency / 28,
+        intra_bw=spec.nvlink_gb_per_s * GB * spec.collective_efficiency,
+        inter_bw=spec.internode_gb_per_s * GB * spec.collective_efficiency,
+        collective_latency=spec.collective_latency_us * 1e-6,
+        host_bw=spec.host_gb_per_s * GB * spec.bandwidth_efficiency,
+        rpc_latency=5e-3,
+        reward_per_row=2e-5,
+        devices_per_node=spec.devices_per_node,
+        roofline=True,
+        source=f"spec {spec.name} with engine {engine.name}",
+    )
+
+
+CPU_DEFAULT = Machine(
+    name="cpu (defaults, not profiled)",
+    kind="cpu",
+    train_flops=8e9,
+    forward_flops=10e9,
+    prefill_flops=10e9,
+    decode_flops=4e9,
+    memory_bw=10e9,
+    decode_overhead_per_layer=1.2e-4,
+    call_overhead=3e-3,
+    optimizer_params_per_s=2e9 / 28,
+    intra_bw=2e9,
+    inter_bw=1e9,
+    collective_latency=1e-4,
+    host_bw=10e9,
+    rpc_latency=5e-3,
+    reward_per_row=2e-5,
+    devices_per_node=64,
+    roofline=False,
+    thread_exponent=0.85,
+    source="built-in CPU defaults (run `placerl profile` to measure this machine)",
+)
+
+
+def from_profile(profile: dict[str, Any]) -> Machine:
+    """The constants ``placerl profile`` fitted (its ``machine`` section)."""
+    fields = {k: v for k, v in profile["machine"].items() if k in Machine.__dataclass_fields__}
+    return Machine(**fields)

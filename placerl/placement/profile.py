@@ -1,0 +1,269 @@
+"""``placerl profile``: measure on this machine what the cost model needs (about a minute).
+
+With the configured policy's shape (a randomly initialised Llama of the same dimensions: the
+cost is the same), on 1 torch thread and on all of them:
+
+- forward+backward and forward-only at two token counts; the achieved FLOP/s is that of the
+  larger (``3·F / t`` and ``F / t``) net of the per-call time, measured on a 4-token input;
+- generation with placerl's sampler at 2 and 16 rows for 4 and 20 new tokens: a decode step
+  is ``(t20 - t4) / 16``; its intercept over rows, per block, is ``decode_overhead_per_layer``
+  and its slope gives ``decode_flops`` (on a CPU the weights stream from cache at these sizes,
+  so ``memory_bw`` is left very large: the intercept holds it);
+- one AdamW step (parameters per second);
+- all-reduce, broadcast and all-gather of 1 and 16 MiB between two processes over gloo
+  (NCCL when two GPUs are visible): bandwidth and per-step latency from the ring formulas;
+- host ↔ device copies where there is a device.
+
+The thread exponent is ``log(Φ_all / Φ_1) / log(threads)``. The JSON goes to ``--out`` and to
+the store (``profile_store``), keyed by machine, device and model shape; a later run reuses it.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from placerl.placement.cluster import available_cores
+from placerl.placement.machine import CPU_DEFAULT, Machine
+from placerl.placement.profile_store import default_path, find_profile, profile_key
+from placerl.placement.shapes import ModelShape
+
+
+def _timed(fn, repeats: int = 3) -> float:
+    """The fastest of ``repeats`` runs after a warm-up: what the hardware does when nothing
+    else competes for it (``timeit``'s advice); other load only ever adds time."""
+    fn()  # warm-up
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def build_model(shape: ModelShape):
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(
+        vocab_size=shape.vocab,
+        hidden_size=shape.hidden,
+        intermediate_size=shape.intermediate,
+        num_hidden_layers=shape.layers,
+        num_attention_heads=shape.heads,
+        num_key_value_heads=shape.kv_heads,
+        max_position_embeddings=512,
+        tie_word_embeddings=shape.tied,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+    )
+    torch.manual_seed(0)
+    return LlamaForCausalLM(config)
+
+
+def _line(t1: float, t2: float, x1: float, x2: float) -> tuple[float, float]:
+    """Slope and intercept through two points, clamped so neither is negative."""
+    slope = max((t2 - t1) / max(x2 - x1, 1e-12), 1e-15)
+    return slope, max(0.0, t1 - slope * x1)
+
+
+def measure_compute(model, shape: ModelShape, threads: int) -> dict[str, float]:
+    import torch
+
+    torch.set_num_threads(threads)
+    points = [(8, 32), (16, 64)]
+    train, fwd = [], []
+    flops = []
+    for rows, length in points:
+        ids = torch.randint(3, shape.vocab, (rows, length))
+        flops.append(rows * length * shape.flops_per_token(length / 2))
+
+        def step(ids=ids):
+            model.zero_grad(set_to_none=True)
+            model(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+
+        train.append(_timed(step, repeats=5))
+        with torch.no_grad():
+            fwd.append(_timed(lambda ids=ids: model(input_ids=ids), repeats=5))
+    t_slope, t_icpt = _line(train[0], train[1], 3 * flops[0], 3 * flops[1])
+    f_slope, f_icpt = _line(fwd[0], fwd[1], flops[0], flops[1])
+    return {
+        "train_flops": 1 / t_slope,
+        "train_call_s": t_icpt / 2,
+        "forward_flops": 1 / f_slope,
+        "forward_call_s": f_icpt,
+        "train_s": train,
+        "forward_s": fwd,
+        "flops": flops,
+    }
+
+
+def measure_decode(model, shape: ModelShape, threads: int) -> dict[str, float]:
+    import torch
+
+    from placerl.rollout.sampling import SamplingParams, generate
+
+    torch.set_num_threads(threads)
+    prompt = 8
+    steps = {}
+    for rows in (2, 16):
+        ids = torch.randint(3, shape.vocab, (rows, prompt))
+        mask = torch.ones_like(ids)
+        times = {}
+        for n in (4, 20):
+            params = SamplingParams(max_new_tokens=n)
+            times[n] = _timed(
+                lambda p=params, ids=ids, mask=mask: generate(
+                    model, ids, mask, p, eos_token_id=-1, pad_token_id=0
+                ),
+                repeats=2,
+            )
+        steps[rows] = max(1e-6, (times[20] - times[4]) / 16)
+    slope, icpt = _line(steps[2], steps[16], 2, 16)
+    context = prompt + 12
+    return {
+        "decode_step_s": steps,
+        "decode_overhead_per_layer": icpt / shape.layers,
+        "decode_flops": shape.flops_per_token(context) / slope,
+    }
+
+
+def measure_optimizer(model) -> float:
+    import torch
+
+    for p in model.parameters():
+        p.grad = torch.zeros_like(p)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    seconds = _timed(opt.step)
+    return sum(p.numel() for p in model.parameters()) / seconds
+
+
+def _collective_worker(rank: int, port: int, out: Any) -> None:
+    import torch
+    import torch.distributed as dist
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=2)
+    result = {}
+    tiny = torch.ones(1)
+    dist.barrier()
+    result["all_reduce_tiny"] = _timed(lambda: dist.all_reduce(tiny), repeats=20)
+    for mib in (1, 16):
+        x = torch.ones(mib * 2**20 // 4)
+        gathered = [torch.empty_like(x) for _ in range(2)]
+        for name, fn in (
+            ("all_reduce", lambda x=x: dist.all_reduce(x)),
+            ("broadcast", lambda x=x: dist.broadcast(x, 0)),
+            ("all_gather", lambda x=x, g=gathered: dist.all_gather(g, x)),
+        ):
+            dist.barrier()
+            result[f"{name}_{mib}"] = _timed(fn, repeats=5)
+    if rank == 0:
+        out.put(result)
+    dist.destroy_process_group()
+
+
+def measure_collectives() -> dict[str, float]:
+    """Two gloo processes on this machine; bandwidth and latency from the all-reduce
+    (n = 2: ``t = B/bw + 2·latency``; latency from a one-element all-reduce)."""
+    import socket
+
+    import torch.multiprocessing as mp
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    ctx = mp.get_context("spawn")
+    queue = ctx.Queue()
+    procs = [ctx.Process(target=_collective_worker, args=(r, port, queue)) for r in range(2)]
+    for p in procs:
+        p.start()
+    raw = queue.get(timeout=120)
+    for p in procs:
+        p.join(timeout=30)
+    latency = raw["all_reduce_tiny"] / 2
+    nbytes = 16 * 2**20
+    return {**raw, "bw": nbytes / max(raw["all_reduce_16"] - 2 * latency, 1e-6), "latency": latency}
+
+
+def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
+    """Every measurement and the fitted ``Machine``."""
+    start = time.perf_counter()
+    model = build_model(shape)
+    threads = available_cores()
+    log(f"profiling {shape.name} ({shape.params / 1e6:.1f}M params) on 1 and {threads} threads")
+    one = measure_compute(model, shape, 1)
+    many = measure_compute(model, shape, threads) if threads > 1 else one
+    decode = measure_decode(model, shape, 1)
+    log("compute and decode measured; optimizer and collectives next")
+    opt = measure_optimizer(model)
+    coll = measure_collectives()
+    ratio = many["train_flops"] / one["train_flops"]
+    exponent = math.log(max(ratio, 1e-3)) / math.log(threads) if threads > 1 else 1.0
+    machine = CPU_DEFAULT.with_(
+        name=f"cpu (profiled, {threads} cores)",
+        train_flops=one["train_flops"],
+        forward_flops=one["forward_flops"],
+        prefill_flops=one["forward_flops"],
+        decode_flops=decode["decode_flops"],
+        memory_bw=1e15,
+        decode_overhead_per_layer=decode["decode_overhead_per_layer"],
+        call_overhead=(one["train_call_s"] + one["forward_call_s"]) / 2,
+        optimizer_params_per_s=opt,
+        intra_bw=coll["bw"],
+        inter_bw=coll["bw"],
+        collective_latency=coll["latency"],
+        thread_exponent=min(1.0, max(0.0, exponent)),
+        source="profile",
+    )
+    return {
+        "key": profile_key("cpu", shape),
+        "created": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "seconds": round(time.perf_counter() - start, 1),
+        "machine": asdict(machine),
+        "measurements": {
+            "one_thread": one,
+            "all_threads": many,
+            "decode": decode,
+            "optimizer_params_per_s": opt,
+            "collectives": coll,
+        },
+    }
+
+
+def profile_command(args) -> int:
+    from placerl.placement.shapes import tiny_default
+
+    shape = tiny_default()
+    if args.config:
+        from placerl.config import load_config
+        from placerl.config.schema import RunConfig
+        from placerl.placement.workload import policy_shape
+
+        shape = policy_shape(load_config(args.config, list(args.overrides), RunConfig))
+    found = find_profile("cpu", shape)
+    if found and found[2] and not args.force:
+        raw, path, _ = found
+        print(f"reusing the profile of {raw['created']} at {path} (--force to measure again)")
+        return 0
+    profile = run_profile(shape, log=lambda m: print(m, file=sys.stderr))
+    text = json.dumps(profile, indent=2)
+    paths = [default_path("cpu", shape)] + ([Path(args.out)] if args.out else [])
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    m = Machine(**profile["machine"])
+    print(
+        f"profile written to {', '.join(map(str, paths))} in {profile['seconds']} s: "
+        f"train {m.train_flops / 1e9:.1f} GFLOP/s/thread, forward {m.forward_flops / 1e9:.1f}, "
+        f"decode step overhead {m.decode_overhead_per_layer * 1e6:.0f} us/layer, "
+        f"gloo {m.intra_bw / 1e9:.2f} GB/s + {m.collective_latency * 1e6:.0f} us, "
+        f"thread exponent {m.thread_exponent:.2f}"
+    )
+    return 0

@@ -1,0 +1,81 @@
+"""``placement.strategy: auto``: the pick, the per-step metrics, the refit and re-plan advice."""
+
+from __future__ import annotations
+
+import pytest
+from placement_helpers import CLUSTERS
+
+from placerl.config import load_config
+from placerl.config.schema import RunConfig
+from placerl.placement.auto_plan import _DECISIONS, PlannerMonitor, monitor_for, refit
+from placerl.placement.from_config import plan_from_config
+from placerl.placement.machine import CPU_DEFAULT
+from placerl.placement.phases import step_phases
+
+
+@pytest.fixture(autouse=True)
+def no_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path / "none"))  # defaults, said so
+
+
+def config(tmp_path, *overrides):
+    base = [
+        "stage=grpo",
+        "rollout.samples_per_prompt=4",
+        "placement.strategy=auto",
+        f"run_dir={tmp_path / 'run'}",
+        "rollout.max_new_tokens=16",
+    ]
+    return load_config(None, [*base, *overrides], RunConfig)
+
+
+def test_auto_picks_a_valid_plan_and_says_why(tmp_path):
+    plan = plan_from_config(config(tmp_path), cluster=CLUSTERS["cpu4"]())
+    assert plan.strategy in ("flatten", "separate")
+    assert plan.notes[0].startswith("auto: ") and "predicted" in plan.notes[0]
+    stale = plan_from_config(
+        config(tmp_path, "placement.max_staleness=1"), cluster=CLUSTERS["cpu4"]()
+    )
+    assert stale.strategy == "separate"  # the only plans that run stale batches
+
+
+def test_refit_scales_each_kind_of_rate_by_the_measured_ratio():
+    m = refit(
+        CPU_DEFAULT,
+        {"generate": 1.0, "update": 2.0, "reference": 0.5},
+        {"generate": [3.0, 3.0, 9.0], "update": [1.0], "reference": [0.5]},
+    )
+    assert m.decode_flops == pytest.approx(CPU_DEFAULT.decode_flops / 3)
+    assert m.decode_overhead_per_layer == pytest.approx(CPU_DEFAULT.decode_overhead_per_layer * 3)
+    assert m.train_flops == pytest.approx(CPU_DEFAULT.train_flops * 2)
+    assert m.forward_flops == CPU_DEFAULT.forward_flops and "refit" in m.source
+
+
+def test_monitor_logs_the_error_and_recommends_a_replan_when_generation_is_slower(tmp_path):
+    cfg = config(tmp_path, "placement.max_staleness=1", "placement.replan_after=3")
+    plan = plan_from_config(cfg, cluster=CLUSTERS["cpu4"]())
+    monitor = monitor_for(cfg)
+    assert isinstance(monitor, PlannerMonitor) and monitor.decision.plan is plan
+    gen_slots = plan.group("gen").size
+    d = monitor.decision
+    predicted = {p.name: p.seconds for p in step_phases(d.plan, d.workload, d.machine)}
+    # the run generates 20x slower than predicted, everything else as predicted
+    metrics = {f"time/{k}": v * (20 if k == "generate" else 1) for k, v in predicted.items()}
+    metrics["time/step"] = 2 * d.predicted_step_s
+    out = monitor.observe(1, metrics)
+    assert out["planner/predicted_step_s"] == d.predicted_step_s
+    assert out["planner/error"] == pytest.approx(1.0)
+    monitor.observe(2, metrics)
+    assert monitor.recommendation is None and not monitor.messages
+    monitor.observe(3, metrics)  # replan_after = 3
+    best = monitor.recommendation
+    assert best is not None and best.candidate.plan.group("gen").size > gen_slots
+    assert "faster" in monitor.messages[0] and monitor.pending is best.candidate.plan
+
+
+def test_no_monitor_unless_auto(tmp_path):
+    cfg = load_config(
+        None, ["stage=grpo", "rollout.samples_per_prompt=2", f"run_dir={tmp_path}"], RunConfig
+    )
+    _DECISIONS[str(tmp_path)] = object()
+    assert monitor_for(cfg) is None

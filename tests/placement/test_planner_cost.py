@@ -1,0 +1,158 @@
+"""The planner's cost formulas against hand-computed numbers (issue 12 item 2)."""
+
+from __future__ import annotations
+
+import pytest
+
+from placerl.placement import collectives as col
+from placerl.placement import cost_time as ct
+from placerl.placement.cost_memory import (
+    activation_bytes,
+    kv_cache_bytes,
+    logits_bytes,
+    memory_problem,
+    trained_state_bytes,
+)
+from placerl.placement.from_config import count_params
+from placerl.placement.hardware import device_spec, engine_spec, parse_cluster, spec_cluster
+from placerl.placement.machine import CPU_DEFAULT, from_spec
+from placerl.placement.plan import DeviceSlot
+from placerl.placement.shapes import ModelShape, named_shape, shape_from_dir, tiny_default
+from placerl.placement.workload import Workload
+from placerl.types import Role
+
+SMALL = ModelShape("small", layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, vocab=10)
+GPU = DeviceSlot("gpu", 0, 0, 1, 80 * 10**9)
+
+
+def workload(shape=SMALL, **kw):
+    roles = (Role.ACTOR, Role.ROLLOUT, Role.REWARD)
+    defaults = dict(prompts=2, samples=2, prompt_len=4, response_len=6)
+    return Workload("grpo", roles, {Role.ACTOR: shape, Role.ROLLOUT: shape}, **{**defaults, **kw})
+
+
+def test_shape_counts_by_hand():
+    # kv_dim = 1 head × 4; block: 2·8·8 + 2·8·4 + 3·8·16 + 2·8 = 128 + 64 + 384 + 16 = 592
+    assert SMALL.kv_dim == 4 and SMALL.layer_params == 592
+    # embedding 80 + 2 blocks 1184 + final norm 8 + LM head 80
+    assert SMALL.params == 1352
+    assert SMALL.matmul_params == 1184 + 80
+    # 2·1264 + 4·2 layers·8·context 3
+    assert SMALL.flops_per_token(3) == 2 * 1264 + 4 * 2 * 8 * 3
+    assert SMALL.kv_bytes_per_token(2) == 2 * 2 * 4 * 2
+    assert SMALL.as_value_model().head_params == 9
+
+
+def test_named_llama_sizes_match_their_published_counts():
+    assert named_shape("7B").params == 6_738_415_616  # Llama-2-7b
+    assert named_shape("13b").params == 13_015_864_320  # Llama-2-13b
+    assert abs(named_shape("70B").params - 68.98e9) < 0.01e9  # Llama-2-70b
+    assert tiny_default().params == 6_163_712  # the demo's "6.1M"
+
+
+def test_shape_from_config_json_counts_the_saved_parameters(tiny_model_dir):
+    assert shape_from_dir(tiny_model_dir).params == count_params(tiny_model_dir)
+
+
+def test_memory_terms_by_hand():
+    full8 = trained_state_bytes(SMALL, workload(), shards=8)
+    assert full8 == {"weights": 1352 * 4 / 8, "gradients": 1352 * 4 / 8, "optimizer": 1352 * 8 / 8}
+    # Korthikanti: 34·h bytes per token per block at 16 bits; fp32 doubles it
+    assert activation_bytes(SMALL, 100, False, 2) == 2 * 34 * 8 * 100
+    assert activation_bytes(SMALL, 100, False, 4) == 2 * 2 * 34 * 8 * 100
+    assert activation_bytes(SMALL, 100, True, 2) == 2 * 2 * 8 * 100 + 34 * 8 * 100
+    assert logits_bytes(SMALL, 100, training=True) == 2 * 4 * 100 * 10
+    assert logits_bytes(SMALL.as_value_model(), 100, training=True) == 0
+    assert kv_cache_bytes(SMALL, rows=3, context=10, dtype=2) == 3 * 10 * 32
+    lora = trained_state_bytes(SMALL, workload(lora_rank=2), shards=1)
+    adapters = 2 * 2 * (2 * 16 + 2 * 12)  # layers · r · (2·(h+h) + 2·(h+kv))
+    assert lora["gradients"] == adapters * 4 and lora["optimizer"] == adapters * 8
+
+
+def test_collectives_by_hand():
+    assert col.all_reduce_s(1e9, 4, 1e9, 0.0) == pytest.approx(1.5)
+    assert col.all_reduce_s(1e9, 4, 1e9, 0.01) == pytest.approx(1.5 + 0.06)
+    assert col.all_gather_s(1e9, 4, 1e9, 0.0) == pytest.approx(0.75)
+    assert col.broadcast_s(1e9, 4, 1e9, 0.001) == pytest.approx(1.003)
+    assert col.all_reduce_s(1e9, 1, 1e9, 1.0) == 0.0
+    m = CPU_DEFAULT.with_(intra_bw=1e9, collective_latency=0.0, devices_per_node=8)
+    ddp = col.grad_comm_s(
+        1e8, m, 4, "none", None, 1, optimizer_steps=2, micro_calls=6, param_bytes=2
+    )
+    assert ddp == pytest.approx(2 * 1.5 * 0.4)  # fp32 gradients: 0.4 GB
+    # full: per micro-batch 2 all-gathers of bf16 weights (0.2 GB) + a reduce-scatter (0.4 GB)
+    full = col.grad_comm_s(1e8, m, 4, "full", None, 1, 2, 6, 2)
+    assert full == pytest.approx(6 * (2 * 0.75 * 0.2 + 0.75 * 0.4))
+    # hybrid(2) of 4: the same inside pairs, plus an all-reduce of half the grads over 2
+    hyb = col.grad_comm_s(1e8, m, 4, "hybrid", 2, 1, 2, 6, 2)
+    assert hyb == pytest.approx(6 * (2 * 0.5 * 0.2 + 0.5 * 0.4) + 2 * 1.0 * 0.2)
+
+
+def test_decode_step_is_overhead_plus_roofline_on_gpu_and_sum_on_cpu():
+    m = CPU_DEFAULT.with_(memory_bw=1e6, decode_flops=1e6, decode_overhead_per_layer=0.01)
+    slot = DeviceSlot("cpu", 0, 0, 1)
+    memory = (1352 * 4 + 3 * 10 * 64) / 1e6
+    compute = 3 * SMALL.flops_per_token(10) / 1e6
+    assert ct.decode_step_s(SMALL, m, slot, 3, 10, 4) == pytest.approx(0.02 + memory + compute)
+    g = m.with_(kind="gpu", roofline=True)
+    assert ct.decode_step_s(SMALL, g, GPU, 3, 10, 4) == pytest.approx(0.02 + max(memory, compute))
+
+
+def test_generate_and_train_seconds_by_hand():
+    m = CPU_DEFAULT.with_(
+        prefill_flops=1e6,
+        decode_flops=1e6,
+        memory_bw=1e12,
+        decode_overhead_per_layer=0.0,
+        call_overhead=0.5,
+        train_flops=1e6,
+        forward_flops=1e6,
+        thread_exponent=1.0,
+    )
+    slot = DeviceSlot("cpu", 0, 0, 1)
+    w = workload()
+    # 2 prompts prefilled once each, then 6 steps of 4 rows at context 4 + 3
+    prefill = 2 * 4 * SMALL.flops_per_token(2) / 1e6 + 0.5
+    decode = 6 * (4 * SMALL.flops_per_token(7) / 1e6 + 1352 * 4 / 1e12 + 4 * 7 * 64 / 1e12)
+    assert ct.generate_s(SMALL, m, slot, w, 4) == pytest.approx(prefill + decode)
+    # update: tokens = 2 prompts·4 + 4 rows·6 = 32 at context 5; 3 forwards; 2 calls
+    per_forward = 32 * SMALL.flops_per_token(5)
+    assert ct.train_compute_s(SMALL, m, slot, w, 4, None, False) == pytest.approx(
+        3 * per_forward / 1e6 + 2 * 0.5
+    )
+    two_threads = DeviceSlot("cpu", 0, 0, 2)
+    assert ct.train_compute_s(SMALL, m, two_threads, w, 4, 2, True) == pytest.approx(
+        4 * per_forward / 2e6 + 2 * 2 * 0.5
+    )
+
+
+def test_specs_are_data_with_sources():
+    count, spec = parse_cluster("16xH100")
+    assert count == 16 and spec.bf16_dense_tflops == pytest.approx(989.4)
+    assert device_spec("h200").memory_gb == 141 and device_spec("A100-80G").hbm_tb_per_s > 2
+    cluster = spec_cluster(16, spec)
+    assert {s.node for s in cluster.slots} == {0, 1} and cluster.slots[8].index == 0
+    m = from_spec(spec, engine_spec("vllm"))
+    assert m.train_flops == pytest.approx(989.4e12 * 0.40)
+    assert all(s.source for s in (spec, engine_spec("placerl")))
+
+
+def test_a_70b_actor_does_not_fit_unsharded_on_80gb_and_the_reason_names_it():
+    from placerl.placement import strategies
+
+    shape = named_shape("70B")
+    w = workload(shape, precision="bf16")
+    cluster = spec_cluster(8, device_spec("H100"))
+    roles = (Role.ACTOR, Role.ROLLOUT, Role.REWARD)
+    plan = strategies.flatten(roles, cluster, rule_reward=True)
+    reason = memory_problem(plan, w)
+    assert "n0:gpu0 needs" in reason and "actor optimizer" in reason
+    # 16 B/param of 70B is 1.1 TB: more than 8 × 80 GB even sharded, within 64 × 80 GB
+    sharded = strategies.flatten(roles, cluster, rule_reward=True, sharding="full")
+    assert "actor optimizer 64.2" in memory_problem(sharded, w)
+    # sharded over 64 GPUs the training state fits, but placerl's sampler needs a whole bf16
+    # copy (128.5 GiB) per GPU; a vLLM-class engine splits it over 4 GPUs (tensor parallel)
+    big = spec_cluster(64, device_spec("H100"))
+    plan64 = strategies.flatten(roles, big, rule_reward=True, sharding="full")
+    assert "rollout weights 128.5" in memory_problem(plan64, w)
+    assert memory_problem(plan64, w.with_(engine="vllm", gen_tp=4)) is None

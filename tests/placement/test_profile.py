@@ -1,0 +1,73 @@
+"""``placerl profile``: the store, reuse, and the fitted Machine (measurements faked: the real
+profile takes about a minute and is run by hand, ``placerl profile``)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from placerl.cli import main
+from placerl.placement import profile as prof
+from placerl.placement.auto_command import machine_for
+from placerl.placement.machine import Machine
+from placerl.placement.profile_store import find_profile
+from placerl.placement.shapes import named_shape, tiny_default
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path / "store"))
+    return tmp_path / "store"
+
+
+def fake_measurements(monkeypatch):
+    compute = {
+        "train_flops": 3e10,
+        "train_call_s": 0.01,
+        "forward_flops": 4e10,
+        "forward_call_s": 0.005,
+        "train_s": [],
+        "forward_s": [],
+        "flops": [],
+    }
+    many = {**compute, "train_flops": 5.4e10}
+    calls = iter([compute, many])
+    monkeypatch.setattr(prof, "measure_compute", lambda *a: next(calls))
+    monkeypatch.setattr(prof, "available_cores", lambda: 4)
+    monkeypatch.setattr(
+        prof,
+        "measure_decode",
+        lambda *a: {"decode_step_s": {}, "decode_overhead_per_layer": 2e-4, "decode_flops": 1e10},
+    )
+    monkeypatch.setattr(prof, "measure_optimizer", lambda model: 5e8)
+    monkeypatch.setattr(prof, "measure_collectives", lambda: {"bw": 1e9, "latency": 5e-5})
+
+
+def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypatch):
+    fake_measurements(monkeypatch)
+    out = tmp_path / "p.json"
+    assert main(["profile", "--out", str(out)]) == 0
+    raw = json.loads(out.read_text())
+    m = Machine(**raw["machine"])
+    assert m.train_flops == 3e10 and m.intra_bw == 1e9 and m.decode_overhead_per_layer == 2e-4
+    # 5.4e10 / 3e10 on 4 threads: 4 ** x = 1.8
+    assert 4**m.thread_exponent == pytest.approx(1.8)
+    assert (
+        raw["key"]["shape"] == "L6-h256-f1024-a8-kv4-V512"
+        and "profile written" in capsys.readouterr().out
+    )
+    assert main(["profile"]) == 0
+    assert "reusing the profile of" in capsys.readouterr().out
+    found = find_profile("cpu", tiny_default())
+    assert found is not None and found[2]
+    machine, note = machine_for("cpu", tiny_default(), None)
+    assert machine.train_flops == 3e10 and "reused" in note
+    # another shape on the same machine: reused, and said so
+    machine, note = machine_for("cpu", named_shape("7B"), None)
+    assert "measured on shape L6-h256" in note
+
+
+def test_without_a_profile_the_defaults_are_named(store):
+    machine, note = machine_for("cpu", tiny_default(), None)
+    assert "not profiled" in machine.name and "placerl profile" in note
