@@ -290,6 +290,9 @@ def generation(args, model_dir: Path) -> None:
         results[name] = tokens / (time.perf_counter() - start)
         print(f"{name}: {results[name]:.0f} tokens/s ({tokens} tokens, {rows} rows)")
     print(f"placerl / model.generate: {results['placerl'] / results['model.generate']:.2f}x")
+    from gpu_check_vllm import engine_section  # benchmarks/gpu_check_vllm.py
+
+    engine_section(args, model_dir, ids, mask, results["placerl"])
 
 
 def option_rows() -> list[tuple[str, tuple[str, ...], str | None]]:

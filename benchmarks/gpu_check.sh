@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# placerl's GPU check: step time and MFU, generation tokens/s, peak memory, Flatten on Ray with
+# placerl's GPU check: step time and MFU, generation tokens/s (placerl, HF, vLLM), sleep mode, peak memory, Flatten on Ray with
 # NCCL, on a locally built ~0.5B Qwen2-shaped model in bf16 (benchmarks/gpu_check.py says what
 # each figure is). Under 8 minutes on one H100/H200; nothing is downloaded.
 #   benchmarks/gpu_check.sh                      # the check, on the visible GPU(s)
