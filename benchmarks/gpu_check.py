@@ -290,9 +290,18 @@ def generation(args, model_dir: Path) -> None:
         results[name] = tokens / (time.perf_counter() - start)
         print(f"{name}: {results[name]:.0f} tokens/s ({tokens} tokens, {rows} rows)")
     print(f"placerl / model.generate: {results['placerl'] / results['model.generate']:.2f}x")
-    from gpu_check_vllm import engine_section  # benchmarks/gpu_check_vllm.py
-
+    engine_section = _sibling("gpu_check_vllm").engine_section
     engine_section(args, model_dir, ids, mask, results["placerl"])
+
+
+def _sibling(name: str):
+    """A module next to this file (benchmarks/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 def option_rows() -> list[tuple[str, tuple[str, ...], str | None]]:

@@ -37,7 +37,7 @@ def _capture(monkeypatch, module):
     """Replace ``module.clip_and_step`` by a recorder of the accumulated gradients."""
     grads: list[list[torch.Tensor]] = []
 
-    def record(model, optimizer, grad_clip):
+    def record(model, optimizer, grad_clip, loss=None):
         grads.append(
             [torch.zeros_like(p) if p.grad is None else p.grad.clone() for p in model.parameters()]
         )
@@ -54,7 +54,8 @@ def _assert_same(full, micro):
         a = torch.cat([g.flatten() for g in step_full])
         b = torch.cat([g.flatten() for g in step_micro])
         assert a.norm() > 0, "scenario: a gradient to compare"
-        assert float((a - b).abs().max()) <= 1e-6  # fp32 summation order, no more
+        scale = max(1.0, float(a.abs().max()))  # 1e-6 of the largest entry (IPO's reach ~1)
+        assert float((a - b).abs().max()) <= 1e-6 * scale  # fp32 summation order, no more
         assert float((a - b).norm() / a.norm()) <= 1e-5
 
 

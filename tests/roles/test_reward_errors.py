@@ -74,9 +74,19 @@ def test_real_ctrl_c_during_the_reward_stays_an_interrupt():
 
 def test_reward_model_with_non_finite_scores_is_named():
     class Broken(torch.nn.Module):
+        """A scalar head that answers inf at every position (sequence_scores reads the
+        ``score`` head's output at the last attended token)."""
+
+        def __init__(self):
+            super().__init__()
+            self.score = torch.nn.Linear(1, 1)
+            torch.nn.init.constant_(self.score.weight, float("inf"))
+            torch.nn.init.zeros_(self.score.bias)
+            self.config = type("Config", (), {"pad_token_id": 0})()
+
         def forward(self, input_ids, attention_mask, position_ids):
-            logits = torch.full((input_ids.shape[0], 1), float("inf"))
-            return type("Out", (), {"logits": logits})()
+            values = self.score(torch.ones(*input_ids.shape, 1))
+            return type("Out", (), {"logits": values[:, -1]})()
 
     reward = ModelReward(Broken(), name="runs/rm/reward_model")
     with pytest.raises(UserError, match="index 0 is inf") as err:
