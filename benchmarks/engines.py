@@ -49,7 +49,7 @@ def build(size: str, directory: Path) -> LlamaForCausalLM:
 
 
 def prompts(batch: int) -> tuple[torch.Tensor, torch.Tensor]:
-    from placerl.rollout.sampling import left_pad
+    from placerl.data.collate import left_pad
 
     rng = torch.Generator().manual_seed(1)
     lengths = torch.randint(20, 31, (batch,), generator=rng)

@@ -27,8 +27,9 @@ from collections.abc import Callable
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
 
+from placerl.data.collate import left_pad
 from placerl.models.logprobs import log_probs_from_logits
-from placerl.rollout.sampling import SamplingParams, generate, left_pad
+from placerl.rollout.sampling import SamplingParams, generate
 
 PAD = 0
 Run = Callable[[], int]  # one generation; returns the number of tokens it generated
