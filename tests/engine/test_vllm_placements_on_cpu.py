@@ -93,3 +93,25 @@ def test_flatten_colocates_an_engine_with_each_trainer_worker(model_dir, tmp_pat
     for r in flatten:
         assert r["actor/is_log_ratio_abs_max"] < 1e-3
     assert flatten[-1]["reward/mean"] > 0
+
+
+def test_separate_with_the_engine_runs_one_step_ahead(model_dir, tmp_path):
+    """max_staleness 1: the generation worker's engine samples batch k+1 while the trainer
+    learns on batch k; stale samples are tagged and corrected like placerl's sampler's."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        ahead = _run(
+            model_dir,
+            tmp_path / "ahead",
+            [
+                "placement.strategy=separate",
+                "placement.num_workers=2",
+                "placement.threads_per_worker=1",
+                "placement.max_staleness=1",
+            ],
+        )
+    finally:
+        ray.shutdown()
+    assert [r["pipeline/staleness"] for r in ahead] == [0.0, 1.0, 1.0]
+    assert all("actor/is_weight_mean" in r for r in ahead)
+    assert ahead[1]["actor/is_log_ratio_abs_mean"] > 0  # μ is one update behind π_old
