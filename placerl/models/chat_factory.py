@@ -20,7 +20,6 @@ from pathlib import Path
 from typing import Literal
 
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     GenerationConfig,
     LlamaConfig,
@@ -30,7 +29,7 @@ from transformers import (
     Qwen2ForCausalLM,
 )
 
-from placerl.models.factory import TinyLlamaSize
+from placerl.models.factory import TinyLlamaSize, train_digit_bpe
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 QWEN2_VOCAB = 151_936
@@ -54,20 +53,7 @@ _TEXT = (
 
 def build_chat_tokenizer(corpus: list[str] | None = None, bpe_size: int = 512):
     """A byte-level BPE with ChatML special tokens, EOS ``<|endoftext|>`` and no pad token."""
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=bpe_size,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator([*(corpus or []), _TEXT], trainer=trainer)
+    tok = train_digit_bpe([*(corpus or []), _TEXT], bpe_size)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=ENDOFTEXT)
     fast.add_special_tokens({"additional_special_tokens": [IM_START, IM_END]})
     fast.chat_template = CHATML_TEMPLATE

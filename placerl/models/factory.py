@@ -44,9 +44,12 @@ class TinyLlamaSize:
     max_position_embeddings: int = 256
 
 
-def build_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on ``corpus`` with digits split individually."""
-    tok = Tokenizer(models.BPE(unk_token=UNK))
+def train_digit_bpe(
+    texts: list[str], vocab_size: int, special_tokens: list[str] = (), unk_token: str | None = None
+) -> Tokenizer:
+    """A byte-level BPE trained on ``texts`` with digits always split one per token (the
+    built-in tasks need it); shared by the default and the chat test tokenizers."""
+    tok = Tokenizer(models.BPE(unk_token=unk_token))
     tok.pre_tokenizer = pre_tokenizers.Sequence(
         [
             pre_tokenizers.Digits(individual_digits=True),
@@ -56,11 +59,17 @@ def build_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedToken
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
-        special_tokens=[PAD, BOS, EOS, UNK],
+        special_tokens=list(special_tokens),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator([*corpus, _ENGLISH], trainer=trainer)
+    tok.train_from_iterator(texts, trainer=trainer)
+    return tok
+
+
+def build_tokenizer(corpus: list[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
+    """Train a byte-level BPE on ``corpus`` with digits split individually."""
+    tok = train_digit_bpe([*corpus, _ENGLISH], vocab_size, [PAD, BOS, EOS, UNK], UNK)
     bos_id = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A $B", special_tokens=[(BOS, bos_id)]
