@@ -66,6 +66,7 @@ class EngineRolloutWorker:
     recomputes_old_log_probs = True
     model: torch.nn.Module | None = None  # under Separate: the HF copy that receives syncs
     colocated = False  # on the actor's slot: refreshed from its module (Ray host)
+    engine_version = 0  # the colocated actor's updates the engine holds
 
     def __init__(self, engine, params: SamplingParams, *, seed: int = 0):
         self.engine = engine

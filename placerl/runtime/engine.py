@@ -133,3 +133,32 @@ def _merged(module: torch.nn.Module, prefix: str = "", seen: set | None = None):
     for name, child in module._modules.items():
         if child is not None:
             yield from _merged(child, f"{prefix}{name}.", seen)
+
+
+def engine_rollout_for_slot(cfg: RunConfig, path, tokenizer, device, *, colocated: bool):
+    """A Ray slot's engine rollout. Colocated with the actor, it takes the actor's weights
+    before the first generation after an update (``refresh_from_actor``, a copy in the
+    process) and sleeps while the trainer works (GPU). On slots of its own (Separate) an HF
+    copy, ``rollout.model``, receives the trainer's broadcast (LoRA: adapters only), then goes
+    into the engine."""
+    from placerl.models.loading import LoadOptions, load_policy
+    from placerl.models.lora import with_lora
+
+    rollout = make_engine_rollout(cfg, path, tokenizer)
+    if not colocated:
+        options = LoadOptions.of(cfg.model, frozen=True)
+        rollout.model = with_lora(load_policy(path, options), cfg.model.lora).to(device)
+    rollout.colocated = colocated
+    return rollout
+
+
+def refresh_from_actor(rollout: EngineRolloutWorker, actor, updates: int) -> bool:
+    """Load the colocated actor's weights into the engine if it has made updates since the
+    last load (a sharded actor's ``weights()`` gathers them); whether it loaded."""
+    if rollout.engine_version == updates:
+        return False
+    sharded = getattr(getattr(actor, "dp", None), "sharded", False)
+    weights = actor.weights() if sharded else getattr(actor, "module", actor.model)
+    rollout.load_named_weights(engine_weights(weights))
+    rollout.engine_version = updates
+    return True

@@ -34,7 +34,7 @@ from placerl.models.lora import FrozenBase, load_trained_state, trained_state, w
 from placerl.placement.plan import DeviceSlot, Plan, Sharding
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
-from placerl.runtime.engine import engine_weights
+from placerl.runtime.engine import engine_weights, refresh_from_actor
 from placerl.runtime.ray.data_parallel import (
     DataParallel,
     ShardedActorMixin,
@@ -118,6 +118,7 @@ class RoleHost:
         self.roles: dict[Role, Any] = {}
         self.dp: dict[Role, DataParallel] = {}
         self.spans: list[Span] = []  # host-method spans (a sync), returned by the next call
+        self._actor_updates = 0  # updates this slot's actor made (a colocated engine follows)
 
     # ------------------------------------------------------------------ setup
     def setup(self, master_addr: str, master_port: int) -> dict[str, Any]:
@@ -239,21 +240,12 @@ class RoleHost:
         return make_rollout(self.spec.cfg, model, self.tokenizer)
 
     def _engine_rollout(self, policy, path: Path):
-        """An engine with its own weights. Colocated with the actor (``policy`` given), it
-        takes the actor's weights before the first generation after an update (a copy in
-        this process) and sleeps while the trainer works (GPU); on slots of its own
-        (Separate) an HF copy receives the broadcast, then goes into the engine."""
-        from placerl.models.loading import LoadOptions, load_policy
-        from placerl.runtime.engine import make_engine_rollout
+        """An engine with its own weights (runtime/engine.py: ``engine_rollout_for_slot``)."""
+        from placerl.runtime.engine import engine_rollout_for_slot
 
-        rollout = make_engine_rollout(self.spec.cfg, path, self.tokenizer)
-        if policy is None:  # the receiver of syncs, as for placerl's sampler (LoRA: adapters)
-            options = LoadOptions.of(self.spec.cfg.model, frozen=True)
-            receiver = with_lora(load_policy(path, options), self.spec.cfg.model.lora)
-            rollout.model = receiver.to(self.device)
-        rollout.colocated = policy is not None
-        self._engine_version = 0  # the actor's updates the engine has
-        return rollout
+        return engine_rollout_for_slot(
+            self.spec.cfg, path, self.tokenizer, self.device, colocated=policy is not None
+        )
 
     # ------------------------------------------------------------------ calls
     def call(self, role: str, method: str, args=(), kwargs=None) -> tuple[Any, list[Span]]:
@@ -269,7 +261,7 @@ class RoleHost:
         with self._generation_context(key, method):
             result = getattr(target, method)(*args, **kwargs)
         if key == Role.ACTOR and method == "update":
-            self._actor_updates = getattr(self, "_actor_updates", 0) + 1
+            self._actor_updates += 1
         if key == Role.ROLLOUT and getattr(target, "colocated", False):
             target.engine.sleep()  # the trainer's turn on this device (GPU; no-op on CPU)
         result = _to(result, torch.device("cpu"))
@@ -287,16 +279,9 @@ class RoleHost:
 
     def _refresh_colocated_engine(self, rollout) -> None:
         """The actor's current weights into this slot's engine, once per update."""
-        updates = getattr(self, "_actor_updates", 0)
-        if self._engine_version == updates:
-            return
         start = time.time()
-        actor = self.roles[Role.ACTOR]
-        sharded = getattr(getattr(actor, "dp", None), "sharded", False)
-        weights = actor.weights() if sharded else getattr(actor, "module", actor.model)
-        rollout.load_named_weights(engine_weights(weights))
-        self._engine_version = updates
-        self.spans.append(Span(self.label, "rollout.engine_load", start, time.time()))
+        if refresh_from_actor(rollout, self.roles[Role.ACTOR], self._actor_updates):
+            self.spans.append(Span(self.label, "rollout.engine_load", start, time.time()))
 
     def sync_rollout_weights(self, bucket_mb: float) -> SyncStats | None:
         """This worker's part of a trainer → rollout sync (Separate): the actor's rank 0
