@@ -4,8 +4,8 @@ A grid of 12 workloads — two model sizes, short and long responses, two batch 
 GRPO — each run under local (1 slot, every core), and Flatten, Interleave (PPO: reference and
 reward model to split) and Separate (``max_staleness: 1``) on 2 slots of 1 thread, with the
 training code of ``benchmarks/placement.py`` (the demo's RL stage, untrained base policy,
-responses to the cap). The cost model is calibrated on the stored profile only
-(``placerl profile``), never on these measurements. Printed per cell: predicted and median
+responses to the cap). The cost model is calibrated on each model's own stored profile
+(``placerl profile``, run first for a shape that has none), never on these measurements. Printed per cell: predicted and median
 measured ``time/step``; per workload: whether the predicted-fastest strategy is the measured
 fastest; then the summary line
 
@@ -64,33 +64,76 @@ def prompt_len(cfg: RunConfig, base: Path) -> float:
     return sum(map(len, ids)) / len(ids)
 
 
-def predict(cfg: RunConfig, base: Path, machine) -> float:
+def predict(cfg: RunConfig, base: Path, machine):
     roles = needed_roles(cfg)
     if cfg.placement.strategy == "local":
         plan = local_plan(roles, Cluster((local_slot("cpu"),)), cfg.placement.max_staleness)
     else:
         plan = plan_from_config(cfg, cluster=cpu_cluster(2, 1, cores=2), model_params={})
     w = workload_from_config(cfg, roles).with_(prompt_len=prompt_len(cfg, base))
-    return predict_step(plan, w, step_phases(plan, w, machine)).step_s
+    return predict_step(plan, w, step_phases(plan, w, machine))
 
 
-def run_workload(args, spec, models, work: Path, machine) -> list[dict]:
+def machine_of(base: Path, reprofile: bool):
+    """The stored profile of this model's exact shape, measured first when there is none
+    (``placerl profile`` on it): the calibration, never these runs' own timings."""
+    import json
+
+    from placerl.placement.profile import run_profile
+    from placerl.placement.profile_store import default_path, find_profile
+
+    shape = shape_from_dir(base)
+    found = find_profile("cpu", shape)
+    if reprofile or not (found and found[2]):
+        path = default_path("cpu", shape)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(run_profile(shape, log=lambda m: None), indent=2))
+    machine, note = machine_for("cpu", shape, None)
+    print(note)
+    return machine
+
+
+def ray_up(wanted: bool) -> None:
+    """Ray for the worker strategies only: its idle daemons (GCS, raylet, dashboard) wake
+    every few milliseconds, which stalls a 2-thread in-process run at every OpenMP barrier
+    (by 10-20% here) — a cost a user's ``local`` run, with no Ray, never pays."""
+    if wanted and not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+        time.sleep(8)  # its agents' start-up burns a core for seconds: not a step's cost
+    elif not wanted and ray.is_initialized():
+        ray.shutdown()
+
+
+def run_workload(args, spec, models, work: Path, machines) -> list[dict]:
     size, algo, tokens, rows = spec
     base, rm = models[size]
+    machine = machines[size]
     ns = argparse.Namespace(warmup=args.warmup, steps=args.steps, new_tokens=tokens, rows=rows)
     strategies = ["local", "flatten", "separate"] + (["interleave"] if algo == "ppo" else [])
     cells = []
     for strategy in strategies:
+        ray_up(strategy != "local")
         cfg = bench.rl_config(ns, algo, strategy, base, rm, work / "unused")
         result = bench.Result(algo, strategy, rows)
         started = time.perf_counter()
         bench.run_one(ns, result, base, rm, work, 0)
+        predicted = predict(cfg, base, machine)
         cell = {
             "workload": f"{algo} {size} {rows}x{tokens}",
             "strategy": strategy,
-            "predicted": predict(cfg, base, machine),
+            "predicted": predicted.step_s,
             "measured": result.step,
         }
+        if args.phases:
+            measured = {k: statistics.median(v) for k, v in result.phases.items()}
+            names = sorted(set(measured) | set(predicted.phases))
+            print(
+                "    "
+                + ", ".join(
+                    f"{n} {predicted.phases.get(n, 0):.3f}/{measured.get(n, 0):.3f}" for n in names
+                )
+                + f", other -/{result.step - sum(measured.values()):.3f}"
+            )
         cell["error"] = cell["predicted"] / cell["measured"] - 1
         cells.append(cell)
         print(
@@ -118,22 +161,32 @@ def summary(by_workload: list[list[dict]]) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=3, help="measured steps per run")
+    parser.add_argument("--steps", type=int, default=5, help="measured steps per run")
     parser.add_argument("--warmup", type=int, default=1)
     parser.add_argument("--workloads", type=int, default=len(GRID))
-    parser.add_argument("--profile", help="profile JSON (default: the stored one)")
+    parser.add_argument(
+        "--profile",
+        help="one profile JSON for every model (default: each "
+        "model's own stored profile, measured first if missing)",
+    )
+    parser.add_argument("--reprofile", action="store_true", help="measure the profiles again")
+    parser.add_argument(
+        "--phases", action="store_true", help="print each cell's phases: predicted/measured s"
+    )
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="planner-accuracy-"))
     models = {name: bench.build_models(work / name, size) for name, size in SIZES.items()}
-    shape = shape_from_dir(models["6M"][0])
-    machine, note = machine_for("cpu", shape, args.profile)
-    print(note)
-    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    if args.profile:
+        machine, note = machine_for("cpu", shape_from_dir(models["6M"][0]), args.profile)
+        print(note)
+        machines = dict.fromkeys(models, machine)
+    else:
+        machines = {name: machine_of(base, args.reprofile) for name, (base, _) in models.items()}
     print("| workload | strategy | predicted s | measured s | error |\n|---|---|---|---|---|")
     by_workload = []
     try:
         for spec in GRID[: args.workloads]:
-            by_workload.append(run_workload(args, spec, models, work, machine))
+            by_workload.append(run_workload(args, spec, models, work, machines))
     finally:
         ray.shutdown()
     print("\n| workload | predicted pick | measured best |\n|---|---|---|")

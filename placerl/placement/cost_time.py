@@ -63,13 +63,13 @@ def decode_step_s(
     ``rows·h`` values each: Megatron-LM, Shoeybi et al. 2019)."""
     streamed = shape.params * dtype_bytes + rows * context * shape.kv_bytes_per_token(dtype_bytes)
     memory = streamed / tp / m.rate(m.memory_bw, slot)
-    compute = rows * shape.flops_per_token(context) / tp / m.rate(m.decode_flops, slot)
+    compute = rows * shape.flops_per_token(context) / tp / m.decode_rate(slot)
     work = max(memory, compute) if m.roofline else memory + compute
     comm = 0.0
     if tp > 1:
         act = rows * shape.hidden * dtype_bytes
         comm = 2 * shape.layers * all_reduce_s(act, tp, m.intra_bw, m.collective_latency)
-    return shape.layers * m.decode_overhead_per_layer + work + comm
+    return shape.layers * m.overhead("decode_overhead_per_layer", slot) + work + comm
 
 
 def generate_s(shape: ModelShape, m: Machine, slot: DeviceSlot, w: Workload, rows: float) -> float:
@@ -83,6 +83,32 @@ def generate_s(shape: ModelShape, m: Machine, slot: DeviceSlot, w: Workload, row
     return (prefill - m.call_overhead) / tp + m.call_overhead + steps
 
 
+def pass_flops(shape: ModelShape, w: Workload, prompts: float, rows: float) -> float:
+    """FLOPs of one forward over ``rows`` rows of ``prompts`` distinct prompts: every token
+    through the blocks at the pass's mean context, the LM head on the response tokens only
+    (placerl's chunked head projects just the positions it scores: models/logprobs.py)."""
+    context = (w.prompt_len + w.response_len) / 2
+    head = 0.0 if shape.scalar_head else 2.0 * shape.hidden * shape.vocab
+    tokens = pass_tokens(w, prompts, rows)
+    return tokens * (shape.flops_per_token(context) - head) + rows * w.response_len * head
+
+
+def pass_prompts(shape: ModelShape, w: Workload, rows: float) -> float:
+    """Distinct prompts a pass computes: a group's prompt once for the policy's shared-prefix
+    forward (roles/common.py), every row's for a value model (critic, reward model)."""
+    return rows if shape.scalar_head else rows / w.samples
+
+
+def forward_rate(shape: ModelShape, m: Machine, slot: DeviceSlot) -> float:
+    per_thread = m.value_forward_flops if shape.scalar_head else m.forward_flops
+    return m.rate(per_thread or m.forward_flops, slot)
+
+
+def train_rate(shape: ModelShape, m: Machine, slot: DeviceSlot) -> float:
+    per_thread = m.value_train_flops if shape.scalar_head else m.train_flops
+    return m.rate(per_thread or m.train_flops, slot)
+
+
 def forward_s(
     shape: ModelShape,
     m: Machine,
@@ -92,10 +118,9 @@ def forward_s(
     micro_batch: int | None,
 ) -> float:
     """One forward over ``rows`` rows (reference, values, scores, π_old)."""
-    tokens = pass_tokens(w, rows / w.samples, rows)
-    flops = tokens * shape.flops_per_token((w.prompt_len + w.response_len) / 2)
+    flops = pass_flops(shape, w, pass_prompts(shape, w, rows), rows)
     calls = micro_batches(int(rows), micro_batch)
-    return flops / m.rate(m.forward_flops, slot) + calls * m.call_overhead
+    return flops / forward_rate(shape, m, slot) + calls * m.overhead("call_overhead", slot)
 
 
 def train_compute_s(
@@ -107,15 +132,14 @@ def train_compute_s(
     micro_batch: int | None,
     checkpointing: bool,
 ) -> float:
-    """``epochs`` forward+backward passes: 3 forwards' FLOPs (4 with checkpointing), two calls
-    per micro-batch (forward and backward) of each minibatch."""
-    tokens = pass_tokens(w, rows / w.samples, rows)
-    per_forward = tokens * shape.flops_per_token((w.prompt_len + w.response_len) / 2)
+    """``epochs`` forward+backward passes: 3 forwards' FLOPs (4 with checkpointing); per
+    minibatch the update's fixed cost (``update_overhead``: loss, clip, guard, stats) and two
+    calls (forward, backward) per micro-batch beyond the first."""
+    per_forward = pass_flops(shape, w, pass_prompts(shape, w, rows), rows)
     factor = 4.0 if checkpointing else 3.0
-    calls = w.minibatches * micro_batches(ceil(rows / w.minibatches), micro_batch)
-    return w.epochs * (
-        factor * per_forward / m.rate(m.train_flops, slot) + 2 * calls * m.call_overhead
-    )
+    extra = micro_batches(ceil(rows / w.minibatches), micro_batch) - 1
+    per_step = m.overhead("update_overhead", slot) + 2 * extra * m.overhead("call_overhead", slot)
+    return w.epochs * (factor * per_forward / train_rate(shape, m, slot) + w.minibatches * per_step)
 
 
 def trained_params(shape: ModelShape, w: Workload) -> int:

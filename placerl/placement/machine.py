@@ -39,16 +39,58 @@ class Machine:
     host_bw: float  # device <-> host copies (offload), bytes/s
     rpc_latency: float  # s per remote phase call from the controller (Ray), 0 in-process
     reward_per_row: float  # s per row of a rule reward (Python)
+    # a value model's (critic, reward model) rates; 0: the policy's (train_flops, forward_flops)
+    value_train_flops: float = 0.0
+    value_forward_flops: float = 0.0
+    # s per optimizer step of an update besides FLOPs and Adam: loss, gradient clip, the
+    # non-finite guard, stats read back (profiled from ActorWorker.update's intercept)
+    update_overhead: float = 0.0
+    # CPU: the intercepts measured on all ``profiled_threads`` threads (0: as on 1 thread); a
+    # slot's are interpolated linearly in its threads (``overhead``)
+    update_overhead_all: float = 0.0
+    call_overhead_all: float = 0.0
+    profiled_threads: int = 1
+    # CPU decode on all profiled threads: its per-layer intercept, and how its FLOP rate
+    # scales with threads (few-row matmuls scale worse than training's; -1: thread_exponent)
+    decode_overhead_per_layer_all: float = 0.0
+    decode_thread_exponent: float = -1.0
+    # CPU: the rate of one slot while the node's other slots compute too, over its rate alone
+    # (shared caches and memory bandwidth; profiled with two processes at once)
+    shared_core_factor: float = 1.0
+    # … and the per-call intercepts' slow-down then (>= 1; profiled on a small decode)
+    shared_overhead_factor: float = 1.0
     devices_per_node: int = 1
     roofline: bool = True  # decode = max(memory, compute) (GPU) or their sum (CPU)
     thread_exponent: float = 1.0
     source: str = ""
 
     def rate(self, per_thread: float, slot: DeviceSlot | None) -> float:
-        """A per-slot rate: CPU rates scale with the slot's threads."""
+        """A per-slot rate: CPU rates scale with the slot's threads; a slot with fewer threads
+        than the profiled cores shares the node with other slots (``shared_core_factor``)."""
         if self.kind == "cpu" and slot is not None:
-            return per_thread * max(1, slot.threads) ** self.thread_exponent
+            shared = self.shared_core_factor if slot.threads < self.profiled_threads else 1.0
+            return per_thread * max(1, slot.threads) ** self.thread_exponent * shared
         return per_thread
+
+    def decode_rate(self, slot: DeviceSlot | None) -> float:
+        """``decode_flops`` of ``slot``, scaled by threads with the decode's own exponent."""
+        exponent = self.decode_thread_exponent
+        if exponent < 0:
+            return self.rate(self.decode_flops, slot)
+        return self.with_(thread_exponent=exponent).rate(self.decode_flops, slot)
+
+    def overhead(self, name: str, slot: DeviceSlot | None) -> float:
+        """``update_overhead`` or ``call_overhead`` of ``slot``: on CPU, between the 1-thread
+        and the all-threads intercepts by the slot's threads."""
+        one, many = getattr(self, name), getattr(self, f"{name}_all")
+        if self.kind != "cpu" or slot is None or slot.kind != "cpu" or not many:
+            return one
+        if self.profiled_threads <= 1:
+            return one
+        if slot.threads < self.profiled_threads:  # other slots share the node's cores
+            one *= self.shared_overhead_factor
+        share = (min(slot.threads, self.profiled_threads) - 1) / (self.profiled_threads - 1)
+        return one + max(0.0, share) * (many - one)
 
     def with_(self, **changes: Any) -> Machine:
         return replace(self, **changes)
@@ -76,6 +118,7 @@ def from_spec(spec: DeviceSpec, engine: EngineSpec) -> Machine:
         host_bw=spec.host_gb_per_s * GB * spec.bandwidth_efficiency,
         rpc_latency=5e-3,
         reward_per_row=2e-5,
+        update_overhead=4e-3,  # loss, clip and stats of an optimizer step: ~2 eager calls
         devices_per_node=spec.devices_per_node,
         roofline=True,
         source=f"spec {spec.name} with engine {engine.name}",
@@ -99,6 +142,7 @@ CPU_DEFAULT = Machine(
     host_bw=10e9,
     rpc_latency=5e-3,
     reward_per_row=2e-5,
+    update_overhead=6e-3,
     devices_per_node=64,
     roofline=False,
     thread_exponent=0.85,

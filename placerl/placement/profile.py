@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import math
+import statistics
 import sys
 import time
 from dataclasses import asdict
@@ -30,25 +31,30 @@ from typing import Any
 
 from placerl.placement.cluster import available_cores
 from placerl.placement.machine import CPU_DEFAULT, Machine
+from placerl.placement.profile_ray import measure_rpc_latency
+from placerl.placement.profile_roles import machine_fields, measure_roles
 from placerl.placement.profile_store import default_path, find_profile, profile_key
 from placerl.placement.shapes import ModelShape
 
 
 def _timed(fn, repeats: int = 3) -> float:
-    """The fastest of ``repeats`` runs after a warm-up: what the hardware does when nothing
-    else competes for it (``timeit``'s advice); other load only ever adds time."""
+    """The median of ``repeats`` runs after a warm-up. Not the fastest (``timeit``'s advice
+    for code in isolation): a run's step time is the median of steps that meet the machine's
+    usual jitter (a shared VM's neighbours, the runtime's own threads), and the fastest of a
+    few repeats was 10-25% below it on the 2-core VM the accuracy benchmark ran on."""
     fn()  # warm-up
     times = []
     for _ in range(repeats):
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return statistics.median(times)
 
 
-def build_model(shape: ModelShape):
+def build_model(shape: ModelShape, value_head: bool = False):
+    """A random Llama of ``shape`` (a critic's token-classification head with ``value_head``)."""
     import torch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import LlamaConfig, LlamaForCausalLM, LlamaForTokenClassification
 
     config = LlamaConfig(
         vocab_size=shape.vocab,
@@ -62,9 +68,10 @@ def build_model(shape: ModelShape):
         pad_token_id=0,
         bos_token_id=1,
         eos_token_id=2,
+        num_labels=1,
     )
     torch.manual_seed(0)
-    return LlamaForCausalLM(config)
+    return (LlamaForTokenClassification if value_head else LlamaForCausalLM)(config)
 
 
 def _line(t1: float, t2: float, x1: float, x2: float) -> tuple[float, float]:
@@ -105,14 +112,17 @@ def measure_compute(model, shape: ModelShape, threads: int) -> dict[str, float]:
 
 
 def measure_decode(model, shape: ModelShape, threads: int) -> dict[str, float]:
+    """Decode-step seconds at 2, 8 and 32 rows (``(t20 - t4) / 16`` of placerl's sampler),
+    fitted by least squares to ``layers · overhead + rows · flops_per_token / decode_flops``."""
     import torch
 
+    from placerl.placement.profile_roles import _fit
     from placerl.rollout.sampling import SamplingParams, generate
 
     torch.set_num_threads(threads)
     prompt = 8
     steps = {}
-    for rows in (2, 16):
+    for rows in (2, 8, 32):
         ids = torch.randint(3, shape.vocab, (rows, prompt))
         mask = torch.ones_like(ids)
         times = {}
@@ -125,12 +135,12 @@ def measure_decode(model, shape: ModelShape, threads: int) -> dict[str, float]:
                 repeats=2,
             )
         steps[rows] = max(1e-6, (times[20] - times[4]) / 16)
-    slope, icpt = _line(steps[2], steps[16], 2, 16)
     context = prompt + 12
+    rate, icpt = _fit(list(steps.values()), [r * shape.flops_per_token(context) for r in steps])
     return {
         "decode_step_s": steps,
         "decode_overhead_per_layer": icpt / shape.layers,
-        "decode_flops": shape.flops_per_token(context) / slope,
+        "decode_flops": rate,
     }
 
 
@@ -144,7 +154,41 @@ def measure_optimizer(model) -> float:
     return sum(p.numel() for p in model.parameters()) / seconds
 
 
-def _collective_worker(rank: int, port: int, out: Any) -> None:
+def _shared_cores(rank: int, shape: ModelShape | None, dist) -> dict[str, float]:
+    """Two kinds of work on 1 thread in rank 0 alone (rank 1 waits), then in both ranks at
+    once: a large training step (compute-bound) and a 4-row decode (bound by per-call Python
+    and kernel-launch time). How much a slot slows when its neighbour works: shared caches and
+    memory bandwidth for the first, the interpreter and the runtime's threads for the second."""
+    if shape is None:
+        return {}
+    import torch
+
+    from placerl.rollout.sampling import SamplingParams, generate
+
+    torch.set_num_threads(1)
+    model = build_model(shape)
+    ids = torch.randint(3, shape.vocab, (16, 64))
+    prompt = torch.randint(3, shape.vocab, (4, 8))
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
+
+    def decode():
+        params = SamplingParams(max_new_tokens=16)
+        generate(model, prompt, torch.ones_like(prompt), params, eos_token_id=-1, pad_token_id=0)
+
+    out = {}
+    for name, fn in (("step", step), ("decode", decode)):
+        dist.barrier()
+        out[f"{name}_alone_s"] = _timed(fn, repeats=3) if rank == 0 else 0.0
+        dist.barrier()
+        out[f"{name}_shared_s"] = _timed(fn, repeats=3)
+        dist.barrier()
+    return out
+
+
+def _collective_worker(rank: int, port: int, out: Any, shape: ModelShape | None = None) -> None:
     import torch
     import torch.distributed as dist
 
@@ -164,12 +208,13 @@ def _collective_worker(rank: int, port: int, out: Any) -> None:
         ):
             dist.barrier()
             result[f"{name}_{mib}"] = _timed(fn, repeats=5)
+    result |= _shared_cores(rank, shape, dist)
     if rank == 0:
         out.put(result)
     dist.destroy_process_group()
 
 
-def measure_collectives() -> dict[str, float]:
+def measure_collectives(shape: ModelShape | None = None) -> dict[str, float]:
     """Two gloo processes on this machine; bandwidth and latency from the all-reduce
     (n = 2: ``t = B/bw + 2·latency``; latency from a one-element all-reduce)."""
     import socket
@@ -181,7 +226,7 @@ def measure_collectives() -> dict[str, float]:
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_collective_worker, args=(r, port, queue)) for r in range(2)]
+    procs = [ctx.Process(target=_collective_worker, args=(r, port, queue, shape)) for r in range(2)]
     for p in procs:
         p.start()
     raw = queue.get(timeout=120)
@@ -201,26 +246,41 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     one = measure_compute(model, shape, 1)
     many = measure_compute(model, shape, threads) if threads > 1 else one
     decode = measure_decode(model, shape, 1)
+    decode_all = measure_decode(model, shape, threads) if threads > 1 else decode
+    decode_exponent = (
+        math.log(max(decode_all["decode_flops"] / decode["decode_flops"], 1e-3)) / math.log(threads)
+        if threads > 1
+        else 1.0
+    )
     log("compute and decode measured; optimizer and collectives next")
     opt = measure_optimizer(model)
-    coll = measure_collectives()
-    ratio = many["train_flops"] / one["train_flops"]
-    exponent = math.log(max(ratio, 1e-3)) / math.log(threads) if threads > 1 else 1.0
+    critic = build_model(shape, value_head=True)
+    optimizer_s = shape.params / opt
+    roles_one = measure_roles(model, critic, shape, 1, optimizer_s)
+    roles_many = (
+        measure_roles(model, critic, shape, threads, optimizer_s) if threads > 1 else roles_one
+    )
+    log("placerl's role calls measured; collectives and a Ray call next")
+    coll = measure_collectives(shape if threads > 1 else None)
+    rpc = measure_rpc_latency(shape)
+    shared = coll["step_alone_s"] / coll["step_shared_s"] if "step_shared_s" in coll else 1.0
+    slowed = coll["decode_shared_s"] / coll["decode_alone_s"] if "decode_shared_s" in coll else 1.0
     machine = CPU_DEFAULT.with_(
         name=f"cpu (profiled, {threads} cores)",
-        train_flops=one["train_flops"],
-        forward_flops=one["forward_flops"],
-        prefill_flops=one["forward_flops"],
         decode_flops=decode["decode_flops"],
         memory_bw=1e15,
         decode_overhead_per_layer=decode["decode_overhead_per_layer"],
-        call_overhead=(one["train_call_s"] + one["forward_call_s"]) / 2,
+        decode_overhead_per_layer_all=decode_all["decode_overhead_per_layer"],
+        decode_thread_exponent=min(1.0, max(0.0, decode_exponent)),
         optimizer_params_per_s=opt,
         intra_bw=coll["bw"],
         inter_bw=coll["bw"],
         collective_latency=coll["latency"],
-        thread_exponent=min(1.0, max(0.0, exponent)),
         source="profile",
+        rpc_latency=rpc,
+        shared_core_factor=min(1.0, shared),
+        shared_overhead_factor=max(1.0, slowed),
+        **machine_fields(roles_one, roles_many, threads),
     )
     return {
         "key": profile_key("cpu", shape),
@@ -231,8 +291,12 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
             "one_thread": one,
             "all_threads": many,
             "decode": decode,
+            "decode_all_threads": decode_all,
+            "roles_one_thread": roles_one,
+            "roles_all_threads": roles_many,
             "optimizer_params_per_s": opt,
             "collectives": coll,
+            "rpc_latency": rpc,
         },
     }
 

@@ -105,6 +105,7 @@ def test_generate_and_train_seconds_by_hand():
         memory_bw=1e12,
         decode_overhead_per_layer=0.0,
         call_overhead=0.5,
+        update_overhead=0.25,
         train_flops=1e6,
         forward_flops=1e6,
         thread_exponent=1.0,
@@ -115,15 +116,51 @@ def test_generate_and_train_seconds_by_hand():
     prefill = 2 * 4 * SMALL.flops_per_token(2) / 1e6 + 0.5
     decode = 6 * (4 * SMALL.flops_per_token(7) / 1e6 + 1352 * 4 / 1e12 + 4 * 7 * 64 / 1e12)
     assert ct.generate_s(SMALL, m, slot, w, 4) == pytest.approx(prefill + decode)
-    # update: tokens = 2 prompts·4 + 4 rows·6 = 32 at context 5; 3 forwards; 2 calls
-    per_forward = 32 * SMALL.flops_per_token(5)
+    # update: tokens = 2 prompts·4 + 4 rows·6 = 32 through the blocks at context 5, the LM
+    # head (2·h·V = 160 FLOPs) on the 24 response tokens only; 3 forwards; one optimizer step
+    head = 2 * 8 * 10
+    per_forward = 32 * (SMALL.flops_per_token(5) - head) + 24 * head
+    assert ct.pass_flops(SMALL, w, 2, 4) == pytest.approx(per_forward)
     assert ct.train_compute_s(SMALL, m, slot, w, 4, None, False) == pytest.approx(
-        3 * per_forward / 1e6 + 2 * 0.5
+        3 * per_forward / 1e6 + 0.25
     )
+    # two micro-batches of 2 rows: one more forward and backward call; checkpointing: 4 passes
     two_threads = DeviceSlot("cpu", 0, 0, 2)
     assert ct.train_compute_s(SMALL, m, two_threads, w, 4, 2, True) == pytest.approx(
-        4 * per_forward / 2e6 + 2 * 2 * 0.5
+        4 * per_forward / 2e6 + 0.25 + 2 * 0.5
     )
+    # a value model reads every row's prompt (no shared-prefix forward) and has no LM head
+    value = SMALL.as_value_model()
+    assert ct.pass_prompts(value, w, 4) == 4 and ct.pass_prompts(SMALL, w, 4) == 2
+
+
+def test_cpu_slot_overheads_interpolate_by_threads_and_slow_when_cores_are_shared():
+    m = CPU_DEFAULT.with_(
+        update_overhead=0.01,
+        update_overhead_all=0.03,
+        profiled_threads=3,
+        shared_overhead_factor=1.5,
+        shared_core_factor=0.8,
+        thread_exponent=1.0,
+        decode_flops=1e9,
+        decode_thread_exponent=0.5,
+    )
+    whole = DeviceSlot("cpu", 0, 0, 3)
+    assert m.overhead("update_overhead", whole) == pytest.approx(0.03)
+    # 2 of 3 threads: halfway, its 1-thread part slowed by the neighbour slot
+    two = DeviceSlot("cpu", 0, 0, 2)
+    assert m.overhead("update_overhead", two) == pytest.approx(0.015 + 0.5 * (0.03 - 0.015))
+    assert m.rate(1e9, two) == pytest.approx(2e9 * 0.8) and m.rate(1e9, whole) == 3e9
+    assert m.decode_rate(two) == pytest.approx(1e9 * 2**0.5 * 0.8)
+    assert m.overhead("update_overhead", GPU) == 0.01  # GPUs: one figure
+
+
+def test_the_profile_fit_is_least_squares_through_the_points():
+    from placerl.placement.profile_roles import _fit
+
+    rate, intercept = _fit([0.3, 0.5, 0.9], [1e9, 2e9, 4e9])  # t = F / 5e9 + 0.1
+    assert rate == pytest.approx(5e9) and intercept == pytest.approx(0.1)
+    assert _fit([0.5, 0.4], [1e9, 2e9])[1] >= 0  # never a negative intercept or slope
 
 
 def test_specs_are_data_with_sources():

@@ -41,7 +41,29 @@ def fake_measurements(monkeypatch):
         lambda *a: {"decode_step_s": {}, "decode_overhead_per_layer": 2e-4, "decode_flops": 1e10},
     )
     monkeypatch.setattr(prof, "measure_optimizer", lambda model: 5e8)
-    monkeypatch.setattr(prof, "measure_collectives", lambda: {"bw": 1e9, "latency": 5e-5})
+    roles = {
+        "train_flops": 3e10,
+        "forward_flops": 4e10,
+        "value_train_flops": 2e10,
+        "value_forward_flops": 3e10,
+        "update_overhead": 0.002,
+        "forward_call_s": 0.001,
+    }
+    role_calls = iter([roles, {**roles, "train_flops": 5.4e10, "update_overhead": 0.004}])
+    monkeypatch.setattr(prof, "measure_roles", lambda *a: next(role_calls))
+    monkeypatch.setattr(
+        prof,
+        "measure_collectives",
+        lambda shape=None: {
+            "bw": 1e9,
+            "latency": 5e-5,
+            "step_alone_s": 0.9,
+            "step_shared_s": 1.0,
+            "decode_alone_s": 0.1,
+            "decode_shared_s": 0.12,
+        },
+    )
+    monkeypatch.setattr(prof, "measure_rpc_latency", lambda shape: 0.003)
 
 
 def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypatch):
@@ -51,8 +73,12 @@ def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypat
     raw = json.loads(out.read_text())
     m = Machine(**raw["machine"])
     assert m.train_flops == 3e10 and m.intra_bw == 1e9 and m.decode_overhead_per_layer == 2e-4
-    # 5.4e10 / 3e10 on 4 threads: 4 ** x = 1.8
+    # the rates and intercepts of placerl's own role calls; 5.4e10 / 3e10 on 4 threads
+    assert m.value_train_flops == 2e10 and m.update_overhead == 0.002
+    assert m.update_overhead_all == 0.004 and m.profiled_threads == 4
     assert 4**m.thread_exponent == pytest.approx(1.8)
+    assert m.shared_core_factor == pytest.approx(0.9)
+    assert m.shared_overhead_factor == pytest.approx(1.2) and m.rpc_latency == 0.003
     assert (
         raw["key"]["shape"] == "L6-h256-f1024-a8-kv4-V512"
         and "profile written" in capsys.readouterr().out

@@ -1,0 +1,141 @@
+"""The profile's measurements of placerl's own role calls: what a step's phases really cost.
+
+A bare ``model(ids).backward()`` misses what an RL update does besides the matmuls: the
+chunked log-prob head, the clipped loss and its masks, the stats it reads back, the gradient
+clip and the non-finite guard, the scheduler. On these small models those are a third of an
+update, so the cost model's train and forward rates come from the roles themselves:
+``ActorWorker.update`` / ``log_probs`` and ``CriticWorker.update`` / ``values`` on a synthetic
+batch (random prompts, a random response of fixed length: the same tensors a rollout hands
+over), at two batch sizes, on 1 thread and on all of them.
+
+Each pair of timings is fitted to ``t = a · FLOPs + b`` with the FLOPs of the cost model's own
+formula (``cost_time.pass_flops``), so the slope is the achieved FLOP/s of placerl's code and
+the intercept its fixed cost per call (an update's intercept, less the measured optimizer step,
+is ``update_overhead``). The timings are the fastest of a few repeats (``profile._timed``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from placerl.placement.shapes import ModelShape
+
+# (prompts, samples per prompt, prompt tokens, response tokens): the two fitted points; GRPO-like
+# groups so the shared-prompt forward is exercised as in a run
+POINTS = ((1, 4, 8, 8), (2, 4, 12, 16), (8, 4, 12, 32))
+
+
+def synthetic_batch(shape: ModelShape, prompts: int, samples: int, prompt: int, response: int):
+    """A rollout-like batch: ``prompts`` random prompts, each repeated ``samples`` times, and
+    random responses of ``response`` tokens with every field an update reads."""
+    import torch
+
+    from placerl.types import Batch, Field
+
+    g = torch.Generator().manual_seed(0)
+    rows = prompts * samples
+    prompt_ids = torch.randint(3, shape.vocab, (prompts, prompt), generator=g)
+    prompt_ids = prompt_ids.repeat_interleave(samples, dim=0)
+    response_ids = torch.randint(3, shape.vocab, (rows, response), generator=g)
+    ones_p, ones_r = torch.ones_like(prompt_ids), torch.ones_like(response_ids)
+    zeros = torch.zeros(rows, response)
+    return Batch(
+        {
+            Field.PROMPT_IDS: prompt_ids,
+            Field.PROMPT_MASK: ones_p,
+            Field.RESPONSE_IDS: response_ids,
+            Field.RESPONSE_MASK: ones_r,
+            Field.INPUT_IDS: torch.cat([prompt_ids, response_ids], 1),
+            Field.ATTENTION_MASK: torch.cat([ones_p, ones_r], 1),
+            Field.OLD_LOG_PROBS: zeros - 6.0,
+            Field.ADVANTAGES: torch.randn(rows, response, generator=g),
+            Field.RETURNS: torch.randn(rows, response, generator=g),
+            Field.VALUES: zeros,
+            Field.GROUP_IDS: torch.arange(prompts).repeat_interleave(samples),
+        },
+        batch_size=[rows],
+    )
+
+
+def _fit(times: list[float], flops: list[float]) -> tuple[float, float]:
+    """Least-squares ``t = flops / rate + intercept``: (rate, intercept), neither negative."""
+    n = len(times)
+    mx, my = sum(flops) / n, sum(times) / n
+    sxx = sum((x - mx) ** 2 for x in flops)
+    slope = max(sum((x - mx) * (y - my) for x, y in zip(flops, times, strict=True)) / sxx, 1e-15)
+    return 1.0 / slope, max(0.0, my - slope * mx)
+
+
+def measure_roles(policy, critic, shape: ModelShape, threads: int, optimizer_s: float) -> dict:
+    """Achieved FLOP/s and per-call seconds of the actor's and critic's updates and forwards
+    on ``threads`` torch threads."""
+    import torch
+
+    from placerl.algos.objectives import PolicyObjective, ValueObjective
+    from placerl.config.schema import OptimConfig
+    from placerl.placement.cost_time import pass_flops
+    from placerl.placement.profile import _timed
+    from placerl.placement.workload import Workload
+    from placerl.roles.actor import ActorWorker
+    from placerl.roles.critic import CriticWorker
+    from placerl.types import Role
+
+    torch.set_num_threads(threads)
+    optim = OptimConfig(lr=1e-9)
+    actor = ActorWorker(policy, optim, total_steps=10_000)
+    value = CriticWorker(critic, optim, total_steps=10_000)
+    value_shape = shape.as_value_model()
+    times: dict[str, list[float]] = {k: [] for k in ("update", "forward", "critic", "values")}
+    flops: dict[str, list[float]] = {"policy": [], "value": []}
+    for prompts, samples, prompt, response in POINTS:
+        batch = synthetic_batch(shape, prompts, samples, prompt, response)
+        w = Workload("profile", (Role.ACTOR,), {}, prompts, samples, prompt, response)
+        flops["policy"].append(pass_flops(shape, w, prompts, prompts * samples))
+        # the critic reads every row's prompt (no shared-prefix forward): one prompt per row
+        flops["value"].append(
+            pass_flops(value_shape, w.with_(samples=1), prompts * samples, prompts * samples)
+        )
+        times["update"].append(_timed(lambda b=batch: actor.update(b, PolicyObjective()), 3))
+        times["forward"].append(_timed(lambda b=batch: actor.log_probs(b), 3))
+        times["critic"].append(_timed(lambda b=batch: value.update(b, ValueObjective()), 3))
+        times["values"].append(_timed(lambda b=batch: value.values(b), 3))
+    train_rate, train_icpt = _fit(times["update"], [3 * f for f in flops["policy"]])
+    forward_rate, forward_icpt = _fit(times["forward"], flops["policy"])
+    critic_rate, critic_icpt = _fit(times["critic"], [3 * f for f in flops["value"]])
+    values_rate, values_icpt = _fit(times["values"], flops["value"])
+    return {
+        "train_flops": train_rate,
+        "forward_flops": forward_rate,
+        "value_train_flops": critic_rate,
+        "value_forward_flops": values_rate,
+        # the intercept of a one-minibatch update: optimizer step + loss/clip/guard/stats
+        "update_overhead": max(0.0, (train_icpt + critic_icpt) / 2 - optimizer_s),
+        "forward_call_s": (forward_icpt + values_icpt) / 2,
+        "times": times,
+        "flops": flops,
+    }
+
+
+def machine_fields(one: dict[str, Any], many: dict[str, Any], threads: int) -> dict[str, float]:
+    """The Machine's per-thread rates (1 thread), the thread exponent of placerl's updates
+    (``log(Φ_all / Φ_1) / log(threads)``) and the per-call intercepts on 1 thread and on all
+    (small kernels do not get faster with threads, their synchronisation costs more)."""
+    import math
+
+    exponent = 1.0
+    if threads > 1:
+        ratio = many["train_flops"] / one["train_flops"]
+        exponent = min(1.0, max(0.0, math.log(max(ratio, 1e-3)) / math.log(threads)))
+    return {
+        "train_flops": one["train_flops"],
+        "forward_flops": one["forward_flops"],
+        "prefill_flops": one["forward_flops"],
+        "value_train_flops": one["value_train_flops"],
+        "value_forward_flops": one["value_forward_flops"],
+        "update_overhead": one["update_overhead"],
+        "update_overhead_all": many["update_overhead"],
+        "call_overhead": one["forward_call_s"],
+        "call_overhead_all": many["forward_call_s"],
+        "profiled_threads": threads,
+        "thread_exponent": exponent,
+    }
