@@ -30,6 +30,7 @@ from typing import Any
 
 from placerl.placement.cluster import available_cores
 from placerl.placement.machine import CPU_DEFAULT, Machine
+from placerl.placement.profile_memory import measure_memory
 from placerl.placement.profile_store import default_path, find_profile, profile_key
 from placerl.placement.shapes import ModelShape
 
@@ -204,6 +205,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     log("compute and decode measured; optimizer and collectives next")
     opt = measure_optimizer(model)
     coll = measure_collectives()
+    memory = measure_memory(log)  # process baselines (profile_memory.py)
     ratio = many["train_flops"] / one["train_flops"]
     exponent = math.log(max(ratio, 1e-3)) / math.log(threads) if threads > 1 else 1.0
     machine = CPU_DEFAULT.with_(
@@ -221,6 +223,8 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
         collective_latency=coll["latency"],
         thread_exponent=min(1.0, max(0.0, exponent)),
         source="profile",
+        process_bytes=memory["process_bytes"],
+        worker_bytes=memory["worker_bytes"],
     )
     return {
         "key": profile_key("cpu", shape),
@@ -233,6 +237,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
             "decode": decode,
             "optimizer_params_per_s": opt,
             "collectives": coll,
+            "memory": memory,
         },
     }
 

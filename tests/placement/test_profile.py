@@ -42,6 +42,8 @@ def fake_measurements(monkeypatch):
     )
     monkeypatch.setattr(prof, "measure_optimizer", lambda model: 5e8)
     monkeypatch.setattr(prof, "measure_collectives", lambda: {"bw": 1e9, "latency": 5e-5})
+    memory = {"process_bytes": 4e8, "worker_bytes": 4.5e8, "worker_measured_by": "test"}
+    monkeypatch.setattr(prof, "measure_memory", lambda log=print: memory)
 
 
 def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypatch):
@@ -53,6 +55,7 @@ def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypat
     assert m.train_flops == 3e10 and m.intra_bw == 1e9 and m.decode_overhead_per_layer == 2e-4
     # 5.4e10 / 3e10 on 4 threads: 4 ** x = 1.8
     assert 4**m.thread_exponent == pytest.approx(1.8)
+    assert (m.process_bytes, m.worker_bytes) == (4e8, 4.5e8)  # profile_memory's baselines
     assert (
         raw["key"]["shape"] == "L6-h256-f1024-a8-kv4-V512"
         and "profile written" in capsys.readouterr().out
