@@ -3,15 +3,16 @@
 A grid of RL workloads (the demo's 6M policy and a 31M Llama of hidden 512 / 8 layers; PPO
 and GRPO; two batch sizes; with and without ``trainer.micro_batch_size``; local, and Flatten /
 Separate on 2 Ray CPU workers), each trained for a few steps in a fresh process with the
-training code of ``benchmarks/placement.py`` (``rl_config``, ``build_models``). Measured: the
-peak RSS (``VmHWM`` of ``/proc/<pid>/status``) of every process that holds a slot's models —
-the run's own process under ``local``; each Ray worker (pids from ``workers.json``, read just
-before the runtime stops them) otherwise. Predicted: ``cost_memory.memory_per_slot`` for the
+training code of ``benchmarks/placement.py`` (``rl_config``, ``build_models``) and a checkpoint
+at the end. Measured (``profile_memory.run_fresh``, the same code the profile's probes run):
+the peak RSS (``VmHWM`` of ``/proc/<pid>/status``) of every process that holds a slot's
+models — the run's own process under ``local``; each Ray worker (its pid from the runtime,
+read just before the runtime stops it) otherwise. Predicted: ``cost_memory.memory_per_slot`` for the
 Plan the run used, with the constants of the stored profile (``placerl profile``: its process
 baselines), never fitted to these measurements. The controller's own peak under Ray is printed
 too, but not scored: it is no slot (it holds the mirrors and the data).
 
-    nice -n 19 python benchmarks/planner_memory.py [--steps 2] [--cells 12] [--no-profile]
+    nice -n 19 python benchmarks/planner_memory.py [--steps 2] [--cells 12] [--profile FILE] [--terms]
 
 Prints one row per slot and the summary line ``memory: median |error| X%, max Y% over N cells``
 (a cell is one slot of one run).
@@ -20,10 +21,7 @@ Prints one row per slot and the summary line ``memory: median |error| X%, max Y%
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 from dataclasses import replace
@@ -55,54 +53,6 @@ GRID = [
 NEW_TOKENS = 8
 
 
-def status_kb(pid: int | str, key: str) -> int:
-    """A ``/proc/<pid>/status`` field in kB (VmHWM: peak resident set, VmRSS: current)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(key + ":"):
-            return int(line.split()[1])
-    raise RuntimeError(f"no {key} in /proc/{pid}/status")
-
-
-# ---------------------------------------------------------------------------------- child
-
-
-def measure(spec: dict) -> dict:
-    """Train one cell in this (fresh) process; the peaks of the processes holding slots."""
-    import placement as bench  # benchmarks/placement.py
-    import torch
-
-    import placerl.trainer as trainer
-    from placerl.runtime.ray.runtime import RayRuntime
-
-    ns = argparse.Namespace(warmup=0, steps=spec["steps"], new_tokens=NEW_TOKENS, rows=spec["rows"])
-    base, rm = Path(spec["base"]), Path(spec["rm"])
-    run_dir = Path(spec["work"]) / "run"
-    cfg = bench.rl_config(ns, spec["algo"], spec["strategy"], base, rm, run_dir)
-    cfg = with_micro(cfg, spec["micro"])
-    torch.set_num_threads(1)
-    workers: list[dict] = []
-    close = RayRuntime.close
-
-    def read_then_close(self):  # the workers' peaks, while they are alive
-        for spec_, info in zip(self.group.specs, self.group.info, strict=True):
-            workers.append(
-                {
-                    "rank": spec_.rank,
-                    "label": spec_.label,
-                    "roles": info["roles"],
-                    "peak_kb": status_kb(info["pid"], "VmHWM"),
-                }
-            )
-        close(self)
-
-    RayRuntime.close = read_then_close
-    trainer.train(cfg)
-    controller = status_kb("self", "VmHWM")
-    if not workers:
-        workers = [{"rank": 0, "label": "local", "roles": [], "peak_kb": controller}]
-    return {"workers": workers, "controller_kb": controller}
-
-
 def with_micro(cfg, micro: int | None):
     if micro is None:
         return cfg
@@ -114,9 +64,18 @@ def with_micro(cfg, micro: int | None):
 # ---------------------------------------------------------------------------------- parent
 
 
-def predict(spec: dict, machine) -> list[dict]:
-    """Predicted terms of every slot of the cell's Plan (``memory_per_slot``)."""
+def cell_config(spec: dict):
+    """The cell's run config: the demo's RL stage (``benchmarks/placement.py``)."""
     import placement as bench
+
+    ns = argparse.Namespace(warmup=0, steps=spec["steps"], new_tokens=NEW_TOKENS, rows=spec["rows"])
+    base, rm, run_dir = Path(spec["base"]), Path(spec["rm"]), Path(spec["work"]) / "run"
+    cfg = bench.rl_config(ns, spec["algo"], spec["strategy"], base, rm, run_dir)
+    return with_micro(cfg, spec["micro"])
+
+
+def predict(cfg, machine) -> list[dict]:
+    """Predicted terms of every slot of the cell's Plan (``memory_per_slot``)."""
     from planner_accuracy import prompt_len
 
     from placerl.placement.cluster import cpu_cluster, local_slot
@@ -125,18 +84,12 @@ def predict(spec: dict, machine) -> list[dict]:
     from placerl.placement.plan import Cluster
     from placerl.placement.workload import workload_from_config
 
-    ns = argparse.Namespace(warmup=0, steps=spec["steps"], new_tokens=NEW_TOKENS, rows=spec["rows"])
-    base, rm = Path(spec["base"]), Path(spec["rm"])
-    cfg = with_micro(
-        bench.rl_config(ns, spec["algo"], spec["strategy"], base, rm, Path(spec["work"]) / "run"),
-        spec["micro"],
-    )
     roles = needed_roles(cfg)
     if cfg.placement.strategy == "local":
         plan = local_plan(roles, Cluster((local_slot("cpu"),)), cfg.placement.max_staleness)
     else:
         plan = plan_from_config(cfg, cluster=cpu_cluster(2, 1, cores=2), model_params={})
-    w = workload_from_config(cfg, roles).with_(prompt_len=prompt_len(cfg, base))
+    w = workload_from_config(cfg, roles).with_(prompt_len=prompt_len(cfg, Path(cfg.model.path)))
     return [
         {"slot": m.slot.label, "terms": m.terms, "total": m.total}
         for m in memory_per_slot(plan, w, **machine_kw(machine))
@@ -154,18 +107,6 @@ def machine_kw(machine) -> dict:
     )
 
 
-def run_cell(spec: dict) -> dict:
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1")
-    out = subprocess.run(
-        [sys.executable, __file__, "--child", json.dumps(spec)],
-        env=env,
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout
-    return json.loads(out.strip().splitlines()[-1])
-
-
 def label(spec: dict) -> str:
     micro = f" micro {spec['micro']}" if spec["micro"] else ""
     return f"{spec['algo']} {spec['size']} {spec['rows']} rows{micro}"
@@ -177,15 +118,12 @@ def main() -> None:
     parser.add_argument("--cells", type=int, default=len(GRID), help="first N workloads")
     parser.add_argument("--profile", help="profile JSON (default: the stored one)")
     parser.add_argument("--terms", action="store_true", help="print each slot's terms")
-    parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.child:
-        print(json.dumps(measure(json.loads(args.child))))
-        return
     import placement as bench
 
     from placerl.models.factory import TinyLlamaSize
     from placerl.placement.auto_command import machine_for
+    from placerl.placement.profile_memory import run_fresh
     from placerl.placement.shapes import shape_from_dir
 
     work = Path(tempfile.mkdtemp(prefix="planner-memory-"))
@@ -210,10 +148,11 @@ def main() -> None:
             "rm": str(rm),
             "work": str(work / f"c{i}"),
         }
-        measured = run_cell(spec)
-        predicted = predict(spec, machine)
+        cfg = cell_config(spec)
+        measured = run_fresh(cfg.model_dump(mode="json"))  # a fresh process
+        predicted = predict(cfg, machine)
         for slot, got in zip(predicted, measured["workers"], strict=True):
-            real = got["peak_kb"] * 1024
+            real = got["peak"]
             err = slot["total"] / real - 1
             errors.append(abs(err))
             print(
@@ -225,9 +164,7 @@ def main() -> None:
                 terms = ", ".join(f"{k} {v / MiB:.1f}" for k, v in slot["terms"].items())
                 print(f"|   | terms | {terms} |||", flush=True)
         if strategy != "local":
-            print(
-                f"|   | (controller, not scored) | | | {measured['controller_kb'] / 1024:.0f} | |"
-            )
+            print(f"|   | (controller, not scored) | | | {measured['controller'] / MiB:.0f} | |")
     print(
         f"\nmemory: median |error| {statistics.median(errors):.0%}, max {max(errors):.0%} "
         f"over {len(errors)} cells"

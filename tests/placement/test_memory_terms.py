@@ -16,6 +16,7 @@ from placerl.placement.cost_memory import (
     cpu_process_terms,
     logits_bytes,
     memory_per_slot,
+    object_store_bytes,
     train_tokens,
 )
 from placerl.placement.from_config import local_plan
@@ -65,14 +66,20 @@ def test_checkpoint_copy_in_one_process_and_in_a_ray_worker():
     terms = {"actor weights": 40.0, "actor optimizer": 80.0, "critic weights": 10.0}
     terms |= {"critic optimizer": 20.0, "reward weights": 5.0, "actor activations": 50.0}
     roles = (Role.ACTOR, Role.CRITIC, Role.REWARD)
-    assert checkpoint_copy_bytes(terms, roles, in_process=True) == 80 + 20
-    assert checkpoint_copy_bytes(terms, roles, in_process=False) == 80 + 40 + 20 + 10
+    assert checkpoint_copy_bytes(terms, roles, in_process=True) == 80 + 20  # all moments
+    assert checkpoint_copy_bytes(terms, roles, in_process=False) == 80  # the largest, pickled
+    assert object_store_bytes(terms, roles) == 40 + 80 + 10 + 20  # trained weights + moments
     machine = CPU_DEFAULT.with_(process_bytes=1000.0, worker_bytes=2000.0)
     local = cpu_process_terms(terms, roles, True, machine)
     assert "actor activations" not in local and local["checkpoint copy"] == 100
+    assert "object store copy" not in local
     assert local["process baseline"] == 1000 and sum(local.values()) == 155 + 100 + 1000
+    worker = cpu_process_terms(terms, roles, False, machine)
+    assert worker["checkpoint copy"] == 80 and worker["object store copy"] == 150
+    assert sum(worker.values()) == 155 + 80 + 150 + 2000
     busy = cpu_process_terms(terms | {"actor activations": 500.0}, roles, False, machine)
-    assert "checkpoint copy" not in busy and busy["process baseline"] == 2000
+    assert "checkpoint copy" not in busy and busy["actor activations"] == 500
+    assert busy["object store copy"] == 150 and busy["process baseline"] == 2000
     assert "process baseline" not in cpu_process_terms(terms, roles, True, None)
 
 
@@ -98,40 +105,44 @@ def test_old_cpu_profiles_get_the_default_baselines():
     assert from_profile({"machine": vars(CPU_DEFAULT) | {"process_bytes": 7.0}}).process_bytes == 7
 
 
-def test_probe_baselines_subtract_the_tiny_model(monkeypatch):
-    assert pm.baseline({"peak": 1000, "state": 16}) == 984
-    monkeypatch.setattr(pm, "_python", lambda code: {"peak": 5000, "state": 100})
-    assert pm.measure_process() == 4900
-    assert pm.measure_worker(4900.0) == (4900.0, "ray actor")
+def test_the_probe_runs_are_valid_configs(tmp_path):
+    from placerl.config.schema import RunConfig
 
-    def no_ray(code):
-        raise subprocess.CalledProcessError(1, "python")
+    for placement in ({"strategy": "local"}, {"strategy": "flatten", "num_workers": 1}):
+        cfg = RunConfig.model_validate(pm.tiny_config(tmp_path, placement))
+        assert cfg.stage == "grpo" and cfg.trainer.steps == 2 and cfg.trainer.save_every == 0
 
-    monkeypatch.setattr(pm, "_python", no_ray)
-    worker, how = pm.measure_worker(4900.0)
-    assert worker == 4900.0 + pm.RAY_WORKER_EXCESS and "excess" in how
+
+def test_baselines_are_the_tiny_runs_peaks_less_the_tiny_state(monkeypatch):
+    import placerl.models.factory as factory
+
+    runs = []
+
+    def fake_run(raw):
+        runs.append(raw["placement"]["strategy"])
+        peak = 5e8 if raw["placement"]["strategy"] == "local" else 6e8
+        return {"workers": [{"peak": peak}], "controller": peak}
+
+    monkeypatch.setattr(factory, "make_model_dir", lambda *a, **k: None)
+    monkeypatch.setattr(pm, "tiny_state_bytes", lambda model_dir: 1e6)
+    monkeypatch.setattr(pm, "run_fresh", fake_run)
+    out = pm.measure_memory(log=lambda message: None)
+    assert runs == ["local", "flatten"]
+    assert (out["process_bytes"], out["worker_bytes"]) == (5e8 - 1e6, 6e8 - 1e6)
+
+    def no_ray(raw):
+        if raw["placement"]["strategy"] != "local":
+            raise subprocess.CalledProcessError(1, "python")
+        return fake_run(raw)
+
+    monkeypatch.setattr(pm, "run_fresh", no_ray)
+    out = pm.measure_memory(log=lambda message: None)
+    assert out["worker_bytes"] == 5e8 - 1e6 + pm.RAY_WORKER_EXCESS
+    assert "excess" in out["worker_measured_by"]
 
 
 @pytest.mark.slow
-def test_the_process_probe_measures_a_real_baseline():
-    process = pm.measure_process()  # a fresh interpreter: torch + transformers + placerl
-    assert 100 * 2**20 < process < 4 * 2**30
-
-
-def test_a_separate_rollout_copy_receives_into_one_bucket():
-    from placerl.placement.strategies import separate
-
-    plan = separate(GRPO, cpu_cluster(2, 1, cores=2), rule_reward=True, max_staleness=1)
-    # the rollout worker samples all 8 rows: 8 × 15 tokens × 64 B (2·2 layers·kv_dim 4·4 B)
-    gen = memory_per_slot(plan, workload(sync_bucket_mb=1.0))[0].terms
-    assert gen == {"rollout weights": 1352 * 4, "rollout KV cache": 8 * 15 * 64}
-    # 2 tokens a row: the KV cache (1024 B) is smaller than the bucket, min(1 MiB, 5408 B)
-    short = workload(sync_bucket_mb=1.0, prompt_len=1.0, response_len=1.0)
-    assert memory_per_slot(plan, short)[0].terms == {
-        "rollout weights": 5408,
-        "rollout sync bucket": 5408,
-    }
-    assert memory_per_slot(plan, short.with_(sync_bucket_mb=2e-4))[0].terms == {
-        "rollout weights": 5408,
-        "rollout KV cache": 1024,
-    }
+def test_the_probes_measure_real_baselines():
+    out = pm.measure_memory(log=lambda message: None)  # two tiny runs in fresh processes
+    assert 100 * 2**20 < out["process_bytes"] < 4 * 2**30
+    assert 100 * 2**20 < out["worker_bytes"] < 4 * 2**30
