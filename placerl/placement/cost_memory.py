@@ -6,17 +6,39 @@ dp, ``hybrid``: shard_size; ZeRO-3 / FSDP, Rajbhandari et al. 2020, arXiv 1910.0
 LoRA only the adapters carry gradients and moments; the base is frozen. Frozen models keep
 their weights in the compute precision (4 or 2 B/param), sharded the same way.
 
-Activations follow Korthikanti et al. 2022 (arXiv 2205.05198, Eq. 2): a block stores
-``34·h`` bytes per token in 16-bit precision; the ``5·a·s/h`` attention-score term is dropped
-because SDPA/flash attention does not store the scores. fp32 doubles it. With gradient
-checkpointing a block keeps only its input (``2·h`` bytes per token in 16-bit) and one block's
-full activations are live during its recompute. Logits: the LM head's fp32 ``tokens × V`` plus
-their gradient (``2 × 4 × tokens × V``) in training, ``4 × tokens × V`` in forward-only passes.
+Activations: a Llama block of Hugging Face transformers (SDPA attention, RMSNorm, SwiGLU
+MLP) saves ``10·h + 4·f`` values per token for its backward, and the embedding output and
+final norm ``2·h`` more. Measured with ``torch.autograd.graph.saved_tensors_hooks`` (distinct
+storages, parameters left out) on fp32 Llamas of h = 128/256/512, f = 2h/4h, 1-3 layers, with
+and without grouped K/V heads: 10.1-10.2·h + 4.0·f per block at every shape (K/V heads do
+not change it: ``repeat_kv`` expands them before SDPA saves them). Korthikanti et al. 2022's
+``34·h`` bytes at 16 bits (a GPT block with a 4h GELU MLP; arXiv 2205.05198) is 17·h values;
+the SwiGLU MLP saves four ``f``-wide tensors (gate, up, SiLU(gate), their product) and the
+norms and rotary embeddings their inputs too: 26·h at f = 4h, 1.5x Korthikanti. Values take
+the activation dtype's bytes. With gradient checkpointing a block keeps only its input (``h``
+values per token) and one block's full activations are live during its recompute. Rows that
+share a prompt (GRPO/RLOO groups, ``models/shared_prefix.py``) run the prompt once: a group
+costs ``prompt + samples·response`` tokens plus, per row, the prompt's gathered K/V
+(``2·kv_dim`` values per prompt token and block; measured through ``ActorWorker.update`` with
+the same hooks: 1.5 MiB where this gives 1.9, for 16 rows of 4 samples, 20 + 8 tokens).
+Logits: the LM head runs in chunks (``models/logprobs.py``: at most ``chunk_tokens(V)``
+tokens, 2**24 fp32 values, at a time, recomputed in backward): ``4 × min(tokens, chunk) × V``
+for the chunk and as much again for its gradient in training, once in forward-only passes.
 The KV cache: ``2 · layers · kv_dim`` values per token of ``rows × (prompt + response)``.
+A rollout copy on workers of its own (Separate) receives the trainer's weights into one
+bucket of ``staleness.sync_bucket_mb`` (``runtime/weight_sync.py``), live between samples.
 A tensor-parallel engine (``gen_tp`` GPUs, Megatron-style) holds 1/tp of the weights.
 Generation in ``gen_waves`` sequential waves holds the KV cache of one wave's rows (what
-vLLM's scheduler does when the cache is short). ``offload`` moves the models of idle roles to host memory: only the largest role on a slot is
-resident at a time. A fixed ``CONTEXT_BYTES`` (CUDA context and allocator slack) is added on GPU.
+vLLM's scheduler does when the cache is short). ``offload`` moves the models of idle roles to
+host memory: only the largest role on a slot is resident at a time. A fixed ``CONTEXT_BYTES``
+(CUDA context and allocator slack) is added on GPU.
+
+On a CPU slot the device memory is the process's resident set, and a process holds more than
+its tensors (``cpu_process_terms``): the ``process baseline`` (libraries, code pages,
+thread pools: ``Machine.process_bytes`` in one process, ``Machine.worker_bytes`` in a Ray
+worker, measured by ``placerl profile``) and, at a checkpoint, the serialized copy of the
+trained state (``checkpoint copy``), which replaces the step's working set as the peak, and
+in a Ray worker the same state in Ray's object store (``object store copy``), which adds.
 """
 
 from __future__ import annotations
@@ -25,6 +47,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from math import ceil
 
+from placerl.placement.machine import Machine
 from placerl.placement.plan import DeviceGroup, DeviceSlot, Plan, RolePlacement, Sharding
 from placerl.placement.shapes import ModelShape
 from placerl.placement.workload import Workload
@@ -33,6 +56,7 @@ from placerl.types import Role
 GiB = 1024**3
 CONTEXT_BYTES = 1.0 * GiB  # CUDA context + allocator fragmentation, measured ~0.6-1 GiB
 TRAINED = (Role.ACTOR, Role.CRITIC)
+WORKING = ("activations", "logits", "KV cache", "sync bucket")  # live one phase at a time
 
 
 def on_same_workers(plan: Plan, role: Role, other: Role) -> bool:
@@ -78,21 +102,38 @@ def trained_state_bytes(shape: ModelShape, w: Workload, shards: int) -> dict[str
     }
 
 
-def activation_bytes(shape: ModelShape, tokens: float, checkpointing: bool, dtype: int) -> float:
-    """Stored activations of a forward+backward over ``tokens`` tokens (one micro-batch)."""
-    scale = dtype / 2  # the 34·h figure is for 16-bit activations
-    per_block = 34 * shape.hidden * tokens * scale
+def block_values_per_token(shape: ModelShape) -> int:
+    """Values one Llama block saves per token for its backward: ``10·h + 4·f`` (measured,
+    module docstring)."""
+    return 10 * shape.hidden + 4 * shape.intermediate
+
+
+def activation_bytes(
+    shape: ModelShape, tokens: float, checkpointing: bool, dtype: int, shared_kv: float = 0.0
+) -> float:
+    """Stored activations of a forward+backward over ``tokens`` tokens (one micro-batch);
+    ``shared_kv``: prompt positions gathered to rows that share their prompt, each keeping
+    the prompt's K and V (``2·kv_dim`` values) in every block."""
+    per_block = (block_values_per_token(shape) * tokens + 2 * shape.kv_dim * shared_kv) * dtype
+    outside = 2 * shape.hidden * tokens * dtype  # embedding output, final norm
     if checkpointing:
-        return shape.layers * 2 * shape.hidden * tokens * scale + per_block
-    return shape.layers * per_block
+        return shape.layers * shape.hidden * tokens * dtype + per_block + outside
+    return shape.layers * per_block + outside
+
+
+def chunk_tokens(vocab: int) -> int:
+    """Tokens per chunk of the LM head (``placerl.models.logprobs.chunk_tokens``)."""
+    from placerl.models.logprobs import chunk_tokens as chunk
+
+    return chunk(vocab)
 
 
 def logits_bytes(shape: ModelShape, tokens: float, training: bool) -> float:
-    """fp32 logits (and their gradient when training) of the LM head; a value head's are
-    negligible."""
+    """fp32 logits of one chunk of the LM head over ``tokens`` predicted tokens (and their
+    gradient when training); a value head's are negligible."""
     if shape.scalar_head:
         return 0.0
-    return (2 if training else 1) * 4.0 * tokens * shape.vocab
+    return (2 if training else 1) * 4.0 * min(tokens, chunk_tokens(shape.vocab)) * shape.vocab
 
 
 def kv_cache_bytes(shape: ModelShape, rows: int, context: float, dtype: int) -> float:
@@ -138,18 +179,35 @@ def role_terms(
             # a whole copy to sample from, split over a tensor-parallel engine's GPUs (its KV
             # cache is split by heads too: per GPU, the same bytes as ``rows`` rows)
             terms[f"{name} weights"] = shape.params * w.dtype_bytes / max(1, w.gen_tp)
+            if plan.strategy != "local":  # a broadcast receives into one bucket at a time
+                bucket = min(w.sync_bucket_mb * 2**20, terms[f"{name} weights"])
+                if bucket > terms[f"{name} KV cache"]:  # live apart: the larger is the peak
+                    terms = {f"{name} weights": terms[f"{name} weights"]}
+                    terms[f"{name} sync bucket"] = bucket
         return terms
+    rows = _micro_rows(w, p.dp_size, micro_batch)
     if role in TRAINED:
         terms = {f"{name} {k}": v for k, v in trained_state_bytes(shape, w, shards).items()}
-        tokens = _micro_rows(w, p.dp_size, micro_batch) * context
-        terms[f"{name} activations"] = activation_bytes(shape, tokens, checkpointing, w.dtype_bytes)
-        terms[f"{name} logits"] = logits_bytes(shape, tokens, training=True)
+        tokens, shared_kv = train_tokens(w, rows)
+        terms[f"{name} activations"] = activation_bytes(
+            shape, tokens, checkpointing, w.dtype_bytes, shared_kv
+        )
+        terms[f"{name} logits"] = logits_bytes(shape, rows * w.response_len, training=True)
         return terms
-    tokens = _micro_rows(w, p.dp_size, micro_batch) * context
     return {
         f"{name} weights": shape.params * w.dtype_bytes / shards,
-        f"{name} logits": logits_bytes(shape, tokens, training=False),
+        f"{name} logits": logits_bytes(shape, rows * w.response_len, training=False),
     }
+
+
+def train_tokens(w: Workload, rows: int) -> tuple[float, float]:
+    """Tokens a training forward over ``rows`` rows runs, and the prompt positions it gathers
+    to rows sharing a prompt: with several samples per prompt, each group's prompt runs once
+    (``models/shared_prefix.py``), its K/V gathered to the group's rows."""
+    if w.samples <= 1 or rows < 2:
+        return rows * (w.prompt_len + w.response_len), 0.0
+    groups = ceil(rows / w.samples)
+    return groups * w.prompt_len + rows * w.response_len, rows * w.prompt_len
 
 
 def memory_per_slot(
@@ -157,21 +215,27 @@ def memory_per_slot(
     w: Workload,
     micro_batch: int | None = None,
     checkpointing: bool | None = None,
+    machine: Machine | None = None,
 ) -> list[SlotMemory]:
     """Predicted peak bytes of every slot: the state of every role with a worker there plus
     the largest working set (activations, logits, KV cache are live one phase at a time).
-    Slots hosting the same roles have the same terms: each such class is computed once."""
-    return _memory(plan, w, micro_batch, checkpointing, distinct=False)
+    Slots hosting the same roles have the same terms: each such class is computed once.
+    With ``machine``, CPU slots add its measured process baseline."""
+    return _memory(plan, w, micro_batch, checkpointing, machine, distinct=False)
 
 
 def memory_classes(
-    plan: Plan, w: Workload, micro_batch: int | None = None, checkpointing: bool | None = None
+    plan: Plan,
+    w: Workload,
+    micro_batch: int | None = None,
+    checkpointing: bool | None = None,
+    machine: Machine | None = None,
 ) -> list[SlotMemory]:
     """``memory_per_slot`` with one entry (its first slot) per distinct set of terms."""
-    return _memory(plan, w, micro_batch, checkpointing, distinct=True)
+    return _memory(plan, w, micro_batch, checkpointing, machine, distinct=True)
 
 
-def _memory(plan, w, micro_batch, checkpointing, distinct: bool) -> list[SlotMemory]:
+def _memory(plan, w, micro_batch, checkpointing, machine, distinct: bool) -> list[SlotMemory]:
     micro_batch = micro_batch if micro_batch is not None else w.micro_batch
     checkpointing = w.checkpointing if checkpointing is None else checkpointing
     per_role = {r: role_terms(plan, r, w, micro_batch, checkpointing) for r in plan.roles}
@@ -183,7 +247,10 @@ def _memory(plan, w, micro_batch, checkpointing, distinct: bool) -> list[SlotMem
             if not distinct:
                 out.append(SlotMemory(slot, cache[key].terms))
             continue
-        cache[key] = SlotMemory(slot, _slot_terms(roles, per_role, w, slot.kind))
+        terms = _slot_terms(roles, per_role, w, slot.kind)
+        if slot.kind == "cpu":
+            terms = cpu_process_terms(terms, roles, plan.strategy == "local", machine)
+        cache[key] = SlotMemory(slot, terms)
         out.append(cache[key])
     return out
 
@@ -229,7 +296,7 @@ def _slot_terms(roles, per_role, w: Workload, kind: str) -> dict[str, float]:
     working: dict[Role, dict[str, float]] = {}
     for role in roles:
         for key, value in per_role[role].items():
-            if key.endswith(("activations", "logits", "KV cache")):
+            if key.endswith(WORKING):
                 working.setdefault(role, {})[key] = value
             else:
                 state[key] = value
@@ -240,6 +307,46 @@ def _slot_terms(roles, per_role, w: Workload, kind: str) -> dict[str, float]:
     if kind == "gpu":
         terms["CUDA context"] = CONTEXT_BYTES
     return terms
+
+
+def checkpoint_copy_bytes(terms: Mapping[str, float], roles, in_process: bool) -> float:
+    """The heap copy a checkpoint makes of the trained state: in one process
+    (``state_io.save_state``: safetensors copies every tensor to bytes before writing) all the
+    trained roles' optimizer moments at once (the weights are written one model at a time,
+    before); in a Ray worker, which returns each role's optimizer state from a remote call,
+    the pickled bytes of the largest role's moments. Live after the step's working set is
+    freed, it reuses that heap: the larger of the two is the peak."""
+    moments = [terms.get(f"{r.value} optimizer", 0.0) for r in roles if r in TRAINED]
+    return sum(moments) if in_process else max(moments, default=0.0)
+
+
+def object_store_bytes(terms: Mapping[str, float], roles) -> float:
+    """A Ray worker's share of a checkpoint in Ray's object store: every trained role's
+    weights and optimizer state, written into shared memory that the worker keeps mapped,
+    apart from its heap, so it adds to the heap's peak. (Measured here: returning 200 MiB of
+    tensors from a Ray actor raised its peak RSS by 434 MiB: the object and its pickled copy.)"""
+    kinds = ("weights", "optimizer")
+    return sum(terms.get(f"{r.value} {k}", 0.0) for r in roles if r in TRAINED for k in kinds)
+
+
+def cpu_process_terms(
+    terms: dict[str, float], roles, in_process: bool, machine: Machine | None
+) -> dict[str, float]:
+    """A CPU slot's peak resident set: the ``checkpoint copy`` when it exceeds the step's
+    working set (they are live at different times), a Ray worker's ``object store copy``, and
+    the ``process baseline`` of the process that holds the slot (``Machine.process_bytes``,
+    or ``worker_bytes`` for a Ray worker; measured by ``placerl profile``)."""
+    working = {k: v for k, v in terms.items() if k.endswith(WORKING)}
+    copy = checkpoint_copy_bytes(terms, roles, in_process)
+    out = dict(terms)
+    if copy > sum(working.values()):
+        out = {k: v for k, v in terms.items() if k not in working} | {"checkpoint copy": copy}
+    shared = 0.0 if in_process else object_store_bytes(terms, roles)
+    if shared:
+        out["object store copy"] = shared
+    if machine is not None:
+        out["process baseline"] = machine.process_bytes if in_process else machine.worker_bytes
+    return out
 
 
 def _resident_only(state: Mapping[str, float], roles: tuple[Role, ...]) -> dict[str, float]:

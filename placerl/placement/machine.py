@@ -63,6 +63,10 @@ class Machine:
     roofline: bool = True  # decode = max(memory, compute) (GPU) or their sum (CPU)
     thread_exponent: float = 1.0
     source: str = ""
+    # resident bytes of a process before its models (profile_memory.py): one placerl process,
+    # and a Ray worker; CPU slots only (on a GPU the host process is no device memory)
+    process_bytes: float = 0.0
+    worker_bytes: float = 0.0
 
     def rate(self, per_thread: float, slot: DeviceSlot | None) -> float:
         """A per-slot rate: CPU rates scale with the slot's threads; a slot with fewer threads
@@ -147,10 +151,15 @@ CPU_DEFAULT = Machine(
     roofline=False,
     thread_exponent=0.85,
     source="built-in CPU defaults (run `placerl profile` to measure this machine)",
+    process_bytes=480 * 2**20,  # profile_memory's tiny runs on a 2-core x86 VM, Python 3.11
+    worker_bytes=470 * 2**20,
 )
 
 
 def from_profile(profile: dict[str, Any]) -> Machine:
     """The constants ``placerl profile`` fitted (its ``machine`` section)."""
     fields = {k: v for k, v in profile["machine"].items() if k in Machine.__dataclass_fields__}
+    if fields.get("kind") == "cpu":  # a profile from before the memory probes
+        fields.setdefault("process_bytes", CPU_DEFAULT.process_bytes)
+        fields.setdefault("worker_bytes", CPU_DEFAULT.worker_bytes)
     return Machine(**fields)

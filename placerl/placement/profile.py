@@ -31,6 +31,7 @@ from typing import Any
 
 from placerl.placement.cluster import available_cores
 from placerl.placement.machine import CPU_DEFAULT, Machine
+from placerl.placement.profile_memory import measure_memory
 from placerl.placement.profile_ray import measure_rpc_latency
 from placerl.placement.profile_roles import machine_fields, measure_roles
 from placerl.placement.profile_store import default_path, find_profile, profile_key
@@ -265,6 +266,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     rpc = measure_rpc_latency(shape)
     shared = coll["step_alone_s"] / coll["step_shared_s"] if "step_shared_s" in coll else 1.0
     slowed = coll["decode_shared_s"] / coll["decode_alone_s"] if "decode_shared_s" in coll else 1.0
+    memory = measure_memory(log)  # process baselines (profile_memory.py)
     machine = CPU_DEFAULT.with_(
         name=f"cpu (profiled, {threads} cores)",
         decode_flops=decode["decode_flops"],
@@ -281,6 +283,8 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
         shared_core_factor=min(1.0, shared),
         shared_overhead_factor=max(1.0, slowed),
         **machine_fields(roles_one, roles_many, threads),
+        process_bytes=memory["process_bytes"],
+        worker_bytes=memory["worker_bytes"],
     )
     return {
         "key": profile_key("cpu", shape),
@@ -297,6 +301,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
             "optimizer_params_per_s": opt,
             "collectives": coll,
             "rpc_latency": rpc,
+            "memory": memory,
         },
     }
 

@@ -68,7 +68,7 @@ class SearchResult:
 
 def score(c: Candidate, w: Workload, m: Machine) -> Scored:
     cw = c.applied(w)
-    slots = memory_classes(c.plan, cw)
+    slots = memory_classes(c.plan, cw, machine=m)  # CPU slots: m's process baselines
     problem = memory_problem(c.plan, cw, slots=slots)
     peak = max((s.total for s in slots), default=0.0)
     if problem:

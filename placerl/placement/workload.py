@@ -41,6 +41,7 @@ class Workload:
     max_staleness: int = 0
     sync_every: int = 1
     recompute: str = "stale"  # staleness.recompute_log_probs
+    sync_bucket_mb: float = 64.0  # staleness.sync_bucket_mb: a weight broadcast's buffer
     offload: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -141,5 +142,6 @@ def workload_from_config(cfg: Any, roles: tuple[Role, ...] | None = None) -> Wor
         max_staleness=cfg.placement.max_staleness,
         sync_every=cfg.staleness.sync_every,
         recompute=cfg.staleness.recompute_log_probs,
+        sync_bucket_mb=cfg.staleness.sync_bucket_mb,
         offload=cfg.placement.offload,
     )
