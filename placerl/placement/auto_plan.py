@@ -9,9 +9,11 @@ search to their values; the others are taken from the pick (``auto_settings``).
 
 ``prepare_auto`` is what ``train`` calls before anything is built: it decides (or, resuming,
 reads the pinned decision back from ``run_dir/planner.json``, ``auto_state``), prints the pick
-and one line per applied setting, records the decision, and returns the config with the
-settings applied — the config that ``config.yaml`` stores and a resume compares against. The
-Ray runtime's ``plan_from_config`` then calls ``auto_plan``, which returns the pinned Plan.
+and one line per applied setting, and returns the config with the settings applied — the
+config that ``config.yaml`` stores and a resume compares against. The Ray runtime's
+``plan_from_config`` then calls ``auto_plan``, which returns the pinned Plan. The decision is
+written to ``planner.json`` with ``config.yaml``, once the run is built (``monitor_for``): a
+resume refused for a changed config leaves both as they were.
 Watching the run and re-planning live in ``auto_replan``.
 """
 
@@ -22,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from placerl.placement.auto_settings import apply_settings, explicit, setting_lines
-from placerl.placement.auto_state import AutoState, load_state, save_state, settings_of
+from placerl.placement.auto_state import AutoState, load_state, settings_of
 from placerl.placement.machine import Machine
 from placerl.placement.phases import step_phases
 from placerl.placement.plan import Cluster, Plan
@@ -147,8 +149,7 @@ def prepare_auto(cfg: Any, resume: bool, say) -> Any:
         state = None
     decision, lines = _resumed(cfg, cluster, state) if state else decide(cfg, cluster)
     decision.pinned = True
-    _DECISIONS[str(cfg.run_dir)] = decision
-    save_state(cfg.run_dir, decision.state)
+    _DECISIONS[str(cfg.run_dir)] = decision  # written to planner.json by monitor_for
     for line in lines:
         say(line)
     return apply_settings(cfg, decision.state.settings, decision.fixed)

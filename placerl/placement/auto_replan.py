@@ -237,9 +237,11 @@ class Replan(Exception):
 
 
 def monitor_for(cfg: Any) -> PlannerMonitor | None:
-    """The run's monitor when its placement was chosen by ``auto``."""
+    """The run's monitor when its placement was chosen by ``auto``; pins its decision in
+    ``planner.json``."""
     decision = _DECISIONS.get(str(cfg.run_dir))
     if cfg.placement.strategy != "auto" or not isinstance(decision, Decision):
         return None
+    save_state(cfg.run_dir, decision.state)  # with config.yaml: the run is built and restored
     p = cfg.placement
     return PlannerMonitor(decision, p.replan_after, p.replan_margin, p.max_replans)

@@ -87,6 +87,8 @@ def test_auto_applies_the_picks_settings_where_unset_and_says_why(tmp_path, monk
     mb = next(line for line in said if "trainer.micro_batch_size" in line)
     assert mb.startswith("auto: trainer.micro_batch_size = 1 (applied: ")
     assert any(line.startswith("auto: placement.offload = false (applied: ") for line in said)
+    assert not (tmp_path / "run" / STATE_FILE).exists()  # written once the run is built:
+    monitor_for(applied)  # what train calls then
     state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
     assert state["settings"]["micro_batch"] == 1 and state["replans"] == 0
 
@@ -96,12 +98,18 @@ def test_a_resume_applies_the_pinned_settings_so_the_config_compares_equal(tmp_p
         force_pick(patch, micro_batch=1)
         applied = prepare_auto(config(tmp_path), False, lambda _: None)
     run_dir = tmp_path / "run"
+    run_dir.mkdir()
     (run_dir / CONFIG_FILE).write_text(dump_config(applied))  # what train writes
+    monitor_for(applied)  # and then planner.json
     _DECISIONS.clear()  # a new process
     user = config(tmp_path)  # the same command, --resume; a fresh search would pick mb None
     assert decide(user, CLUSTERS["cpu4"]())[0].state.settings["micro_batch"] is None
     with pytest.raises(UserError, match="micro_batch_size"):
         check_resume_config(run_dir, user, False)  # unapplied, it would be refused
+    other = config(tmp_path, "trainer.micro_batch_size=2")  # a changed key: refused, and
+    with pytest.raises(UserError, match="micro_batch_size: 1 → 2"):
+        check_resume_config(run_dir, prepare_auto(other, True, lambda _: None), False)
+    assert json.loads((run_dir / STATE_FILE).read_text())["settings"]["micro_batch"] == 1
     said: list[str] = []
     resumed = prepare_auto(user, True, said.append)
     assert resumed.trainer.micro_batch_size == 1
@@ -179,3 +187,11 @@ def test_the_monitor_replans_twice_then_stays_within_max_replans(tmp_path, monke
     assert [x["until"] for x in state["left"]] == [2, 4]
     assert [x["measured_step_s"] for x in state["left"]] == [1.0, 2.0]
     assert sum("re-planned at step" in e for e in state["events"]) == 2
+
+
+def test_plan_auto_ranks_what_auto_would_run_holding_your_settings(tmp_path):
+    from placerl.placement.auto_command import run_search
+
+    result, _ = run_search(config(tmp_path, "trainer.micro_batch_size=2"), None, None)
+    assert "held to the settings you set: trainer.micro_batch_size=2" in result.notes
+    assert all(s.candidate.micro_batch == 2 for s in result.ranked if s.feasible)
