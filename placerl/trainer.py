@@ -39,7 +39,8 @@ from placerl.logging import (
     _rewrite_jsonl,
 )
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
-from placerl.placement.auto_plan import Replan, monitor_for
+from placerl.placement.auto_plan import prepare_auto
+from placerl.placement.auto_replan import Replan, monitor_for
 from placerl.resume import restore_newest
 from placerl.stages import build_stage
 from placerl.timing import PhaseTimer
@@ -73,6 +74,8 @@ def train(
             "--resume to continue it, or choose another run_dir",
             where=str(run_dir),
         )
+    # strategy auto: the pick's (or, resuming, the pinned) micro-batch/checkpointing/offload
+    cfg = prepare_auto(cfg, bool(resume and found), say)
     if resume and found:
         for note in check_resume_config(run_dir, cfg, allow_config_change):
             say(note)
@@ -84,13 +87,13 @@ def train(
     stage = build_stage(cfg)
     try:
         return _run_stage(stage, cfg, found if resume else [], console, say)
-    except Replan as replan:  # strategy auto: the planner re-planned; continue on its Plan
+    except Replan as replan:  # strategy auto: the planner pinned a new Plan; continue on it
         restart = replan
     finally:
         close = getattr(stage, "close", None)
         if close is not None:
             close()  # stop the stage's worker processes (Ray runtime), after a failure too
-    # the new Plan is a config change by design: its checkpoint resumes under it
+    # the new Plan's settings are a config change by design: its checkpoint resumes under them
     return train(restart.config, resume=True, console=console, allow_config_change=True)
 
 

@@ -46,19 +46,29 @@ class PlacementConfig(Section):
         description="local: every role in this process; flatten: every role on every slot; "
         "interleave: trained models everywhere, reference and reward model on disjoint halves; "
         "separate: rollout on its own slots; custom: placement.groups and placement.roles; "
-        "auto: the planner's pick (`placerl plan CONFIG --auto` shows the ranking).",
+        "auto: the planner's pick (`placerl plan CONFIG --auto` shows the ranking), with its "
+        "trainer.micro_batch_size, model.gradient_checkpointing and placement.offload where "
+        "you did not set them (what you set, the search holds to).",
     )
     replan_after: int = Field(
         5,
         ge=0,
-        description="strategy auto: after this many steps, refit the cost model to the run's "
-        "measured phase times and re-search (0: never).",
+        description="strategy auto: after this many steps on a Plan, refit the cost model to "
+        "the run's measured phase times and re-search (0: never); after a re-plan, again "
+        "after this many steps on the new Plan.",
     )
     replan_margin: float = Field(
         0.15,
         ge=0,
         description="strategy auto: another Plan must be predicted faster by more than this "
-        "share of the step to be recommended.",
+        "share of the step to be re-planned to (and a Plan the run left must have measured "
+        "faster by as much to go back to it).",
+    )
+    max_replans: int = Field(
+        3,
+        ge=0,
+        description="strategy auto: most re-plans in one run (each checkpoints and restarts "
+        "the workers on the new Plan); then it stays on the Plan it has (0: never re-plan).",
     )
     max_staleness: int = Field(
         0, ge=0, description="Most policy updates a training sample may lag (0: on-policy)."
@@ -97,19 +107,15 @@ class PlacementConfig(Section):
         description="custom: role -> {group, dp_size, sharding, shard_size} or just a group "
         "name; every role the stage uses must appear.",
     )
-    offload: bool = Field(
-        False,
-        description="GPU only: before a role runs, move the other models (and optimizer "
-        "states) on its slot to CPU memory; FSDP-sharded models stay. No-op on CPU.",
-    )
     ray_address: str | None = Field(
         None, description="Address of a running Ray cluster; null: start a local Ray."
     )
     offload: bool = Field(
         False,
         description="GPU workers: move the models (and optimizer states) of roles idle between "
-        "phases to CPU memory, so colocated roles (flatten) need not all fit at once. No effect "
-        "on CPU workers.",
+        "phases to CPU memory, so colocated roles (flatten) need not all fit at once; "
+        "FSDP-sharded models stay. No effect on CPU workers. strategy auto sets it from its "
+        "pick unless you set it.",
     )
 
     @model_validator(mode="after")

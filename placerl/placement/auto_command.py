@@ -101,8 +101,14 @@ def run_search(
     else:
         cluster, extra = here(cfg)
         m, note = machine_for(device_name(cluster), w.shapes[Role.ACTOR], profile)
-    result = search(w, cluster, m, extra)
+    from placerl.placement.auto_settings import explicit, key_of
+
+    fixed = explicit(cfg)  # what the user set, auto holds to: so does this ranking
+    result = search(w, cluster, m, extra, fixed=fixed)
     result.notes.append(note)
+    if fixed:
+        held = ", ".join(f"{key_of(k)}={v}" for k, v in fixed.items())
+        result.notes.append(f"held to the settings you set: {held}")
     return result, w
 
 

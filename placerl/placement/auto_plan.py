@@ -1,224 +1,155 @@
-"""``placement.strategy: auto``: run the planner's pick, watch it, and recommend a re-plan.
+"""``placement.strategy: auto``: choose the Plan and its settings, pin them, apply them.
 
-``auto_plan`` searches the worker placements of the run's cluster (the one-process ``local``
-plan is not a candidate: ``auto`` runs on workers) with the stored profile's constants and
-returns the fastest Plan that fits. With ``max_staleness > 0`` only plans whose rollout has
-devices of its own (Separate) are candidates: the runtime refuses staleness otherwise. The
-pick's micro-batch, checkpointing and offload settings are reported, not applied (they are
-not placement).
+``decide`` searches the worker placements of the run's cluster (the one-process ``local`` plan
+is not a candidate: ``auto`` runs on workers) with the stored profile's constants and takes the
+fastest Plan that fits. With ``max_staleness > 0`` only plans whose rollout has devices of its
+own (Separate) are candidates: the runtime refuses staleness otherwise. Settings the user set
+(``trainer.micro_batch_size``, ``model.gradient_checkpointing``, ``placement.offload``) hold the
+search to their values; the others are taken from the pick (``auto_settings``).
 
-``PlannerMonitor`` is what the trainer calls each step: it logs ``planner/predicted_step_s``
-and ``planner/error`` (measured / predicted - 1). After ``placement.replan_after`` steps it
-refits the cost model to the run's own phase times — one factor each for generation, forward
-passes and updates, the median ratio of measured to predicted — re-searches, and when another
-Plan is predicted faster by more than ``placement.replan_margin`` it says so in the log and
-re-plans once: the trainer checkpoints that step, raises ``Replan``, and ``train`` resumes the
-run from that checkpoint with the new Plan written as a ``custom`` placement (checkpoints
-resume exactly on any Plan, and under ``max_staleness: 0`` every Plan trains alike: the same
-training as a run started on the new Plan).
+``prepare_auto`` is what ``train`` calls before anything is built: it decides (or, resuming,
+reads the pinned decision back from ``run_dir/planner.json``, ``auto_state``), prints the pick
+and one line per applied setting, and returns the config with the settings applied — the
+config that ``config.yaml`` stores and a resume compares against. The Ray runtime's
+``plan_from_config`` then calls ``auto_plan``, which returns the pinned Plan. The decision is
+written to ``planner.json`` with ``config.yaml``, once the run is built (``monitor_for``): a
+resume refused for a changed config leaves both as they were.
+Watching the run and re-planning live in ``auto_replan``.
 """
 
 from __future__ import annotations
 
-import statistics
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+from placerl.placement.auto_settings import apply_settings, explicit, setting_lines
+from placerl.placement.auto_state import AutoState, load_state, settings_of
 from placerl.placement.machine import Machine
 from placerl.placement.phases import step_phases
 from placerl.placement.plan import Cluster, Plan
 from placerl.placement.schedule import predict_step
-from placerl.placement.search import Scored, SearchResult, search
+from placerl.placement.search import SearchResult, score, search
 from placerl.placement.workload import Workload
 from placerl.types import Role
-
-FORWARD = ("score", "reference", "values", "old_log_probs")
-LEARN = ("update", "critic_update")
 
 
 @dataclass
 class Decision:
-    plan: Plan
-    workload: Workload
-    machine: Machine
+    """What the run's runtime carries out and its monitor watches."""
+
+    state: AutoState  # the pinned Plan, its settings and history (planner.json)
+    workload: Workload  # the run's, with the pinned settings
     cluster: Cluster
-    result: SearchResult
-    predicted_step_s: float
+    fixed: dict[str, Any]  # the settings the user set: every search holds to them
+    user_config: Any  # the config as given (a re-plan resumes with it, settings unapplied)
+    result: SearchResult | None = None
+    pinned: bool = False  # by prepare_auto: the runtime carries out this one, not a new pick
+
+    @property
+    def plan(self) -> Plan:
+        return self.state.plan
+
+    @property
+    def machine(self) -> Machine:
+        return self.state.machine
+
+    @property
+    def predicted_step_s(self) -> float:
+        return self.state.predicted_step_s
 
 
 _DECISIONS: dict[str, Decision] = {}  # run_dir -> the decision its runtime carries out
 
 
-def _search(w: Workload, cluster: Cluster, m: Machine) -> SearchResult:
-    result = search(w, cluster, m)
+def _search(w: Workload, cluster: Cluster, m: Machine, fixed=None) -> SearchResult:
+    result = search(w, cluster, m, fixed=fixed)
     if w.max_staleness > 0:  # the Ray runtime needs a rollout copy to run stale batches
         result.ranked = [s for s in result.ranked if s.candidate.plan.strategy == "separate"]
     return result
 
 
-def auto_plan(cfg: Any, cluster: Cluster) -> Plan:
-    """The pick for ``cfg`` on ``cluster``; remembered for the run's ``PlannerMonitor``."""
+def with_notes(plan: Plan, notes: tuple[str, ...]) -> Plan:
+    return Plan(plan.strategy, plan.groups, plan.roles, plan.max_staleness, notes)
+
+
+def decide(cfg: Any, cluster: Cluster) -> tuple[Decision, list[str]]:
+    """A fresh pick for ``cfg`` on ``cluster``, and the lines that say what and why."""
     from placerl.errors import UserError
     from placerl.placement.auto_command import device_name, machine_for
     from placerl.placement.explain import why
     from placerl.placement.workload import workload_from_config
 
     w = workload_from_config(cfg)
+    fixed = explicit(cfg)
     m, note = machine_for(device_name(cluster), w.shapes[Role.ACTOR], None)
-    result = _search(w, cluster, m)
+    result = _search(w, cluster, m, fixed)
     pick = result.pick
     if pick is None:
         reason = result.ranked[0].reason if result.ranked else "no candidate"
+        held = ", ".join(f"{k}={v}" for k, v in fixed.items())
+        if held:
+            reason += f" (the search held to your {held})"
         raise UserError(f"auto: no plan fits this cluster: {reason}", where="placement.strategy")
-    notes = (
-        f"auto: {pick.name}, predicted {pick.step_s:.3g} s a step ({note})",
-        f"auto: {why(result)}",
-        *pick.candidate.plan.notes,
+    lines = [f"auto: {pick.name}, predicted {pick.step_s:.3g} s a step ({note})"]
+    lines.append(f"auto: {why(result)}")
+    plan = with_notes(pick.candidate.plan, (*lines, *pick.candidate.plan.notes))
+    applied = setting_lines(pick, w, m, fixed)
+    state = AutoState(
+        plan, pick.name, settings_of(pick.candidate), m, pick.step_s, applied, events=[lines[0]]
     )
-    plan = Plan(
-        pick.candidate.plan.strategy,
-        pick.candidate.plan.groups,
-        pick.candidate.plan.roles,
-        pick.candidate.plan.max_staleness,
-        notes,
-    )
-    _DECISIONS[str(cfg.run_dir)] = Decision(
-        plan, pick.candidate.applied(w), m, cluster, result, pick.step_s
-    )
-    return plan
+    decision = Decision(state, pick.candidate.applied(w), cluster, fixed, cfg, result)
+    return decision, [*lines, *applied]
 
 
-def refit(m: Machine, predicted: dict[str, float], measured: dict[str, list[float]]) -> Machine:
-    """Scale the machine's rates so each phase kind's prediction matches the median of its
-    measured times (kinds not measured keep their rates)."""
+def _resumed(cfg: Any, cluster: Cluster, state: AutoState) -> tuple[Decision, list[str]]:
+    """The pinned decision of a resumed run; what the user set now still wins."""
+    from placerl.placement.workload import workload_from_config
 
-    def factor(names) -> float | None:
-        ratios = [
-            statistics.median(measured[n]) / predicted[n]
-            for n in names
-            if measured.get(n) and predicted.get(n)
-        ]
-        return statistics.median(ratios) if ratios else None
-
-    changes: dict[str, float] = {}
-    gen = factor(("generate",))
-    if gen:
-        changes |= {
-            "decode_flops": m.decode_flops / gen,
-            "prefill_flops": m.prefill_flops / gen,
-            "decode_overhead_per_layer": m.decode_overhead_per_layer * gen,
-        }
-    fwd = factor(FORWARD)
-    if fwd:
-        changes["forward_flops"] = m.forward_flops / fwd
-    learn = factor(LEARN)
-    if learn:
-        changes |= {
-            "train_flops": m.train_flops / learn,
-            "optimizer_params_per_s": m.optimizer_params_per_s / learn,
-        }
-    return m.with_(**changes, source=f"{m.source}, refit to the run") if changes else m
+    w = workload_from_config(cfg)
+    fixed = explicit(cfg)
+    cpu = cluster.slots[0].kind != "gpu"
+    state.settings |= {k: v for k, v in fixed.items() if not (k == "offload" and cpu)}
+    c = state.candidate
+    cw = c.applied(w)
+    state.predicted_step_s = predict_step(c.plan, cw, step_phases(c.plan, cw, state.machine)).step_s
+    state.applied = setting_lines(score(c, w, state.machine), w, state.machine, fixed)
+    lines = [
+        f"auto: resuming on the pinned plan {state.name} (since step {state.since}, "
+        f"{state.replans} re-plan(s) so far; {Path(cfg.run_dir) / 'planner.json'}), "
+        f"predicted {state.predicted_step_s:.3g} s a step",
+        *state.applied,
+    ]
+    return Decision(state, cw, cluster, fixed, cfg), lines
 
 
-@dataclass
-class PlannerMonitor:
-    decision: Decision
-    replan_after: int
-    margin: float
-    measured: dict[str, list[float]] = field(default_factory=dict)
-    steps: list[float] = field(default_factory=list)
-    recommendation: Scored | None = None
-    messages: list[str] = field(default_factory=list)
-    pending: Plan | None = None  # the Plan to continue on, once the step is checkpointed
-
-    def observe(self, step: int, metrics: dict[str, float]) -> dict[str, float]:
-        """The planner's metrics for this step; after ``replan_after`` steps, the re-plan."""
-        d = self.decision
-        measured = metrics.get("time/step")
-        out = {"planner/predicted_step_s": d.predicted_step_s}
-        if measured:
-            out["planner/error"] = measured / d.predicted_step_s - 1
-            self.steps.append(measured)
-        for key, value in metrics.items():
-            if key.startswith("time/") and key != "time/step":
-                self.measured.setdefault(key[5:], []).append(value)
-        if self.replan_after and len(self.steps) == self.replan_after:
-            self.replan()
-        return out
-
-    def replan(self) -> Scored | None:
-        d = self.decision
-        predicted = {p.name: p.seconds for p in step_phases(d.plan, d.workload, d.machine)}
-        machine = refit(d.machine, predicted, self.measured)
-        current = predict_step(d.plan, d.workload, step_phases(d.plan, d.workload, machine))
-        best = _search(d.workload, d.cluster, machine).pick
-        gain = 1 - best.step_s / current.step_s if best else 0.0
-        if best is None or gain <= self.margin:
-            self.messages.append(
-                f"planner: refit after {len(self.steps)} steps: the current plan is predicted "
-                f"{current.step_s:.3g} s a step (measured {statistics.median(self.steps):.3g} s); "
-                f"no plan is faster by more than {self.margin:.0%}: keeping it"
-            )
-            return None
-        self.recommendation = best
-        self.pending = best.candidate.plan
-        self.messages.append(
-            f"planner: refit after {len(self.steps)} steps: {best.name} is predicted "
-            f"{best.step_s:.3g} s a step against {current.step_s:.3g} s for the current "
-            f"{d.plan.strategy} plan ({gain:.0%} faster): checkpointing and continuing on it"
-        )
-        return best
-
-    def replan_now(self, cfg: Any, step: int) -> Replan:
-        """The exception that makes ``train`` continue on the pending Plan."""
-        new = plan_config(cfg, self.pending, self.decision.cluster)
-        return Replan(
-            new,
-            f"planner: re-planned at step {step}: {self.decision.plan.strategy} "
-            f"-> {self.pending.strategy} (as placement.strategy custom)",
-        )
+def auto_plan(cfg: Any, cluster: Cluster) -> Plan:
+    """The run's pinned Plan (``prepare_auto``), else a fresh pick, remembered for the run's
+    monitor (``placerl plan CONFIG`` of an auto config)."""
+    d = _DECISIONS.get(str(cfg.run_dir))
+    if d is None or not d.pinned or not d.state.fits(cluster):
+        d, _ = decide(cfg, cluster)
+        _DECISIONS[str(cfg.run_dir)] = d
+    return d.plan
 
 
-class Replan(Exception):
-    """Raised by the trainer after checkpointing: continue with ``config`` from there."""
+def prepare_auto(cfg: Any, resume: bool, say) -> Any:
+    """``cfg`` with the auto pick's settings applied (unchanged unless ``strategy: auto``);
+    ``resume``: the run's pinned decision, so the resumed config is the saved one."""
+    if cfg.placement.strategy != "auto":
+        return cfg
+    from placerl.placement.from_config import cluster_for
 
-    def __init__(self, config: Any, message: str):
-        super().__init__(message)
-        self.config = config
-        self.message = message
-
-
-def plan_config(cfg: Any, plan: Plan, cluster: Cluster) -> Any:
-    """``cfg`` with ``plan`` as a custom placement on the same cluster (slot indices)."""
-    from placerl.config.placement import PlacementConfig
-
-    index = {id(s): i for i, s in enumerate(cluster.slots)}
-    position = {s: i for i, s in enumerate(cluster.slots)}
-    groups = {g.name: [index.get(id(s), position.get(s)) for s in g.slots] for g in plan.groups}
-    roles = {
-        role.value: {
-            "group": list(p.groups) if p.also_on else p.group,
-            "dp_size": p.dp_size,
-            "sharding": p.sharding.value,
-            "shard_size": p.shard_size,
-        }
-        for role, p in plan.roles.items()
-    }
-    raw = cfg.placement.model_dump()
-    raw |= {
-        "strategy": "custom",
-        "groups": groups,
-        "roles": roles,
-        "sharding": "none",
-        "shard_size": None,
-        "generation_slots": None,
-    }
-    return cfg.model_copy(update={"placement": PlacementConfig.model_validate(raw)})
-
-
-def monitor_for(cfg: Any) -> PlannerMonitor | None:
-    """The run's monitor when its placement was chosen by ``auto``."""
-    decision = _DECISIONS.get(str(cfg.run_dir))
-    if cfg.placement.strategy != "auto" or decision is None:
-        return None
-    return PlannerMonitor(decision, cfg.placement.replan_after, cfg.placement.replan_margin)
+    cluster = cluster_for(cfg)
+    state, note = load_state(cfg.run_dir) if resume else (None, None)
+    if note:
+        say(note)
+    if state is not None and not state.fits(cluster):
+        say(f"auto: the pinned plan {state.name} uses slots this cluster lacks: planning afresh")
+        state = None
+    decision, lines = _resumed(cfg, cluster, state) if state else decide(cfg, cluster)
+    decision.pinned = True
+    _DECISIONS[str(cfg.run_dir)] = decision  # written to planner.json by monitor_for
+    for line in lines:
+        say(line)
+    return apply_settings(cfg, decision.state.settings, decision.fixed)

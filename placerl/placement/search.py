@@ -6,12 +6,15 @@ generation wave before several, the largest micro-batch before smaller ones, and
 first that fits — each later choice does the same work with more calls, recomputes or copies,
 so it can only be slower (the skipped ones are counted as pruned). A placement that fits
 nowhere keeps the reason of its last try. Feasible candidates are ranked by step time.
+
+``fixed`` holds settings the user chose (``micro_batch``, ``checkpointing``, ``offload``, as
+``strategy: auto`` reads them from the config): only that value of each is tried.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from placerl.placement.cost_memory import GiB, memory_classes, memory_problem, slot_roles
@@ -27,6 +30,8 @@ from placerl.placement.phases import step_phases
 from placerl.placement.plan import Cluster, Plan
 from placerl.placement.schedule import StepPrediction, predict_step
 from placerl.placement.workload import Workload
+
+Fixed = Mapping[str, object]  # setting name -> the one value the search may try
 
 
 @dataclass(frozen=True)
@@ -77,17 +82,22 @@ def score(c: Candidate, w: Workload, m: Machine) -> Scored:
     return Scored(c, True, "fits", pred, peak / 1e9, w.rows)
 
 
-def _offload_choices(plan: Plan, w: Workload) -> tuple[bool, ...]:
-    """Offload is tried on GPU slots that host several models; otherwise the config's."""
+def _offload_choices(plan: Plan, w: Workload, fixed: Fixed) -> tuple[bool, ...]:
+    """Offload is tried on GPU slots that host several models, or held to the user's choice;
+    on CPU slots it has no effect (never modelled)."""
     if plan.groups[0].slots[0].kind != "gpu":
         return (False,)
+    if "offload" in fixed:
+        return (bool(fixed["offload"]),)
     crowded = any(
         len([r for r in roles if r in w.shapes]) > 1 for _, roles in slot_roles(plan, True)
     )
     return (False, True) if crowded else (False,)
 
 
-def best_settings(plan: Plan, dp: int, w: Workload, m: Machine) -> tuple[list[Scored], int, int]:
+def best_settings(
+    plan: Plan, dp: int, w: Workload, m: Machine, fixed: Fixed | None = None
+) -> tuple[list[Scored], int, int]:
     """The fastest fitting settings of one placement, with pruning: for each offload and
     checkpointing choice, the fewest generation waves and then the largest micro-batch that
     fit (more waves or smaller micro-batches only add per-call overhead); checkpointing and
@@ -96,7 +106,7 @@ def best_settings(plan: Plan, dp: int, w: Workload, m: Machine) -> tuple[list[Sc
     kept: list[Scored] = []
     scored = pruned = 0
     for tp in tensor_parallel_sizes(plan, w):  # not monotone: each TP degree is kept
-        k, n, p = _best_at_tp(plan, dp, w, m, tp)
+        k, n, p = _best_at_tp(plan, dp, w, m, tp, fixed or {})
         kept += k
         scored += n
         pruned += p
@@ -104,14 +114,16 @@ def best_settings(plan: Plan, dp: int, w: Workload, m: Machine) -> tuple[list[Sc
     return (feasible or kept[-1:]), scored, pruned
 
 
-def _best_at_tp(plan: Plan, dp: int, w: Workload, m: Machine, tp: int):
-    sizes = micro_batches(w, dp)
-    total = len(sizes) * len(GEN_WAVES) * 2 * len(_offload_choices(plan, w))
+def _best_at_tp(plan: Plan, dp: int, w: Workload, m: Machine, tp: int, fixed: Fixed):
+    sizes = [fixed["micro_batch"]] if "micro_batch" in fixed else micro_batches(w, dp)
+    ckpts = (bool(fixed["checkpointing"]),) if "checkpointing" in fixed else (False, True)
+    offloads = _offload_choices(plan, w, fixed)
+    total = len(sizes) * len(GEN_WAVES) * len(ckpts) * len(offloads)
     kept: list[Scored] = []
     scored = 0
     last = None
-    for offload in _offload_choices(plan, w):
-        for ckpt in (False, True):
+    for offload in offloads:
+        for ckpt in ckpts:
             found = None
             for waves in GEN_WAVES:
                 for mb in sizes:
@@ -133,14 +145,20 @@ def _best_at_tp(plan: Plan, dp: int, w: Workload, m: Machine, tp: int):
     return kept, scored, total - scored
 
 
-def search(w: Workload, cluster: Cluster, m: Machine, extra: Sequence[Plan] = ()) -> SearchResult:
+def search(
+    w: Workload,
+    cluster: Cluster,
+    m: Machine,
+    extra: Sequence[Plan] = (),
+    fixed: Fixed | None = None,
+) -> SearchResult:
     """Rank every placement of ``w`` on ``cluster`` (plus ``extra`` plans, e.g. the local
-    one-process plan) under the constants ``m``."""
+    one-process plan) under the constants ``m``, holding the settings in ``fixed``."""
     start = time.perf_counter()
     scored: list[Scored] = []
     considered = pruned = 0
     for plan, dp in [*((p, 1) for p in extra), *placements(w, cluster)]:
-        kept, n, skipped = best_settings(plan, dp, w, m)
+        kept, n, skipped = best_settings(plan, dp, w, m, fixed)
         scored += kept
         considered += n
         pruned += skipped

@@ -7,7 +7,8 @@ from placement_helpers import CLUSTERS
 
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
-from placerl.placement.auto_plan import _DECISIONS, PlannerMonitor, monitor_for, refit
+from placerl.placement.auto_plan import _DECISIONS
+from placerl.placement.auto_replan import PlannerMonitor, monitor_for, refit
 from placerl.placement.from_config import plan_from_config
 from placerl.placement.machine import CPU_DEFAULT
 from placerl.placement.phases import step_phases

@@ -1,0 +1,197 @@
+"""``strategy: auto`` applies the pick's micro-batch/checkpointing/offload where the user left
+them unset, pins its decision for resumes, and re-plans more than once with hysteresis."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from placement_helpers import CLUSTERS
+
+from placerl.config import dump_config, load_config
+from placerl.config.compare import CONFIG_FILE, check_resume_config
+from placerl.config.schema import RunConfig
+from placerl.errors import UserError
+from placerl.placement import auto_plan, auto_replan, strategies
+from placerl.placement.auto_plan import _DECISIONS, decide, prepare_auto
+from placerl.placement.auto_replan import choose, monitor_for
+from placerl.placement.auto_state import STATE_FILE, Left, candidate_key, settings_of
+from placerl.placement.enumerate import Candidate
+from placerl.placement.machine import CPU_DEFAULT
+from placerl.placement.schedule import StepPrediction
+from placerl.placement.search import Scored, score, search
+from placerl.placement.workload import workload_from_config
+from placerl.types import Role
+
+CPU4 = ["placement.num_workers=4", "placement.threads_per_worker=1"]
+
+
+@pytest.fixture(autouse=True)
+def no_profile(tmp_path, monkeypatch):
+    monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path / "none"))  # defaults, said so
+
+
+def config(tmp_path, *overrides):
+    base = [
+        "stage=grpo",
+        "rollout.samples_per_prompt=4",
+        "trainer.batch_size=4",
+        "placement.strategy=auto",
+        f"run_dir={tmp_path / 'run'}",
+        "rollout.max_new_tokens=16",
+        *CPU4,
+    ]
+    return load_config(None, [*base, *overrides], RunConfig)
+
+
+def force_pick(monkeypatch, **settings):
+    """The search's pick becomes its own best placement with ``settings`` (as if memory
+    allowed only those): what a tight GPU would do, on this CPU."""
+    real = auto_plan._search
+
+    def forced(w, cluster, m, fixed=None):
+        result = real(w, cluster, m, fixed)
+        best = result.ranked[0].candidate
+        pick = score(Candidate(**{**best.__dict__, **settings}), w, m)
+        result.ranked.insert(0, pick)
+        return result
+
+    monkeypatch.setattr(auto_plan, "_search", forced)
+
+
+def test_explicit_settings_hold_the_search(tmp_path):
+    cfg = config(tmp_path, "trainer.micro_batch_size=2", "model.gradient_checkpointing=true")
+    fixed = {"micro_batch": 2, "checkpointing": True}
+    result = search(workload_from_config(cfg), CLUSTERS["cpu4"](), CPU_DEFAULT, fixed=fixed)
+    assert result.ranked and all(
+        s.candidate.micro_batch == 2 and s.candidate.checkpointing for s in result.ranked
+    )
+    d, lines = decide(cfg, CLUSTERS["cpu4"]())
+    assert d.fixed == fixed and d.workload.micro_batch == 2 and d.workload.checkpointing
+    assert "auto: trainer.micro_batch_size = 2 (yours: the search held to it)" in lines
+    assert "auto: model.gradient_checkpointing = true (yours: the search held to it)" in lines
+    free = search(workload_from_config(cfg), CLUSTERS["cpu4"](), CPU_DEFAULT)
+    assert any(not s.candidate.checkpointing for s in free.ranked)  # the hold did something
+
+
+def test_auto_applies_the_picks_settings_where_unset_and_says_why(tmp_path, monkeypatch):
+    force_pick(monkeypatch, micro_batch=1, checkpointing=True)
+    cfg = config(tmp_path)
+    said: list[str] = []
+    applied = prepare_auto(cfg, False, said.append)
+    assert applied.trainer.micro_batch_size == 1 and applied.model.gradient_checkpointing
+    assert applied.placement.strategy == "auto"
+    # the user's explicit keys stay the user's: an applied value is not explicit
+    assert "micro_batch_size" not in applied.trainer.model_fields_set
+    assert cfg.trainer.micro_batch_size is None  # the given config is not mutated
+    mb = next(line for line in said if "trainer.micro_batch_size" in line)
+    assert mb.startswith("auto: trainer.micro_batch_size = 1 (applied: ")
+    assert any(line.startswith("auto: placement.offload = false (applied: ") for line in said)
+    assert not (tmp_path / "run" / STATE_FILE).exists()  # written once the run is built:
+    monitor_for(applied)  # what train calls then
+    state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
+    assert state["settings"]["micro_batch"] == 1 and state["replans"] == 0
+
+
+def test_a_resume_applies_the_pinned_settings_so_the_config_compares_equal(tmp_path, monkeypatch):
+    with monkeypatch.context() as patch:
+        force_pick(patch, micro_batch=1)
+        applied = prepare_auto(config(tmp_path), False, lambda _: None)
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / CONFIG_FILE).write_text(dump_config(applied))  # what train writes
+    monitor_for(applied)  # and then planner.json
+    _DECISIONS.clear()  # a new process
+    user = config(tmp_path)  # the same command, --resume; a fresh search would pick mb None
+    assert decide(user, CLUSTERS["cpu4"]())[0].state.settings["micro_batch"] is None
+    with pytest.raises(UserError, match="micro_batch_size"):
+        check_resume_config(run_dir, user, False)  # unapplied, it would be refused
+    other = config(tmp_path, "trainer.micro_batch_size=2")  # a changed key: refused, and
+    with pytest.raises(UserError, match="micro_batch_size: 1 → 2"):
+        check_resume_config(run_dir, prepare_auto(other, True, lambda _: None), False)
+    assert json.loads((run_dir / STATE_FILE).read_text())["settings"]["micro_batch"] == 1
+    said: list[str] = []
+    resumed = prepare_auto(user, True, said.append)
+    assert resumed.trainer.micro_batch_size == 1
+    assert check_resume_config(run_dir, resumed, False) == []
+    assert said[0].startswith("auto: resuming on the pinned plan")
+    assert _DECISIONS[str(run_dir)].pinned
+
+
+def fake(plan, step_s, micro_batch=None) -> Scored:
+    return Scored(Candidate(plan, micro_batch), True, "fits", StepPrediction(step_s, {}, ()), 0, 8)
+
+
+def key(s: Scored) -> str:
+    return candidate_key(s.candidate.plan, settings_of(s.candidate))
+
+
+def test_choose_needs_the_margin_and_goes_back_only_to_a_plan_measured_faster():
+    cluster = CLUSTERS["cpu4"]()
+    roles = (Role.ACTOR, Role.ROLLOUT, Role.REWARD, Role.REFERENCE)
+    flat = strategies.flatten(roles, cluster, rule_reward=True)
+    sep = strategies.separate(roles, cluster, rule_reward=True)
+    a, b, c = fake(flat, 1.0), fake(sep, 0.5), fake(flat, 0.6, micro_batch=2)
+    assert choose(key(a), 1.0, 1.0, [b, a], [], 0.15)[0] is b
+    assert choose(key(a), 1.0, 1.0, [fake(sep, 0.9), a], [], 0.15)[0] is None  # within margin
+    assert choose(key(a), 1.0, 1.0, [a, b], [], 0.15)[0] is None  # the current is the best
+    # on b, measuring 1.0 s a step; a was left measuring 1.2 s: not back to a on prediction
+    left = [Left(key(a), "flatten", 0, 5, 1.2, 1.0)]
+    fast_a = fake(flat, 0.3)
+    best, notes = choose(key(b), 1.0, 1.0, [fast_a], left, 0.15)
+    assert best is None and "not going back" in notes[0]
+    assert choose(key(b), 1.0, 1.0, [fast_a, c], left, 0.15)[0] is c  # the next one instead
+    measured_faster = [Left(key(a), "flatten", 0, 5, 0.8, 1.0)]
+    assert choose(key(b), 1.0, 1.0, [fast_a], measured_faster, 0.15)[0] is fast_a
+
+
+def test_the_monitor_replans_twice_then_stays_within_max_replans(tmp_path, monkeypatch):
+    """A -> B -> C, each after replan_after steps on the Plan; on C a faster A is refused
+    (max_replans 2), and the state on disk carries the history across the restarts."""
+    cfg = config(tmp_path, "placement.replan_after=2", "placement.max_replans=2")
+    prepare_auto(cfg, False, lambda _: None)
+    d = _DECISIONS[str(cfg.run_dir)]
+    roles, cluster = tuple(d.plan.roles), d.cluster
+    flat = strategies.flatten(roles, cluster, rule_reward=True)
+    sep = strategies.separate(roles, cluster, rule_reward=True)
+    plans = {"flatten": flat, "separate": sep}
+    # each refit predicts the next Plan of A -> B -> C -> A ten times faster than the current
+    order = [fake(plans[d.plan.strategy], 1e-6)]
+    order.append(fake(sep if d.plan.strategy == "flatten" else flat, 1e-6))
+    order.append(fake(plans[d.plan.strategy], 1e-6, micro_batch=2))
+    calls = []
+
+    def ranked(self, machine):
+        calls.append(self.decision.state.name)
+        return [order[len(calls) % 3]]
+
+    monkeypatch.setattr(auto_replan.PlannerMonitor, "rank", ranked)
+    names = [d.state.name]
+    for replans in range(3):
+        monitor = monitor_for(cfg)
+        for step in (1, 2):
+            metrics = monitor.observe(2 * replans + step, {"time/step": 1.0 + replans})
+            assert metrics["planner/replans"] == replans
+        if replans == 2:
+            assert monitor.pending is None and "max_replans 2" in monitor.messages[-1]
+            break
+        assert monitor.pending is not None and "faster" in monitor.messages[-1]
+        replan = monitor.replan_now(cfg, 2 * replans + 2)
+        assert replan.config is cfg and f"({replans + 1} of at most 2)" in replan.message
+        _DECISIONS.clear()  # train resumes in a fresh stage: the state comes from disk
+        prepare_auto(replan.config, True, lambda _: None)
+        names.append(_DECISIONS[str(cfg.run_dir)].state.name)
+    assert names[1:] == [order[1].name, order[2].name] and names[0] != names[1]
+    state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
+    assert state["replans"] == 2 and state["since"] == 4 and state["checked"]
+    assert [x["until"] for x in state["left"]] == [2, 4]
+    assert [x["measured_step_s"] for x in state["left"]] == [1.0, 2.0]
+    assert sum("re-planned at step" in e for e in state["events"]) == 2
+
+
+def test_plan_auto_ranks_what_auto_would_run_holding_your_settings(tmp_path):
+    from placerl.placement.auto_command import run_search
+
+    result, _ = run_search(config(tmp_path, "trainer.micro_batch_size=2"), None, None)
+    assert "held to the settings you set: trainer.micro_batch_size=2" in result.notes
+    assert all(s.candidate.micro_batch == 2 for s in result.ranked if s.feasible)
