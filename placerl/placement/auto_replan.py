@@ -69,13 +69,22 @@ def refit(m: Machine, predicted: dict[str, float], measured: dict[str, list[floa
             "decode_flops": m.decode_flops / gen,
             "prefill_flops": m.prefill_flops / gen,
             "decode_overhead_per_layer": m.decode_overhead_per_layer * gen,
+            "decode_overhead_per_layer_all": m.decode_overhead_per_layer_all * gen,
         }
     if "forward" in f:
-        changes["forward_flops"] = m.forward_flops / f["forward"]
-    if "update" in f:
+        fwd = f["forward"]
         changes |= {
-            "train_flops": m.train_flops / f["update"],
-            "optimizer_params_per_s": m.optimizer_params_per_s / f["update"],
+            "forward_flops": m.forward_flops / fwd,
+            "value_forward_flops": m.value_forward_flops / fwd,
+        }
+    if "update" in f:
+        up = f["update"]
+        changes |= {
+            "train_flops": m.train_flops / up,
+            "value_train_flops": m.value_train_flops / up,
+            "optimizer_params_per_s": m.optimizer_params_per_s / up,
+            "update_overhead": m.update_overhead * up,
+            "update_overhead_all": m.update_overhead_all * up,
         }
     return m.with_(**changes, source=f"{m.source}, refit to the run") if changes else m
 
