@@ -12,7 +12,7 @@ fastest; then the summary line
     median |error| X%, max Y%, pick best in K/N, within 5% of best in M/N
 
 (targets: median ≤ 10%, max ≤ 25%, pick within 5% of the best in ≥ 90%). Memory against
-peak RSS is not measured here. On a machine shared with other jobs the measured times drift;
+peak RSS is ``planner_memory.py``'s. On a machine shared with other jobs the measured times drift;
 run it niced, once, and read the summary with that in mind.
 
     nice -n 19 python benchmarks/planner_accuracy.py [--steps 3] [--workloads 12]
