@@ -38,6 +38,22 @@ from placerl.placement.profile_store import default_path, find_profile, profile_
 from placerl.placement.shapes import ModelShape
 
 
+def synced(fn, device="cpu"):
+    """``fn`` that waits for the device's queued kernels before returning (CUDA runs them
+    asynchronously: without this a timer measures the launch, not the work)."""
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return fn
+
+    def run():
+        out = fn()
+        torch.cuda.synchronize(device)
+        return out
+
+    return run
+
+
 def _timed(fn, repeats: int = 3) -> float:
     """The median of ``repeats`` runs after a warm-up. Not the fastest (``timeit``'s advice
     for code in isolation): a run's step time is the median of steps that meet the machine's
@@ -112,7 +128,7 @@ def measure_compute(model, shape: ModelShape, threads: int) -> dict[str, float]:
     }
 
 
-def measure_decode(model, shape: ModelShape, threads: int) -> dict[str, float]:
+def measure_decode(model, shape: ModelShape, threads: int, device="cpu") -> dict[str, float]:
     """Decode-step seconds at 2, 8 and 32 rows (``(t20 - t4) / 16`` of placerl's sampler),
     fitted by least squares to ``layers · overhead + rows · flops_per_token / decode_flops``."""
     import torch
@@ -124,17 +140,18 @@ def measure_decode(model, shape: ModelShape, threads: int) -> dict[str, float]:
     prompt = 8
     steps = {}
     for rows in (2, 8, 32):
-        ids = torch.randint(3, shape.vocab, (rows, prompt))
+        ids = torch.randint(3, shape.vocab, (rows, prompt)).to(device)
         mask = torch.ones_like(ids)
         times = {}
         for n in (4, 20):
             params = SamplingParams(max_new_tokens=n)
-            times[n] = _timed(
+            run = synced(
                 lambda p=params, ids=ids, mask=mask: generate(
                     model, ids, mask, p, eos_token_id=-1, pad_token_id=0
                 ),
-                repeats=2,
+                device,
             )
+            times[n] = _timed(run, repeats=2)
         steps[rows] = max(1e-6, (times[20] - times[4]) / 16)
     context = prompt + 12
     rate, icpt = _fit(list(steps.values()), [r * shape.flops_per_token(context) for r in steps])
@@ -145,13 +162,13 @@ def measure_decode(model, shape: ModelShape, threads: int) -> dict[str, float]:
     }
 
 
-def measure_optimizer(model) -> float:
+def measure_optimizer(model, device="cpu") -> float:
     import torch
 
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    seconds = _timed(opt.step)
+    seconds = _timed(synced(opt.step, device))
     return sum(p.numel() for p in model.parameters()) / seconds
 
 
@@ -306,6 +323,21 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     }
 
 
+def profile_device(choice: str) -> str:
+    """The store's device key: ``cpu``, or the GPU's name for ``gpu`` (and ``auto`` with one)."""
+    import torch
+
+    from placerl.errors import UserError
+
+    if choice == "gpu" and not torch.cuda.is_available():
+        raise UserError("device is gpu but torch sees no CUDA device", where="--device")
+    if choice == "cpu" or not torch.cuda.is_available():
+        return "cpu"
+    from placerl.placement.profile_gpu import device_label
+
+    return device_label(0)
+
+
 def profile_command(args) -> int:
     from placerl.placement.shapes import tiny_default
 
@@ -316,14 +348,21 @@ def profile_command(args) -> int:
         from placerl.placement.workload import policy_shape
 
         shape = policy_shape(load_config(args.config, list(args.overrides), RunConfig))
-    found = find_profile("cpu", shape)
+    device = profile_device(getattr(args, "device", "cpu"))
+    found = find_profile(device, shape)
     if found and found[2] and not args.force:
         raw, path, _ = found
         print(f"reusing the profile of {raw['created']} at {path} (--force to measure again)")
         return 0
-    profile = run_profile(shape, log=lambda m: print(m, file=sys.stderr))
+    log = lambda m: print(m, file=sys.stderr)  # noqa: E731
+    if device == "cpu":
+        profile = run_profile(shape, log=log)
+    else:
+        from placerl.placement.profile_gpu import run_gpu_profile
+
+        profile = run_gpu_profile(shape, log=log)
     text = json.dumps(profile, indent=2)
-    paths = [default_path("cpu", shape)] + ([Path(args.out)] if args.out else [])
+    paths = [default_path(device, shape)] + ([Path(args.out)] if args.out else [])
     for path in paths:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)

@@ -66,15 +66,23 @@ def _fit(times: list[float], flops: list[float]) -> tuple[float, float]:
     return 1.0 / slope, max(0.0, my - slope * mx)
 
 
-def measure_roles(policy, critic, shape: ModelShape, threads: int, optimizer_s: float) -> dict:
+def measure_roles(
+    policy,
+    critic,
+    shape: ModelShape,
+    threads: int,
+    optimizer_s: float,
+    device="cpu",
+    precision: str = "fp32",
+) -> dict:
     """Achieved FLOP/s and per-call seconds of the actor's and critic's updates and forwards
-    on ``threads`` torch threads."""
+    on ``threads`` torch threads (CPU) or on ``device`` in ``precision``."""
     import torch
 
     from placerl.algos.objectives import PolicyObjective, ValueObjective
     from placerl.config.schema import OptimConfig
     from placerl.placement.cost_time import pass_flops
-    from placerl.placement.profile import _timed
+    from placerl.placement.profile import _timed, synced
     from placerl.placement.workload import Workload
     from placerl.roles.actor import ActorWorker
     from placerl.roles.critic import CriticWorker
@@ -82,23 +90,27 @@ def measure_roles(policy, critic, shape: ModelShape, threads: int, optimizer_s: 
 
     torch.set_num_threads(threads)
     optim = OptimConfig(lr=1e-9)
-    actor = ActorWorker(policy, optim, total_steps=10_000)
-    value = CriticWorker(critic, optim, total_steps=10_000)
+    actor = ActorWorker(policy, optim, total_steps=10_000, precision=precision)
+    value = CriticWorker(critic, optim, total_steps=10_000, precision=precision)
     value_shape = shape.as_value_model()
     times: dict[str, list[float]] = {k: [] for k in ("update", "forward", "critic", "values")}
     flops: dict[str, list[float]] = {"policy": [], "value": []}
     for prompts, samples, prompt, response in POINTS:
-        batch = synthetic_batch(shape, prompts, samples, prompt, response)
+        batch = synthetic_batch(shape, prompts, samples, prompt, response).to(device)
         w = Workload("profile", (Role.ACTOR,), {}, prompts, samples, prompt, response)
         flops["policy"].append(pass_flops(shape, w, prompts, prompts * samples))
         # the critic reads every row's prompt (no shared-prefix forward): one prompt per row
         flops["value"].append(
             pass_flops(value_shape, w.with_(samples=1), prompts * samples, prompts * samples)
         )
-        times["update"].append(_timed(lambda b=batch: actor.update(b, PolicyObjective()), 3))
-        times["forward"].append(_timed(lambda b=batch: actor.log_probs(b), 3))
-        times["critic"].append(_timed(lambda b=batch: value.update(b, ValueObjective()), 3))
-        times["values"].append(_timed(lambda b=batch: value.values(b), 3))
+        calls = {
+            "update": lambda b=batch: actor.update(b, PolicyObjective()),
+            "forward": lambda b=batch: actor.log_probs(b),
+            "critic": lambda b=batch: value.update(b, ValueObjective()),
+            "values": lambda b=batch: value.values(b),
+        }
+        for name, call in calls.items():
+            times[name].append(_timed(synced(call, device), 3))
     train_rate, train_icpt = _fit(times["update"], [3 * f for f in flops["policy"]])
     forward_rate, forward_icpt = _fit(times["forward"], flops["policy"])
     critic_rate, critic_icpt = _fit(times["critic"], [3 * f for f in flops["value"]])

@@ -100,3 +100,50 @@ def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypat
 def test_without_a_profile_the_defaults_are_named(store):
     machine, note = machine_for("cpu", tiny_default(), None)
     assert "not profiled" in machine.name and "placerl profile" in note
+
+
+def test_role_calls_are_measured_on_the_device_given_and_fitted():
+    """The GPU profile's path (device and precision passed through) on a tiny CPU model."""
+    from placerl.placement.profile_roles import measure_roles
+    from placerl.placement.shapes import ModelShape
+
+    shape = ModelShape("t", layers=1, hidden=32, intermediate=64, heads=4, kv_heads=2, vocab=64)
+    policy, critic = prof.build_model(shape), prof.build_model(shape, value_head=True)
+    out = measure_roles(policy, critic, shape, 1, 1e-4, device="cpu", precision="bf16")
+    assert out["train_flops"] > 0 and out["value_forward_flops"] > 0
+    assert len(out["times"]["update"]) == 3 and out["update_overhead"] >= 0
+    assert prof.synced(print, "cpu") is print  # CPU work is synchronous: nothing to wait for
+
+
+def test_a_gpu_profile_overrides_the_spec_with_what_it_measured():
+    from placerl.placement.profile_gpu import gpu_machine
+
+    shape = named_shape("7B")
+    roles = {
+        "train_flops": 4e14,
+        "forward_flops": 5e14,
+        "value_train_flops": 3e14,
+        "value_forward_flops": 4e14,
+        "update_overhead": 0.01,
+        "forward_call_s": 0.002,
+    }
+    decode = {"decode_overhead_per_layer": 1e-3, "decode_flops": 1e14}
+    copies = {"host_bw": 2.5e10}
+    nccl = {"bw": 3e11, "latency": 1e-5}
+    m = gpu_machine(shape, "NVIDIA-H200", roles, decode, 2e10, copies, nccl, 0.004, 2)
+    assert m.kind == "gpu" and m.train_flops == 4e14 and m.host_bw == 2.5e10
+    assert m.intra_bw == 3e11 and m.rpc_latency == 0.004 and "H200" in m.name
+    # the decode intercept less the weights' streaming time at the spec's bandwidth
+    streamed = shape.params * 2 / m.memory_bw / shape.layers
+    assert m.decode_overhead_per_layer == pytest.approx(max(0.0, 1e-3 - streamed))
+    one_gpu = gpu_machine(shape, "NVIDIA-H200", roles, decode, 2e10, copies, None, 0.004, 2)
+    assert one_gpu.intra_bw != 3e11  # no second GPU: the spec's link
+
+
+def test_profile_on_gpu_without_one_is_one_message(store, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a GPU is visible")
+    assert main(["profile", "--device", "gpu"]) == 2
+    assert "no CUDA device" in capsys.readouterr().err
