@@ -45,6 +45,9 @@ class Machine:
     # s per optimizer step of an update besides FLOPs and Adam: loss, gradient clip, the
     # non-finite guard, stats read back (profiled from ActorWorker.update's intercept)
     update_overhead: float = 0.0
+    # s an update on a runtime worker (a Ray actor) takes beyond the same update in-process:
+    # the worker runtime's own threads share its cores (profiled; 0 in-process and on paper)
+    worker_update_overhead: float = 0.0
     # CPU: the intercepts measured on all ``profiled_threads`` threads (0: as on 1 thread); a
     # slot's are interpolated linearly in its threads (``overhead``)
     update_overhead_all: float = 0.0

@@ -32,7 +32,7 @@ from typing import Any
 from placerl.placement.cluster import available_cores
 from placerl.placement.machine import CPU_DEFAULT, Machine
 from placerl.placement.profile_memory import measure_memory
-from placerl.placement.profile_ray import measure_rpc_latency
+from placerl.placement.profile_ray import measure_rpc_latency, measure_worker_update_extra
 from placerl.placement.profile_roles import machine_fields, measure_roles
 from placerl.placement.profile_store import default_path, find_profile, profile_key
 from placerl.placement.shapes import ModelShape
@@ -281,6 +281,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     log("placerl's role calls measured; collectives and a Ray call next")
     coll = measure_collectives(shape if threads > 1 else None)
     rpc = measure_rpc_latency(shape)
+    worker_extra = measure_worker_update_extra(shape)
     shared = coll["step_alone_s"] / coll["step_shared_s"] if "step_shared_s" in coll else 1.0
     slowed = coll["decode_shared_s"] / coll["decode_alone_s"] if "decode_shared_s" in coll else 1.0
     memory = measure_memory(log)  # process baselines (profile_memory.py)
@@ -297,6 +298,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
         collective_latency=coll["latency"],
         source="profile",
         rpc_latency=rpc,
+        worker_update_overhead=worker_extra,
         shared_core_factor=min(1.0, shared),
         shared_overhead_factor=max(1.0, slowed),
         **machine_fields(roles_one, roles_many, threads),
@@ -318,6 +320,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
             "optimizer_params_per_s": opt,
             "collectives": coll,
             "rpc_latency": rpc,
+            "worker_update_extra_s": worker_extra,
             "memory": memory,
         },
     }

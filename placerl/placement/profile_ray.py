@@ -15,6 +15,42 @@ import statistics
 import time
 
 
+def _update_seconds(shape) -> float:
+    """Median seconds of a one-minibatch ``ActorWorker.update`` of 16 rows on 1 thread, in
+    this process (the profile's or a Ray actor's)."""
+    import torch
+
+    from placerl.algos.objectives import PolicyObjective
+    from placerl.config.schema import OptimConfig
+    from placerl.placement.profile import _timed, build_model
+    from placerl.placement.profile_roles import synthetic_batch
+    from placerl.roles.actor import ActorWorker
+
+    torch.set_num_threads(1)
+    actor = ActorWorker(build_model(shape), OptimConfig(lr=1e-9), total_steps=10_000)
+    batch = synthetic_batch(shape, 4, 4, 12, 16)
+    return _timed(lambda: actor.update(batch, PolicyObjective()), 5)
+
+
+def measure_worker_update_extra(shape) -> float:
+    """Seconds a Ray worker's update takes beyond the same update in this process: Ray's
+    core-worker threads (gRPC, the object store's) share the worker's cores. Both ranks'
+    actors run it at once, as a Flatten step does."""
+    import ray
+
+    started = not ray.is_initialized()
+    if started:
+        ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    try:
+        here = _update_seconds(shape)
+        remote = ray.remote(num_cpus=1)(_update_seconds)
+        there = ray.get([remote.remote(shape) for _ in range(2)])
+        return max(0.0, statistics.median(there) - here)
+    finally:
+        if started:
+            ray.shutdown()
+
+
 def measure_rpc_latency(shape, calls: int = 20) -> float:
     import ray
     import torch

@@ -64,6 +64,7 @@ def fake_measurements(monkeypatch):
         },
     )
     monkeypatch.setattr(prof, "measure_rpc_latency", lambda shape: 0.003)
+    monkeypatch.setattr(prof, "measure_worker_update_extra", lambda shape: 0.02)
     memory = {"process_bytes": 4e8, "worker_bytes": 4.5e8, "worker_measured_by": "test"}
     monkeypatch.setattr(prof, "measure_memory", lambda log=print: memory)
 
@@ -81,6 +82,7 @@ def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypat
     assert 4**m.thread_exponent == pytest.approx(1.8)
     assert m.shared_core_factor == pytest.approx(0.9)
     assert m.shared_overhead_factor == pytest.approx(1.2) and m.rpc_latency == 0.003
+    assert m.worker_update_overhead == 0.02
     assert (m.process_bytes, m.worker_bytes) == (4e8, 4.5e8)  # profile_memory's baselines
     assert (
         raw["key"]["shape"] == "L6-h256-f1024-a8-kv4-V512"
