@@ -77,17 +77,13 @@ def predict(cfg: RunConfig, base: Path, machine):
 def machine_of(base: Path, reprofile: bool):
     """The stored profile of this model's exact shape, measured first when there is none
     (``placerl profile`` on it): the calibration, never these runs' own timings."""
-    import json
-
-    from placerl.placement.profile import run_profile
-    from placerl.placement.profile_store import default_path, find_profile
+    from placerl.placement.profile import run_profile, store_profile
+    from placerl.placement.profile_store import find_profile
 
     shape = shape_from_dir(base)
     found = find_profile("cpu", shape)
     if reprofile or not (found and found[2]):
-        path = default_path("cpu", shape)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(run_profile(shape, log=lambda m: None), indent=2))
+        store_profile(run_profile(shape, log=lambda m: None), "cpu", shape)
     machine, note = machine_for("cpu", shape, None)
     print(note)
     return machine

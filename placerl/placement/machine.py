@@ -74,17 +74,20 @@ class Machine:
     def rate(self, per_thread: float, slot: DeviceSlot | None) -> float:
         """A per-slot rate: CPU rates scale with the slot's threads; a slot with fewer threads
         than the profiled cores shares the node with other slots (``shared_core_factor``)."""
-        if self.kind == "cpu" and slot is not None:
-            shared = self.shared_core_factor if slot.threads < self.profiled_threads else 1.0
-            return per_thread * max(1, slot.threads) ** self.thread_exponent * shared
-        return per_thread
+        return self._scaled(per_thread, slot, self.thread_exponent)
 
     def decode_rate(self, slot: DeviceSlot | None) -> float:
         """``decode_flops`` of ``slot``, scaled by threads with the decode's own exponent."""
         exponent = self.decode_thread_exponent
-        if exponent < 0:
-            return self.rate(self.decode_flops, slot)
-        return self.with_(thread_exponent=exponent).rate(self.decode_flops, slot)
+        return self._scaled(
+            self.decode_flops, slot, self.thread_exponent if exponent < 0 else exponent
+        )
+
+    def _scaled(self, per_thread: float, slot: DeviceSlot | None, exponent: float) -> float:
+        if self.kind == "cpu" and slot is not None:
+            shared = self.shared_core_factor if slot.threads < self.profiled_threads else 1.0
+            return per_thread * max(1, slot.threads) ** exponent * shared
+        return per_thread
 
     def overhead(self, name: str, slot: DeviceSlot | None) -> float:
         """``update_overhead`` or ``call_overhead`` of ``slot``: on CPU, between the 1-thread

@@ -3,16 +3,18 @@
 With the configured policy's shape (a randomly initialised Llama of the same dimensions: the
 cost is the same), on 1 torch thread and on all of them:
 
-- forward+backward and forward-only at two token counts; the achieved FLOP/s is that of the
-  larger (``3·F / t`` and ``F / t``) net of the per-call time, measured on a 4-token input;
-- generation with placerl's sampler at 2 and 16 rows for 4 and 20 new tokens: a decode step
-  is ``(t20 - t4) / 16``; its intercept over rows, per block, is ``decode_overhead_per_layer``
-  and its slope gives ``decode_flops`` (on a CPU the weights stream from cache at these sizes,
-  so ``memory_bw`` is left very large: the intercept holds it);
+- placerl's own actor and critic updates and forwards (``profile_roles``): achieved FLOP/s
+  and per-call intercepts, least squares over 3 batch sizes;
+- generation with placerl's sampler at 2, 8 and 32 rows for 4 and 20 new tokens: a decode
+  step is ``(t20 - t4) / 16``; its intercept over rows, per block, is
+  ``decode_overhead_per_layer`` and its slope gives ``decode_flops`` (on a CPU the weights
+  stream from cache at these sizes, so ``memory_bw`` is left very large: the intercept holds
+  it);
 - one AdamW step (parameters per second);
-- all-reduce, broadcast and all-gather of 1 and 16 MiB between two processes over gloo
-  (NCCL when two GPUs are visible): bandwidth and per-step latency from the ring formulas;
-- host ↔ device copies where there is a device.
+- all-reduce, broadcast and all-gather of 1 and 16 MiB between two processes over gloo, and
+  two processes computing at once (``shared_*_factor``);
+- a Ray phase call and an update inside Ray actors (``profile_ray``); the process baselines
+  (``profile_memory``). ``--device gpu`` measures on a GPU instead (``profile_gpu``).
 
 The thread exponent is ``log(Φ_all / Φ_1) / log(threads)``. The JSON goes to ``--out`` and to
 the store (``profile_store``), keyed by machine, device and model shape; a later run reuses it.
@@ -21,7 +23,6 @@ the store (``profile_store``), keyed by machine, device and model shape; a later
 from __future__ import annotations
 
 import json
-import math
 import statistics
 import sys
 import time
@@ -32,8 +33,8 @@ from typing import Any
 from placerl.placement.cluster import available_cores
 from placerl.placement.machine import CPU_DEFAULT, Machine
 from placerl.placement.profile_memory import measure_memory
-from placerl.placement.profile_ray import measure_rpc_latency, measure_worker_update_extra
-from placerl.placement.profile_roles import machine_fields, measure_roles
+from placerl.placement.profile_ray import measure_ray
+from placerl.placement.profile_roles import machine_fields, measure_roles, thread_exponent
 from placerl.placement.profile_store import default_path, find_profile, profile_key
 from placerl.placement.shapes import ModelShape
 
@@ -89,43 +90,6 @@ def build_model(shape: ModelShape, value_head: bool = False):
     )
     torch.manual_seed(0)
     return (LlamaForTokenClassification if value_head else LlamaForCausalLM)(config)
-
-
-def _line(t1: float, t2: float, x1: float, x2: float) -> tuple[float, float]:
-    """Slope and intercept through two points, clamped so neither is negative."""
-    slope = max((t2 - t1) / max(x2 - x1, 1e-12), 1e-15)
-    return slope, max(0.0, t1 - slope * x1)
-
-
-def measure_compute(model, shape: ModelShape, threads: int) -> dict[str, float]:
-    import torch
-
-    torch.set_num_threads(threads)
-    points = [(8, 32), (16, 64)]
-    train, fwd = [], []
-    flops = []
-    for rows, length in points:
-        ids = torch.randint(3, shape.vocab, (rows, length))
-        flops.append(rows * length * shape.flops_per_token(length / 2))
-
-        def step(ids=ids):
-            model.zero_grad(set_to_none=True)
-            model(input_ids=ids).logits.float().logsumexp(-1).mean().backward()
-
-        train.append(_timed(step, repeats=5))
-        with torch.no_grad():
-            fwd.append(_timed(lambda ids=ids: model(input_ids=ids), repeats=5))
-    t_slope, t_icpt = _line(train[0], train[1], 3 * flops[0], 3 * flops[1])
-    f_slope, f_icpt = _line(fwd[0], fwd[1], flops[0], flops[1])
-    return {
-        "train_flops": 1 / t_slope,
-        "train_call_s": t_icpt / 2,
-        "forward_flops": 1 / f_slope,
-        "forward_call_s": f_icpt,
-        "train_s": train,
-        "forward_s": fwd,
-        "flops": flops,
-    }
 
 
 def measure_decode(model, shape: ModelShape, threads: int, device="cpu") -> dict[str, float]:
@@ -261,16 +225,9 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     model = build_model(shape)
     threads = available_cores()
     log(f"profiling {shape.name} ({shape.params / 1e6:.1f}M params) on 1 and {threads} threads")
-    one = measure_compute(model, shape, 1)
-    many = measure_compute(model, shape, threads) if threads > 1 else one
     decode = measure_decode(model, shape, 1)
     decode_all = measure_decode(model, shape, threads) if threads > 1 else decode
-    decode_exponent = (
-        math.log(max(decode_all["decode_flops"] / decode["decode_flops"], 1e-3)) / math.log(threads)
-        if threads > 1
-        else 1.0
-    )
-    log("compute and decode measured; optimizer and collectives next")
+    log("decode measured; the optimizer and placerl's role calls next")
     opt = measure_optimizer(model)
     critic = build_model(shape, value_head=True)
     optimizer_s = shape.params / opt
@@ -278,10 +235,9 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     roles_many = (
         measure_roles(model, critic, shape, threads, optimizer_s) if threads > 1 else roles_one
     )
-    log("placerl's role calls measured; collectives and a Ray call next")
+    log("placerl's role calls measured; collectives and Ray calls next")
     coll = measure_collectives(shape if threads > 1 else None)
-    rpc = measure_rpc_latency(shape)
-    worker_extra = measure_worker_update_extra(shape)
+    ray_calls = measure_ray(shape)
     shared = coll["step_alone_s"] / coll["step_shared_s"] if "step_shared_s" in coll else 1.0
     slowed = coll["decode_shared_s"] / coll["decode_alone_s"] if "decode_shared_s" in coll else 1.0
     memory = measure_memory(log)  # process baselines (profile_memory.py)
@@ -291,14 +247,16 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
         memory_bw=1e15,
         decode_overhead_per_layer=decode["decode_overhead_per_layer"],
         decode_overhead_per_layer_all=decode_all["decode_overhead_per_layer"],
-        decode_thread_exponent=min(1.0, max(0.0, decode_exponent)),
+        decode_thread_exponent=thread_exponent(
+            decode_all["decode_flops"] / decode["decode_flops"], threads
+        ),
         optimizer_params_per_s=opt,
         intra_bw=coll["bw"],
         inter_bw=coll["bw"],
         collective_latency=coll["latency"],
         source="profile",
-        rpc_latency=rpc,
-        worker_update_overhead=worker_extra,
+        rpc_latency=ray_calls["rpc_latency"],
+        worker_update_overhead=ray_calls["worker_update_extra_s"],
         shared_core_factor=min(1.0, shared),
         shared_overhead_factor=max(1.0, slowed),
         **machine_fields(roles_one, roles_many, threads),
@@ -311,19 +269,26 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
         "seconds": round(time.perf_counter() - start, 1),
         "machine": asdict(machine),
         "measurements": {
-            "one_thread": one,
-            "all_threads": many,
             "decode": decode,
             "decode_all_threads": decode_all,
             "roles_one_thread": roles_one,
             "roles_all_threads": roles_many,
             "optimizer_params_per_s": opt,
             "collectives": coll,
-            "rpc_latency": rpc,
-            "worker_update_extra_s": worker_extra,
+            "ray": ray_calls,
             "memory": memory,
         },
     }
+
+
+def store_profile(profile: dict, device: str, shape: ModelShape, also=()) -> list[Path]:
+    """Write ``profile`` to the store (where runs find it) and to each path of ``also``."""
+    text = json.dumps(profile, indent=2)
+    paths = [default_path(device, shape), *also]
+    for path in paths:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return paths
 
 
 def profile_device(choice: str) -> str:
@@ -364,11 +329,7 @@ def profile_command(args) -> int:
         from placerl.placement.profile_gpu import run_gpu_profile
 
         profile = run_gpu_profile(shape, log=log)
-    text = json.dumps(profile, indent=2)
-    paths = [default_path(device, shape)] + ([Path(args.out)] if args.out else [])
-    for path in paths:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+    paths = store_profile(profile, device, shape, [Path(args.out)] if args.out else [])
     m = Machine(**profile["machine"])
     print(
         f"profile written to {', '.join(map(str, paths))} in {profile['seconds']} s: "

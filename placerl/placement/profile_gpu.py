@@ -149,7 +149,7 @@ def run_gpu_profile(shape: ModelShape, precision: str = "bf16", log=print) -> di
     import torch
 
     from placerl.placement.profile import build_model, measure_decode, measure_optimizer
-    from placerl.placement.profile_ray import measure_rpc_latency
+    from placerl.placement.profile_ray import measure_ray
     from placerl.placement.profile_roles import measure_roles
     from placerl.placement.profile_store import profile_key
 
@@ -165,7 +165,7 @@ def run_gpu_profile(shape: ModelShape, precision: str = "bf16", log=print) -> di
     log("compute and decode measured; copies, NCCL and a Ray call next")
     copies = measure_host_copies(device)
     nccl = measure_nccl()
-    rpc = measure_rpc_latency(shape)
+    rpc = measure_ray(shape, worker_update=False)["rpc_latency"]
     dtype_bytes = 2 if precision == "bf16" else 4
     machine = gpu_machine(shape, label, roles, decode, opt, copies, nccl, rpc, dtype_bytes)
     return {

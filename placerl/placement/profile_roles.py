@@ -16,6 +16,7 @@ is ``update_overhead``). The timings are the fastest of a few repeats (``profile
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from placerl.placement.shapes import ModelShape
@@ -128,16 +129,18 @@ def measure_roles(
     }
 
 
+def thread_exponent(ratio: float, threads: int) -> float:
+    """``x`` with ``threads ** x = ratio`` (all threads' rate over one's), within [0, 1]."""
+    if threads <= 1:
+        return 1.0
+    return min(1.0, max(0.0, math.log(max(ratio, 1e-3)) / math.log(threads)))
+
+
 def machine_fields(one: dict[str, Any], many: dict[str, Any], threads: int) -> dict[str, float]:
     """The Machine's per-thread rates (1 thread), the thread exponent of placerl's updates
     (``log(Φ_all / Φ_1) / log(threads)``) and the per-call intercepts on 1 thread and on all
     (small kernels do not get faster with threads, their synchronisation costs more)."""
-    import math
-
-    exponent = 1.0
-    if threads > 1:
-        ratio = many["train_flops"] / one["train_flops"]
-        exponent = min(1.0, max(0.0, math.log(max(ratio, 1e-3)) / math.log(threads)))
+    exponent = thread_exponent(many["train_flops"] / one["train_flops"], threads)
     return {
         "train_flops": one["train_flops"],
         "forward_flops": one["forward_flops"],

@@ -22,18 +22,6 @@ def store(tmp_path, monkeypatch):
 
 
 def fake_measurements(monkeypatch):
-    compute = {
-        "train_flops": 3e10,
-        "train_call_s": 0.01,
-        "forward_flops": 4e10,
-        "forward_call_s": 0.005,
-        "train_s": [],
-        "forward_s": [],
-        "flops": [],
-    }
-    many = {**compute, "train_flops": 5.4e10}
-    calls = iter([compute, many])
-    monkeypatch.setattr(prof, "measure_compute", lambda *a: next(calls))
     monkeypatch.setattr(prof, "available_cores", lambda: 4)
     monkeypatch.setattr(
         prof,
@@ -63,8 +51,8 @@ def fake_measurements(monkeypatch):
             "decode_shared_s": 0.12,
         },
     )
-    monkeypatch.setattr(prof, "measure_rpc_latency", lambda shape: 0.003)
-    monkeypatch.setattr(prof, "measure_worker_update_extra", lambda shape: 0.02)
+    ray_calls = {"rpc_latency": 0.003, "worker_update_extra_s": 0.02}
+    monkeypatch.setattr(prof, "measure_ray", lambda shape: ray_calls)
     memory = {"process_bytes": 4e8, "worker_bytes": 4.5e8, "worker_measured_by": "test"}
     monkeypatch.setattr(prof, "measure_memory", lambda log=print: memory)
 
