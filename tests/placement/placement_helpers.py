@@ -34,3 +34,18 @@ CLUSTERS = {
     "cpu8": lambda: cpu_cluster(8, 1, cores=8),
     "gpu8x2nodes": eight_gpus,
 }
+
+
+def auto_config(tmp_path, *overrides):
+    """A short GRPO run config under ``placement.strategy: auto`` in ``tmp_path/run``."""
+    from placerl.config import load_config
+    from placerl.config.schema import RunConfig
+
+    base = [
+        "stage=grpo",
+        "rollout.samples_per_prompt=4",
+        "placement.strategy=auto",
+        f"run_dir={tmp_path / 'run'}",
+        "rollout.max_new_tokens=16",
+    ]
+    return load_config(None, [*base, *overrides], RunConfig)

@@ -6,11 +6,10 @@ from __future__ import annotations
 import json
 
 import pytest
-from placement_helpers import CLUSTERS
+from placement_helpers import CLUSTERS, auto_config
 
-from placerl.config import dump_config, load_config
+from placerl.config import dump_config
 from placerl.config.compare import CONFIG_FILE, check_resume_config
-from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.placement import auto_plan, auto_replan, strategies
 from placerl.placement.auto_plan import _DECISIONS, decide, prepare_auto
@@ -32,16 +31,7 @@ def no_profile(tmp_path, monkeypatch):
 
 
 def config(tmp_path, *overrides):
-    base = [
-        "stage=grpo",
-        "rollout.samples_per_prompt=4",
-        "trainer.batch_size=4",
-        "placement.strategy=auto",
-        f"run_dir={tmp_path / 'run'}",
-        "rollout.max_new_tokens=16",
-        *CPU4,
-    ]
-    return load_config(None, [*base, *overrides], RunConfig)
+    return auto_config(tmp_path, "trainer.batch_size=4", *CPU4, *overrides)
 
 
 def force_pick(monkeypatch, **settings):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from placement_helpers import CLUSTERS
+from placement_helpers import CLUSTERS, auto_config
 
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
@@ -19,15 +19,7 @@ def no_profile(tmp_path, monkeypatch):
     monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path / "none"))  # defaults, said so
 
 
-def config(tmp_path, *overrides):
-    base = [
-        "stage=grpo",
-        "rollout.samples_per_prompt=4",
-        "placement.strategy=auto",
-        f"run_dir={tmp_path / 'run'}",
-        "rollout.max_new_tokens=16",
-    ]
-    return load_config(None, [*base, *overrides], RunConfig)
+config = auto_config
 
 
 def test_auto_picks_a_valid_plan_and_says_why(tmp_path):
