@@ -5,8 +5,12 @@ GRPO — each run under local (1 slot, every core), and Flatten, Interleave (PPO
 reward model to split) and Separate (``max_staleness: 1``) on 2 slots of 1 thread, with the
 training code of ``benchmarks/placement.py`` (the demo's RL stage, untrained base policy,
 responses to the cap). The cost model is calibrated on each model's own stored profile
-(``placerl profile``, run first for a shape that has none), never on these measurements. Printed per cell: predicted and median
-measured ``time/step``; per workload: whether the predicted-fastest strategy is the measured
+(``placerl profile``, run first for a shape that has none), never on these measurements.
+Each cell measures ``--steps`` steps after ``--warmup``, or more where they would take under
+``--min-seconds`` (predicted), so a 30 ms step's median is not five samples of noise; and it
+does so ``--rounds`` times, the workload's strategies side by side in each round, its
+measured time the median of all its steps. Printed
+per cell: predicted and median measured ``time/step``; per workload: whether the predicted-fastest strategy is the measured
 fastest; then the summary line
 
     median |error| X%, max Y%, pick best in K/N, within 5% of best in M/N
@@ -15,7 +19,7 @@ fastest; then the summary line
 peak RSS is ``planner_memory.py``'s. On a machine shared with other jobs the measured times drift;
 run it niced, once, and read the summary with that in mind.
 
-    nice -n 19 python benchmarks/planner_accuracy.py [--steps 3] [--workloads 12]
+    nice -n 19 python benchmarks/planner_accuracy.py [--steps 5] [--min-seconds 3] [--only 'grpo 1.6M']
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import sys
 import tempfile
 import time
 from dataclasses import replace
+from math import ceil
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -44,6 +49,7 @@ from placerl.placement.schedule import predict_step  # noqa: E402
 from placerl.placement.shapes import shape_from_dir  # noqa: E402
 from placerl.placement.workload import workload_from_config  # noqa: E402
 
+MAX_STEPS = 60
 SIZES = {
     "6M": TinyLlamaSize(),  # the demo's policy
     "1.6M": replace(TinyLlamaSize(), hidden_size=128, intermediate_size=512, num_hidden_layers=4),
@@ -104,16 +110,23 @@ def run_workload(args, spec, models, work: Path, machines) -> list[dict]:
     size, algo, tokens, rows = spec
     base, rm = models[size]
     machine = machines[size]
-    ns = argparse.Namespace(warmup=args.warmup, steps=args.steps, new_tokens=tokens, rows=rows)
     strategies = ["local", "flatten", "separate"] + (["interleave"] if algo == "ppo" else [])
-    cells = []
+    runs = {}
     for strategy in strategies:
-        ray_up(strategy != "local")
-        cfg = bench.rl_config(ns, algo, strategy, base, rm, work / "unused")
-        result = bench.Result(algo, strategy, rows)
-        started = time.perf_counter()
-        bench.run_one(ns, result, base, rm, work, 0)
-        predicted = predict(cfg, base, machine)
+        ns = argparse.Namespace(warmup=args.warmup, steps=1, new_tokens=tokens, rows=rows)
+        predicted = predict(
+            bench.rl_config(ns, algo, strategy, base, rm, work / "unused"), base, machine
+        )
+        # a median of at least ``--min-seconds`` of steps: 5 steps of 30 ms are mostly noise
+        ns.steps = min(MAX_STEPS, max(args.steps, ceil(args.min_seconds / predicted.step_s)))
+        runs[strategy] = (ns, predicted, bench.Result(algo, strategy, rows))
+    started = time.perf_counter()
+    for round_ in range(args.rounds):  # side by side, round after round: drift hits all alike
+        for strategy, (ns, _, result) in runs.items():
+            ray_up(strategy != "local")
+            bench.run_one(ns, result, base, rm, work, round_)
+    cells = []
+    for strategy, (ns, predicted, result) in runs.items():
         cell = {
             "workload": f"{algo} {size} {rows}x{tokens}",
             "strategy": strategy,
@@ -132,11 +145,14 @@ def run_workload(args, spec, models, work: Path, machines) -> list[dict]:
             )
         cell["error"] = cell["predicted"] / cell["measured"] - 1
         cells.append(cell)
+        rounds = " ".join(f"{r:.3f}" for r in result.round_steps)
         print(
             f"| {cell['workload']} | {strategy} | {cell['predicted']:.3f} | "
-            f"{cell['measured']:.3f} | {cell['error']:+.0%} |  ({time.perf_counter() - started:.0f} s)",
+            f"{cell['measured']:.3f} | {cell['error']:+.0%} |  "
+            f"({ns.steps} steps x {args.rounds}; rounds {rounds})",
             flush=True,
         )
+    print(f"    ({time.perf_counter() - started:.0f} s)")
     return cells
 
 
@@ -159,11 +175,26 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=5, help="measured steps per run")
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument(
+        "--rounds", type=int, default=2, help="runs of each cell, strategies side by side"
+    )
+    parser.add_argument(
+        "--min-seconds",
+        type=float,
+        default=3.0,
+        help="measure more steps than --steps where they take less than this in all "
+        f"(predicted; at most {MAX_STEPS})",
+    )
     parser.add_argument("--workloads", type=int, default=len(GRID))
     parser.add_argument(
         "--profile",
         help="one profile JSON for every model (default: each "
         "model's own stored profile, measured first if missing)",
+    )
+    parser.add_argument(
+        "--only",
+        default="",
+        help="run only the workloads whose name contains this, e.g. 'grpo 1.6M'",
     )
     parser.add_argument("--reprofile", action="store_true", help="measure the profiles again")
     parser.add_argument(
@@ -182,6 +213,8 @@ def main() -> None:
     by_workload = []
     try:
         for spec in GRID[: args.workloads]:
+            if args.only not in f"{spec[1]} {spec[0]} {spec[3]}x{spec[2]}":
+                continue
             by_workload.append(run_workload(args, spec, models, work, machines))
     finally:
         ray.shutdown()

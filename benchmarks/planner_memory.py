@@ -4,7 +4,7 @@ A grid of RL workloads (the demo's 6M policy and a 31M Llama of hidden 512 / 8 l
 and GRPO; two batch sizes; with and without ``trainer.micro_batch_size``; local, and Flatten /
 Separate on 2 Ray CPU workers), each trained for a few steps in a fresh process with the
 training code of ``benchmarks/placement.py`` (``rl_config``, ``build_models``) and a checkpoint
-at the end. Measured (``profile_memory.run_fresh``, the same code the profile's probes run):
+at the end. Measured (``profile_runs.run_fresh``, the same code the profile's probes run):
 the peak RSS (``VmHWM`` of ``/proc/<pid>/status``) of every process that holds a slot's
 models — the run's own process under ``local``; each Ray worker (its pid from the runtime,
 read just before the runtime stops it) otherwise. Predicted: ``cost_memory.memory_per_slot`` for the
@@ -123,7 +123,7 @@ def main() -> None:
 
     from placerl.models.factory import TinyLlamaSize
     from placerl.placement.auto_command import machine_for
-    from placerl.placement.profile_memory import run_fresh
+    from placerl.placement.profile_runs import run_fresh
     from placerl.placement.shapes import shape_from_dir
 
     work = Path(tempfile.mkdtemp(prefix="planner-memory-"))

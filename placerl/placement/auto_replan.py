@@ -86,6 +86,9 @@ def refit(m: Machine, predicted: dict[str, float], measured: dict[str, list[floa
             "update_overhead": m.update_overhead * up,
             "update_overhead_all": m.update_overhead_all * up,
         }
+        for name in ("value_update_overhead", "value_update_overhead_all"):
+            if getattr(m, name) is not None:
+                changes[name] = getattr(m, name) * up
     return m.with_(**changes, source=f"{m.source}, refit to the run") if changes else m
 
 

@@ -3,7 +3,7 @@
 FLOPs are ``ModelShape.flops_per_token`` (2 per multiplied parameter + attention) at the mean
 context of the pass; backward costs twice the forward (Kaplan et al. 2020), gradient
 checkpointing adds one forward. A pass over ``n`` micro-batches pays ``call_overhead`` per
-forward and per backward call. Rates come from a ``Machine`` (profiled, or peak × efficiency).
+forward and per backward call (a value model's own, ``value_call_overhead``, where profiled). Rates come from a ``Machine`` (profiled, or peak × efficiency).
 
 - ``prefill_s`` + ``decode_s``: generation. Distinct prompts are prefilled once (placerl's
   sampler shares a prompt's KV cache across its samples); then ``response_len`` decode steps of
@@ -120,7 +120,8 @@ def forward_s(
     """One forward over ``rows`` rows (reference, values, scores, π_old)."""
     flops = pass_flops(shape, w, pass_prompts(shape, w, rows), rows)
     calls = micro_batches(int(rows), micro_batch)
-    return flops / forward_rate(shape, m, slot) + calls * m.overhead("call_overhead", slot)
+    call = m.overhead("call_overhead", slot, value=shape.scalar_head)
+    return flops / forward_rate(shape, m, slot) + calls * call
 
 
 def train_compute_s(
@@ -138,7 +139,10 @@ def train_compute_s(
     per_forward = pass_flops(shape, w, pass_prompts(shape, w, rows), rows)
     factor = 4.0 if checkpointing else 3.0
     extra = micro_batches(ceil(rows / w.minibatches), micro_batch) - 1
-    per_step = m.overhead("update_overhead", slot) + 2 * extra * m.overhead("call_overhead", slot)
+    value = shape.scalar_head
+    per_step = m.overhead("update_overhead", slot, value) + 2 * extra * m.overhead(
+        "call_overhead", slot, value
+    )
     return w.epochs * (factor * per_forward / train_rate(shape, m, slot) + w.minibatches * per_step)
 
 

@@ -25,6 +25,7 @@ SHORT = {
     "old_log_probs": "oldlp",
     "sync": "sync",
     "offload": "offl",
+    "controller": "ctl",
 }
 
 

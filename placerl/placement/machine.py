@@ -48,6 +48,12 @@ class Machine:
     # s an update on a runtime worker (a Ray actor) takes beyond the same update in-process:
     # the worker runtime's own threads share its cores (profiled; 0 in-process and on paper)
     worker_update_overhead: float = 0.0
+    # s a step's controller spends outside every phase call: the next prompts, the metrics,
+    # the log and, with workers, launching the sample (uniforms, the row split, the object
+    # store) and the workers' spans; in-process and with runtime workers (profiled on tiny
+    # real runs: profile_runs.py)
+    step_overhead: float = 0.0
+    worker_step_overhead: float = 0.0
     # CPU: the intercepts measured on all ``profiled_threads`` threads (0: as on 1 thread); a
     # slot's are interpolated linearly in its threads (``overhead``)
     update_overhead_all: float = 0.0
@@ -56,6 +62,13 @@ class Machine:
     # CPU decode on all profiled threads: its per-layer intercept, and how its FLOP rate
     # scales with threads (few-row matmuls scale worse than training's; -1: thread_exponent)
     decode_overhead_per_layer_all: float = 0.0
+    # a value model's (critic, reward model) intercepts, on 1 and on all profiled threads: its
+    # update has no log-prob head or clipped policy loss, its forward no chunked head, so they
+    # are about half the policy's (profiled); None: the policy's
+    value_update_overhead: float | None = None
+    value_update_overhead_all: float | None = None
+    value_call_overhead: float | None = None
+    value_call_overhead_all: float | None = None
     decode_thread_exponent: float = -1.0
     # CPU: the rate of one slot while the node's other slots compute too, over its rate alone
     # (shared caches and memory bandwidth; profiled with two processes at once)
@@ -66,7 +79,7 @@ class Machine:
     roofline: bool = True  # decode = max(memory, compute) (GPU) or their sum (CPU)
     thread_exponent: float = 1.0
     source: str = ""
-    # resident bytes of a process before its models (profile_memory.py): one placerl process,
+    # resident bytes of a process before its models (profile_runs.py): one placerl process,
     # and a Ray worker; CPU slots only (on a GPU the host process is no device memory)
     process_bytes: float = 0.0
     worker_bytes: float = 0.0
@@ -89,10 +102,13 @@ class Machine:
             return per_thread * max(1, slot.threads) ** exponent * shared
         return per_thread
 
-    def overhead(self, name: str, slot: DeviceSlot | None) -> float:
-        """``update_overhead`` or ``call_overhead`` of ``slot``: on CPU, between the 1-thread
-        and the all-threads intercepts by the slot's threads."""
-        one, many = getattr(self, name), getattr(self, f"{name}_all")
+    def overhead(self, name: str, slot: DeviceSlot | None, value: bool = False) -> float:
+        """``update_overhead`` or ``call_overhead`` of ``slot`` (a value model's with
+        ``value``, where profiled): on CPU, between the 1-thread and the all-threads intercepts
+        by the slot's threads."""
+        if value and getattr(self, f"value_{name}") is not None:
+            name = f"value_{name}"
+        one, many = getattr(self, name), getattr(self, f"{name}_all") or 0.0
         if self.kind != "cpu" or slot is None or slot.kind != "cpu" or not many:
             return one
         if self.profiled_threads <= 1:
@@ -129,6 +145,9 @@ def from_spec(spec: DeviceSpec, engine: EngineSpec) -> Machine:
         rpc_latency=5e-3,
         reward_per_row=2e-5,
         update_overhead=4e-3,  # loss, clip and stats of an optimizer step: ~2 eager calls
+        # the controller is a CPU process whatever the devices: the CPU profile's round figures
+        step_overhead=2e-3,
+        worker_step_overhead=6e-3,
         devices_per_node=spec.devices_per_node,
         roofline=True,
         source=f"spec {spec.name} with engine {engine.name}",
@@ -153,11 +172,13 @@ CPU_DEFAULT = Machine(
     rpc_latency=5e-3,
     reward_per_row=2e-5,
     update_overhead=6e-3,
+    step_overhead=2e-3,  # profile_runs' tiny runs on a 2-core x86 VM: 1-2 ms, 5-7 ms
+    worker_step_overhead=6e-3,
     devices_per_node=64,
     roofline=False,
     thread_exponent=0.85,
     source="built-in CPU defaults (run `placerl profile` to measure this machine)",
-    process_bytes=480 * 2**20,  # profile_memory's tiny runs on a 2-core x86 VM, Python 3.11
+    process_bytes=480 * 2**20,  # profile_runs' tiny runs on a 2-core x86 VM, Python 3.11
     worker_bytes=470 * 2**20,
 )
 

@@ -14,7 +14,9 @@ controller's call when the runtime has workers. Which phases exist:
 - ``sync``: the policy's weights to a rollout that does not share the actor's workers
   (Separate), or a gather of a sharded actor for a colocated rollout; under Flatten with
   ``max_staleness > 0`` the copy into the local shadow;
-- ``offload``: moving colocated models to host memory and back (``placement.offload``, GPU).
+- ``offload``: moving colocated models to host memory and back (``placement.offload``, GPU);
+- ``controller``: the controller's own work outside every call (``step_overhead``, or
+  ``worker_step_overhead`` with runtime workers): on the controller, not on a group.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from placerl.types import Role
 
 EXPERIENCE = ("score", "reference", "values")
 LEARN = ("update", "critic_update")
+CONTROLLER = "controller"  # the pseudo-group of the controller's own work
 
 
 @dataclass(frozen=True)
@@ -168,6 +171,9 @@ def step_phases(
     offload = _offload_s(plan, w, m)
     if offload:
         out.append(Phase("offload", Role.ACTOR, tuple(g.name for g in plan.groups), offload))
+    own = m.step_overhead if plan.strategy == "local" else m.worker_step_overhead
+    if own:
+        out.append(Phase("controller", Role.ACTOR, (CONTROLLER,), own))
     return out
 
 

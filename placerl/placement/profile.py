@@ -13,8 +13,9 @@ cost is the same), on 1 torch thread and on all of them:
 - one AdamW step (parameters per second);
 - all-reduce, broadcast and all-gather of 1 and 16 MiB between two processes over gloo, and
   two processes computing at once (``shared_*_factor``);
-- a Ray phase call and an update inside Ray actors (``profile_ray``); the process baselines
-  (``profile_memory``). ``--device gpu`` measures on a GPU instead (``profile_gpu``).
+- a Ray phase call and an update inside Ray actors (``profile_ray``);
+- two tiny real runs, local and on two Ray workers (``profile_runs``): the process baselines
+  and the controller's own work a step. ``--device gpu`` measures on a GPU instead (``profile_gpu``).
 
 The thread exponent is ``log(Φ_all / Φ_1) / log(threads)``. The JSON goes to ``--out`` and to
 the store (``profile_store``), keyed by machine, device and model shape; a later run reuses it.
@@ -32,9 +33,9 @@ from typing import Any
 
 from placerl.placement.cluster import available_cores
 from placerl.placement.machine import CPU_DEFAULT, Machine
-from placerl.placement.profile_memory import measure_memory
 from placerl.placement.profile_ray import measure_ray
 from placerl.placement.profile_roles import machine_fields, measure_roles, thread_exponent
+from placerl.placement.profile_runs import measure_runs
 from placerl.placement.profile_store import default_path, find_profile, profile_key
 from placerl.placement.shapes import ModelShape
 
@@ -240,7 +241,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     ray_calls = measure_ray(shape)
     shared = coll["step_alone_s"] / coll["step_shared_s"] if "step_shared_s" in coll else 1.0
     slowed = coll["decode_shared_s"] / coll["decode_alone_s"] if "decode_shared_s" in coll else 1.0
-    memory = measure_memory(log)  # process baselines (profile_memory.py)
+    runs = measure_runs(log)  # process baselines, controller overheads (profile_runs.py)
     machine = CPU_DEFAULT.with_(
         name=f"cpu (profiled, {threads} cores)",
         decode_flops=decode["decode_flops"],
@@ -260,8 +261,10 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
         shared_core_factor=min(1.0, shared),
         shared_overhead_factor=max(1.0, slowed),
         **machine_fields(roles_one, roles_many, threads),
-        process_bytes=memory["process_bytes"],
-        worker_bytes=memory["worker_bytes"],
+        process_bytes=runs["process_bytes"],
+        worker_bytes=runs["worker_bytes"],
+        step_overhead=runs["step_overhead"],
+        worker_step_overhead=runs.get("worker_step_overhead", CPU_DEFAULT.worker_step_overhead),
     )
     return {
         "key": profile_key("cpu", shape),
@@ -276,7 +279,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
             "optimizer_params_per_s": opt,
             "collectives": coll,
             "ray": ray_calls,
-            "memory": memory,
+            "runs": runs,
         },
     }
 

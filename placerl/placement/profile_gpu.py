@@ -132,6 +132,8 @@ def gpu_machine(
         "value_forward_flops": roles["value_forward_flops"],
         "update_overhead": roles["update_overhead"],
         "call_overhead": roles["forward_call_s"],
+        "value_update_overhead": roles["value_update_overhead"],
+        "value_call_overhead": roles["value_call_s"],
         "decode_flops": decode["decode_flops"],
         "decode_overhead_per_layer": per_layer,
         "optimizer_params_per_s": opt,

@@ -6,12 +6,12 @@ clip and the non-finite guard, the scheduler. On these small models those are a 
 update, so the cost model's train and forward rates come from the roles themselves:
 ``ActorWorker.update`` / ``log_probs`` and ``CriticWorker.update`` / ``values`` on a synthetic
 batch (random prompts, a random response of fixed length: the same tensors a rollout hands
-over), at two batch sizes, on 1 thread and on all of them.
+over), at three batch sizes, on 1 thread and on all of them.
 
 Each pair of timings is fitted to ``t = a · FLOPs + b`` with the FLOPs of the cost model's own
 formula (``cost_time.pass_flops``), so the slope is the achieved FLOP/s of placerl's code and
 the intercept its fixed cost per call (an update's intercept, less the measured optimizer step,
-is ``update_overhead``). The timings are the fastest of a few repeats (``profile._timed``).
+is ``update_overhead``). The timings are the median of a few repeats (``profile._timed``).
 """
 
 from __future__ import annotations
@@ -121,9 +121,13 @@ def measure_roles(
         "forward_flops": forward_rate,
         "value_train_flops": critic_rate,
         "value_forward_flops": values_rate,
-        # the intercept of a one-minibatch update: optimizer step + loss/clip/guard/stats
-        "update_overhead": max(0.0, (train_icpt + critic_icpt) / 2 - optimizer_s),
-        "forward_call_s": (forward_icpt + values_icpt) / 2,
+        # the intercept of a one-minibatch update: optimizer step + loss/clip/guard/stats; the
+        # policy's and a value model's apart (the actor's is about twice the critic's: its
+        # chunked log-prob head and clipped loss)
+        "update_overhead": max(0.0, train_icpt - optimizer_s),
+        "value_update_overhead": max(0.0, critic_icpt - optimizer_s),
+        "forward_call_s": forward_icpt,
+        "value_call_s": values_icpt,
         "times": times,
         "flops": flops,
     }
@@ -134,6 +138,18 @@ def thread_exponent(ratio: float, threads: int) -> float:
     if threads <= 1:
         return 1.0
     return min(1.0, max(0.0, math.log(max(ratio, 1e-3)) / math.log(threads)))
+
+
+def _value_intercepts(one: dict[str, Any], many: dict[str, Any]) -> dict[str, float]:
+    """A value model's intercepts, where the role measurements have them."""
+    if "value_update_overhead" not in one:
+        return {}
+    return {
+        "value_update_overhead": one["value_update_overhead"],
+        "value_update_overhead_all": many["value_update_overhead"],
+        "value_call_overhead": one["value_call_s"],
+        "value_call_overhead_all": many["value_call_s"],
+    }
 
 
 def machine_fields(one: dict[str, Any], many: dict[str, Any], threads: int) -> dict[str, float]:
@@ -151,6 +167,7 @@ def machine_fields(one: dict[str, Any], many: dict[str, Any], threads: int) -> d
         "update_overhead_all": many["update_overhead"],
         "call_overhead": one["forward_call_s"],
         "call_overhead_all": many["forward_call_s"],
+        **_value_intercepts(one, many),
         "profiled_threads": threads,
         "thread_exponent": exponent,
     }

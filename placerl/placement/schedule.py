@@ -15,6 +15,10 @@ the same time when their groups are disjoint and one after the other on a shared
   ``step = E + sync / period + max(G, L)``. Weights go out every ``period =
   min(sync_every, max_staleness)`` updates (a sync is forced before a batch would exceed the
   bound). With ``max_staleness: 0`` it is the synchronous chain.
+
+The controller's own work (``controller``: prompts, metrics, the log, launching calls) is one
+more stage at the end of the chain; in the pipeline it is in the trainer's cycle, since the
+controller runs it between the trainer's calls.
 """
 
 from __future__ import annotations
@@ -27,7 +31,15 @@ from placerl.placement.plan import Plan
 from placerl.placement.workload import Workload
 from placerl.types import Role
 
-STAGES = (("generate",), EXPERIENCE, ("old_log_probs",), LEARN, ("sync",), ("offload",))
+STAGES = (
+    ("generate",),
+    EXPERIENCE,
+    ("old_log_probs",),
+    LEARN,
+    ("sync",),
+    ("offload",),
+    ("controller",),
+)
 
 
 @dataclass(frozen=True)
@@ -81,7 +93,7 @@ def predict_step(plan: Plan, w: Workload, phases: Sequence[Phase]) -> StepPredic
     period = max(1, min(w.sync_every, plan.max_staleness))
     experience = [p for p in phases if p.name in EXPERIENCE]
     launch_first = not any(set(p.groups) & gen_groups for p in experience)
-    learn_names = (("old_log_probs",), LEARN, ("offload",))
+    learn_names = (("old_log_probs",), LEARN, ("offload",), ("controller",))
     if launch_first:
         train, path = simulate(_stages(phases, (EXPERIENCE, *learn_names)))
         head, head_path = 0.0, ()

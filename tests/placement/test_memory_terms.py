@@ -7,7 +7,7 @@ import subprocess
 
 import pytest
 
-from placerl.placement import profile_memory as pm
+from placerl.placement import profile_runs as pm
 from placerl.placement.cluster import cpu_cluster, local_slot
 from placerl.placement.cost_memory import (
     activation_bytes,
@@ -110,7 +110,8 @@ def test_the_probe_runs_are_valid_configs(tmp_path):
 
     for placement in ({"strategy": "local"}, {"strategy": "flatten", "num_workers": 1}):
         cfg = RunConfig.model_validate(pm.tiny_config(tmp_path, placement))
-        assert cfg.stage == "grpo" and cfg.trainer.steps == 2 and cfg.trainer.save_every == 0
+        assert cfg.stage == "grpo" and cfg.trainer.steps == pm.STEPS > pm.WARMUP
+        assert cfg.trainer.save_every == 0
 
 
 def test_baselines_are_the_tiny_runs_peaks_less_the_tiny_state(monkeypatch):
@@ -121,14 +122,16 @@ def test_baselines_are_the_tiny_runs_peaks_less_the_tiny_state(monkeypatch):
     def fake_run(raw):
         runs.append(raw["placement"]["strategy"])
         peak = 5e8 if raw["placement"]["strategy"] == "local" else 6e8
-        return {"workers": [{"peak": peak}], "controller": peak}
+        gaps = [0.001, 0.002, 0.009] if raw["placement"]["strategy"] == "local" else [0.006] * 3
+        return {"workers": [{"peak": peak}], "controller": peak, "step_gaps": gaps}
 
     monkeypatch.setattr(factory, "make_model_dir", lambda *a, **k: None)
     monkeypatch.setattr(pm, "tiny_state_bytes", lambda model_dir: 1e6)
     monkeypatch.setattr(pm, "run_fresh", fake_run)
-    out = pm.measure_memory(log=lambda message: None)
+    out = pm.measure_runs(log=lambda message: None)
     assert runs == ["local", "flatten"]
     assert (out["process_bytes"], out["worker_bytes"]) == (5e8 - 1e6, 6e8 - 1e6)
+    assert (out["step_overhead"], out["worker_step_overhead"]) == (0.002, 0.006)  # medians
 
     def no_ray(raw):
         if raw["placement"]["strategy"] != "local":
@@ -136,13 +139,16 @@ def test_baselines_are_the_tiny_runs_peaks_less_the_tiny_state(monkeypatch):
         return fake_run(raw)
 
     monkeypatch.setattr(pm, "run_fresh", no_ray)
-    out = pm.measure_memory(log=lambda message: None)
+    out = pm.measure_runs(log=lambda message: None)
     assert out["worker_bytes"] == 5e8 - 1e6 + pm.RAY_WORKER_EXCESS
     assert "excess" in out["worker_measured_by"]
+    assert "worker_step_overhead" not in out  # the profile keeps the default then
 
 
 @pytest.mark.slow
 def test_the_probes_measure_real_baselines():
-    out = pm.measure_memory(log=lambda message: None)  # two tiny runs in fresh processes
+    out = pm.measure_runs(log=lambda message: None)  # two tiny runs in fresh processes
     assert 100 * 2**20 < out["process_bytes"] < 4 * 2**30
     assert 100 * 2**20 < out["worker_bytes"] < 4 * 2**30
+    # the controller's own work a step: more than nothing, far less than a tiny step
+    assert 0 < out["step_overhead"] < 0.1 and 0 < out["worker_step_overhead"] < 0.1

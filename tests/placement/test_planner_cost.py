@@ -132,6 +132,17 @@ def test_generate_and_train_seconds_by_hand():
     # a value model reads every row's prompt (no shared-prefix forward) and has no LM head
     value = SMALL.as_value_model()
     assert ct.pass_prompts(value, w, 4) == 4 and ct.pass_prompts(SMALL, w, 4) == 2
+    # … and pays its own intercepts where the profile measured them (the policy's otherwise)
+    value_flops = ct.pass_flops(value, w, 4, 4)
+    assert ct.train_compute_s(value, m, slot, w, 4, None, False) == pytest.approx(
+        3 * value_flops / 1e6 + 0.25
+    )
+    own = m.with_(value_update_overhead=0.125, value_call_overhead=0.0625)
+    assert ct.train_compute_s(value, own, slot, w, 4, None, False) == pytest.approx(
+        3 * value_flops / 1e6 + 0.125
+    )
+    assert ct.forward_s(value, own, slot, w, 4, 2) == pytest.approx(value_flops / 1e6 + 2 * 0.0625)
+    assert ct.forward_s(SMALL, own, slot, w, 4, None) == pytest.approx(per_forward / 1e6 + 0.5)
 
 
 def test_cpu_slot_overheads_interpolate_by_threads_and_slow_when_cores_are_shared():

@@ -69,6 +69,45 @@ def test_separate_pipeline_hides_the_shorter_cycle_and_amortizes_sync():
     assert predict_step(sync_plan, _work(), phases).step_s == pytest.approx(5.4)
 
 
+def test_the_controllers_own_work_ends_the_chain_and_joins_the_trainers_cycle():
+    phases = [
+        ph("generate", ["gen"], 3.0, R),
+        ph("score", ["train"], 0.5, W),
+        ph("reference", ["train"], 0.5, F),
+        ph("update", ["train"], 1.0),
+        ph("controller", ["controller"], 0.25),
+    ]
+    sync_plan = strategies.separate(PPO, CLUSTERS["cpu4"](), max_staleness=0)
+    chain = predict_step(sync_plan, _work(), phases)
+    assert chain.step_s == pytest.approx(5.25) and chain.critical_path[-1] == "controller"
+    plan = strategies.separate(PPO, CLUSTERS["cpu4"](), max_staleness=1)
+    # the trainer's cycle T = 2 + 0.25 stays under G = 3: hidden; at G = 2 it is the step
+    assert predict_step(plan, _work(max_staleness=1), phases).step_s == pytest.approx(3.0)
+    shorter = [ph("generate", ["gen"], 2.0, R), *phases[1:]]
+    pred = predict_step(plan, _work(max_staleness=1), shorter)
+    assert pred.step_s == pytest.approx(2.25) and pred.cycles["trainer"] == pytest.approx(2.25)
+
+
+def test_a_step_pays_the_controllers_own_work_in_process_or_with_workers():
+    from placerl.placement.cluster import cpu_cluster, local_slot
+    from placerl.placement.from_config import local_plan
+    from placerl.placement.machine import CPU_DEFAULT
+    from placerl.placement.phases import step_phases
+    from placerl.placement.plan import Cluster
+    from placerl.placement.shapes import tiny_default
+
+    roles = (A, R, W)
+    w = Workload("grpo", roles, dict.fromkeys(roles, tiny_default()), prompts=4, rule_reward=True)
+    m = CPU_DEFAULT.with_(step_overhead=0.002, worker_step_overhead=0.007)
+    local = local_plan(roles, Cluster((local_slot("cpu"),)), 0)
+    flat = strategies.flatten(roles, cpu_cluster(2, 1, cores=2))
+    own = {p.name: p.seconds for p in step_phases(local, w, m)}["controller"]
+    assert own == 0.002
+    assert {p.name: p.seconds for p in step_phases(flat, w, m)}["controller"] == 0.007
+    none = [p.name for p in step_phases(flat, w, m.with_(worker_step_overhead=0.0))]
+    assert "controller" not in none
+
+
 def test_separate_with_a_rule_reward_on_the_rollout_scores_before_the_launch():
     roles = (A, R, W, F)
     plan = strategies.separate(roles, CLUSTERS["cpu4"](), rule_reward=True, max_staleness=1)

@@ -35,9 +35,17 @@ def fake_measurements(monkeypatch):
         "value_train_flops": 2e10,
         "value_forward_flops": 3e10,
         "update_overhead": 0.002,
+        "value_update_overhead": 0.001,
         "forward_call_s": 0.001,
+        "value_call_s": 0.0005,
     }
-    role_calls = iter([roles, {**roles, "train_flops": 5.4e10, "update_overhead": 0.004}])
+    many = {
+        **roles,
+        "train_flops": 5.4e10,
+        "update_overhead": 0.004,
+        "value_update_overhead": 0.003,
+    }
+    role_calls = iter([roles, many])
     monkeypatch.setattr(prof, "measure_roles", lambda *a: next(role_calls))
     monkeypatch.setattr(
         prof,
@@ -53,8 +61,9 @@ def fake_measurements(monkeypatch):
     )
     ray_calls = {"rpc_latency": 0.003, "worker_update_extra_s": 0.02}
     monkeypatch.setattr(prof, "measure_ray", lambda shape: ray_calls)
-    memory = {"process_bytes": 4e8, "worker_bytes": 4.5e8, "worker_measured_by": "test"}
-    monkeypatch.setattr(prof, "measure_memory", lambda log=print: memory)
+    runs = {"process_bytes": 4e8, "worker_bytes": 4.5e8, "worker_measured_by": "test"}
+    runs |= {"step_overhead": 0.001, "worker_step_overhead": 0.005}
+    monkeypatch.setattr(prof, "measure_runs", lambda log=print: runs)
 
 
 def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypatch):
@@ -67,11 +76,15 @@ def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypat
     # the rates and intercepts of placerl's own role calls; 5.4e10 / 3e10 on 4 threads
     assert m.value_train_flops == 2e10 and m.update_overhead == 0.002
     assert m.update_overhead_all == 0.004 and m.profiled_threads == 4
+    # a value model's intercepts apart from the policy's
+    assert (m.value_update_overhead, m.value_update_overhead_all) == (0.001, 0.003)
+    assert (m.value_call_overhead, m.value_call_overhead_all) == (0.0005, 0.0005)
     assert 4**m.thread_exponent == pytest.approx(1.8)
     assert m.shared_core_factor == pytest.approx(0.9)
     assert m.shared_overhead_factor == pytest.approx(1.2) and m.rpc_latency == 0.003
     assert m.worker_update_overhead == 0.02
-    assert (m.process_bytes, m.worker_bytes) == (4e8, 4.5e8)  # profile_memory's baselines
+    assert (m.process_bytes, m.worker_bytes) == (4e8, 4.5e8)  # profile_runs' baselines
+    assert (m.step_overhead, m.worker_step_overhead) == (0.001, 0.005)  # … and controller
     assert (
         raw["key"]["shape"] == "L6-h256-f1024-a8-kv4-V512"
         and "profile written" in capsys.readouterr().out
@@ -102,6 +115,7 @@ def test_role_calls_are_measured_on_the_device_given_and_fitted():
     out = measure_roles(policy, critic, shape, 1, 1e-4, device="cpu", precision="bf16")
     assert out["train_flops"] > 0 and out["value_forward_flops"] > 0
     assert len(out["times"]["update"]) == 3 and out["update_overhead"] >= 0
+    assert out["value_update_overhead"] >= 0 and out["value_call_s"] >= 0
     assert prof.synced(print, "cpu") is print  # CPU work is synchronous: nothing to wait for
 
 
@@ -115,7 +129,9 @@ def test_a_gpu_profile_overrides_the_spec_with_what_it_measured():
         "value_train_flops": 3e14,
         "value_forward_flops": 4e14,
         "update_overhead": 0.01,
+        "value_update_overhead": 0.006,
         "forward_call_s": 0.002,
+        "value_call_s": 0.001,
     }
     decode = {"decode_overhead_per_layer": 1e-3, "decode_flops": 1e14}
     copies = {"host_bw": 2.5e10}
@@ -123,6 +139,7 @@ def test_a_gpu_profile_overrides_the_spec_with_what_it_measured():
     m = gpu_machine(shape, "NVIDIA-H200", roles, decode, 2e10, copies, nccl, 0.004, 2)
     assert m.kind == "gpu" and m.train_flops == 4e14 and m.host_bw == 2.5e10
     assert m.intra_bw == 3e11 and m.rpc_latency == 0.004 and "H200" in m.name
+    assert (m.value_update_overhead, m.value_call_overhead) == (0.006, 0.001)
     # the decode intercept less the weights' streaming time at the spec's bandwidth
     streamed = shape.params * 2 / m.memory_bw / shape.layers
     assert m.decode_overhead_per_layer == pytest.approx(max(0.0, 1e-3 - streamed))

@@ -1,22 +1,34 @@
-"""The memory a placerl process holds besides its models: measured, for the cost model.
+"""Two tiny real runs, measured for the cost model: what a process holds besides its models,
+and what a step's controller does besides its calls.
 
-On a CPU a slot's peak resident set is not only its tensors. A process that runs placerl's
-training stack (torch, transformers, tokenizers, safetensors, placerl, and for a worker Ray
-and a torch.distributed group) holds some 400-500 MB of library code and data pages, thread
-pools, allocator arenas, the data and the loggers, whatever the model. ``cost_memory`` adds
-this as the ``process baseline`` of a slot, so it is measured here, on this machine, not
-guessed: a real RL run (GRPO, 2 steps, a checkpoint at the end) of a tiny Llama (h = 64, one
-block, 70k parameters), trained in a fresh interpreter,
+A real RL run (GRPO, 10 steps, a checkpoint at the end) of a tiny Llama (h = 64, one block,
+70k parameters), each in a fresh interpreter: with ``placement.strategy: local``, and with
+Flatten on two Ray workers of one thread (how a 2-slot plan runs).
 
-- ``process_bytes``: with ``placement.strategy: local``, the peak RSS (``VmHWM``) of that
-  process;
-- ``worker_bytes``: with Flatten on one Ray worker, that worker's peak RSS (read just before
-  the runtime stops it: ``run_peaks``); ``process_bytes`` plus a bare Ray worker's excess
-  over a bare process when Ray cannot start here;
+**Memory.** On a CPU a slot's peak resident set is not only its tensors. A process that runs
+placerl's training stack (torch, transformers, tokenizers, safetensors, placerl, and for a
+worker Ray and a torch.distributed group) holds some 400-500 MB of library code and data
+pages, thread pools, allocator arenas, the data and the loggers, whatever the model.
+``cost_memory`` adds this as the ``process baseline`` of a slot, so it is measured here, not
+guessed:
+
+- ``process_bytes``: the local run's peak RSS (``VmHWM``);
+- ``worker_bytes``: the first Ray worker's peak RSS (read just before the runtime stops it:
+  ``run_peaks``); ``process_bytes`` plus a bare Ray worker's excess over a bare process when
+  Ray cannot start here;
 
 each less the tiny model's own state (weights, gradients, Adam). A smaller probe (imports, a
 forward, a backward, an optimizer step and a generation) misses ~100 MB a real run holds
 (380 vs 483 MiB here), so the probe is the run itself.
+
+**The controller's own work.** ``time/step`` is the wall time between two steps' logs; each
+phase's time is the controller's span around its call. What is left (``step_gap``) is the
+controller's work outside every call: the next prompts, the metrics, the log and, with
+workers, launching the sample (its uniforms, the row split, the object store) and the workers'
+spans. On the tiny model the phases are almost empty, so the gap is what a step of any model
+pays: ``step_overhead`` (local) and ``worker_step_overhead`` (Ray), the median over the steps
+after the first ``WARMUP``. The gap does not include a phase call's round trip, which is the
+phase's (``rpc_latency``).
 """
 
 from __future__ import annotations
@@ -39,6 +51,7 @@ TINY = dict(
 # A bare Ray worker (default_worker.py, nothing imported) minus a bare interpreter, measured
 # on a 2-core x86 VM: 78 MB vs 10 MB. Used only when the Ray run below cannot start.
 RAY_WORKER_EXCESS = 68 * 2**20
+STEPS, WARMUP = 10, 3  # steps of a tiny run; the first ones (allocations, warm-up) not timed
 
 
 def status_kb(pid: int | str, key: str) -> int:
@@ -52,7 +65,7 @@ def status_kb(pid: int | str, key: str) -> int:
 def run_peaks(raw_config: dict[str, Any]) -> dict[str, Any]:
     """Train ``raw_config`` in this process; the peak RSS of every process holding a slot:
     this one under ``local``, else each Ray worker (pids from the runtime, read before it
-    stops them). For a fresh interpreter: ``python -m placerl.placement.profile_memory``."""
+    stops them). For a fresh interpreter: ``python -m placerl.placement.profile_runs``."""
     import torch
 
     import placerl.trainer as trainer
@@ -82,14 +95,26 @@ def run_peaks(raw_config: dict[str, Any]) -> dict[str, Any]:
     controller = status_kb("self", "VmHWM") * 1024
     if not workers:
         workers = [{"rank": 0, "label": "local", "peak": controller}]
-    return {"workers": workers, "controller": controller}
+    return {"workers": workers, "controller": controller, "step_gaps": step_gaps(cfg.run_dir)}
+
+
+def step_gaps(run_dir) -> list[float]:
+    """Per step after ``WARMUP``: ``time/step`` less the sum of its phases' times."""
+    from placerl.logging import read_metrics
+
+    out = []
+    for m in read_metrics(run_dir):
+        if m.get("step", 0) > WARMUP and "time/step" in m:
+            phases = sum(v for k, v in m.items() if k.startswith("time/") and k != "time/step")
+            out.append(m["time/step"] - phases)
+    return out
 
 
 def run_fresh(raw_config: dict[str, Any], timeout: float = 300) -> dict[str, Any]:
     """``run_peaks`` in a fresh interpreter (nothing of this process counted)."""
     env = dict(os.environ, OMP_NUM_THREADS="1", TOKENIZERS_PARALLELISM="false")
     out = subprocess.run(
-        [sys.executable, "-m", "placerl.placement.profile_memory"],
+        [sys.executable, "-m", "placerl.placement.profile_runs"],
         input=json.dumps(raw_config),
         env=env,
         capture_output=True,
@@ -101,7 +126,8 @@ def run_fresh(raw_config: dict[str, Any], timeout: float = 300) -> dict[str, Any
 
 
 def tiny_config(work: Path, placement: dict[str, Any]) -> dict[str, Any]:
-    """A 2-step GRPO run of the tiny model in ``work/base_model``, checkpointed at the end."""
+    """A ``STEPS``-step GRPO run of the tiny model in ``work/base_model``, checkpointed at the
+    end."""
     return {
         "stage": "grpo",
         "seed": 0,
@@ -110,7 +136,7 @@ def tiny_config(work: Path, placement: dict[str, Any]) -> dict[str, Any]:
         "data": {"builtin_size": 256, "num_eval": 0},
         "rollout": {"max_new_tokens": 8, "samples_per_prompt": 4},
         "grpo": {"skip_uninformative": False},
-        "trainer": {"steps": 2, "batch_size": 4, "eval_every": 0, "save_every": 0}
+        "trainer": {"steps": STEPS, "batch_size": 4, "eval_every": 0, "save_every": 0}
         | {"progress": False, "report_to": []},
         "placement": placement,
     }
@@ -123,31 +149,44 @@ def tiny_state_bytes(model_dir: Path) -> float:
     return 16.0 * (count_params(model_dir) or 0)
 
 
-def measure_memory(log=print) -> dict[str, Any]:
-    """Both baselines, in bytes, with how they were measured (``profile.run_profile``)."""
+def measure_runs(log=print) -> dict[str, Any]:
+    """Both baselines, in bytes, and both controller overheads, in seconds, with how they were
+    measured (``profile.run_profile``)."""
+    import statistics
     from dataclasses import replace
 
     from placerl.models.factory import TinyLlamaSize, make_model_dir
     from placerl.stages.sources import builtin_corpus
 
-    with tempfile.TemporaryDirectory(prefix="placerl-memory-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="placerl-runs-") as tmp:
         work = Path(tmp)
         make_model_dir(work / "base_model", builtin_corpus(), replace(TinyLlamaSize(), **TINY))
         state = tiny_state_bytes(work / "base_model")
         local = run_fresh(tiny_config(work, {"strategy": "local", "device": "cpu"}))
         process = local["workers"][0]["peak"] - state
-        one_worker = {"strategy": "flatten", "device": "cpu", "num_workers": 1}
+        step = statistics.median(local["step_gaps"])
+        two_workers = {"strategy": "flatten", "device": "cpu", "num_workers": 2}
         try:
-            ray_run = run_fresh(tiny_config(work, one_worker | {"threads_per_worker": 1}))
+            ray_run = run_fresh(tiny_config(work, two_workers | {"threads_per_worker": 1}))
             worker, how = ray_run["workers"][0]["peak"] - state, "a Ray worker's run"
+            worker_step = statistics.median(ray_run["step_gaps"])
         except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError):
             worker, how = process + RAY_WORKER_EXCESS, "process + a bare Ray worker's excess"
-    log(f"process baseline {process / 2**20:.0f} MiB, Ray worker {worker / 2**20:.0f} MiB ({how})")
-    return {
+            worker_step = None
+    log(
+        f"process baseline {process / 2**20:.0f} MiB, Ray worker {worker / 2**20:.0f} MiB ({how});"
+        f" controller {step * 1e3:.1f} ms a step"
+        + (f", {worker_step * 1e3:.1f} ms with workers" if worker_step is not None else "")
+    )
+    out = {
         "process_bytes": float(process),
         "worker_bytes": float(worker),
         "worker_measured_by": how,
+        "step_overhead": max(0.0, step),
     }
+    if worker_step is not None:
+        out["worker_step_overhead"] = max(0.0, worker_step)
+    return out
 
 
 if __name__ == "__main__":  # run_fresh's child: a config on stdin, the peaks on stdout
