@@ -9,17 +9,18 @@ responses to the cap). The cost model is calibrated on each model's own stored p
 Each cell measures ``--steps`` steps after ``--warmup``, or more where they would take under
 ``--min-seconds`` (predicted), so a 30 ms step's median is not five samples of noise; and it
 does so ``--rounds`` times, the workload's strategies side by side in each round, its
-measured time the median of all its steps. Printed
-per cell: predicted and median measured ``time/step``; per workload: whether the predicted-fastest strategy is the measured
-fastest; then the summary line
+measured time the median of all its steps. Printed per cell: predicted and median measured
+``time/step``; per workload: whether the predicted-fastest strategy is the measured fastest;
+then the summary line
 
     median |error| X%, max Y%, pick best in K/N, within 5% of best in M/N
 
 (targets: median ≤ 10%, max ≤ 25%, pick within 5% of the best in ≥ 90%). Memory against
-peak RSS is ``planner_memory.py``'s. On a machine shared with other jobs the measured times drift;
-run it niced, once, and read the summary with that in mind.
+peak RSS is ``planner_memory.py``'s. On a machine shared with other jobs the measured times
+drift; run it niced, once, and read the summary with that in mind.
 
-    nice -n 19 python benchmarks/planner_accuracy.py [--steps 5] [--min-seconds 3] [--only 'grpo 1.6M']
+    nice -n 19 python benchmarks/planner_accuracy.py [--steps 5] [--min-seconds 3] [--rounds 2]
+    nice -n 19 python benchmarks/planner_accuracy.py --only 'grpo 1.6M' --phases
 """
 
 from __future__ import annotations

@@ -3,8 +3,9 @@
 ``PlannerMonitor`` is what the trainer calls each step: it logs ``planner/predicted_step_s``,
 ``planner/error`` (measured / predicted - 1) and ``planner/replans``. After
 ``placement.replan_after`` steps on a Plan it refits the cost model to the run's own phase
-times — one factor each for generation, forward passes and updates, the median ratio of
-measured to predicted — and re-searches (holding the user's settings). ``choose`` takes the
+times — one factor each for generation, forward passes, updates and the controller's own
+work, the median ratio of measured to predicted (``observed_phases`` maps the metrics onto the
+model's phases) — and re-searches (holding the user's settings). ``choose`` takes the
 fastest candidate predicted faster than the current Plan by more than
 ``placement.replan_margin``, except one the run already left, unless that one *measured*
 faster by the margin than the current Plan measures now: so a run never flips back and forth
@@ -36,18 +37,51 @@ from placerl.placement.auto_state import (
 )
 from placerl.placement.machine import Machine
 from placerl.placement.phases import step_phases
+from placerl.placement.schedule import pipelined as pipelined_plan
 from placerl.placement.schedule import predict_step
 from placerl.placement.search import Scored
 
 GENERATE = ("generate",)
 FORWARD = ("score", "reference", "values", "old_log_probs")
 LEARN = ("update", "critic_update")
+CONTROLLER = ("controller",)
+HIDDEN = 0.05  # a pipelined rollout whose wait is under this share of the step is hidden
+
+
+def observed_phases(times: dict[str, float], step_s: float | None, pipelined: bool):
+    """One step's phases as the cost model names them, from its ``time/<phase>`` metrics.
+
+    The controller sees a generation where it waits for it: in ``generate``, or, when the
+    sample was launched before (the experience pipeline), in ``wait_rollout``. Unpipelined,
+    the generation is their sum. Pipelined (Separate, stale batches), a rollout that makes the
+    trainer wait sets the pace: its cycle is the step less the sync (``schedule``); one that
+    never does is hidden, and this step says nothing of its speed (a local background
+    rollout's own ``ahead/generate`` does). ``controller`` is the step less every phase."""
+    out = {k: v for k, v in times.items() if not k.startswith("ahead/")}
+    phases = sum(out.values())
+    if "generate" in out or "wait_rollout" in out:
+        gen, wait = out.pop("generate", 0.0), out.pop("wait_rollout", 0.0)
+        if not pipelined:
+            out["generate"] = gen + wait
+        elif "ahead/generate" in times:
+            out["generate"] = times["ahead/generate"]
+        elif step_s and wait >= HIDDEN * step_s:
+            out["generate"] = step_s - out.get("sync", 0.0)
+    if step_s:
+        out["controller"] = max(0.0, step_s - phases)
+    return out
 
 
 def refit_factors(predicted: dict[str, float], measured: dict[str, list[float]]) -> dict:
     """Measured / predicted per kind of phase (the median over its phases and steps)."""
     out = {}
-    for kind, names in (("generation", GENERATE), ("forward", FORWARD), ("update", LEARN)):
+    kinds = (
+        ("generation", GENERATE),
+        ("forward", FORWARD),
+        ("update", LEARN),
+        ("controller", CONTROLLER),
+    )
+    for kind, names in kinds:
         ratios = [
             statistics.median(measured[n]) / predicted[n]
             for n in names
@@ -89,6 +123,12 @@ def refit(m: Machine, predicted: dict[str, float], measured: dict[str, list[floa
         for name in ("value_update_overhead", "value_update_overhead_all"):
             if getattr(m, name) is not None:
                 changes[name] = getattr(m, name) * up
+    if "controller" in f:
+        own = f["controller"]
+        changes |= {
+            "step_overhead": m.step_overhead * own,
+            "worker_step_overhead": m.worker_step_overhead * own,
+        }
     return m.with_(**changes, source=f"{m.source}, refit to the run") if changes else m
 
 
@@ -155,9 +195,10 @@ class PlannerMonitor:
         if measured:
             out["planner/error"] = measured / d.predicted_step_s - 1
             self.steps.append(measured)
-        for key, value in metrics.items():
-            if key.startswith("time/") and key != "time/step":
-                self.measured.setdefault(key[5:], []).append(value)
+        times = {k[5:]: v for k, v in metrics.items() if k.startswith("time/") and k != "time/step"}
+        pipelined = pipelined_plan(d.plan, d.workload)
+        for name, seconds in observed_phases(times, measured, pipelined).items():
+            self.measured.setdefault(name, []).append(seconds)
         if self.replan_after and len(self.steps) == self.replan_after and not d.state.checked:
             self.replan()
         return out

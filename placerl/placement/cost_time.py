@@ -3,7 +3,8 @@
 FLOPs are ``ModelShape.flops_per_token`` (2 per multiplied parameter + attention) at the mean
 context of the pass; backward costs twice the forward (Kaplan et al. 2020), gradient
 checkpointing adds one forward. A pass over ``n`` micro-batches pays ``call_overhead`` per
-forward and per backward call (a value model's own, ``value_call_overhead``, where profiled). Rates come from a ``Machine`` (profiled, or peak × efficiency).
+forward and per backward call (a value model's own, ``value_call_overhead``, where
+profiled). Rates come from a ``Machine`` (profiled, or peak × efficiency).
 
 - ``prefill_s`` + ``decode_s``: generation. Distinct prompts are prefilled once (placerl's
   sampler shares a prompt's KV cache across its samples); then ``response_len`` decode steps of

@@ -5,8 +5,8 @@ cost is the same), on 1 torch thread and on all of them:
 
 - placerl's own actor and critic updates and forwards (``profile_roles``): achieved FLOP/s
   and per-call intercepts, least squares over 3 batch sizes;
-- generation with placerl's sampler at 2, 8 and 32 rows for 4 and 20 new tokens: a decode
-  step is ``(t20 - t4) / 16``; its intercept over rows, per block, is
+- generation with placerl's sampler at 2, 8 and 32 rows for 4 and 36 new tokens: a decode
+  step is ``(t36 - t4) / 32``; its intercept over rows, per block, is
   ``decode_overhead_per_layer`` and its slope gives ``decode_flops`` (on a CPU the weights
   stream from cache at these sizes, so ``memory_bw`` is left very large: the intercept holds
   it);
@@ -15,10 +15,14 @@ cost is the same), on 1 torch thread and on all of them:
   two processes computing at once (``shared_*_factor``);
 - a Ray phase call and an update inside Ray actors (``profile_ray``);
 - two tiny real runs, local and on two Ray workers (``profile_runs``): the process baselines
-  and the controller's own work a step. ``--device gpu`` measures on a GPU instead (``profile_gpu``).
+  and the controller's own work a step.
 
-The thread exponent is ``log(Φ_all / Φ_1) / log(threads)``. The JSON goes to ``--out`` and to
-the store (``profile_store``), keyed by machine, device and model shape; a later run reuses it.
+``--device gpu`` measures on a GPU instead (``profile_gpu``).
+
+The thread exponent is ``log(Φ_all / Φ_1) / log(threads)``; the 1-thread and all-thread
+timings take turns, repeat by repeat (``timed_threads``), so drift does not bend their ratio.
+The JSON goes to ``--out`` and to the store (``profile_store``), keyed by machine, device and
+model shape; a later run reuses it.
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from typing import Any
 from placerl.placement.cluster import available_cores
 from placerl.placement.machine import CPU_DEFAULT, Machine
 from placerl.placement.profile_ray import measure_ray
-from placerl.placement.profile_roles import machine_fields, measure_roles, thread_exponent
+from placerl.placement.profile_roles import machine_fields, measure_roles_at, thread_exponent
 from placerl.placement.profile_runs import measure_runs
 from placerl.placement.profile_store import default_path, find_profile, profile_key
 from placerl.placement.shapes import ModelShape
@@ -70,6 +74,26 @@ def _timed(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
+def timed_threads(fn, thread_counts, repeats: int = 5) -> list[float]:
+    """``_timed`` on each of ``thread_counts`` torch threads, the counts taking turns repeat by
+    repeat: a VM's drift (a neighbour, a kernel thread) then slows every count alike, and
+    their ratio, the thread exponent, holds (measured one count after the other, it moved
+    0.66-0.91 between profiles of the same model here)."""
+    import torch
+
+    for n in thread_counts:  # warm-up: each count's thread pool, caches
+        torch.set_num_threads(n)
+        fn()
+    times: list[list[float]] = [[] for _ in thread_counts]
+    for _ in range(repeats):
+        for i, n in enumerate(thread_counts):
+            torch.set_num_threads(n)
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def build_model(shape: ModelShape, value_head: bool = False):
     """A random Llama of ``shape`` (a critic's token-classification head with ``value_head``)."""
     import torch
@@ -94,21 +118,26 @@ def build_model(shape: ModelShape, value_head: bool = False):
 
 
 def measure_decode(model, shape: ModelShape, threads: int, device="cpu") -> dict[str, float]:
-    """Decode-step seconds at 2, 8 and 32 rows (``(t20 - t4) / 16`` of placerl's sampler),
-    fitted by least squares to ``layers · overhead + rows · flops_per_token / decode_flops``."""
+    """``measure_decode_at`` on one thread count."""
+    return measure_decode_at(model, shape, (threads,), device)[0]
+
+
+def measure_decode_at(model, shape: ModelShape, thread_counts, device="cpu") -> list[dict]:
+    """Decode-step seconds at 2, 8 and 32 rows (``(t36 - t4) / 32`` of placerl's sampler) on
+    each thread count (``timed_threads``), fitted by least squares to ``layers · overhead +
+    rows · flops_per_token / decode_flops``."""
     import torch
 
     from placerl.placement.profile_roles import _fit
     from placerl.rollout.sampling import SamplingParams, generate
 
-    torch.set_num_threads(threads)
-    prompt = 8
-    steps = {}
+    prompt, short, long = 8, 4, 36
+    steps: list[dict[int, float]] = [{} for _ in thread_counts]
     for rows in (2, 8, 32):
         ids = torch.randint(3, shape.vocab, (rows, prompt)).to(device)
         mask = torch.ones_like(ids)
         times = {}
-        for n in (4, 20):
+        for n in (short, long):
             params = SamplingParams(max_new_tokens=n)
             run = synced(
                 lambda p=params, ids=ids, mask=mask: generate(
@@ -116,15 +145,22 @@ def measure_decode(model, shape: ModelShape, threads: int, device="cpu") -> dict
                 ),
                 device,
             )
-            times[n] = _timed(run, repeats=2)
-        steps[rows] = max(1e-6, (times[20] - times[4]) / 16)
-    context = prompt + 12
-    rate, icpt = _fit(list(steps.values()), [r * shape.flops_per_token(context) for r in steps])
-    return {
-        "decode_step_s": steps,
-        "decode_overhead_per_layer": icpt / shape.layers,
-        "decode_flops": rate,
-    }
+            times[n] = timed_threads(run, thread_counts)
+        for i in range(len(thread_counts)):
+            steps[i][rows] = max(1e-6, (times[long][i] - times[short][i]) / (long - short))
+    context = prompt + (short + long) / 2
+    out = []
+    for per_rows in steps:
+        flops = [r * shape.flops_per_token(context) for r in per_rows]
+        rate, icpt = _fit(list(per_rows.values()), flops)
+        out.append(
+            {
+                "decode_step_s": per_rows,
+                "decode_overhead_per_layer": icpt / shape.layers,
+                "decode_flops": rate,
+            }
+        )
+    return out
 
 
 def measure_optimizer(model, device="cpu") -> float:
@@ -226,16 +262,13 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     model = build_model(shape)
     threads = available_cores()
     log(f"profiling {shape.name} ({shape.params / 1e6:.1f}M params) on 1 and {threads} threads")
-    decode = measure_decode(model, shape, 1)
-    decode_all = measure_decode(model, shape, threads) if threads > 1 else decode
+    counts = (1, threads) if threads > 1 else (1,)
+    decode, decode_all = (measure_decode_at(model, shape, counts) * 2)[:2]
     log("decode measured; the optimizer and placerl's role calls next")
     opt = measure_optimizer(model)
     critic = build_model(shape, value_head=True)
     optimizer_s = shape.params / opt
-    roles_one = measure_roles(model, critic, shape, 1, optimizer_s)
-    roles_many = (
-        measure_roles(model, critic, shape, threads, optimizer_s) if threads > 1 else roles_one
-    )
+    roles_one, roles_many = (measure_roles_at(model, critic, shape, counts, optimizer_s) * 2)[:2]
     log("placerl's role calls measured; collectives and Ray calls next")
     coll = measure_collectives(shape if threads > 1 else None)
     ray_calls = measure_ray(shape)

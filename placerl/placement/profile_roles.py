@@ -11,7 +11,8 @@ over), at three batch sizes, on 1 thread and on all of them.
 Each pair of timings is fitted to ``t = a · FLOPs + b`` with the FLOPs of the cost model's own
 formula (``cost_time.pass_flops``), so the slope is the achieved FLOP/s of placerl's code and
 the intercept its fixed cost per call (an update's intercept, less the measured optimizer step,
-is ``update_overhead``). The timings are the median of a few repeats (``profile._timed``).
+is ``update_overhead``). The timings are the median of 5 repeats, the thread counts taking turns
+(``profile.timed_threads``).
 """
 
 from __future__ import annotations
@@ -76,25 +77,37 @@ def measure_roles(
     device="cpu",
     precision: str = "fp32",
 ) -> dict:
-    """Achieved FLOP/s and per-call seconds of the actor's and critic's updates and forwards
-    on ``threads`` torch threads (CPU) or on ``device`` in ``precision``."""
-    import torch
+    """``measure_roles_at`` on one thread count (a GPU's: 1 host thread)."""
+    return measure_roles_at(policy, critic, shape, (threads,), optimizer_s, device, precision)[0]
 
+
+def measure_roles_at(
+    policy,
+    critic,
+    shape: ModelShape,
+    thread_counts,
+    optimizer_s: float,
+    device="cpu",
+    precision: str = "fp32",
+) -> list[dict]:
+    """Achieved FLOP/s and per-call seconds of the actor's and critic's updates and forwards
+    on each of ``thread_counts`` torch threads (CPU; they take turns: ``timed_threads``), or
+    on ``device`` in ``precision``."""
     from placerl.algos.objectives import PolicyObjective, ValueObjective
     from placerl.config.schema import OptimConfig
     from placerl.placement.cost_time import pass_flops
-    from placerl.placement.profile import _timed, synced
+    from placerl.placement.profile import synced, timed_threads
     from placerl.placement.workload import Workload
     from placerl.roles.actor import ActorWorker
     from placerl.roles.critic import CriticWorker
     from placerl.types import Role
 
-    torch.set_num_threads(threads)
     optim = OptimConfig(lr=1e-9)
     actor = ActorWorker(policy, optim, total_steps=10_000, precision=precision)
     value = CriticWorker(critic, optim, total_steps=10_000, precision=precision)
     value_shape = shape.as_value_model()
-    times: dict[str, list[float]] = {k: [] for k in ("update", "forward", "critic", "values")}
+    names = ("update", "forward", "critic", "values")
+    times: list[dict[str, list[float]]] = [{k: [] for k in names} for _ in thread_counts]
     flops: dict[str, list[float]] = {"policy": [], "value": []}
     for prompts, samples, prompt, response in POINTS:
         batch = synthetic_batch(shape, prompts, samples, prompt, response).to(device)
@@ -111,7 +124,12 @@ def measure_roles(
             "values": lambda b=batch: value.values(b),
         }
         for name, call in calls.items():
-            times[name].append(_timed(synced(call, device), 3))
+            for i, seconds in enumerate(timed_threads(synced(call, device), thread_counts)):
+                times[i][name].append(seconds)
+    return [_fitted(t, flops, optimizer_s) for t in times]
+
+
+def _fitted(times: dict[str, list[float]], flops: dict[str, list[float]], optimizer_s: float):
     train_rate, train_icpt = _fit(times["update"], [3 * f for f in flops["policy"]])
     forward_rate, forward_icpt = _fit(times["forward"], flops["policy"])
     critic_rate, critic_icpt = _fit(times["critic"], [3 * f for f in flops["value"]])

@@ -78,13 +78,14 @@ def _stages(phases: Sequence[Phase], names: Sequence[Sequence[str]]) -> list[lis
     return [[p for p in phases if p.name in stage] for stage in names]
 
 
-def _pipelined(plan: Plan, w: Workload) -> bool:
+def pipelined(plan: Plan, w: Workload) -> bool:
+    """Batch k+1 is sampled while the trainer learns on batch k (Separate, stale batches)."""
     return plan.max_staleness > 0 and Role.ROLLOUT in plan.roles and not rollout_shares_actor(plan)
 
 
 def predict_step(plan: Plan, w: Workload, phases: Sequence[Phase]) -> StepPrediction:
     seconds = {p.name: p.seconds for p in phases}
-    if not _pipelined(plan, w):
+    if not pipelined(plan, w):
         step, path = simulate(_stages(phases, STAGES))
         return StepPrediction(step, seconds, path)
     gen_groups = set(plan.roles[Role.ROLLOUT].groups)

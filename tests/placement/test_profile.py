@@ -25,8 +25,10 @@ def fake_measurements(monkeypatch):
     monkeypatch.setattr(prof, "available_cores", lambda: 4)
     monkeypatch.setattr(
         prof,
-        "measure_decode",
-        lambda *a: {"decode_step_s": {}, "decode_overhead_per_layer": 2e-4, "decode_flops": 1e10},
+        "measure_decode_at",
+        lambda *a: (
+            [{"decode_step_s": {}, "decode_overhead_per_layer": 2e-4, "decode_flops": 1e10}] * 2
+        ),
     )
     monkeypatch.setattr(prof, "measure_optimizer", lambda model: 5e8)
     roles = {
@@ -45,8 +47,7 @@ def fake_measurements(monkeypatch):
         "update_overhead": 0.004,
         "value_update_overhead": 0.003,
     }
-    role_calls = iter([roles, many])
-    monkeypatch.setattr(prof, "measure_roles", lambda *a: next(role_calls))
+    monkeypatch.setattr(prof, "measure_roles_at", lambda *a: [roles, many])
     monkeypatch.setattr(
         prof,
         "measure_collectives",
@@ -117,6 +118,25 @@ def test_role_calls_are_measured_on_the_device_given_and_fitted():
     assert len(out["times"]["update"]) == 3 and out["update_overhead"] >= 0
     assert out["value_update_overhead"] >= 0 and out["value_call_s"] >= 0
     assert prof.synced(print, "cpu") is print  # CPU work is synchronous: nothing to wait for
+
+
+def test_thread_counts_take_turns_repeat_by_repeat(monkeypatch):
+    import torch
+
+    seen = []
+    monkeypatch.setattr(torch, "set_num_threads", seen.append)
+    medians = prof.timed_threads(lambda: None, (1, 2), repeats=3)
+    assert len(medians) == 2 and all(m >= 0 for m in medians)
+    assert seen == [1, 2] + [1, 2] * 3  # each count warmed up, then alternating
+
+
+def test_decode_is_measured_on_each_thread_count_and_fitted():
+    from placerl.placement.shapes import ModelShape
+
+    shape = ModelShape("t", layers=1, hidden=32, intermediate=64, heads=4, kv_heads=2, vocab=64)
+    one, two = prof.measure_decode_at(prof.build_model(shape), shape, (1, 2))
+    for d in (one, two):
+        assert set(d["decode_step_s"]) == {2, 8, 32} and d["decode_flops"] > 0
 
 
 def test_a_gpu_profile_overrides_the_spec_with_what_it_measured():
