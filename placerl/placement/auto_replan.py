@@ -120,7 +120,12 @@ def refit(m: Machine, predicted: dict[str, float], measured: dict[str, list[floa
             "update_overhead": m.update_overhead * up,
             "update_overhead_all": m.update_overhead_all * up,
         }
-        for name in ("value_update_overhead", "value_update_overhead_all"):
+        for name in (
+            "value_update_overhead",
+            "value_update_overhead_all",
+            "prefix_update_overhead",
+            "prefix_update_overhead_all",
+        ):
             if getattr(m, name) is not None:
                 changes[name] = getattr(m, name) * up
     if "controller" in f:

@@ -100,6 +100,12 @@ def pass_prompts(shape: ModelShape, w: Workload, rows: float) -> float:
     return rows if shape.scalar_head else rows / w.samples
 
 
+def shares_prompts(shape: ModelShape, w: Workload) -> bool:
+    """The policy computes a group's prompt once (several samples per prompt): its
+    shared-prompt forward, with that forward's own fixed cost (``prefix_*_overhead``)."""
+    return not shape.scalar_head and w.samples > 1
+
+
 def forward_rate(shape: ModelShape, m: Machine, slot: DeviceSlot) -> float:
     per_thread = m.value_forward_flops if shape.scalar_head else m.forward_flops
     return m.rate(per_thread or m.forward_flops, slot)
@@ -121,7 +127,7 @@ def forward_s(
     """One forward over ``rows`` rows (reference, values, scores, π_old)."""
     flops = pass_flops(shape, w, pass_prompts(shape, w, rows), rows)
     calls = micro_batches(int(rows), micro_batch)
-    call = m.overhead("call_overhead", slot, value=shape.scalar_head)
+    call = m.overhead("call_overhead", slot, shape.scalar_head, shares_prompts(shape, w))
     return flops / forward_rate(shape, m, slot) + calls * call
 
 
@@ -140,9 +146,9 @@ def train_compute_s(
     per_forward = pass_flops(shape, w, pass_prompts(shape, w, rows), rows)
     factor = 4.0 if checkpointing else 3.0
     extra = micro_batches(ceil(rows / w.minibatches), micro_batch) - 1
-    value = shape.scalar_head
-    per_step = m.overhead("update_overhead", slot, value) + 2 * extra * m.overhead(
-        "call_overhead", slot, value
+    value, prefix = shape.scalar_head, shares_prompts(shape, w)
+    per_step = m.overhead("update_overhead", slot, value, prefix) + 2 * extra * m.overhead(
+        "call_overhead", slot, value, prefix
     )
     return w.epochs * (factor * per_forward / train_rate(shape, m, slot) + w.minibatches * per_step)
 

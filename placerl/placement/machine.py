@@ -69,6 +69,13 @@ class Machine:
     value_update_overhead_all: float | None = None
     value_call_overhead: float | None = None
     value_call_overhead_all: float | None = None
+    # the policy's shared-prompt forward (GRPO groups: a prompt computed once for its samples)
+    # costs this much more per update step and per forward call than the plain one (finding
+    # the distinct prompts, expanding their cache; profiled), on 1 and all profiled threads
+    prefix_update_overhead: float = 0.0
+    prefix_update_overhead_all: float = 0.0
+    prefix_call_overhead: float = 0.0
+    prefix_call_overhead_all: float = 0.0
     decode_thread_exponent: float = -1.0
     # CPU: the rate of one slot while the node's other slots compute too, over its rate alone
     # (shared caches and memory bandwidth; profiled with two processes at once)
@@ -102,12 +109,17 @@ class Machine:
             return per_thread * max(1, slot.threads) ** exponent * shared
         return per_thread
 
-    def overhead(self, name: str, slot: DeviceSlot | None, value: bool = False) -> float:
+    def overhead(
+        self, name: str, slot: DeviceSlot | None, value: bool = False, prefix: bool = False
+    ) -> float:
         """``update_overhead`` or ``call_overhead`` of ``slot`` (a value model's with
-        ``value``, where profiled): on CPU, between the 1-thread and the all-threads intercepts
-        by the slot's threads."""
-        if value and getattr(self, f"value_{name}") is not None:
-            name = f"value_{name}"
+        ``value``, where profiled; plus the shared-prompt forward's with ``prefix``): on CPU,
+        between the 1-thread and the all-threads intercepts by the slot's threads."""
+        if value:  # a value model reads every row's prompt: never the shared-prompt forward
+            if getattr(self, f"value_{name}") is not None:
+                name = f"value_{name}"
+        elif prefix and getattr(self, f"prefix_{name}"):
+            return self.overhead(name, slot) + self.overhead(f"prefix_{name}", slot)
         one, many = getattr(self, name), getattr(self, f"{name}_all") or 0.0
         if self.kind != "cpu" or slot is None or slot.kind != "cpu" or not many:
             return one

@@ -164,13 +164,26 @@ def measure_decode_at(model, shape: ModelShape, thread_counts, device="cpu") -> 
 
 
 def measure_optimizer(model, device="cpu") -> float:
+    """Parameters per second of one AdamW step, on the threads torch is set to."""
+    return _optimizer_rates(model, device, None)[0]
+
+
+def measure_optimizer_at(model, thread_counts, device="cpu") -> list[float]:
+    """``measure_optimizer`` on each of ``thread_counts``, taking turns (``timed_threads``)."""
+    return _optimizer_rates(model, device, thread_counts)
+
+
+def _optimizer_rates(model, device, thread_counts) -> list[float]:
     import torch
 
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
-    seconds = _timed(synced(opt.step, device))
-    return sum(p.numel() for p in model.parameters()) / seconds
+    params = sum(p.numel() for p in model.parameters())
+    step = synced(opt.step, device)
+    if thread_counts is None:
+        return [params / _timed(step)]
+    return [params / s for s in timed_threads(step, thread_counts)]
 
 
 def _shared_cores(rank: int, shape: ModelShape | None, dist) -> dict[str, float]:
@@ -265,9 +278,10 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     counts = (1, threads) if threads > 1 else (1,)
     decode, decode_all = (measure_decode_at(model, shape, counts) * 2)[:2]
     log("decode measured; the optimizer and placerl's role calls next")
-    opt = measure_optimizer(model)
+    opts = measure_optimizer_at(model, counts)
+    opt = opts[0]  # per thread: the slot's rate scales it by its threads
     critic = build_model(shape, value_head=True)
-    optimizer_s = shape.params / opt
+    optimizer_s = [shape.params / o for o in opts]  # each count's, out of its intercepts
     roles_one, roles_many = (measure_roles_at(model, critic, shape, counts, optimizer_s) * 2)[:2]
     log("placerl's role calls measured; collectives and Ray calls next")
     coll = measure_collectives(shape if threads > 1 else None)

@@ -134,6 +134,8 @@ def gpu_machine(
         "call_overhead": roles["forward_call_s"],
         "value_update_overhead": roles["value_update_overhead"],
         "value_call_overhead": roles["value_call_s"],
+        "prefix_update_overhead": roles.get("prefix_update_overhead", 0.0),
+        "prefix_call_overhead": roles.get("prefix_call_s", 0.0),
         "decode_flops": decode["decode_flops"],
         "decode_overhead_per_layer": per_layer,
         "optimizer_params_per_s": opt,

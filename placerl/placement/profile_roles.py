@@ -6,9 +6,11 @@ clip and the non-finite guard, the scheduler. On these small models those are a 
 update, so the cost model's train and forward rates come from the roles themselves:
 ``ActorWorker.update`` / ``log_probs`` and ``CriticWorker.update`` / ``values`` on a synthetic
 batch (random prompts, a random response of fixed length: the same tensors a rollout hands
-over), at three batch sizes, on 1 thread and on all of them.
+over), at three batch sizes of GRPO-like groups and three of PPO-like rows (one sample per
+prompt), on 1 thread and on all of them.
 
-Each pair of timings is fitted to ``t = a · FLOPs + b`` with the FLOPs of the cost model's own
+Each call's timings are fitted to ``t = a · FLOPs + b`` (the policy's ``+ c`` on grouped
+batches: the shared-prompt forward's own fixed cost, ``prefix_*_overhead``) with the FLOPs of the cost model's own
 formula (``cost_time.pass_flops``), so the slope is the achieved FLOP/s of placerl's code and
 the intercept its fixed cost per call (an update's intercept, less the measured optimizer step,
 is ``update_overhead``). The timings are the median of 5 repeats, the thread counts taking turns
@@ -22,9 +24,13 @@ from typing import Any
 
 from placerl.placement.shapes import ModelShape
 
-# (prompts, samples per prompt, prompt tokens, response tokens): the two fitted points; GRPO-like
-# groups so the shared-prompt forward is exercised as in a run
-POINTS = ((1, 4, 8, 8), (2, 4, 12, 16), (8, 4, 12, 32))
+# (prompts, samples per prompt, prompt tokens, response tokens): the fitted points. GRPO-like
+# groups take the policy's shared-prompt forward, which has a fixed cost of its own (finding
+# the distinct prompts, expanding their KV cache: 10-15 ms an update on the 6M model here);
+# PPO-like rows (one sample per prompt) take the plain forward
+GROUPED = ((1, 4, 8, 8), (2, 4, 12, 16), (8, 4, 12, 32))
+PLAIN = ((4, 1, 8, 8), (8, 1, 12, 16), (16, 1, 12, 32))
+POINTS = GROUPED + PLAIN
 
 
 def synthetic_batch(shape: ModelShape, prompts: int, samples: int, prompt: int, response: int):
@@ -59,6 +65,22 @@ def synthetic_batch(shape: ModelShape, prompts: int, samples: int, prompt: int, 
     )
 
 
+def _fit_grouped(
+    times: list[float], flops: list[float], grouped: list[bool]
+) -> tuple[float, float, float]:
+    """Least-squares ``t = flops / rate + intercept + [grouped] · extra``: (rate, intercept,
+    extra), none negative (a plain ``_fit`` when the points do not tell the two apart)."""
+    import numpy as np
+
+    x = np.array([[f, 1.0, float(g)] for f, g in zip(flops, grouped, strict=True)])
+    coef, *_ = np.linalg.lstsq(x, np.array(times), rcond=None)
+    slope, icpt, extra = (float(c) for c in coef)
+    if slope <= 0 or icpt < 0 or extra < 0 or len(set(grouped)) < 2:
+        rate, icpt = _fit(times, flops)
+        return rate, icpt, 0.0
+    return 1.0 / slope, icpt, extra
+
+
 def _fit(times: list[float], flops: list[float]) -> tuple[float, float]:
     """Least-squares ``t = flops / rate + intercept``: (rate, intercept), neither negative."""
     n = len(times)
@@ -78,7 +100,7 @@ def measure_roles(
     precision: str = "fp32",
 ) -> dict:
     """``measure_roles_at`` on one thread count (a GPU's: 1 host thread)."""
-    return measure_roles_at(policy, critic, shape, (threads,), optimizer_s, device, precision)[0]
+    return measure_roles_at(policy, critic, shape, (threads,), [optimizer_s], device, precision)[0]
 
 
 def measure_roles_at(
@@ -86,13 +108,14 @@ def measure_roles_at(
     critic,
     shape: ModelShape,
     thread_counts,
-    optimizer_s: float,
+    optimizer_s,
     device="cpu",
     precision: str = "fp32",
 ) -> list[dict]:
     """Achieved FLOP/s and per-call seconds of the actor's and critic's updates and forwards
     on each of ``thread_counts`` torch threads (CPU; they take turns: ``timed_threads``), or
-    on ``device`` in ``precision``."""
+    on ``device`` in ``precision``. ``optimizer_s``: the measured AdamW step on each count,
+    taken out of the update intercepts."""
     from placerl.algos.objectives import PolicyObjective, ValueObjective
     from placerl.config.schema import OptimConfig
     from placerl.placement.cost_time import pass_flops
@@ -126,12 +149,16 @@ def measure_roles_at(
         for name, call in calls.items():
             for i, seconds in enumerate(timed_threads(synced(call, device), thread_counts)):
                 times[i][name].append(seconds)
-    return [_fitted(t, flops, optimizer_s) for t in times]
+    return [_fitted(t, flops, o) for t, o in zip(times, optimizer_s, strict=True)]
 
 
 def _fitted(times: dict[str, list[float]], flops: dict[str, list[float]], optimizer_s: float):
-    train_rate, train_icpt = _fit(times["update"], [3 * f for f in flops["policy"]])
-    forward_rate, forward_icpt = _fit(times["forward"], flops["policy"])
+    grouped = [samples > 1 for _, samples, _, _ in POINTS]
+    train = [3 * f for f in flops["policy"]]
+    train_rate, train_icpt, train_prefix = _fit_grouped(times["update"], train, grouped)
+    forward_rate, forward_icpt, forward_prefix = _fit_grouped(
+        times["forward"], flops["policy"], grouped
+    )
     critic_rate, critic_icpt = _fit(times["critic"], [3 * f for f in flops["value"]])
     values_rate, values_icpt = _fit(times["values"], flops["value"])
     return {
@@ -143,8 +170,10 @@ def _fitted(times: dict[str, list[float]], flops: dict[str, list[float]], optimi
         # policy's and a value model's apart (the actor's is about twice the critic's: its
         # chunked log-prob head and clipped loss)
         "update_overhead": max(0.0, train_icpt - optimizer_s),
+        "prefix_update_overhead": train_prefix,
         "value_update_overhead": max(0.0, critic_icpt - optimizer_s),
         "forward_call_s": forward_icpt,
+        "prefix_call_s": forward_prefix,
         "value_call_s": values_icpt,
         "times": times,
         "flops": flops,
@@ -159,15 +188,23 @@ def thread_exponent(ratio: float, threads: int) -> float:
 
 
 def _value_intercepts(one: dict[str, Any], many: dict[str, Any]) -> dict[str, float]:
-    """A value model's intercepts, where the role measurements have them."""
-    if "value_update_overhead" not in one:
-        return {}
-    return {
-        "value_update_overhead": one["value_update_overhead"],
-        "value_update_overhead_all": many["value_update_overhead"],
-        "value_call_overhead": one["value_call_s"],
-        "value_call_overhead_all": many["value_call_s"],
-    }
+    """A value model's intercepts and the shared-prompt forward's, where measured."""
+    out = {}
+    if "value_update_overhead" in one:
+        out |= {
+            "value_update_overhead": one["value_update_overhead"],
+            "value_update_overhead_all": many["value_update_overhead"],
+            "value_call_overhead": one["value_call_s"],
+            "value_call_overhead_all": many["value_call_s"],
+        }
+    if "prefix_update_overhead" in one:
+        out |= {
+            "prefix_update_overhead": one["prefix_update_overhead"],
+            "prefix_update_overhead_all": many["prefix_update_overhead"],
+            "prefix_call_overhead": one["prefix_call_s"],
+            "prefix_call_overhead_all": many["prefix_call_s"],
+        }
+    return out
 
 
 def machine_fields(one: dict[str, Any], many: dict[str, Any], threads: int) -> dict[str, float]:

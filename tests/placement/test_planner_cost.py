@@ -174,6 +174,33 @@ def test_the_profile_fit_is_least_squares_through_the_points():
     assert _fit([0.5, 0.4], [1e9, 2e9])[1] >= 0  # never a negative intercept or slope
 
 
+def test_the_policy_fit_tells_the_shared_prompt_forwards_fixed_cost_apart():
+    from placerl.placement.profile_roles import _fit_grouped
+
+    flops = [1e9, 2e9, 4e9, 1e9, 3e9, 5e9]
+    grouped = [True, True, True, False, False, False]
+    times = [f / 5e9 + 0.1 + (0.03 if g else 0.0) for f, g in zip(flops, grouped)]
+    rate, icpt, extra = _fit_grouped(times, flops, grouped)
+    assert (rate, icpt, extra) == pytest.approx((5e9, 0.1, 0.03))
+    # nothing to tell apart: the plain fit, no extra
+    assert _fit_grouped(times[:3], flops[:3], grouped[:3])[2] == 0.0
+
+
+def test_grouped_samples_pay_the_shared_prompt_forwards_intercepts():
+    m = CPU_DEFAULT.with_(
+        update_overhead=0.01, prefix_update_overhead=0.004, call_overhead=0.002, thread_exponent=1
+    )
+    slot = DeviceSlot("cpu", 0, 0, 1)
+    grouped, plain = workload(), workload().with_(samples=1)
+    assert ct.shares_prompts(SMALL, grouped) and not ct.shares_prompts(SMALL, plain)
+    assert not ct.shares_prompts(SMALL.as_value_model(), grouped)  # critics read every prompt
+    assert m.overhead("update_overhead", slot, prefix=True) == pytest.approx(0.014)
+    assert m.overhead("update_overhead", slot, value=True, prefix=True) == pytest.approx(0.01)
+    flops = 3 * ct.pass_flops(SMALL, plain, 4, 4)
+    base = ct.train_compute_s(SMALL, m, slot, plain, 4, None, False)
+    assert base == pytest.approx(flops / m.train_flops + 0.01)
+
+
 def test_specs_are_data_with_sources():
     count, spec = parse_cluster("16xH100")
     assert count == 16 and spec.bf16_dense_tflops == pytest.approx(989.4)

@@ -30,7 +30,7 @@ def fake_measurements(monkeypatch):
             [{"decode_step_s": {}, "decode_overhead_per_layer": 2e-4, "decode_flops": 1e10}] * 2
         ),
     )
-    monkeypatch.setattr(prof, "measure_optimizer", lambda model: 5e8)
+    monkeypatch.setattr(prof, "measure_optimizer_at", lambda model, counts: [5e8] * len(counts))
     roles = {
         "train_flops": 3e10,
         "forward_flops": 4e10,
@@ -115,7 +115,8 @@ def test_role_calls_are_measured_on_the_device_given_and_fitted():
     policy, critic = prof.build_model(shape), prof.build_model(shape, value_head=True)
     out = measure_roles(policy, critic, shape, 1, 1e-4, device="cpu", precision="bf16")
     assert out["train_flops"] > 0 and out["value_forward_flops"] > 0
-    assert len(out["times"]["update"]) == 3 and out["update_overhead"] >= 0
+    assert len(out["times"]["update"]) == 6 and out["update_overhead"] >= 0
+    assert out["prefix_update_overhead"] >= 0 and out["prefix_call_s"] >= 0
     assert out["value_update_overhead"] >= 0 and out["value_call_s"] >= 0
     assert prof.synced(print, "cpu") is print  # CPU work is synchronous: nothing to wait for
 
