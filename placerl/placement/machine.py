@@ -43,11 +43,13 @@ class Machine:
     value_train_flops: float = 0.0
     value_forward_flops: float = 0.0
     # s per optimizer step of an update besides FLOPs and Adam: loss, gradient clip, the
-    # non-finite guard, stats read back (profiled from ActorWorker.update's intercept)
+    # non-finite guard, stats read back (profiled from ActorWorker.update's intercept). It can
+    # be negative: the update's own Adam step, on warm caches, is faster than the standalone
+    # step ``optimizer_params_per_s`` times; the sum is the fitted intercept either way
     update_overhead: float = 0.0
-    # s an update on a runtime worker (a Ray actor) takes beyond the same update in-process:
-    # the worker runtime's own threads share its cores (profiled; 0 in-process and on paper)
-    worker_update_overhead: float = 0.0
+    # an update on a runtime worker (a Ray actor) over the same update in-process: the worker
+    # runtime's own threads share its cores (profiled; 1 in-process and on paper)
+    worker_update_factor: float = 1.0
     # s a step's controller spends outside every phase call: the next prompts, the metrics,
     # the log and, with workers, launching the sample (uniforms, the row split, the object
     # store) and the workers' spans; in-process and with runtime workers (profiled on tiny

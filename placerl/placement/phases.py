@@ -94,8 +94,8 @@ def _update_s(plan: Plan, role: Role, w: Workload, m: Machine, micro, ckpt) -> f
     # the backward and gloo on CPU shares the cores: exposed.
     overlapped = m.kind == "gpu" and p.sharding != Sharding.NONE
     work = max(compute, comm) if overlapped else compute + comm
-    on_worker = m.worker_update_overhead if plan.strategy != "local" else 0.0
-    return work + ct.optimizer_s(shape, m, slot, w, shards) + on_worker
+    on_worker = m.worker_update_factor if plan.strategy != "local" else 1.0
+    return max(0.0, work + ct.optimizer_s(shape, m, slot, w, shards)) * on_worker
 
 
 def _forward_s(plan: Plan, role: Role, w: Workload, m: Machine, micro) -> float:

@@ -304,7 +304,7 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
         collective_latency=coll["latency"],
         source="profile",
         rpc_latency=ray_calls["rpc_latency"],
-        worker_update_overhead=ray_calls["worker_update_extra_s"],
+        worker_update_factor=ray_calls["worker_update_factor"],
         shared_core_factor=min(1.0, shared),
         shared_overhead_factor=max(1.0, slowed),
         **machine_fields(roles_one, roles_many, threads),

@@ -169,9 +169,11 @@ def _fitted(times: dict[str, list[float]], flops: dict[str, list[float]], optimi
         # the intercept of a one-minibatch update: optimizer step + loss/clip/guard/stats; the
         # policy's and a value model's apart (the actor's is about twice the critic's: its
         # chunked log-prob head and clipped loss)
-        "update_overhead": max(0.0, train_icpt - optimizer_s),
+        # the fitted intercept less the standalone Adam step: negative where the update's own
+        # step runs faster (warm caches); the model adds the two back together
+        "update_overhead": train_icpt - optimizer_s,
         "prefix_update_overhead": train_prefix,
-        "value_update_overhead": max(0.0, critic_icpt - optimizer_s),
+        "value_update_overhead": critic_icpt - optimizer_s,
         "forward_call_s": forward_icpt,
         "prefix_call_s": forward_prefix,
         "value_call_s": values_icpt,

@@ -88,7 +88,7 @@ def test_the_controllers_own_work_ends_the_chain_and_joins_the_trainers_cycle():
     assert pred.step_s == pytest.approx(2.25) and pred.cycles["trainer"] == pytest.approx(2.25)
 
 
-def test_a_step_pays_the_controllers_own_work_in_process_or_with_workers():
+def test_a_step_pays_the_controllers_own_work_and_workers_their_runtimes_share():
     from placerl.placement.cluster import cpu_cluster, local_slot
     from placerl.placement.from_config import local_plan
     from placerl.placement.machine import CPU_DEFAULT
@@ -106,6 +106,12 @@ def test_a_step_pays_the_controllers_own_work_in_process_or_with_workers():
     assert {p.name: p.seconds for p in step_phases(flat, w, m)}["controller"] == 0.007
     none = [p.name for p in step_phases(flat, w, m.with_(worker_step_overhead=0.0))]
     assert "controller" not in none
+    # an update on a Ray worker is slower by the profiled share (its runtime's threads)
+    update = {p.name: p.seconds for p in step_phases(flat, w, m)}["update"] - m.rpc_latency
+    slower = step_phases(flat, w, m.with_(worker_step_overhead=0.0, worker_update_factor=1.1))
+    assert {p.name: p.seconds for p in slower}["update"] - m.rpc_latency == pytest.approx(
+        1.1 * update
+    )
 
 
 def test_separate_with_a_rule_reward_on_the_rollout_scores_before_the_launch():

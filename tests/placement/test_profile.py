@@ -60,7 +60,7 @@ def fake_measurements(monkeypatch):
             "decode_shared_s": 0.12,
         },
     )
-    ray_calls = {"rpc_latency": 0.003, "worker_update_extra_s": 0.02}
+    ray_calls = {"rpc_latency": 0.003, "worker_update_factor": 1.05}
     monkeypatch.setattr(prof, "measure_ray", lambda shape: ray_calls)
     runs = {"process_bytes": 4e8, "worker_bytes": 4.5e8, "worker_measured_by": "test"}
     runs |= {"step_overhead": 0.001, "worker_step_overhead": 0.005}
@@ -83,7 +83,7 @@ def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypat
     assert 4**m.thread_exponent == pytest.approx(1.8)
     assert m.shared_core_factor == pytest.approx(0.9)
     assert m.shared_overhead_factor == pytest.approx(1.2) and m.rpc_latency == 0.003
-    assert m.worker_update_overhead == 0.02
+    assert m.worker_update_factor == 1.05
     assert (m.process_bytes, m.worker_bytes) == (4e8, 4.5e8)  # profile_runs' baselines
     assert (m.step_overhead, m.worker_step_overhead) == (0.001, 0.005)  # … and controller
     assert (
@@ -115,9 +115,9 @@ def test_role_calls_are_measured_on_the_device_given_and_fitted():
     policy, critic = prof.build_model(shape), prof.build_model(shape, value_head=True)
     out = measure_roles(policy, critic, shape, 1, 1e-4, device="cpu", precision="bf16")
     assert out["train_flops"] > 0 and out["value_forward_flops"] > 0
-    assert len(out["times"]["update"]) == 6 and out["update_overhead"] >= 0
+    assert len(out["times"]["update"]) == 6 and out["update_overhead"] + 1e-4 >= 0  # intercept
     assert out["prefix_update_overhead"] >= 0 and out["prefix_call_s"] >= 0
-    assert out["value_update_overhead"] >= 0 and out["value_call_s"] >= 0
+    assert out["value_update_overhead"] + 1e-4 >= 0 and out["value_call_s"] >= 0
     assert prof.synced(print, "cpu") is print  # CPU work is synchronous: nothing to wait for
 
 
