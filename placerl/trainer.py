@@ -79,7 +79,9 @@ def train(
     if resume and found:
         for note in check_resume_config(run_dir, cfg, allow_config_change):
             say(note)
-    elif resume:
+    elif resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        # a run that left files but no checkpoint (killed before its first save); a new
+        # run_dir (the demo resumes every stage) has nothing to say
         say(f"no checkpoint in {ckpt_root} to resume from; starting fresh")
     check_trackers(cfg.trainer.report_to)  # before any model loads
     seed_everything(cfg.seed)

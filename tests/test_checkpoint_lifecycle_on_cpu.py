@@ -131,6 +131,11 @@ def test_resume_after_kill_before_first_checkpoint_logs_step_0_once(cli, monkeyp
     assert _steps_logged(cli.run_dir) == [0, 1, 2, 3]
 
 
+def test_resume_of_a_new_run_dir_starts_without_a_notice(cli):
+    code, err = cli("--resume")  # the demo resumes every stage, the first time too
+    assert code == 0 and "no checkpoint" not in err
+
+
 @pytest.mark.parametrize("damaged", ["policy/model.safetensors", "trainer_state.safetensors"])
 def test_resume_falls_back_to_the_newest_checkpoint_that_loads(cli, tmp_path, damaged):
     assert cli(steps=4)[0] == 0
