@@ -192,20 +192,15 @@ def thread_exponent(ratio: float, threads: int) -> float:
 def _value_intercepts(one: dict[str, Any], many: dict[str, Any]) -> dict[str, float]:
     """A value model's intercepts and the shared-prompt forward's, where measured."""
     out = {}
-    if "value_update_overhead" in one:
-        out |= {
-            "value_update_overhead": one["value_update_overhead"],
-            "value_update_overhead_all": many["value_update_overhead"],
-            "value_call_overhead": one["value_call_s"],
-            "value_call_overhead_all": many["value_call_s"],
-        }
-    if "prefix_update_overhead" in one:
-        out |= {
-            "prefix_update_overhead": one["prefix_update_overhead"],
-            "prefix_update_overhead_all": many["prefix_update_overhead"],
-            "prefix_call_overhead": one["prefix_call_s"],
-            "prefix_call_overhead_all": many["prefix_call_s"],
-        }
+    for kind in ("value", "prefix"):
+        if f"{kind}_update_overhead" not in one:
+            continue
+        for field, key in (
+            ("update_overhead", f"{kind}_update_overhead"),
+            ("call_overhead", f"{kind}_call_s"),
+        ):
+            out[f"{kind}_{field}"] = one[key]
+            out[f"{kind}_{field}_all"] = many[key]
     return out
 
 

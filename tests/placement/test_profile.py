@@ -40,6 +40,8 @@ def fake_measurements(monkeypatch):
         "value_update_overhead": 0.001,
         "forward_call_s": 0.001,
         "value_call_s": 0.0005,
+        "prefix_update_overhead": 0.003,
+        "prefix_call_s": 0.0007,
     }
     many = {
         **roles,
@@ -80,6 +82,7 @@ def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypat
     # a value model's intercepts apart from the policy's
     assert (m.value_update_overhead, m.value_update_overhead_all) == (0.001, 0.003)
     assert (m.value_call_overhead, m.value_call_overhead_all) == (0.0005, 0.0005)
+    assert (m.prefix_update_overhead, m.prefix_call_overhead_all) == (0.003, 0.0007)
     assert 4**m.thread_exponent == pytest.approx(1.8)
     assert m.shared_core_factor == pytest.approx(0.9)
     assert m.shared_overhead_factor == pytest.approx(1.2) and m.rpc_latency == 0.003
