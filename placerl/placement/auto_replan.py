@@ -48,6 +48,11 @@ CONTROLLER = ("controller",)
 HIDDEN = 0.05  # a pipelined rollout whose wait is under this share of the step is hidden
 
 
+def phase_times(metrics: dict[str, float]) -> dict[str, float]:
+    """A step's ``time/<phase>`` metrics by phase name (``time/step`` left out)."""
+    return {k[5:]: v for k, v in metrics.items() if k.startswith("time/") and k != "time/step"}
+
+
 def observed_phases(times: dict[str, float], step_s: float | None, pipelined: bool):
     """One step's phases as the cost model names them, from its ``time/<phase>`` metrics.
 
@@ -117,17 +122,11 @@ def refit(m: Machine, predicted: dict[str, float], measured: dict[str, list[floa
             "train_flops": m.train_flops / up,
             "value_train_flops": m.value_train_flops / up,
             "optimizer_params_per_s": m.optimizer_params_per_s / up,
-            "update_overhead": m.update_overhead * up,
-            "update_overhead_all": m.update_overhead_all * up,
         }
-        for name in (
-            "value_update_overhead",
-            "value_update_overhead_all",
-            "prefix_update_overhead",
-            "prefix_update_overhead_all",
-        ):
-            if getattr(m, name) is not None:
-                changes[name] = getattr(m, name) * up
+        for kind in ("", "value_", "prefix_"):  # None: a value model takes the policy's
+            for name in (f"{kind}update_overhead", f"{kind}update_overhead_all"):
+                if getattr(m, name) is not None:
+                    changes[name] = getattr(m, name) * up
     if "controller" in f:
         own = f["controller"]
         changes |= {
@@ -200,9 +199,8 @@ class PlannerMonitor:
         if measured:
             out["planner/error"] = measured / d.predicted_step_s - 1
             self.steps.append(measured)
-        times = {k[5:]: v for k, v in metrics.items() if k.startswith("time/") and k != "time/step"}
         pipelined = pipelined_plan(d.plan, d.workload)
-        for name, seconds in observed_phases(times, measured, pipelined).items():
+        for name, seconds in observed_phases(phase_times(metrics), measured, pipelined).items():
             self.measured.setdefault(name, []).append(seconds)
         if self.replan_after and len(self.steps) == self.replan_after and not d.state.checked:
             self.replan()

@@ -121,16 +121,11 @@ def activation_bytes(
     return shape.layers * per_block + outside
 
 
-def chunk_tokens(vocab: int) -> int:
-    """Tokens per chunk of the LM head (``placerl.models.logprobs.chunk_tokens``)."""
-    from placerl.models.logprobs import chunk_tokens as chunk
-
-    return chunk(vocab)
-
-
 def logits_bytes(shape: ModelShape, tokens: float, training: bool) -> float:
     """fp32 logits of one chunk of the LM head over ``tokens`` predicted tokens (and their
     gradient when training); a value head's are negligible."""
+    from placerl.models.logprobs import chunk_tokens  # here: it imports torch
+
     if shape.scalar_head:
         return 0.0
     return (2 if training else 1) * 4.0 * min(tokens, chunk_tokens(shape.vocab)) * shape.vocab

@@ -64,6 +64,7 @@ class Machine:
     # CPU decode on all profiled threads: its per-layer intercept, and how its FLOP rate
     # scales with threads (few-row matmuls scale worse than training's; -1: thread_exponent)
     decode_overhead_per_layer_all: float = 0.0
+    decode_thread_exponent: float = -1.0
     # a value model's (critic, reward model) intercepts, on 1 and on all profiled threads: its
     # update has no log-prob head or clipped policy loss, its forward no chunked head, so they
     # are about half the policy's (profiled); None: the policy's
@@ -78,7 +79,6 @@ class Machine:
     prefix_update_overhead_all: float = 0.0
     prefix_call_overhead: float = 0.0
     prefix_call_overhead_all: float = 0.0
-    decode_thread_exponent: float = -1.0
     # CPU: the rate of one slot while the node's other slots compute too, over its rate alone
     # (shared caches and memory bandwidth; profiled with two processes at once)
     shared_core_factor: float = 1.0

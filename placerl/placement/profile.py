@@ -165,25 +165,20 @@ def measure_decode_at(model, shape: ModelShape, thread_counts, device="cpu") -> 
 
 def measure_optimizer(model, device="cpu") -> float:
     """Parameters per second of one AdamW step, on the threads torch is set to."""
-    return _optimizer_rates(model, device, None)[0]
+    import torch
+
+    return measure_optimizer_at(model, (torch.get_num_threads(),), device)[0]
 
 
 def measure_optimizer_at(model, thread_counts, device="cpu") -> list[float]:
     """``measure_optimizer`` on each of ``thread_counts``, taking turns (``timed_threads``)."""
-    return _optimizer_rates(model, device, thread_counts)
-
-
-def _optimizer_rates(model, device, thread_counts) -> list[float]:
     import torch
 
     for p in model.parameters():
         p.grad = torch.zeros_like(p)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     params = sum(p.numel() for p in model.parameters())
-    step = synced(opt.step, device)
-    if thread_counts is None:
-        return [params / _timed(step)]
-    return [params / s for s in timed_threads(step, thread_counts)]
+    return [params / s for s in timed_threads(synced(opt.step, device), thread_counts)]
 
 
 def _shared_cores(rank: int, shape: ModelShape | None, dist) -> dict[str, float]:
@@ -246,9 +241,9 @@ def _collective_worker(rank: int, port: int, out: Any, shape: ModelShape | None 
     dist.destroy_process_group()
 
 
-def measure_collectives(shape: ModelShape | None = None) -> dict[str, float]:
-    """Two gloo processes on this machine; bandwidth and latency from the all-reduce
-    (n = 2: ``t = B/bw + 2·latency``; latency from a one-element all-reduce)."""
+def run_pair(worker, *args, timeout: float = 120) -> dict[str, float]:
+    """``worker(rank, port, queue, *args)`` in two spawned processes that meet on a free local
+    port; what rank 0 puts on the queue."""
     import socket
 
     import torch.multiprocessing as mp
@@ -258,12 +253,19 @@ def measure_collectives(shape: ModelShape | None = None) -> dict[str, float]:
         port = s.getsockname()[1]
     ctx = mp.get_context("spawn")
     queue = ctx.Queue()
-    procs = [ctx.Process(target=_collective_worker, args=(r, port, queue, shape)) for r in range(2)]
+    procs = [ctx.Process(target=worker, args=(r, port, queue, *args)) for r in range(2)]
     for p in procs:
         p.start()
-    raw = queue.get(timeout=120)
+    raw = queue.get(timeout=timeout)
     for p in procs:
-        p.join(timeout=30)
+        p.join(timeout=timeout / 4)
+    return raw
+
+
+def measure_collectives(shape: ModelShape | None = None) -> dict[str, float]:
+    """Two gloo processes on this machine; bandwidth and latency from the all-reduce
+    (n = 2: ``t = B/bw + 2·latency``; latency from a one-element all-reduce)."""
+    raw = run_pair(_collective_worker, shape)
     latency = raw["all_reduce_tiny"] / 2
     nbytes = 16 * 2**20
     return {**raw, "bw": nbytes / max(raw["all_reduce_16"] - 2 * latency, 1e-6), "latency": latency}
@@ -276,13 +278,15 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
     threads = available_cores()
     log(f"profiling {shape.name} ({shape.params / 1e6:.1f}M params) on 1 and {threads} threads")
     counts = (1, threads) if threads > 1 else (1,)
-    decode, decode_all = (measure_decode_at(model, shape, counts) * 2)[:2]
+    decodes = measure_decode_at(model, shape, counts)
+    decode, decode_all = decodes[0], decodes[-1]
     log("decode measured; the optimizer and placerl's role calls next")
     opts = measure_optimizer_at(model, counts)
     opt = opts[0]  # per thread: the slot's rate scales it by its threads
     critic = build_model(shape, value_head=True)
     optimizer_s = [shape.params / o for o in opts]  # each count's, out of its intercepts
-    roles_one, roles_many = (measure_roles_at(model, critic, shape, counts, optimizer_s) * 2)[:2]
+    roles = measure_roles_at(model, critic, shape, counts, optimizer_s)
+    roles_one, roles_many = roles[0], roles[-1]
     log("placerl's role calls measured; collectives and Ray calls next")
     coll = measure_collectives(shape if threads > 1 else None)
     ray_calls = measure_ray(shape)

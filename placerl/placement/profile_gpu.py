@@ -18,7 +18,6 @@ intercept is ``decode_overhead_per_layer``. Constants not measured come from the
 
 from __future__ import annotations
 
-import socket
 import time
 from dataclasses import asdict
 from typing import Any
@@ -84,21 +83,12 @@ def _nccl_worker(rank: int, port: int, out: Any) -> None:
 def measure_nccl() -> dict[str, float] | None:
     """NCCL between GPUs 0 and 1 (None with one GPU); ``t = B/bw + 2·latency`` for n = 2."""
     import torch
-    import torch.multiprocessing as mp
+
+    from placerl.placement.profile import run_pair
 
     if torch.cuda.device_count() < 2:
         return None
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    ctx = mp.get_context("spawn")
-    queue = ctx.Queue()
-    procs = [ctx.Process(target=_nccl_worker, args=(r, port, queue)) for r in range(2)]
-    for p in procs:
-        p.start()
-    raw = queue.get(timeout=300)
-    for p in procs:
-        p.join(timeout=60)
+    raw = run_pair(_nccl_worker, timeout=300)
     latency = raw["all_reduce_tiny"] / 2
     nbytes = COLLECTIVE_MIB * 2**20
     bw = nbytes / max(raw["all_reduce_big"] - 2 * latency, 1e-9)

@@ -72,13 +72,14 @@ def _fit_grouped(
     extra), none negative (a plain ``_fit`` when the points do not tell the two apart)."""
     import numpy as np
 
-    x = np.array([[f, 1.0, float(g)] for f, g in zip(flops, grouped, strict=True)])
-    coef, *_ = np.linalg.lstsq(x, np.array(times), rcond=None)
-    slope, icpt, extra = (float(c) for c in coef)
-    if slope <= 0 or icpt < 0 or extra < 0 or len(set(grouped)) < 2:
-        rate, icpt = _fit(times, flops)
-        return rate, icpt, 0.0
-    return 1.0 / slope, icpt, extra
+    if len(set(grouped)) == 2:
+        x = np.array([[f, 1.0, float(g)] for f, g in zip(flops, grouped, strict=True)])
+        coef, *_ = np.linalg.lstsq(x, np.array(times), rcond=None)
+        slope, icpt, extra = (float(c) for c in coef)
+        if slope > 0 and icpt >= 0 and extra >= 0:
+            return 1.0 / slope, icpt, extra
+    rate, icpt = _fit(times, flops)
+    return rate, icpt, 0.0
 
 
 def _fit(times: list[float], flops: list[float]) -> tuple[float, float]:
@@ -166,11 +167,10 @@ def _fitted(times: dict[str, list[float]], flops: dict[str, list[float]], optimi
         "forward_flops": forward_rate,
         "value_train_flops": critic_rate,
         "value_forward_flops": values_rate,
-        # the intercept of a one-minibatch update: optimizer step + loss/clip/guard/stats; the
-        # policy's and a value model's apart (the actor's is about twice the critic's: its
-        # chunked log-prob head and clipped loss)
-        # the fitted intercept less the standalone Adam step: negative where the update's own
-        # step runs faster (warm caches); the model adds the two back together
+        # a one-minibatch update's intercept (optimizer step + loss/clip/guard/stats) less the
+        # standalone Adam step: negative where the update's own step runs faster (warm
+        # caches), the model adding the two back; the policy's and a value model's apart
+        # (the actor's is larger: its chunked log-prob head and clipped loss)
         "update_overhead": train_icpt - optimizer_s,
         "prefix_update_overhead": train_prefix,
         "value_update_overhead": critic_icpt - optimizer_s,

@@ -99,14 +99,16 @@ def run_peaks(raw_config: dict[str, Any]) -> dict[str, Any]:
 
 
 def step_gaps(run_dir) -> list[float]:
-    """Per step after ``WARMUP``: ``time/step`` less the sum of its phases' times."""
+    """Per step after ``WARMUP``: ``time/step`` less the sum of its phases' times (the
+    ``controller`` phase as ``strategy: auto`` reads it from a run)."""
     from placerl.logging import read_metrics
+    from placerl.placement.auto_replan import observed_phases, phase_times
 
     out = []
     for m in read_metrics(run_dir):
         if m.get("step", 0) > WARMUP and "time/step" in m:
-            phases = sum(v for k, v in m.items() if k.startswith("time/") and k != "time/step")
-            out.append(m["time/step"] - phases)
+            seen = observed_phases(phase_times(m), m["time/step"], pipelined=False)
+            out.append(seen["controller"])
     return out
 
 
