@@ -48,6 +48,3 @@ class Registry(Generic[F]):
 ADVANTAGE_ESTIMATORS: Registry[Callable] = Registry("advantage estimator")
 ADVANTAGE_ESTIMATORS.register("grpo")(core.grpo_advantages)
 ADVANTAGE_ESTIMATORS.register("rloo")(core.rloo_advantages)
-
-POLICY_LOSSES: Registry[Callable] = Registry("policy loss")
-POLICY_LOSSES.register("ppo_clip")(core.policy_loss_clipped)

@@ -35,8 +35,8 @@ from placerl.evaluation import Evaluation, evaluate_policy
 from placerl.models.device import resolve_device
 from placerl.models.loading import LoadOptions, load_policy
 from placerl.models.lora import FrozenBase, is_lora, reference_is_base
-from placerl.roles.common import make_optimizer
-from placerl.roles.micro_batches import micro_batching
+from placerl.models.micro_batches import micro_batching
+from placerl.models.training import make_optimizer
 from placerl.stages.heldout import preference_prompts
 from placerl.stages.sources import (
     eval_source,
@@ -266,3 +266,6 @@ class OfflinePreferenceStage:
         if self.cache is not None and "reference_cache" in state:
             self.cache.load_state_dict(state["reference_cache"])
             self._free_reference_when_done()
+
+    def close(self) -> None:  # nothing started: everything is in this process
+        pass
