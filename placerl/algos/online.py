@@ -26,7 +26,7 @@ from torch import Tensor, nn
 from placerl.algos import core
 from placerl.data.stream import PromptBatch
 from placerl.timing import PhaseTimer
-from placerl.types import Batch, Field
+from placerl.types import Batch, Field, GroupedObjective
 
 # Which π_old a policy update accepts for a batch sampled by a lagging (or other) sampler μ:
 #   trainer: the trainer recomputes π_old (μ kept as ROLLOUT_LOG_PROBS; truncated IS weights);
@@ -65,9 +65,10 @@ class Reward(Protocol):
 
 
 class Reference(Protocol):
-    def log_probs(self, batch: Batch) -> Tensor: ...
+    # at ``temperature`` (None: the sampling temperature)
+    def log_probs(self, batch: Batch, temperature: float | None = None) -> Tensor: ...
 
-    def log_probs_async(self, batch: Batch) -> Pending: ...
+    def log_probs_async(self, batch: Batch, temperature: float | None = None) -> Pending: ...
 
 
 class Trained(Protocol):
@@ -83,7 +84,9 @@ class Actor(Trained, Protocol):
 
     def update(self, batch: Batch, objective, epochs: int, minibatches: int) -> dict: ...
 
-    def fit_grouped(self, batch: Batch, objective, epochs: int, minibatches: int) -> dict: ...
+    def fit_grouped(
+        self, batch: Batch, objective: GroupedObjective, epochs: int, minibatches: int
+    ) -> dict: ...
 
 
 class Critic(Trained, Protocol):
