@@ -15,7 +15,7 @@ from pathlib import Path
 
 PACKAGE = Path(__file__).parents[1] / "placerl"
 # the algos' math modules: tensors in, tensors out, no algorithm in them
-ALGOS_MATH = {"core", "objectives", "skipping", "kl_control", "preference", "registry"}
+ALGOS_MATH = {"core", "kl", "objectives", "skipping", "kl_control", "preference", "registry"}
 
 
 def imports(package: str) -> dict[str, set[str]]:

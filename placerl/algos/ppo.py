@@ -8,12 +8,13 @@ Departures: the "old" log-probs are the ones the sampler computed (same weights,
 temperature), which saves the actor a forward pass; with bf16 or several epochs the ratio
 still starts at ~1. ``kl_in_reward: false`` moves the KL from the reward into the loss, with
 the k3 estimator by default (k1 and abs are refused there: their gradient does not pull
-toward the reference, ``core.kl_loss_refusal``).
+toward the reference, ``kl_loss_refusal``).
 """
 
 from __future__ import annotations
 
 from placerl.algos import core
+from placerl.algos.kl import kl_estimate, token_rewards_from_scores
 from placerl.algos.kl_control import make_kl_controller
 from placerl.algos.objectives import PolicyObjective, ValueObjective
 from placerl.algos.online import Needs, Roles, experience_metrics, score
@@ -97,11 +98,11 @@ class PPO:
         cfg, mask = self.cfg, batch[Field.RESPONSE_MASK]
         kl = None
         if self.needs.reference and cfg.kl_in_reward:
-            kl = core.kl_estimate(
+            kl = kl_estimate(
                 batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], self.kl_estimator, mask
             )
         coef = self.kl_ctl.value
-        rewards = core.token_rewards_from_scores(batch[Field.SCORES], mask, kl, coef)
+        rewards = token_rewards_from_scores(batch[Field.SCORES], mask, kl, coef)
         advantages, returns = core.compute_gae(
             rewards, batch[Field.VALUES], mask, cfg.gamma, cfg.lam
         )

@@ -329,7 +329,7 @@ class RunConfig(Section):
         return self
 
     def _kl_losses_regularise(self) -> None:
-        from placerl.algos.core import kl_loss_refusal
+        from placerl.algos.kl import kl_loss_refusal
 
         checks = [
             ("grpo", self.grpo.kl_coef > 0 and self.stage in ("grpo", "rloo"), self.grpo),
