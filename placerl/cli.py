@@ -146,18 +146,7 @@ EPILOG = """examples:
   placerl plot runs/demo                        PNG plots of a run's metrics.jsonl"""
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="placerl",
-        description=DESCRIPTION,
-        epilog=EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "--help-config", action=HelpConfigAction, help="print every config field and exit"
-    )
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-
+def _add_demo(sub) -> None:
     demo = sub.add_parser(
         "demo",
         help="SFT → reward model → RL on the built-in digit-reversal task",
@@ -177,6 +166,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--quick", action="store_true", help="a few steps per stage (smoke test)")
     demo.set_defaults(fn=cmd_demo)
 
+
+def _add_train(sub) -> None:
     train = sub.add_parser(
         "train",
         help="run one stage from a YAML config",
@@ -198,6 +189,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--help-config", action=HelpConfigAction, help="print every config field and exit"
     )
     train.set_defaults(fn=cmd_train)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="placerl",
+        description=DESCRIPTION,
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "--help-config", action=HelpConfigAction, help="print every config field and exit"
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    _add_demo(sub)
+    _add_train(sub)
 
     from placerl.placement.command import add_plan_arguments, add_profile_arguments
 
