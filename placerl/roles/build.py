@@ -85,21 +85,21 @@ def rollout_copy(cfg: RunConfig, policy_path: Path):
     return with_lora(load_policy(policy_path, options), cfg.model.lora).requires_grad_(False)
 
 
+def reference_model(cfg: RunConfig, policy_path: Path, actor_model=None):
+    """The frozen reference's model. Given the actor's LoRA model (in this process), and no
+    other reference named, that model with its adapter disabled: the base, for free; else a
+    model of its own, in the training precision."""
+    lora = actor_model is not None and is_lora(actor_model)
+    if lora and reference_is_base(cfg.reference, policy_path):
+        return FrozenBase(actor_model)
+    options = LoadOptions.of(cfg.model, frozen=True)
+    return load_policy(cfg.reference or policy_path, options).eval().requires_grad_(False)
+
+
 def make_reference(cfg: RunConfig, policy_path: Path, actor_model=None) -> ReferenceWorker:
-    """The frozen reference. Given the actor's LoRA model (in this process), and no other
-    reference named, it is that model with its adapter disabled: the base, for free."""
-    if (
-        actor_model is not None
-        and is_lora(actor_model)
-        and reference_is_base(cfg.reference, policy_path)
-    ):
-        ref_model = FrozenBase(actor_model)
-    else:
-        ref_model = load_policy(
-            cfg.reference or policy_path, LoadOptions.of(cfg.model, frozen=True)
-        )  # training precision
+    model = reference_model(cfg, policy_path, actor_model)
     return ReferenceWorker(
-        ref_model, temperature=cfg.rollout.temperature, precision=cfg.model.precision
+        model, temperature=cfg.rollout.temperature, precision=cfg.model.precision
     )
 
 

@@ -35,18 +35,21 @@ from placerl.types import Batch, Role
 
 
 class Pending:
-    """Results of one role call on several workers, combined on first ``result()``."""
+    """Results of one call on several workers, combined on first ``result()``; a role call's
+    come with the worker's spans (``spans``), a host method's without."""
 
-    def __init__(self, group: WorkerGroup, refs, calls, combine: Callable[[list], Any]):
+    def __init__(self, group: WorkerGroup, refs, calls, combine: Callable[[list], Any], spans=True):
         self._group, self._refs, self._calls, self._combine = group, refs, calls, combine
-        self._done, self._value = False, None
+        self._spans, self._done, self._value = spans, False, None
 
     def result(self) -> Any:
         if not self._done:
             outputs = self._group.wait(self._refs, self._calls)
-            for _, spans in outputs:
-                self._group.spans.extend(spans)
-            self._value = self._combine([value for value, _ in outputs])
+            if self._spans:
+                for _, spans in outputs:
+                    self._group.spans.extend(spans)
+                outputs = [value for value, _ in outputs]
+            self._value = self._combine(outputs)
             self._done = True
         return self._value
 
@@ -101,17 +104,7 @@ class RoleClient:
         refs = [
             getattr(self.group.actors[r], method).remote(self.role.value, *args) for r in self.ranks
         ]
-        return _PlainPending(self.group, refs, self._calls(method), lambda out: out[0])
-
-
-class _PlainPending(Pending):
-    """Results without spans (RoleHost methods other than ``call``)."""
-
-    def result(self) -> Any:
-        if not self._done:
-            self._value = self._combine(self._group.wait(self._refs, self._calls))
-            self._done = True
-        return self._value
+        return Pending(self.group, refs, self._calls(method), lambda out: out[0], spans=False)
 
 
 class _Handle:
