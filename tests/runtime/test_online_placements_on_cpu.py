@@ -70,7 +70,8 @@ def test_staleness_zero_trains_like_one_process(
     extra, keys = CASES[stage]
     local_dir, local = local_runs[stage]
     placed = run(tiny_model_dir, tmp_path / placement, stage, 2, [*extra, *PLACEMENTS[placement]])
-    assert all(row["pipeline/staleness"] == 0 for row in placed)
+    # RSO samples from the frozen initial policy: its batches lag by their step, by design
+    assert [row["pipeline/staleness"] for row in placed] == ([0, 1] if stage == "rso" else [0, 0])
     assert_same_trajectory(local, placed, [*keys, "reward/mean"])
     assert_same_weights(local_dir / "policy", tmp_path / placement / "policy")
 
