@@ -35,9 +35,9 @@ from placerl.rollout.sampling import (
     Finished,
     Prefilled,
     SamplingParams,
-    _last_logits,
-    _prefill,
     decode,
+    last_logits,
+    prefill,
 )
 
 
@@ -91,6 +91,8 @@ def generate_turns(
     has its own limit), the rest (temperature, top-k/p, stop strings, precision) applies."""
     if not requests:
         return []
+    if any(r.max_new_tokens < 1 for r in requests):
+        raise ValueError("every turn request needs max_new_tokens >= 1")
     device = model_device(model)
     budget = max(r.max_new_tokens for r in requests)
     params = replace(params, max_new_tokens=budget)
@@ -129,7 +131,7 @@ def _start(
         ids, mask = (t.to(device) for t in left_pad(full, pad))
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         cache = DynamicCache(config=model.config)
-        logits = _prefill(model, ids, mask, positions, cache)
+        logits = prefill(model, ids, mask, positions, cache)
         return Prefilled(cache, logits, mask, positions[:, -1:] + 1), full
     cache, cache_mask = stack_rows(cached, model.config)
     chunks = [
@@ -140,7 +142,7 @@ def _start(
     before = torch.tensor([c.length if c is not None else 0 for c in cached], device=device)
     positions = (before[:, None] + chunk_mask.cumsum(-1) - 1).clamp(min=0)
     mask = torch.cat([cache_mask.to(device), chunk_mask], dim=1)
-    logits = _last_logits(model, ids, mask, positions, cache)
+    logits = last_logits(model, ids, mask, positions, cache)
     return Prefilled(cache, logits, mask, positions[:, -1:] + 1), full
 
 

@@ -144,7 +144,7 @@ def _decode_loop(
     """Prefill the left-padded prompts, then ``decode``."""
     positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
     cache = DynamicCache(config=model.config)
-    logits = _prefill(model, prompt_ids, prompt_mask, positions, cache)
+    logits = prefill(model, prompt_ids, prompt_mask, positions, cache)
     start = Prefilled(cache, logits, prompt_mask, positions[:, -1:] + 1)
     return decode(model, start, params, eos_token_id, pad_token_id, uniforms, tokenizer)
 
@@ -247,29 +247,29 @@ def decode(
             rows, mask, position, token = rows[keep], mask[keep], position[keep], token[keep]
             cache.batch_select_indices(keep)
         ids = token.unsqueeze(-1)
-        logits = _last_logits(model, ids, mask[:, : width + step + 1], position, cache)
+        logits = last_logits(model, ids, mask[:, : width + step + 1], position, cache)
         position = position + 1
     steps = step + 1
     return response[:, :steps], response_mask[:, :steps], log_probs[:, :steps]
 
 
-def _prefill(
+def prefill(
     model: torch.nn.Module, ids: Tensor, mask: Tensor, positions: Tensor, cache: DynamicCache
 ) -> Tensor:
-    """``_last_logits`` of the prompts, each distinct prompt computed once: a group of samples
+    """``last_logits`` of the prompts, each distinct prompt computed once: a group of samples
     (GRPO/RLOO, PPO's n > 1) repeats its prompt, and its rows then share one prefill whose
     keys and values are gathered to every row (models/shared_prefix.py does the same in
     training). A row's result does not depend on which other rows share its batch."""
     plan = distinct_prompts(ids, mask)
     if plan is None:
-        return _last_logits(model, ids, mask, positions, cache)
+        return last_logits(model, ids, mask, positions, cache)
     first, inverse = plan
-    logits = _last_logits(model, ids[first], mask[first], positions[first], cache)
+    logits = last_logits(model, ids[first], mask[first], positions[first], cache)
     cache.reorder_cache(inverse)
     return logits.index_select(0, inverse)
 
 
-def _last_logits(
+def last_logits(
     model: torch.nn.Module, ids: Tensor, mask: Tensor, positions: Tensor, cache: DynamicCache
 ) -> Tensor:
     """float32 (B, V) logits of the last position; ``logits_to_keep=1`` spares the prefill

@@ -143,3 +143,34 @@ def test_keep_false_drops_the_cache():
     model = tiny_model(seed=3)
     requests = [TurnRequest(p, None, 6, keep=False) for p in PROMPTS]
     assert all(r.context is None for r in turns(model, requests))
+
+
+def test_rows_taken_out_of_a_cache_and_stacked_back_keep_their_real_positions():
+    """Random rows of random lengths, left-padded with holes: taking them out keeps exactly
+    their real positions in order; stacking them back left-pads them again."""
+    from transformers import DynamicCache
+
+    from placerl.models.kv_cache import stack_rows, take_rows
+
+    rng = torch.Generator().manual_seed(0)
+    for _ in range(50):
+        rows, width, layers = int(torch.randint(1, 5, (1,))), int(torch.randint(1, 9, (1,))), 2
+        mask = (torch.rand((rows, width), generator=rng) < 0.7).long()
+        mask[:, -1] = 1  # every row has a real last position
+        cache = DynamicCache()
+        kv = [torch.randn((rows, 2, width, 3), generator=rng) for _ in range(2 * layers)]
+        for layer in range(layers):
+            cache.update(kv[2 * layer], kv[2 * layer + 1], layer)
+        taken = take_rows(cache, torch.arange(rows), mask)
+        for row, r in enumerate(taken):
+            real = mask[row].bool()
+            assert r.length == int(real.sum())
+            for layer in range(layers):
+                assert torch.equal(r.keys[layer], kv[2 * layer][row][:, real])
+                assert torch.equal(r.values[layer], kv[2 * layer + 1][row][:, real])
+        stacked, stacked_mask = stack_rows([*taken, None], config=None)
+        longest = max(r.length for r in taken)
+        assert stacked_mask.shape == (rows + 1, longest) and stacked_mask[-1].sum() == 0
+        again = take_rows(stacked, torch.arange(rows), stacked_mask)
+        for a, b in zip(taken, again):
+            assert all(torch.equal(x, y) for x, y in zip(a.keys + a.values, b.keys + b.values))

@@ -2,11 +2,8 @@
 its answer, which ends the episode and is scored by a reward over the whole conversation.
 
     def calc(expression: str) -> str:
-        \"\"\"Evaluate an arithmetic expression.
-
-        Args:
-            expression: e.g. "12*34"
-        \"\"\"
+        (docstring: "Evaluate an arithmetic expression." and an "Args:" section naming
+        ``expression``; the schema is read from it and the type hints)
         return str(safe_eval(expression))
 
     def correct(messages, row) -> float:

@@ -85,7 +85,9 @@ def run_episodes(
     gather_s: float = 0.005,
     where: str = "env.factory",
 ) -> list[Episode]:
-    """One episode per row, all run to their end; episodes in row order."""
+    """One episode per row, all run to their end; episodes in row order. ``uniforms``
+    (E, max_turns, ≥ max_new_tokens) is the episodes' noise (``draw_uniforms``); None only for
+    a greedy sampler. ``where`` names the factory's config key in errors."""
     lives = [_start(i, row, factory, tokenizer, limits, where) for i, row in enumerate(rows)]
     ready = list(lives)
     stepping: dict[Future, _Live] = {}
@@ -152,7 +154,7 @@ def _take_turn(live: _Live, result: TurnResult, tokenizer) -> Future:
     episode.messages.append(assistant)
     episode.turns.append(Turn(text, len(result.ids), None))
     live.step_started = time.monotonic()
-    return in_daemon_thread(live.env.step, assistant=assistant)
+    return in_daemon_thread(live.env.step, assistant)
 
 
 def _wait_some(stepping: dict[Future, _Live], timeout_s: float, gather_s: float) -> list[Future]:

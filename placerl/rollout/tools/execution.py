@@ -62,8 +62,8 @@ class Ran:
     seconds: float
 
 
-def in_daemon_thread(fn: Callable[..., Any], **kwargs: Any) -> Future:
-    """``fn(**kwargs)`` started now on a daemon thread; its future holds a ``Ran`` (the
+def in_daemon_thread(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Future:
+    """``fn(*args, **kwargs)`` started now on a daemon thread; its future holds a ``Ran`` (the
     future itself never fails: the function's exception is data)."""
     future: Future = Future()
 
@@ -71,7 +71,7 @@ def in_daemon_thread(fn: Callable[..., Any], **kwargs: Any) -> Future:
         future.set_running_or_notify_cancel()
         start = time.monotonic()
         try:
-            value, error = fn(**kwargs), None
+            value, error = fn(*args, **kwargs), None
         except BaseException as err:  # noqa: BLE001 (the tool's failure is data)
             value, error = None, err
         future.set_result(Ran(value, error, time.monotonic() - start))
