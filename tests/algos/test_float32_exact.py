@@ -211,3 +211,17 @@ def test_policy_objective_with_a_kl_loss_is_finite_over_garbage_padding():
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(lp.grad).all()
     assert torch.equal(lp.grad[0, 2:], torch.zeros(2))
+
+
+def test_truncated_importance_weights_are_finite_and_capped_for_any_log_ratio():
+    g = torch.Generator().manual_seed(31)
+    for _ in range(200):
+        scale = 10 ** float(torch.rand(1, generator=g) * 4)
+        old = torch.randn(3, 5, generator=g) * scale
+        behaviour = torch.randn(3, 5, generator=g) * scale
+        mask = (torch.rand(3, 5, generator=g) < 0.7).long()
+        behaviour = torch.where(mask.bool(), behaviour, torch.full_like(behaviour, -1e30))
+        weights, stats = core.truncated_importance_weights(old, behaviour, mask, cap=2.0)
+        assert torch.isfinite(weights).all() and (weights <= 2.0).all()
+        assert torch.equal(weights[mask == 0], torch.zeros_like(weights[mask == 0]))
+        assert all(torch.isfinite(v) for v in stats.values())
