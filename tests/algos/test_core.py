@@ -9,7 +9,7 @@ import torch
 
 from placerl.algos import core
 from placerl.algos.kl import kl_estimate, token_rewards_from_scores
-from placerl.algos.registry import ADVANTAGE_ESTIMATORS, Registry
+from placerl.algos.registry import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, Registry
 
 NAN = float("nan")
 
@@ -280,6 +280,7 @@ def test_value_loss_clipped_hand_values():
 def test_registry_lookup_and_errors():
     assert ADVANTAGE_ESTIMATORS.get("grpo") is core.grpo_advantages
     assert ADVANTAGE_ESTIMATORS.get("rloo") is core.rloo_advantages
+    assert POLICY_LOSSES.get("ppo_clip") is core.policy_loss_clipped
     with pytest.raises(KeyError, match="known: grpo, rloo"):
         ADVANTAGE_ESTIMATORS.get("gea")
     reg: Registry = Registry("thing")
