@@ -16,9 +16,10 @@ time-boxed process, ``--part``), and writes every figure to ``gpu_check.jsonl`` 
    with ``model.gradient_checkpointing`` and with ``model.lora``;
 5. ``ray``: Flatten on Ray, NCCL between GPU workers (needs Ray and 2 GPUs; 2 gloo workers
    with ``--cpu``): the workers' and the controller mirror's weight checksums;
-6. ``profile``: ``placerl profile --device gpu`` of the 0.5B model (GPU only);
-7. ``plan``: the planner's predicted step time for the measured GRPO step (``placerl plan
-   --auto --json``, the local plan, with the profile where part 6 wrote one) vs the measured.
+6. ``plan``: the planner's predicted step time for the measured GRPO step (``placerl plan
+   --auto --json``, the local plan, settings held to the measured run's) vs the measured one,
+   on the device's specs; ``profile``: ``placerl profile --device gpu`` of the 0.5B model (GPU
+   only); then ``plan --plan-after-profile``: the same prediction on that profile.
 
 The model is built here, random init (``transformers.Qwen2Config``: hidden 896, 24 layers, 14
 heads, 2 KV heads, intermediate 4864, vocabulary 151936, tied embeddings) with placerl's
@@ -42,7 +43,7 @@ from gpu_check_parts import QWEN2_05B, STAGES, TINY, option_rows  # noqa: E402
 from gpu_check_results import Results, write_table  # noqa: E402
 
 __all__ = ["QWEN2_05B", "STAGES", "TINY", "main", "option_rows", "parse_args"]
-PARTS = ("model", "stages", "steps", "generation", "memory", "ray", "profile", "plan", "table")
+PARTS = ("model", "stages", "steps", "generation", "memory", "ray", "plan", "profile", "table")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -71,6 +72,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--skip-stages", action="store_true", help="leave out the every-stage run")
     p.add_argument("--workdir", default=None, help="where the models and runs go (default tmp)")
     p.add_argument("--out", default=None, help="where the figures go (default: the workdir)")
+    p.add_argument(
+        "--plan-after-profile",
+        action="store_true",
+        help="--part plan: only with the profile part's profile.json (else a skip line)",
+    )
     return p.parse_args(argv)
 
 
@@ -120,28 +126,38 @@ def plan_part(args, work: Path, out: Path, results: Results) -> int:
     from gpu_check_parts import config, overrides
     from gpu_check_planner import held_settings, predicted_step
 
-    print("\n## the planner's predicted GRPO step vs the measured one")
+    profiled = (out / "profile.json").exists()
+    if args.plan_after_profile and not profiled:
+        print("\n## the planner after the profile: skipped: no profile was written")
+        results.add("plan", "grpo step predicted, profiled", "skipped: no profile was written")
+        return 0
+    label = "profiled" if profiled else "before the profile"
+    print(f"\n## the planner's predicted GRPO step ({label}) vs the measured one")
     measured = results.number("steps", "grpo step time")
     cfg = config(args, work, work / "model", "grpo", "grpo_time")
     cli = [*overrides(args, work, work / "model", "grpo", "grpo_time"), *held_settings(cfg)]
+    figure = f"grpo step predicted, {label}"
+    plan_json = out / f"plan{'_profiled' if profiled else ''}.json"
     try:
-        found = predicted_step(work, "grpo", cli, out / "plan.json", cli_env(work))
+        found = predicted_step(work, "grpo", cli, plan_json, cli_env(work))
     except Exception as err:  # report it in the table; the measured figures stand
         print(f"placerl plan --auto failed: {type(err).__name__}: {err}")
-        results.add("plan", "grpo step predicted", f"error: {type(err).__name__}", str(err)[:200])
+        results.add("plan", figure, f"error: {type(err).__name__}", str(err)[:200])
         return 1
     step = found["step_s"]
     top = sorted(found["phases"].items(), key=lambda kv: -kv[1])[:3]
     phases = ", ".join(f"{k} {v:.3f} s" for k, v in top)
     note = f"local plan, calibration: {found['calibration']}; {phases}"
     print(f"predicted {step:.3f} s ({note})")
-    results.add("plan", "grpo step predicted", f"{step:.3f} s", note, number=step)
+    results.add("plan", figure, f"{step:.3f} s", note, number=step)
     if measured is None:
         results.add("plan", "grpo step measured", "none", "the steps part recorded no step time")
         return 0
     print(f"measured {measured:.3f} s: predicted / measured {step / measured:.2f}")
-    results.add("plan", "grpo step measured", f"{measured:.3f} s", "the steps part, same config")
-    results.add("plan", "predicted / measured", f"{step / measured:.2f}", number=step / measured)
+    if not profiled:
+        results.add("plan", "grpo step measured", f"{measured:.3f} s", "the steps part's")
+    ratio = f"predicted / measured, {label}"
+    results.add("plan", ratio, f"{step / measured:.2f}", number=step / measured)
     return 0
 
 

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
 # placerl's GPU check on the GPU machine as it is (benchmarks/gpu_check.py says what each figure
 # is): every stage on CUDA in bf16, then GRPO/DPO step time and update MFU, placerl's sampler vs
-# model.generate, peak memory plain / LoRA / checkpointing, `placerl profile --device gpu`, and
-# the planner's predicted vs measured GRPO step, on a ~0.5B Qwen2-shaped model. Each part is
-# time-boxed, most important first; the whole fits 8 minutes on one H100. Nothing is downloaded:
+# model.generate, peak memory plain / LoRA / checkpointing, the planner's predicted vs measured
+# GRPO step (on the specs, then on `placerl profile --device gpu`), on a ~0.5B Qwen2 shape. Each
+# part is time-boxed, most important first; the whole fits 8 minutes on one H100. Nothing is downloaded:
 # what placerl needs beyond the machine's image travels as wheels (benchmarks/device/wheels.sh
 # here, then carry .gpu-wheels), installed with --no-index --no-deps --target when placerl's
 # imports fail; torch is the one it finds. Figures (gpu_check.md: the one table; gpu_check.jsonl),
-# the log (gpu_check.log), profile.json and plan.json go to $OUT when set, else runs/gpu_check/.
+# the log (gpu_check.log), profile.json and plan*.json go to $OUT when set, else runs/gpu_check/.
 #   benchmarks/gpu_check.sh                  # the check, on the visible GPU
 #   benchmarks/gpu_check.sh --cpu --tiny     # the same route on a CPU, tiny model (the dry run)
 # Extra arguments go to gpu_check.py (--help lists them). PYTHON picks the interpreter (python3),
-# PLACERL_GPU_WHEELS the wheel folder, GPU_CHECK_BUDGET the seconds for all parts (450).
+# PLACERL_GPU_WHEELS the wheel folder, GPU_CHECK_BUDGET the seconds for all parts (460).
 set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${OUT:-$ROOT/runs/gpu_check}"
@@ -25,7 +25,7 @@ SITE="${PLACERL_GPU_SITE:-${TMPDIR:-/tmp}/placerl-gpu-site}"
 WORK="$(mktemp -d "${TMPDIR:-/tmp}/gpu_check.XXXXXX")"
 PROBE='import pydantic, datasets, tensordict, placerl.config, placerl.stages, placerl.cli'
 CPU=0; [[ " $* " == *" --cpu "* ]] && CPU=1
-BUDGET="${GPU_CHECK_BUDGET:-450}"
+BUDGET="${GPU_CHECK_BUDGET:-460}"
 SCALE=1; (( CPU )) && SCALE=6  # a shared CPU runs the tiny route slower than an H100 the real one
 export HF_HUB_OFFLINE=1 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
 export PYTHONPATH="$ROOT${PYTHONPATH:+:$PYTHONPATH}"
@@ -68,7 +68,7 @@ setup() {  # placerl importable with the torch found here; wheels installed wher
   status setup "(part)" "ok" "${#wheels[@]} wheels installed"
 }
 
-part() {  # name seconds: gpu_check.py --part name under `timeout`, within what the budget leaves
+part() {  # name seconds [args]: gpu_check.py --part name under `timeout`, within the budget
   local name="$1" limit=$(( $2 * SCALE )) left=$(( BUDGET * SCALE - SECONDS )) start=$SECONDS rc=0
   shift 2
   (( limit > left )) && limit=$left
@@ -77,7 +77,7 @@ part() {  # name seconds: gpu_check.py --part name under `timeout`, within what 
     status "$name" "(part)" "skipped" "the ${BUDGET} s budget is spent"
     return
   fi
-  timeout --kill-after=10 "$limit" "$PY" "$CHECK" --part "$name" --workdir "$WORK" --out "$DIR" "${ARGS[@]}" || rc=$?
+  timeout --kill-after=10 "$limit" "$PY" "$CHECK" --part "$name" --workdir "$WORK" --out "$DIR" "${ARGS[@]}" "$@" || rc=$?
   local took=$(( SECONDS - start ))
   if (( rc == 124 || rc == 137 )); then
     echo "## $name: timed out after ${limit} s (its figures so far are kept)"
@@ -100,8 +100,9 @@ run() {
   part generation 60
   part memory 80
   part ray 20
-  part profile 60
-  part plan 25
+  part plan 25  # the planner on the H100's specs
+  part profile 75
+  part plan 25 --plan-after-profile  # and on the profile just measured
   "$PY" "$CHECK" --part table --workdir "$WORK" --out "$DIR" "${ARGS[@]}"
   echo "figures: $DIR/gpu_check.md (table), $DIR/gpu_check.jsonl; log: $DIR/gpu_check.log; $(( SECONDS )) s in all"
   if (( ${#FAILED[@]} )); then
