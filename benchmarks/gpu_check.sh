@@ -78,14 +78,14 @@ part() {  # name seconds [args]: gpu_check.py --part name under `timeout`, withi
     return
   fi
   timeout --kill-after=10 "$limit" "$PY" "$CHECK" --part "$name" --workdir "$WORK" --out "$DIR" "${ARGS[@]}" "$@" || rc=$?
-  local took=$(( SECONDS - start ))
+  local took=$(( SECONDS - start )) figure="(part${*:+ $*})"
   if (( rc == 124 || rc == 137 )); then
     echo "## $name: timed out after ${limit} s (its figures so far are kept)"
-    status "$name" "(part)" "timed out" "after ${limit} s; figures so far kept"
+    status "$name" "$figure" "timed out" "after ${limit} s; figures so far kept"
   elif (( rc )); then
-    status "$name" "(part)" "exit $rc" "${took} s; the log says why"
+    status "$name" "$figure" "exit $rc" "${took} s; the log says why"
   else
-    status "$name" "(part)" "ok" "${took} s"
+    status "$name" "$figure" "ok" "${took} s"
   fi
   (( rc == 0 )) || FAILED+=("$name")
 }

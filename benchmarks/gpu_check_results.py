@@ -55,7 +55,11 @@ def table(rows: list[dict]) -> str:
     order = {p: i for i, p in enumerate(PARTS)}
     ranked = sorted(
         enumerate(rows),
-        key=lambda ir: (order.get(ir[1]["part"], len(PARTS)), ir[1]["figure"] != STATUS, ir[0]),
+        key=lambda ir: (
+            order.get(ir[1]["part"], len(PARTS)),
+            not ir[1]["figure"].startswith(STATUS[:-1]),  # "(part)", "(part --plan-after-...)"
+            ir[0],
+        ),
     )
     lines = ["| part | figure | value | note |", "|---|---|---|---|"]
     for _, r in ranked:

@@ -133,7 +133,8 @@ def test_the_gpu_check_runs_through_the_wheel_route_in_a_venv_of_the_image(image
         "| generation | model.generate, 4 rows |",
         "| memory | dpo LoRA r=16 |",
         "| ray | Flatten on Ray | skipped: Ray is not installed",
-        "| plan | grpo step predicted |",
+        "| plan | grpo step predicted, before the profile |",
+        "| plan | predicted / measured, before the profile |",
         "| setup | (part) | ok | 9 wheels installed |",
     ]
     for row in rows:

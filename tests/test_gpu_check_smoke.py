@@ -40,5 +40,5 @@ def test_gpu_check_smoke_mode_runs_on_cpu(tmp_path, capsys):
     for line in (*lines, *(f"{stage}: ok" for stage in gpu_check.STAGES)):
         assert line in out, out
     table = (tmp_path / "gpu_check.md").read_text()  # the one table, beside the figures
-    for row in ("| grpo step time |", "| grpo update MFU |", "| grpo step predicted |"):
+    for row in ("| grpo step time |", "| grpo update MFU |", "| grpo step predicted, before"):
         assert row in table, table
