@@ -16,7 +16,7 @@ set -uo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DIR="${OUT:-$ROOT/runs/gpu_check}"
 mkdir -p "$DIR"
-rm -f "$DIR/gpu_check.jsonl"
+rm -f "$DIR"/{gpu_check.jsonl,gpu_check.md,profile.json,plan.json,plan_profiled.json}  # a rerun's own
 
 PY="${PYTHON:-python3}"
 CHECK="$ROOT/benchmarks/gpu_check.py"
