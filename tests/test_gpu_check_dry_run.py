@@ -74,7 +74,11 @@ def image_venv() -> Path:
     if not (venv / "ready").exists():
         building = venv.with_name(venv.name + f".building-{os.getpid()}")
         shutil.rmtree(building, ignore_errors=True)
-        _build_venv(building)
+        try:
+            _build_venv(building)
+        except BaseException:
+            shutil.rmtree(building, ignore_errors=True)
+            raise
         (building / "ready").write_text("built from dry-run.txt\n")
         shutil.rmtree(venv, ignore_errors=True)
         building.rename(venv)  # whole or not at all; used as `python -m`, so a moved venv runs
