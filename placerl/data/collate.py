@@ -25,6 +25,8 @@ from placerl.errors import UserError
 from placerl.models.tokens import target_end
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss (HF convention)
+PROMPT_KEY = "data.max_prompt_len"  # the limit of prompts alone (RL, held-out prompts)
+EXAMPLE_KEY = "data.max_len"  # the limit of prompt + response (SFT, RM, DPO examples)
 
 
 def encode_prompts(
@@ -38,7 +40,7 @@ def encode_prompts(
     encoded = [_with_bos(ids, tokenizer, add_bos) for ids in _encode(tokenizer, prompts)]
     for index, ids in enumerate(encoded):
         if len(ids) > max_len:
-            raise _too_long(ids, max_len, _name(rows, index), room="")
+            raise _too_long(ids, max_len, _name(rows, index), PROMPT_KEY, room="")
     return encoded
 
 
@@ -178,7 +180,8 @@ def _encode_examples(
     prompt_ids = [_with_bos(ids, tokenizer, add_bos) for ids in _encode(tokenizer, prompts)]
     for index, ids in enumerate(prompt_ids):
         if len(ids) >= max_len:
-            raise _too_long(ids, max_len, _name(rows, index), room=" with room for a response")
+            room = " with room for a response"
+            raise _too_long(ids, max_len, _name(rows, index), EXAMPLE_KEY, room)
     if eos:
         _eos_id(tokenizer)  # a clear error when responses cannot be terminated
         response_ids = [
@@ -216,9 +219,9 @@ def _name(rows: Sequence[int] | None, index: int) -> int:
     return rows[index] if rows is not None else index
 
 
-def _too_long(ids: list[int], max_len: int, row: int, room: str) -> UserError:
+def _too_long(ids: list[int], max_len: int, row: int, key: str, room: str) -> UserError:
     return UserError(
-        f"prompt is {len(ids)} tokens long, too long for max_len={max_len}{room}; "
-        f"prompts are never truncated: shorten or drop it, or raise max_len",
+        f"prompt is {len(ids)} tokens long, too long for {key.split('.')[-1]}={max_len}{room}; "
+        f"prompts are never truncated: shorten or drop it, or raise {key}",
         where=f"row {row}",
     )
