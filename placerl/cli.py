@@ -14,7 +14,16 @@ import sys
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-from placerl.commands import demo, make_model, plan, plot, train  # noqa: E402
+from placerl.commands import (  # noqa: E402
+    demo,
+    export,
+    generate,
+    init,
+    make_model,
+    plan,
+    plot,
+    train,
+)
 from placerl.commands.args import add_help_config, parse_args  # noqa: E402
 from placerl.errors import UserError  # noqa: E402
 
@@ -30,7 +39,7 @@ EPILOG = """examples:
 
 flags and key=value overrides may come in any order after the command."""
 
-COMMANDS = (demo, train, plan, plot, make_model)
+COMMANDS = (demo, init, train, plan, plot, generate, export, make_model)
 
 
 def _quiet_libraries() -> None:

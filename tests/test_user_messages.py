@@ -48,6 +48,14 @@ def test_a_long_prompt_names_data_max_prompt_len(capsys, tmp_path, tiny_model_di
     err = _train(capsys, tmp_path, tiny_model_dir, "grpo", "data.max_prompt_len=3")
     assert "too long for max_prompt_len=3" in err and "raise data.max_prompt_len" in err
     assert "raise max_len" not in err
+    assert "64 of 64 prompts are over; tokens p50 " in err  # choose the limit from the data
+
+
+def test_default_lengths_fit_chat_data():
+    """TRL's defaults: a chat prompt of a few hundred tokens (a system turn, a question) and a
+    prompt plus answer of a thousand fit without a setting (64 / 128 were the old ones)."""
+    data = load_config(None, ["stage=sft"], RunConfig).data
+    assert (data.max_prompt_len, data.max_len) == (512, 1024)
 
 
 def test_a_reward_function_that_raises_shows_the_users_file_and_line(
