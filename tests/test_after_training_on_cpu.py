@@ -6,6 +6,10 @@ from __future__ import annotations
 
 import io
 import json
+import re
+import shlex
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -21,6 +25,7 @@ from placerl.roles.reward import import_reward_function
 from placerl.starter import config as starter_config
 from placerl.starter import write_starter
 
+ROOT = Path(__file__).resolve().parents[1]
 STAGES = list(starter_config.SECTIONS)
 FAST = ["trainer.steps=2", "trainer.batch_size=4", "data.num_eval=4", "trainer.progress=false"]
 FAST += ["trainer.report_to=[]", "trainer.save_every=1", "rollout.max_new_tokens=4"]
@@ -61,21 +66,40 @@ def test_init_never_overwrites_unless_forced(tmp_path, capsys):
     assert main(["init", "sft", str(tmp_path), "--force"]) == 0
 
 
+def quick_start() -> list[list[str]]:
+    """The ``placerl`` commands of the README's section on starting from pip, in order."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    match = re.search(r"^## A project of your own, from pip\n(.*?)(?=^## )", text, re.M | re.S)
+    assert match, "README.md has no section '## A project of your own, from pip'"
+    block = re.search(r"```bash\n(.*?)```", match.group(1), re.S).group(1)
+    words = [shlex.split(line, comments=True) for line in block.splitlines()]
+    return [w[1:] for w in words if w and w[0] == "placerl"]
+
+
 @pytest.mark.slow
-def test_init_train_generate_from_a_folder_outside_the_repository(
+def test_the_readme_quick_start_runs_in_a_folder_outside_the_repository(
     tmp_path, monkeypatch, capsys, tiny_model_dir
 ):
-    """The pip user's path: init, train SFT then GRPO from the starter folder, generate."""
+    """The pip user's path as the README writes it (init, train SFT, generate, init and train
+    GRPO, chat), from an empty folder, shortened: a tiny model, 2 steps, 4 new tokens."""
     monkeypatch.chdir(tmp_path)
-    monkeypatch.delitem(__import__("sys").modules, "rewards", raising=False)
-    assert main(["init", "sft"]) == 0 and main(["init", "grpo"]) == 0
-    assert main(["train", "sft.yaml", f"model.path={tiny_model_dir}", *FAST]) == 0
-    assert main(["train", "grpo.yaml", *FAST]) == 0  # model.path: runs/sft/policy
-    capsys.readouterr()
-    assert main(["generate", "runs/grpo", "rev 12345=", "--max-new-tokens", "4"]) == 0
-    out = capsys.readouterr()
-    assert "runs/grpo/policy (the run's policy/); prompts as chat template" in out.err
-    assert out.out.endswith("\n") and len(out.out.splitlines()) == 1
+    monkeypatch.delitem(sys.modules, "rewards", raising=False)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if Path(p).resolve() != ROOT])
+    monkeypatch.setattr("sys.stdin", io.StringIO("rev 12=\n"))
+    commands = quick_start()
+    assert [c[0] for c in commands] == ["init", "train", "generate", "init", "train", "chat"]
+    for words in commands:
+        extra = {"train": FAST, "generate": ["--max-new-tokens", "4"]}.get(words[0], [])
+        if words[:2] == ["train", "sft.yaml"]:
+            extra = [*extra, f"model.path={tiny_model_dir}"]
+        if words[0] == "chat":
+            extra = ["--max-new-tokens", "2"]
+        code = main([*words, *extra])
+        out = capsys.readouterr()
+        assert code == 0 and "Traceback" not in out.err, f"placerl {' '.join(words)}\n{out.err}"
+        if words[0] == "generate":
+            assert "prompts as chat template" in out.err and len(out.out.splitlines()) == 1
+    assert (tmp_path / "runs" / "grpo" / "policy").is_dir() and (tmp_path / "rewards.py").exists()
 
 
 def test_generate_reads_stdin_and_finds_a_checkpoint(tmp_path, monkeypatch, capsys, tiny_model_dir):
