@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
-from placerl.errors import UserError
+from placerl.errors import UserError, user_frame
 from placerl.roles.common import autocast, position_ids
 from placerl.types import Batch, Field
 
@@ -110,9 +110,10 @@ class RuleReward:
 
 def _describe(err: BaseException) -> str:
     """``SystemExit(7)``, ``ValueError: boom``: the exception as the user would recognise it."""
+    where = user_frame(err) or ""
     if isinstance(err, SystemExit):
-        return f"SystemExit({err.code!r}) (a reward must return scores, not exit)"
-    return f"{type(err).__name__}: {err}"
+        return f"SystemExit({err.code!r}){where} (a reward must return scores, not exit)"
+    return f"{type(err).__name__}: {err}{where}"
 
 
 @contextmanager
