@@ -70,8 +70,18 @@ class DataConfig(Section):
         "RL stages: prompts (eval/reward; eval/accuracy with an `answer` column). "
         "null: the builtin eval split when data.train is builtin, else no evaluation.",
     )
-    max_prompt_len: int = Field(64, gt=0, description="Longest prompt in tokens; longer: error.")
-    max_len: int = Field(128, gt=1, description="Longest prompt+response for SFT/RM/DPO data.")
+    max_prompt_len: int = Field(
+        512,
+        gt=0,
+        description="Longest prompt in tokens; longer: an error naming the row and the data's "
+        "length percentiles (never truncated). 512, as TRL, fits most chat prompts.",
+    )
+    max_len: int = Field(
+        1024,
+        gt=1,
+        description="Longest prompt+response for SFT/RM/DPO data (longer: see over_length). "
+        "1024, as TRL; batches are padded to their longest row, not to this.",
+    )
     over_length: Literal["truncate", "error"] = Field(
         "truncate",
         description="SFT examples longer than max_len: truncate cuts the completion to fit "

@@ -31,6 +31,7 @@ from transformers.utils import logging as hf_logging
 
 from placerl.errors import UserError
 from placerl.models.lora import ARCHITECTURE_OF_TASK, adapter_config, load_merged
+from placerl.models.paths import require_dir, require_model_files, require_tokenizer_files
 from placerl.models.tokens import SOURCE_ATTR
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: paths are local
@@ -79,11 +80,11 @@ DEFAULT = LoadOptions()
 
 
 def _check_dir(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{what} directory does not exist", where=str(path))
-    if not (path / "config.json").exists() and what != "tokenizer":
-        raise UserError(f"{what} directory has no config.json (not a saved model)", where=str(path))
+    path = require_dir(path, what)
+    if what == "tokenizer":
+        require_tokenizer_files(path)
+    else:
+        require_model_files(path, what)
     return path
 
 

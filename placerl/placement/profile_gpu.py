@@ -103,10 +103,11 @@ def gpu_machine(
     opt: float,
     copies: dict,
     nccl: dict | None,
-    rpc: float,
+    rpc: float | None,
     dtype_bytes: int,
 ):
-    """The fitted GPU ``Machine``: measured where measured, the spec's figures elsewhere."""
+    """The fitted GPU ``Machine``: measured where measured, the spec's figures elsewhere
+    (``rpc`` None: Ray is not installed, the spec's call latency stays)."""
     from placerl.placement.hardware import engine_spec
     from placerl.placement.machine import from_spec
 
@@ -130,12 +131,26 @@ def gpu_machine(
         "decode_overhead_per_layer": per_layer,
         "optimizer_params_per_s": opt,
         "host_bw": copies["host_bw"],
-        "rpc_latency": rpc,
         "source": "profile",
     }
+    if rpc is not None:
+        changes["rpc_latency"] = rpc
     if nccl:
         changes |= {"intra_bw": nccl["bw"], "collective_latency": nccl["latency"]}
     return base.with_(**changes)
+
+
+def ray_call_latency(shape: ModelShape, log=print) -> float | None:
+    """A Ray phase call's round trip; None where Ray is not installed (a one-GPU machine runs
+    the local plan without it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        log("Ray is not installed: the phase-call latency stays the spec's")
+        return None
+    from placerl.placement.profile_ray import measure_ray
+
+    return measure_ray(shape, worker_update=False)["rpc_latency"]
 
 
 def run_gpu_profile(shape: ModelShape, precision: str = "bf16", log=print) -> dict[str, Any]:
@@ -143,7 +158,6 @@ def run_gpu_profile(shape: ModelShape, precision: str = "bf16", log=print) -> di
     import torch
 
     from placerl.placement.profile import build_model, measure_decode, measure_optimizer
-    from placerl.placement.profile_ray import measure_ray
     from placerl.placement.profile_roles import measure_roles
     from placerl.placement.profile_store import profile_key
 
@@ -159,7 +173,7 @@ def run_gpu_profile(shape: ModelShape, precision: str = "bf16", log=print) -> di
     log("compute and decode measured; copies, NCCL and a Ray call next")
     copies = measure_host_copies(device)
     nccl = measure_nccl()
-    rpc = measure_ray(shape, worker_update=False)["rpc_latency"]
+    rpc = ray_call_latency(shape, log)
     dtype_bytes = 2 if precision == "bf16" else 4
     machine = gpu_machine(shape, label, roles, decode, opt, copies, nccl, rpc, dtype_bytes)
     return {

@@ -25,7 +25,7 @@ from contextlib import contextmanager
 
 import torch
 
-from placerl.errors import UserError
+from placerl.errors import UserError, user_frame
 from placerl.models.precision import autocast
 from placerl.models.scores import sequence_scores
 from placerl.models.shared_prefix import position_ids
@@ -114,9 +114,10 @@ class RuleReward:
 
 def _describe(err: BaseException) -> str:
     """``SystemExit(7)``, ``ValueError: boom``: the exception as the user would recognise it."""
+    where = user_frame(err) or ""
     if isinstance(err, SystemExit):
-        return f"SystemExit({err.code!r}) (a reward must return scores, not exit)"
-    return f"{type(err).__name__}: {err}"
+        return f"SystemExit({err.code!r}){where} (a reward must return scores, not exit)"
+    return f"{type(err).__name__}: {err}{where}"
 
 
 @contextmanager

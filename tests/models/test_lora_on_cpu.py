@@ -266,7 +266,12 @@ def test_a_lora_stage_continues_from_a_lora_stage(tiny_model_dir, tmp_path):
     assert not torch.allclose(merged_sft.log_probs(batch), plain.log_probs(batch))
     train(cfg)
     config = (tmp_path / "grpo" / "policy" / "adapter_config.json").read_text()
-    assert str((sft / "policy").resolve()) in config, "the new adapter's base is the SFT's"
+    base = tmp_path / "grpo" / "policy_base"  # a plain model: peft alone loads the export
+    assert str(base.resolve()) in config, "the new adapter's base is written beside it"
+    merged = load_policy(sft / "policy").state_dict()
+    assert all(torch.equal(t, merged[k]) for k, t in load_policy(base).state_dict().items()), (
+        "the new adapter's base is the SFT's (its adapter merged)"
+    )
 
 
 def test_adapter_directories_load_into_other_heads(tiny_model_dir, tmp_path):
