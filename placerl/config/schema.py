@@ -106,7 +106,12 @@ class OptimConfig(Section):
     lr: float = Field(1e-5, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up optimizer steps.")
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Linear warm-up over the first n training steps (trainer.steps: the "
+        "schedule advances once per step, however many minibatches and epochs it has).",
+    )
     schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="Decay after warm-up, to `min_lr_ratio`·lr at the last step."
     )
@@ -334,7 +339,7 @@ class RunConfig(Section):
         return self
 
     def _kl_losses_regularise(self) -> None:
-        from placerl.algos.core import kl_loss_refusal
+        from placerl.algos.kl import kl_loss_refusal
 
         checks = [
             ("grpo", self.grpo.kl_coef > 0 and self.stage in ("grpo", "rloo"), self.grpo),

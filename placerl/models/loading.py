@@ -3,7 +3,7 @@
 Three heads over one backbone family, all plain ``transformers`` classes so checkpoints load
 back with ``from_pretrained``: the policy (causal LM), the critic (token classification with
 one label: a value per token) and the reward model (sequence classification with one label: a
-score read at the last attended token, see ``roles/reward.py::sequence_scores``).
+score read at the last attended token, see ``models/scores.py::sequence_scores``).
 
 Every model is loaded with the run's ``LoadOptions`` (``model.attn_implementation``,
 ``model.trust_remote_code``). Nothing here writes a pad token into a model's config or a
@@ -224,7 +224,7 @@ def load_reward_model(
     Training a reward model starts from any backbone (``trained=False``); *using* one requires
     a checkpoint saved with a one-label sequence-classification head, or its scores would come
     from a random head. The score is read at the last attended token, computed from the
-    attention mask (``roles/reward.py::sequence_scores``), not from a pad id: so no pad id is
+    attention mask (``models/scores.py::sequence_scores``), not from a pad id: so no pad id is
     written into the config (``pad_token_id`` is accepted for old callers and not used).
     """
     if trained and not _has_architecture(path, "SequenceClassification"):

@@ -17,7 +17,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from placerl.placement.cost_memory import GiB, memory_classes, memory_problem, slot_roles
+from placerl.placement.cost_memory import memory_classes, memory_problem, slot_roles
 from placerl.placement.enumerate import (
     GEN_WAVES,
     Candidate,
@@ -164,7 +164,3 @@ def search(
         pruned += skipped
     scored.sort(key=lambda s: (not s.feasible, s.step_s, s.memory_gb))
     return SearchResult(scored, considered, pruned, time.perf_counter() - start, m)
-
-
-def memory_gib(s: Scored) -> float:
-    return s.memory_gb * 1e9 / GiB
