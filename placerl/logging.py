@@ -4,7 +4,8 @@
 holds one JSON object per logged step, flushed line by line so a crash loses at most the line
 being written. The trackers of ``trainer.report_to`` (TensorBoard, W&B: ``placerl/trackers``)
 and the rich progress bar are views of the same numbers. The bar shows the stage's losses,
-reward and KL of the last step and the latest evaluation.
+reward and KL of the last step (``kl/k3``, the estimate that is never negative; see
+``algos/kl.kl_metrics``) and the latest evaluation.
 
 An evaluation is also printed when it is computed, with a few held-out prompts and what the
 model answered; those samples go to ``samples.jsonl`` (one object per sample: step, prompt,
@@ -238,7 +239,8 @@ class MetricsLogger:
         """The headline numbers next to the bar: reward and KL (RL), every loss of the step,
         and the latest evaluation (kept from the step that computed it)."""
         parts = []
-        for label, key in (("reward", "reward/mean"), ("kl", "kl/mean")):
+        kl_key = "kl/k3" if "kl/k3" in metrics else "kl/mean"  # k3: never negative
+        for label, key in (("reward", "reward/mean"), ("kl", kl_key)):
             if key in metrics:
                 parts.append(f"{label} {_compact(float(metrics[key]))}")
         losses = sorted(k for k in metrics if k.startswith("loss/"))

@@ -225,3 +225,12 @@ def test_wandb_offline_run_gets_scalars_and_samples(tmp_path, monkeypatch):
     # a resumed run continues the same W&B run id
     with _logger(tmp_path, report_to=["wandb"], console=console, start_step=2) as log:
         assert log._trackers[0].run.id == run_id  # noqa: SLF001
+
+
+def test_progress_bar_shows_the_k3_kl_when_logged(tmp_path):
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    with _logger(tmp_path, enable_progress=True, console=console, description="grpo") as logger:
+        logger.log(1, {"reward/mean": 0.5, "kl/mean": -0.0289, "kl/k3": 0.0123})
+    text = out.getvalue()
+    assert "kl 0.0123" in text and "-0.0289" not in text

@@ -24,7 +24,7 @@ from typing import Any, Literal, Protocol
 from torch import Tensor, nn
 
 from placerl.algos import core
-from placerl.algos.kl import kl_estimate
+from placerl.algos.kl import kl_metrics
 from placerl.data.stream import PromptBatch
 from placerl.timing import PhaseTimer
 from placerl.types import Batch, Field, GroupedObjective
@@ -155,8 +155,7 @@ def experience_metrics(batch: Batch) -> dict[str, float]:
         "throughput/tokens": int(batch[Field.ATTENTION_MASK].sum()),  # prompt + response
     }
     if Field.REF_LOG_PROBS in batch.keys():  # noqa: SIM118 (TensorDict has no `in`)
-        kl = kl_estimate(batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], "k1", mask)
-        metrics["kl/mean"] = float(kl.sum(-1).mean())  # per sequence, in nats
+        metrics |= kl_metrics(batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], mask)
     # entropy of the sampling policy is estimated by −log π of the sampled tokens
     metrics["rollout/neg_log_prob"] = float(-core.masked_mean(batch[Field.OLD_LOG_PROBS], mask))
     return metrics
