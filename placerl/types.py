@@ -60,3 +60,6 @@ class Field:
     ADVANTAGES = "advantages"  # (B, R) float
     RETURNS = "returns"  # (B, R) float, value targets
     STALENESS = "staleness"  # (B,) int64, policy versions between sampling and training
+    # (B,) int64, why the response stopped: 0 end token, 1 stop string, 2 the token budget
+    # (cut at max_new_tokens); set by the rollout role (placerl/rollout/stop_reasons.py)
+    STOP_REASON = "stop_reason"

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 from placerl.algos import core
 from placerl.algos.kl import kl_metrics
 from placerl.data.stream import PromptBatch
+from placerl.rollout.stop_reasons import stop_metrics
 from placerl.timing import PhaseTimer
 from placerl.types import Batch, Field, GroupedObjective
 
@@ -154,6 +155,8 @@ def experience_metrics(batch: Batch) -> dict[str, float]:
         "response/length": float(lengths.mean()),
         "throughput/tokens": int(batch[Field.ATTENTION_MASK].sum()),  # prompt + response
     }
+    if Field.STOP_REASON in batch.keys():  # noqa: SIM118 (set by the rollout role)
+        metrics |= stop_metrics(batch[Field.STOP_REASON])
     if Field.REF_LOG_PROBS in batch.keys():  # noqa: SIM118 (TensorDict has no `in`)
         metrics |= kl_metrics(batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], mask)
     # entropy of the sampling policy is estimated by −log π of the sampled tokens

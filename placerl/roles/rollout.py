@@ -10,6 +10,7 @@ import torch
 
 from placerl.models.tokens import end_token_ids
 from placerl.rollout.sampling import SamplingParams, generate
+from placerl.rollout.stop_reasons import with_stop_reasons
 from placerl.types import Batch
 
 
@@ -32,18 +33,21 @@ class RolloutWorker:
     ) -> Batch:
         """Sample one response per prompt. ``uniforms`` (B, max_new_tokens) is the rows'
         sampling noise when a runtime drew it for the whole batch (data-parallel workers);
-        without it the noise comes from this worker's seeded generator."""
-        return generate(
+        without it the noise comes from this worker's seeded generator. Each row's stop
+        reason comes with it (``Field.STOP_REASON``)."""
+        params = params or self.params
+        batch = generate(
             self.model,
             prompt_ids,
             prompt_mask,
-            params or self.params,
+            params,
             eos_token_id=self.end_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             generator=self.generator,
             tokenizer=self.tokenizer,
             uniforms=uniforms,
         )
+        return with_stop_reasons(batch, self.end_ids, params.stop_strings, self.tokenizer)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -80,7 +84,9 @@ class EngineRolloutWorker:
         params = params or self.params
         if uniforms is None:  # drawn as placerl's sampler and the Ray handles draw them
             uniforms = draw_uniforms(prompt_ids.shape[0], params, self.generator)
-        return self.engine.generate(prompt_ids, prompt_mask, params, row_seeds(uniforms))
+        batch = self.engine.generate(prompt_ids, prompt_mask, params, row_seeds(uniforms))
+        engine = self.engine
+        return with_stop_reasons(batch, engine.end_token_ids, params.stop_strings, engine.tokenizer)
 
     def load_named_weights(self, named) -> None:
         self.engine.load_weights(named)
