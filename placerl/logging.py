@@ -14,7 +14,9 @@ response, and reward / answer / reference where known) and to the trackers as te
 Resume: a run that crashed after its last checkpoint has already logged steps the resumed run
 will log again. ``MetricsLogger(start_step=k)`` therefore first drops every line with
 ``step > k`` from ``metrics.jsonl``, ``timeline.jsonl`` and ``samples.jsonl`` (and any torn, unparseable line),
-rewriting each file atomically (a temp file in the same directory, then ``os.replace``).
+rewriting each file atomically (a temp file in the same directory, then ``os.replace``), and
+every event after step k from the TensorBoard files (``trackers.drop_tensorboard_steps``), so
+each step has one point there too.
 """
 
 from __future__ import annotations
@@ -43,12 +45,12 @@ from rich.table import Column
 
 from placerl.errors import UserError
 from placerl.timing import Span, timeline_record
-from placerl.trackers import TB_DIR, open_trackers
+from placerl.trackers import TB_DIR, drop_tensorboard_steps, open_trackers
 
 METRICS_FILE = "metrics.jsonl"
 TIMELINE_FILE = "timeline.jsonl"
 SAMPLES_FILE = "samples.jsonl"
-__all__ = ["TB_DIR", "MetricsLogger", "read_metrics"]
+__all__ = ["TB_DIR", "MetricsLogger", "drop_steps_after", "read_metrics"]
 # The evaluation numbers the progress bar shows (the first two a stage reports), short names.
 EVAL_HEADLINE = {
     "eval/accuracy": "acc",
@@ -136,6 +138,15 @@ def _rewrite_jsonl(path: Path, keep_step_at_most: int) -> None:
         raise
 
 
+def drop_steps_after(run_dir: Path, step: int) -> None:
+    """Forget every logged step after ``step`` (−1: all of them) in ``metrics.jsonl``,
+    ``timeline.jsonl``, ``samples.jsonl`` and the TensorBoard event files: what a resume
+    from ``step`` (or a fresh start) will log again is then logged once."""
+    for name in (METRICS_FILE, TIMELINE_FILE, SAMPLES_FILE):
+        _rewrite_jsonl(Path(run_dir) / name, keep_step_at_most=step)
+    drop_tensorboard_steps(Path(run_dir), step)
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All records of ``run_dir/metrics.jsonl``, in file order.
 
@@ -187,8 +198,7 @@ class MetricsLogger:
         self.total_steps = total_steps
         self.description = description
         self.console = console or Console()
-        for name in (METRICS_FILE, TIMELINE_FILE, SAMPLES_FILE):
-            _rewrite_jsonl(self.run_dir / name, keep_step_at_most=start_step)
+        drop_steps_after(self.run_dir, start_step)
         # Line-buffered appends: every record reaches the OS as soon as it is written.
         self._metrics = open(self.run_dir / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
         self._timeline: Any = None  # opened on first spans, so the file means "has spans"

@@ -23,8 +23,7 @@ from placerl.checkpoint import export_model, prune_checkpoints, save_checkpoint
 from placerl.config import dump_config
 from placerl.config.compare import CONFIG_FILE
 from placerl.config.schema import RunConfig
-from placerl.logging import METRICS_FILE, SAMPLES_FILE, TIMELINE_FILE, MetricsLogger
-from placerl.logging import _rewrite_jsonl as rewrite_jsonl
+from placerl.logging import MetricsLogger, drop_steps_after
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
 from placerl.placement.auto_replan import Replan, monitor_for
 from placerl.resume import USER_ALLOWED, open_run, restore_newest
@@ -78,8 +77,7 @@ def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say) -> dict:
         prune_checkpoints(run_dir / "checkpoints", tc.keep_checkpoints)  # a kill mid-prune
     atomic_dirs.write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     if start == 0:  # a fresh start logs step 0 again: drop what an earlier attempt logged
-        for name in (METRICS_FILE, TIMELINE_FILE, SAMPLES_FILE):
-            rewrite_jsonl(run_dir / name, keep_step_at_most=-1)
+        drop_steps_after(run_dir, -1)
     timer, bad_steps = PhaseTimer(), BadStepCounter(tc.max_bad_steps)
     pop_skipped()  # count only this run's updates
     final_eval: dict[str, float] = {}
