@@ -307,9 +307,13 @@ class MetricsLogger:
             self._timeline.write(json.dumps(timeline_record(span, step)) + "\n")
         self._timeline.flush()
 
-    def print(self, message: str) -> None:
-        """Print above the progress bar (e.g. a stage summary) without breaking it."""
-        self.console.print(message)
+    def print(self, message: str, plain: bool = False) -> None:
+        """Print above the progress bar (e.g. a stage summary) without breaking it;
+        ``plain``: as is (no markup, no highlighting, long lines not wrapped)."""
+        if plain:
+            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.console.print(message)
 
     def close(self) -> None:
         """Stop the bar and flush/close every file and tracker; safe to call twice."""

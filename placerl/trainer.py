@@ -28,6 +28,7 @@ from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
 from placerl.placement.auto_replan import Replan, monitor_for
 from placerl.resume import USER_ALLOWED, open_run, restore_newest
 from placerl.stages import Stage, build_stage
+from placerl.startup import startup_summary
 from placerl.timing import PhaseTimer
 from placerl.trackers import check_trackers
 
@@ -92,6 +93,8 @@ def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say) -> dict:
         wandb_project=tc.wandb_project,
         **options,
     ) as log:
+        for line in startup_summary(cfg, stage, start, last):  # what will run, said once
+            log.print(line, plain=True)
         if start == 0 and (initial := stage.evaluate()):
             log.log(0, initial)
             log.evaluation(0, initial)
