@@ -29,6 +29,7 @@ from placerl.placement.auto_replan import Replan, monitor_for
 from placerl.resume import USER_ALLOWED, open_run, restore_newest
 from placerl.stages import Stage, build_stage
 from placerl.startup import startup_summary
+from placerl.threads import configure_threads
 from placerl.timing import PhaseTimer
 from placerl.trackers import check_trackers
 
@@ -57,10 +58,11 @@ def _train(cfg: RunConfig, resume: bool, console, allowed: str | None) -> dict[s
     cfg, found = open_run(cfg, resume, allowed, say)
     check_trackers(cfg.trainer.report_to)  # before any model loads
     seed_everything(cfg.seed)
+    threads = configure_threads(cfg.placement)  # before any model loads (placerl/threads.py)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     stage = build_stage(cfg)
     try:
-        return _run_stage(stage, cfg, found, console, say)
+        return _run_stage(stage, cfg, found, console, say, threads)
     except Replan as replan:  # strategy auto: the planner pinned a new Plan; continue on it
         restart = replan
     finally:
@@ -69,7 +71,7 @@ def _train(cfg: RunConfig, resume: bool, console, allowed: str | None) -> dict[s
     return _train(restart.config, True, console, REPLANNED)
 
 
-def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say) -> dict:
+def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say, threads: str) -> dict:
     """Restore if asked, then step → log → evaluate → checkpoint to the last step."""
     run_dir, total, tc = Path(cfg.run_dir), cfg.trainer.steps, cfg.trainer
     start, last = 0, None
@@ -93,7 +95,7 @@ def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say) -> dict:
         wandb_project=tc.wandb_project,
         **options,
     ) as log:
-        for line in startup_summary(cfg, stage, start, last):  # what will run, said once
+        for line in startup_summary(cfg, stage, start, last, threads):  # said once
             log.print(line, plain=True)
         if start == 0 and (initial := stage.evaluate()):
             log.log(0, initial)
