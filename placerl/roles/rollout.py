@@ -91,6 +91,10 @@ class EngineRolloutWorker:
     def load_named_weights(self, named) -> None:
         self.engine.load_weights(named)
 
+    def close(self) -> None:
+        """Shut the engine down (the runtime's close calls it)."""
+        self.engine.close()
+
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
