@@ -41,14 +41,14 @@ import ray  # noqa: E402
 from placerl.config.schema import RunConfig  # noqa: E402
 from placerl.models.factory import TinyLlamaSize  # noqa: E402
 from placerl.models.loading import load_tokenizer  # noqa: E402
-from placerl.placement.auto_command import machine_for  # noqa: E402
-from placerl.placement.cluster import cpu_cluster, local_slot  # noqa: E402
+from placerl.placement.cost.calibration import machine_for  # noqa: E402
+from placerl.placement.cost.phases import step_phases  # noqa: E402
+from placerl.placement.cost.schedule import predict_step  # noqa: E402
+from placerl.placement.cost.shapes import shape_from_dir  # noqa: E402
+from placerl.placement.cost.workload import workload_from_config  # noqa: E402
 from placerl.placement.from_config import local_plan, needed_roles, plan_from_config  # noqa: E402
-from placerl.placement.phases import step_phases  # noqa: E402
-from placerl.placement.plan import Cluster  # noqa: E402
-from placerl.placement.schedule import predict_step  # noqa: E402
-from placerl.placement.shapes import shape_from_dir  # noqa: E402
-from placerl.placement.workload import workload_from_config  # noqa: E402
+from placerl.placement.plan.cluster import cpu_cluster, local_slot  # noqa: E402
+from placerl.placement.plan.plan import Cluster  # noqa: E402
 
 MAX_STEPS = 60
 SIZES = {
@@ -84,8 +84,8 @@ def predict(cfg: RunConfig, base: Path, machine):
 def machine_of(base: Path, reprofile: bool):
     """The stored profile of this model's exact shape, measured first when there is none
     (``placerl profile`` on it): the calibration, never these runs' own timings."""
-    from placerl.placement.profile import run_profile, store_profile
-    from placerl.placement.profile_store import find_profile
+    from placerl.placement.cost.profiles import find_profile
+    from placerl.profiling.profile import run_profile, store_profile
 
     shape = shape_from_dir(base)
     found = find_profile("cpu", shape)

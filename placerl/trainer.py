@@ -39,8 +39,8 @@ from placerl.logging import (
     _rewrite_jsonl,
 )
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
-from placerl.placement.auto_plan import prepare_auto
-from placerl.placement.auto_replan import Replan, monitor_for
+from placerl.placement.auto.plan import prepare_auto
+from placerl.placement.auto.replan import Replan, monitor_for
 from placerl.resume import restore_newest
 from placerl.stages import build_stage
 from placerl.timing import PhaseTimer

@@ -40,7 +40,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from placerl.models.lora import adapter_tensors, is_lora, sync_view
-from placerl.placement.plan import Plan, Sharding
+from placerl.placement.plan.plan import Plan, Sharding
 from placerl.types import Role
 
 DEFAULT_BUCKET_MB = 64.0

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from placerl.placement.cluster import cluster_from_ray_nodes, cpu_cluster
-from placerl.placement.plan import Cluster
+from placerl.placement.plan.cluster import cluster_from_ray_nodes, cpu_cluster
+from placerl.placement.plan.plan import Cluster
 from placerl.types import Role
 
 GiB = 1024**3

@@ -11,15 +11,17 @@ from placement_helpers import CLUSTERS, auto_config
 from placerl.config import dump_config
 from placerl.config.compare import CONFIG_FILE, check_resume_config
 from placerl.errors import UserError
-from placerl.placement import auto_plan, auto_replan, strategies
-from placerl.placement.auto_plan import _DECISIONS, decide, prepare_auto
-from placerl.placement.auto_replan import choose, monitor_for
-from placerl.placement.auto_state import STATE_FILE, Left, candidate_key, settings_of
-from placerl.placement.enumerate import Candidate
-from placerl.placement.machine import CPU_DEFAULT
-from placerl.placement.schedule import StepPrediction
-from placerl.placement.search import Scored, score, search
-from placerl.placement.workload import workload_from_config
+from placerl.placement.auto import plan as auto_plan
+from placerl.placement.auto import replan as auto_replan
+from placerl.placement.auto.plan import _DECISIONS, decide, prepare_auto
+from placerl.placement.auto.replan import choose, monitor_for
+from placerl.placement.auto.state import STATE_FILE, Left, candidate_key, settings_of
+from placerl.placement.cost.machine import CPU_DEFAULT
+from placerl.placement.cost.schedule import StepPrediction
+from placerl.placement.cost.workload import workload_from_config
+from placerl.placement.plan import strategies
+from placerl.placement.search.enumerate import Candidate
+from placerl.placement.search.search import Scored, score, search
 from placerl.types import Role
 
 CPU4 = ["placement.num_workers=4", "placement.threads_per_worker=1"]
@@ -180,7 +182,7 @@ def test_the_monitor_replans_twice_then_stays_within_max_replans(tmp_path, monke
 
 
 def test_plan_auto_ranks_what_auto_would_run_holding_your_settings(tmp_path):
-    from placerl.placement.auto_command import run_search
+    from placerl.placement.auto.plan import run_search
 
     result, _ = run_search(config(tmp_path, "trainer.micro_batch_size=2"), None, None)
     assert "held to the settings you set: trainer.micro_batch_size=2" in result.notes

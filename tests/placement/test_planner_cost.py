@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import pytest
 
-from placerl.placement import collectives as col
-from placerl.placement import cost_time as ct
-from placerl.placement.cost_memory import (
+from placerl.placement.cost import collectives as col
+from placerl.placement.cost import time as ct
+from placerl.placement.cost.hardware import device_spec, engine_spec, parse_cluster, spec_cluster
+from placerl.placement.cost.machine import CPU_DEFAULT, from_spec
+from placerl.placement.cost.memory import (
     activation_bytes,
     kv_cache_bytes,
     logits_bytes,
     memory_problem,
     trained_state_bytes,
 )
-from placerl.placement.from_config import count_params
-from placerl.placement.hardware import device_spec, engine_spec, parse_cluster, spec_cluster
-from placerl.placement.machine import CPU_DEFAULT, from_spec
-from placerl.placement.plan import DeviceSlot
-from placerl.placement.shapes import ModelShape, named_shape, shape_from_dir, tiny_default
-from placerl.placement.workload import Workload
+from placerl.placement.cost.shapes import ModelShape, named_shape, shape_from_dir, tiny_default
+from placerl.placement.cost.workload import Workload
+from placerl.placement.plan.config import count_params
+from placerl.placement.plan.plan import DeviceSlot
 from placerl.types import Role
 
 SMALL = ModelShape("small", layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, vocab=10)
@@ -167,7 +167,7 @@ def test_cpu_slot_overheads_interpolate_by_threads_and_slow_when_cores_are_share
 
 
 def test_the_profile_fit_is_least_squares_through_the_points():
-    from placerl.placement.profile_roles import _fit
+    from placerl.profiling.roles import _fit
 
     rate, intercept = _fit([0.3, 0.5, 0.9], [1e9, 2e9, 4e9])  # t = F / 5e9 + 0.1
     assert rate == pytest.approx(5e9) and intercept == pytest.approx(0.1)
@@ -175,7 +175,7 @@ def test_the_profile_fit_is_least_squares_through_the_points():
 
 
 def test_the_policy_fit_tells_the_shared_prompt_forwards_fixed_cost_apart():
-    from placerl.placement.profile_roles import _fit_grouped
+    from placerl.profiling.roles import _fit_grouped
 
     flops = [1e9, 2e9, 4e9, 1e9, 3e9, 5e9]
     grouped = [True, True, True, False, False, False]
@@ -213,7 +213,7 @@ def test_specs_are_data_with_sources():
 
 
 def test_a_70b_actor_does_not_fit_unsharded_on_80gb_and_the_reason_names_it():
-    from placerl.placement import strategies
+    from placerl.placement.plan import strategies
 
     shape = named_shape("70B")
     w = workload(shape, precision="bf16")

@@ -8,11 +8,12 @@ import json
 import pytest
 
 from placerl.cli import main
-from placerl.placement import profile as prof
-from placerl.placement.auto_command import machine_for
-from placerl.placement.machine import Machine
-from placerl.placement.profile_store import find_profile
-from placerl.placement.shapes import named_shape, tiny_default
+from placerl.placement.cost.calibration import machine_for
+from placerl.placement.cost.machine import Machine
+from placerl.placement.cost.profiles import find_profile
+from placerl.placement.cost.shapes import named_shape, tiny_default
+from placerl.profiling import measure
+from placerl.profiling import profile as prof
 
 
 @pytest.fixture
@@ -87,7 +88,7 @@ def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypat
     assert m.shared_core_factor == pytest.approx(0.9)
     assert m.shared_overhead_factor == pytest.approx(1.2) and m.rpc_latency == 0.003
     assert m.worker_update_factor == 1.05
-    assert (m.process_bytes, m.worker_bytes) == (4e8, 4.5e8)  # profile_runs' baselines
+    assert (m.process_bytes, m.worker_bytes) == (4e8, 4.5e8)  # profiling/runs.py's baselines
     assert (m.step_overhead, m.worker_step_overhead) == (0.001, 0.005)  # … and controller
     assert (
         raw["key"]["shape"] == "L6-h256-f1024-a8-kv4-V512"
@@ -111,8 +112,8 @@ def test_without_a_profile_the_defaults_are_named(store):
 
 def test_role_calls_are_measured_on_the_device_given_and_fitted():
     """The GPU profile's path (device and precision passed through) on a tiny CPU model."""
-    from placerl.placement.profile_roles import measure_roles
-    from placerl.placement.shapes import ModelShape
+    from placerl.placement.cost.shapes import ModelShape
+    from placerl.profiling.roles import measure_roles
 
     shape = ModelShape("t", layers=1, hidden=32, intermediate=64, heads=4, kv_heads=2, vocab=64)
     policy, critic = prof.build_model(shape), prof.build_model(shape, value_head=True)
@@ -121,7 +122,7 @@ def test_role_calls_are_measured_on_the_device_given_and_fitted():
     assert len(out["times"]["update"]) == 6 and out["update_overhead"] + 1e-4 >= 0  # intercept
     assert out["prefix_update_overhead"] >= 0 and out["prefix_call_s"] >= 0
     assert out["value_update_overhead"] + 1e-4 >= 0 and out["value_call_s"] >= 0
-    assert prof.synced(print, "cpu") is print  # CPU work is synchronous: nothing to wait for
+    assert measure.synced(print, "cpu") is print  # CPU work is synchronous: nothing to wait for
 
 
 def test_thread_counts_take_turns_repeat_by_repeat(monkeypatch):
@@ -129,13 +130,13 @@ def test_thread_counts_take_turns_repeat_by_repeat(monkeypatch):
 
     seen = []
     monkeypatch.setattr(torch, "set_num_threads", seen.append)
-    medians = prof.timed_threads(lambda: None, (1, 2), repeats=3)
+    medians = measure.timed_threads(lambda: None, (1, 2), repeats=3)
     assert len(medians) == 2 and all(m >= 0 for m in medians)
     assert seen == [1, 2] + [1, 2] * 3  # each count warmed up, then alternating
 
 
 def test_decode_is_measured_on_each_thread_count_and_fitted():
-    from placerl.placement.shapes import ModelShape
+    from placerl.placement.cost.shapes import ModelShape
 
     shape = ModelShape("t", layers=1, hidden=32, intermediate=64, heads=4, kv_heads=2, vocab=64)
     one, two = prof.measure_decode_at(prof.build_model(shape), shape, (1, 2))
@@ -144,7 +145,7 @@ def test_decode_is_measured_on_each_thread_count_and_fitted():
 
 
 def test_a_gpu_profile_overrides_the_spec_with_what_it_measured():
-    from placerl.placement.profile_gpu import gpu_machine
+    from placerl.profiling.gpu import gpu_machine
 
     shape = named_shape("7B")
     roles = {

@@ -14,9 +14,11 @@ from rich.console import Console
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
 from placerl.logging import read_metrics
-from placerl.placement import auto_plan, auto_replan, strategies
-from placerl.placement.enumerate import Candidate
-from placerl.placement.search import score
+from placerl.placement.auto import plan as auto_plan
+from placerl.placement.auto import replan as auto_replan
+from placerl.placement.plan import strategies
+from placerl.placement.search.enumerate import Candidate
+from placerl.placement.search.search import score
 from placerl.trainer import train
 from tests.conftest import fast_overrides
 from tests.runtime.test_invariants_on_cpu import (

@@ -31,7 +31,7 @@ from tensordict import TensorDict
 
 from placerl.config.schema import RunConfig
 from placerl.models.lora import FrozenBase, load_trained_state, trained_state, with_lora
-from placerl.placement.plan import DeviceSlot, Plan, Sharding
+from placerl.placement.plan.plan import DeviceSlot, Plan, Sharding
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
 from placerl.runtime.engine import engine_weights, refresh_from_actor

@@ -27,7 +27,7 @@ from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.models.loading import LoadOptions, load_value_model
 from placerl.models.lora import with_lora
-from placerl.placement.plan import Plan
+from placerl.placement.plan.plan import Plan
 from placerl.runtime.local import critic_path, sampling_params
 from placerl.runtime.ray.group import CallInfo, WorkerGroup, connect
 from placerl.runtime.ray.handles import (
