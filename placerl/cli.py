@@ -67,7 +67,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from placerl.placement.command import profile_command
+    from placerl.profiling.command import profile_command
 
     return profile_command(args)
 
@@ -199,7 +199,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     train.set_defaults(fn=cmd_train)
 
-    from placerl.placement.command import add_plan_arguments, add_profile_arguments
+    from placerl.placement.command import add_plan_arguments
+    from placerl.profiling.command import add_profile_arguments
 
     plan = sub.add_parser("plan", help="print where each role of a config would run")
     add_plan_arguments(plan)
