@@ -9,10 +9,25 @@ column P and per-token quantities over the response are plain (B, R) tensors.
 from __future__ import annotations
 
 from enum import Enum
+from typing import Protocol
 
 from tensordict import TensorDict
+from torch import Tensor
 
 Batch = TensorDict
+
+
+class GroupedObjective(Protocol):
+    """A loss over a [G, n] batch of groups (preference pairs, a prompt's samples) given the
+    policy's (G, n, R) response log-probs: what ``ActorWorker.fit_grouped`` minimises.
+
+    ``temperature`` declares the one the log-probs are taken at; None is the sampling
+    temperature. A picklable value (a frozen dataclass), so a remote actor can receive it.
+    """
+
+    temperature: float | None
+
+    def __call__(self, log_probs: Tensor, mb: Batch) -> tuple[Tensor, dict[str, Tensor]]: ...
 
 
 class Role(str, Enum):

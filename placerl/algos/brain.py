@@ -93,9 +93,14 @@ def brain_loss(
 @dataclass(frozen=True)
 class BRAInObjective:
     """The BRAIn loss of a [G, n] batch (the n samples of each prompt) given the policy's
-    (G, n, R) log-probs. A frozen dataclass, so a remote actor can receive it."""
+    (G, n, R) log-probs. A frozen dataclass, so a remote actor can receive it.
+
+    Log-probs at the sampling temperature (``temperature`` None): the importance weights
+    compare the policy with the proposal whose log-probs the sampler recorded at that
+    temperature (see the module docstring)."""
 
     beta: float = 1.0
+    temperature: float | None = None  # None: the sampling temperature (GroupedObjective)
 
     def target_weights(self, groups: Batch) -> Tensor:
         """α of each prompt's samples; the prior is the reference when the batch has its

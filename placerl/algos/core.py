@@ -11,6 +11,8 @@ tensors (call ``float()`` when logging, so a GPU sync happens only there).
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 # --------------------------------------------------------------------------- masked stats
@@ -19,6 +21,16 @@ import torch
 def _where(mask: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """x on valid positions, 0 elsewhere, without reading x where mask is 0 (NaN-safe)."""
     return torch.where(mask.bool(), x, x.new_zeros(()))
+
+
+def _exact(x: torch.Tensor) -> torch.Tensor:
+    """x in float64 for statistics that must be exact where the inputs tie.
+
+    Every float32 (and bf16/fp16) value is a float64, a sum of up to 2**29 of them is exact
+    in float64, and so is the mean of equal values: (n·r)/n = r. Small per-sequence tensors
+    only (rewards, advantages), so the wider type costs nothing measurable.
+    """
+    return x if x.dtype == torch.float64 else x.double()
 
 
 def masked_sum(x: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -56,12 +68,17 @@ def masked_whiten(
     PPO implementations whiten advantages per batch (Schulman et al. 2017's baselines; TRL and
     veRL ``masked_whiten``). ``shift_mean=False`` keeps the mean and only rescales, which is
     what one wants for rewards whose sign matters.
+
+    The statistics are taken in float64 (``_exact``): a float32 mean of n equal values is off
+    by an ulp, and that leftover, divided by a std of the same size, would whiten a constant
+    into ±O(1e-3) instead of 0.
     """
-    mean = masked_mean(x, mask)
-    white = (x - mean) * torch.rsqrt(masked_var(x, mask) + eps)
+    wide = _exact(x)
+    mean = masked_mean(wide, mask)
+    white = (wide - mean) * torch.rsqrt(masked_var(wide, mask) + eps)
     if not shift_mean:
         white = white + mean
-    return _where(mask, white)
+    return _where(mask, white.to(x.dtype))
 
 
 # ----------------------------------------------------------------------------- advantages
@@ -109,6 +126,11 @@ def _grouped(scores: torch.Tensor, group_size: int) -> torch.Tensor:
     return scores.view(-1, group_size)
 
 
+def _equal_groups(groups: torch.Tensor) -> torch.Tensor:
+    """(G, 1) bool: groups whose rewards are all the same value: no signal, advantage 0."""
+    return groups.amax(dim=1, keepdim=True) == groups.amin(dim=1, keepdim=True)
+
+
 def grpo_advantages(
     scores: torch.Tensor, group_size: int, scale_by_std: bool = True, eps: float = 1e-6
 ) -> torch.Tensor:
@@ -118,12 +140,20 @@ def grpo_advantages(
     std is the *unbiased* (n−1) one, as DeepSeekMath's code, TRL (``scale_rewards="group"``)
     and veRL compute it with ``torch.std``. ``scale_by_std=False`` is Dr. GRPO (Liu et al.
     2025), which drops the std to avoid up-weighting near-unanimous groups.
+
+    A group whose rewards are all equal gets exactly 0. In float32 it would not: the group
+    mean of K equal values r is off by about an ulp for K ≥ 6, the std of the equal leftovers
+    is of the same size, and their quotient is a sizeable constant of a fixed sign (K = 8 at
+    r = 1.3: −0.119 on every sample; veRL has this, TRL's eps 1e-4 only shrinks it). So the
+    statistics are taken in float64 (``_exact``, where the mean of equal values is exact) and
+    equal groups are set to 0 explicitly, which also lets ``grpo.skip_uninformative`` skip them.
     """
-    groups = _grouped(scores, group_size)  # (G, K)
+    groups = _exact(_grouped(scores, group_size))  # (G, K)
     adv = groups - groups.mean(dim=1, keepdim=True)
     if scale_by_std:
         adv = adv / (groups.std(dim=1, keepdim=True) + eps)
-    return adv.reshape(-1)
+    adv = torch.where(_equal_groups(groups), adv.new_zeros(()), adv)
+    return adv.reshape(-1).to(scores.dtype)
 
 
 def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
@@ -131,11 +161,13 @@ def rloo_advantages(scores: torch.Tensor, group_size: int) -> torch.Tensor:
 
     A_i = r_i − (1/(k−1)) Σ_{j≠i} r_j: each sample's baseline is the mean of the *other*
     samples of its prompt, so the baseline is independent of the sample and the estimate stays
-    unbiased. Equals k/(k−1)·(r_i − mean).
+    unbiased. Equals k/(k−1)·(r_i − mean). Taken in float64 with equal groups exactly 0, for
+    the reason ``grpo_advantages`` gives (a float32 group sum less r_i leaves ~1e-7).
     """
-    groups = _grouped(scores, group_size)  # (G, K)
+    groups = _exact(_grouped(scores, group_size))  # (G, K)
     others = (groups.sum(dim=1, keepdim=True) - groups) / (group_size - 1)
-    return (groups - others).reshape(-1)
+    adv = torch.where(_equal_groups(groups), groups.new_zeros(()), groups - others)
+    return adv.reshape(-1).to(scores.dtype)
 
 
 def expand_to_tokens(seq_adv: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -168,6 +200,23 @@ def kl_loss_refusal(kind: str) -> str | None:
     )
 
 
+# k3 = e^{−d} + d − 1 is exact for d ≥ −K3_LINEAR_BELOW and continued by its tangent below
+# (a Huber-like tail): value and gradient stay finite for any finite d, and the gradient
+# with respect to log π, 1 − e^{−d}, is bounded by e^{K3_LINEAR_BELOW} − 1 ≈ 2.2e4 in
+# magnitude while keeping its sign (veRL instead clamps the value to ±10, which zeroes the
+# gradient of exactly the tokens furthest from the reference).
+K3_LINEAR_BELOW = 10.0
+
+
+def _k3(d: torch.Tensor) -> torch.Tensor:
+    """e^{−d} + d − 1, linear below d = −K3_LINEAR_BELOW (see the constant)."""
+    c = K3_LINEAR_BELOW
+    inside = d.clamp(min=-c)  # the exact branch never sees e^{>c}: no overflow, no inf·0
+    exact = torch.exp(-inside) + inside - 1.0
+    slope = 1.0 - math.exp(c)  # k3'(−c)
+    return torch.where(d < -c, exact + slope * (d - inside), exact)
+
+
 def kl_estimate(
     log_probs: torch.Tensor,  # (B, R) log π of the sampled tokens (the sampler)
     ref_log_probs: torch.Tensor,  # (B, R) log π_ref
@@ -179,15 +228,20 @@ def kl_estimate(
     From Schulman, "Approximating KL Divergence" (2020), with d = log π − log π_ref:
       k1 = d (unbiased, high variance, can be negative); k2 = ½ d² (biased, low variance);
       k3 = exp(−d) + d − 1 (unbiased, ≥ 0, low variance; GRPO's KL term); abs = |d|.
-    Zero on padding when ``mask`` is given.
+    Zero on padding when ``mask`` is given: d is masked *before* any estimator reads it, so a
+    padded position never reaches exp (before, exp(−d) overflowed there for d < −88.7 and the
+    backward gave 0·inf = NaN). k3 is continued linearly below d = −K3_LINEAR_BELOW so its
+    value and its gradient (1 − π_ref/π) stay finite and bounded on real tokens too.
     """
     d = log_probs - ref_log_probs
+    if mask is not None:
+        d = _where(mask, d)
     if kind == "k1":
         kl = d
     elif kind == "k2":
         kl = 0.5 * d.square()
     elif kind == "k3":
-        kl = torch.exp(-d) + d - 1.0
+        kl = _k3(d)
     elif kind == "abs":
         kl = d.abs()
     else:
@@ -299,6 +353,10 @@ def aggregate_loss(
 
 # ---------------------------------------------------------------------------------- losses
 
+# |log π_θ − log π_old| beyond 20 (a ratio of e^20 ≈ 5e8) never happens in a sane update; the
+# clamp only keeps a pathological token's loss and gradient finite instead of inf or NaN
+LOG_RATIO_CLAMP = 20.0
+
 
 def policy_loss_clipped(
     log_probs: torch.Tensor,  # (B, R) log π_θ, with grad
@@ -325,7 +383,9 @@ def policy_loss_clipped(
     come from π_old), ratio_mean.
     """
     valid = mask.bool()
-    log_ratio = _where(valid, log_probs - old_log_probs)  # 0 on padding -> ratio 1
+    # 0 on padding -> ratio 1; clamped to ±LOG_RATIO_CLAMP (as veRL) so exp cannot overflow:
+    # an inf ratio would make the loss inf, or NaN (0·inf) where the advantage is 0
+    log_ratio = _where(valid, log_probs - old_log_probs).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)
     ratio = torch.exp(log_ratio)
     adv = _where(valid, advantages)
     unclipped = -adv * ratio

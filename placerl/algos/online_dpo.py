@@ -8,7 +8,9 @@ are scored pointwise and ``pairs_per_prompt`` pairs are formed from the ranking:
 2nd best vs 2nd worst, … Equal rewards carry no preference: such pairs are skipped and counted.
 How stale the sampling policy may be is the runtime's business (``placement.max_staleness``:
 0 samples from the current policy, as in the paper; a large bound samples from the initial
-policy throughout, i.e. offline DPO on SFT samples); the batch records it.
+policy throughout, i.e. offline DPO on SFT samples); the batch records it. The loss reads the
+policy's and the reference's log-probs at temperature 1 (the objective is on π itself);
+``rollout.temperature`` only shapes which responses get compared.
 """
 
 from __future__ import annotations

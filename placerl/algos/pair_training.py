@@ -50,6 +50,13 @@ class PairObjective:
 
     A frozen dataclass, so a remote actor can receive it; ``average`` uses per-token mean
     log-probs (IPO's length normalization), otherwise sums.
+
+    ``temperature`` is the one the policy's and the reference's log-probs are taken at: 1,
+    whatever ``rollout.temperature`` sampled the pairs. The DPO, IPO and SLiC objectives (and
+    RSO's, which trains with them) are stated on π and π_ref themselves; the sampling
+    temperature only decides which responses get compared. (At the sampling temperature
+    the loss would train softmax(z/T) toward the preferences, a different policy than the
+    one exported and evaluated.)
     """
 
     kind: str = "sigmoid"
@@ -58,6 +65,7 @@ class PairObjective:
     margin: float = 1.0
     sft_coef: float = 0.0
     average: bool = False
+    temperature: float | None = 1.0  # None: the sampling temperature (GroupedObjective)
 
     def __call__(self, log_probs: Tensor, mb: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         mask = mb[Field.RESPONSE_MASK]  # (M, 2, R)
@@ -129,7 +137,7 @@ def train_on_pairs(
     paired = pair_batch(batch, pairs)
     if len(pairs) and roles.reference is not None:
         with timer.phase("reference"):
-            ref = roles.reference.log_probs(paired.reshape(-1))
+            ref = roles.reference.log_probs(paired.reshape(-1), objective.temperature)
             paired[Field.REF_LOG_PROBS] = ref.view(*paired.batch_size, -1)
     with timer.phase("update"), warnings.catch_warnings():
         if not len(pairs):  # the schedule steps with no optimizer step: torch would warn

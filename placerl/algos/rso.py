@@ -30,6 +30,10 @@ Departures from the paper:
 - All prompts are processed at once: each round draws a uniform for every candidate of every
   prompt, also those after the k-th acceptance, which the paper's loop never reaches. Same
   distribution, a different use of the random stream.
+- The candidates are sampled at ``rollout.temperature``: Algorithm 1 is exact for samples of
+  π_sft at temperature 1; at another temperature the proposal, and with it the accepted
+  distribution, is the tempered π_sft. The DPO/SLiC loss on the pairs reads log-probs at
+  temperature 1, on π and π_ref themselves (``PairObjective.temperature``).
 - Labels come from pointwise scores (a reward model or a rule), not the paper's pairwise
   reward-ranking model ρ_ψ. Pairs with equal rewards carry no preference: they are skipped and
   counted (``Pairs.ties``); in a tournament the first of two tied players moves on.

@@ -134,7 +134,12 @@ class PPOConfig(Section):
     whiten_advantages: bool = Field(True, description="Normalize advantages over the batch.")
     kl_coef: float = Field(0.05, ge=0, description="KL penalty β (initial value if adaptive).")
     kl_controller: Literal["fixed", "adaptive"] = Field("fixed", description="KL β control.")
-    kl_target: float = Field(0.1, gt=0, description="Adaptive controller's target KL.")
+    kl_target: float = Field(
+        6.0,
+        gt=0,
+        description="Adaptive controller's target KL in nats per response (kl/mean: summed over "
+        "its tokens, averaged over the batch); 6 as Ziegler et al. 2019 and TRL.",
+    )
     kl_horizon: int = Field(10000, gt=0, description="Adaptive controller's horizon.")
     kl_estimator: Literal["k1", "k2", "k3", "abs"] | None = Field(
         None,

@@ -17,7 +17,7 @@ from placerl.algos.skipping import informative_rows, kept_share
 from placerl.config.schema import OptimConfig
 from placerl.roles.common import TrainedModel, autocast, response_log_probs
 from placerl.roles.micro_batches import GROUP_MEAN
-from placerl.types import Batch, Field
+from placerl.types import Batch, Field, GroupedObjective
 
 
 class ActorWorker(TrainedModel):
@@ -98,18 +98,20 @@ class ActorWorker(TrainedModel):
         return self.fit(batch, loss_of, epochs, minibatches, prefix="actor")
 
     def fit_grouped(
-        self, batch: Batch, objective, epochs: int = 1, minibatches: int = 1
+        self, batch: Batch, objective: GroupedObjective, epochs: int = 1, minibatches: int = 1
     ) -> dict[str, float]:
         """Minimise ``objective(log_probs, mb)`` over a [G, n] batch of groups (a preference
         pair, or the samples of one prompt, per row): minibatches and micro-batches split
         rows, never a group. ``log_probs`` are the (g, n, R) response log-probs under the
-        current policy; ``objective`` is a picklable callable (a frozen dataclass, e.g.
-        ``PairObjective``) whose loss is a mean over the g groups."""
+        current policy at ``objective.temperature`` (None: the sampling temperature);
+        ``objective`` is a ``GroupedObjective``, a picklable callable (a frozen dataclass,
+        e.g. ``PairObjective``) whose loss is a mean over the g groups."""
         self.loss_agg = GROUP_MEAN
+        temperature = self.temperature if objective.temperature is None else objective.temperature
 
         def loss_of(mb: Batch):
             log_probs, _ = response_log_probs(
-                self.model, mb.reshape(-1), self.temperature, share_prefix=self.share_prefix
+                self.model, mb.reshape(-1), temperature, share_prefix=self.share_prefix
             )
             return objective(log_probs.view(*mb.batch_size, -1), mb)
 

@@ -37,13 +37,15 @@ class ReferenceWorker:
         return isinstance(self.model, FrozenBase)
 
     @torch.no_grad()
-    def log_probs(self, batch: Batch) -> torch.Tensor:
+    def log_probs(self, batch: Batch, temperature: float | None = None) -> torch.Tensor:
+        """(B, R) log π_ref of the responses, at ``temperature`` (None: the sampling one)."""
+        temperature = self.temperature if temperature is None else temperature
         model, base = self.model, contextlib.nullcontext()
         if isinstance(model, FrozenBase):
             model = model.lora_model
             base = adapter_disabled(model)
         with base, autocast(self.precision):
             log_probs, _ = response_log_probs(
-                model, batch, self.temperature, share_prefix=self.share_prefix
+                model, batch, temperature, share_prefix=self.share_prefix
             )
         return log_probs

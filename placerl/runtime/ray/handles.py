@@ -214,11 +214,11 @@ class CriticHandle(TrainedHandle):
 
 
 class ReferenceHandle(_Handle):
-    def log_probs_async(self, batch: Batch) -> Pending:
-        return self.client.split("log_probs", batch.batch_size[0], [batch])
+    def log_probs_async(self, batch: Batch, temperature: float | None = None) -> Pending:
+        return self.client.split("log_probs", batch.batch_size[0], [batch], temperature=temperature)
 
-    def log_probs(self, batch: Batch) -> torch.Tensor:
-        return self.log_probs_async(batch).result()
+    def log_probs(self, batch: Batch, temperature: float | None = None) -> torch.Tensor:
+        return self.log_probs_async(batch, temperature).result()
 
 
 class RewardHandle(_Handle):
