@@ -13,8 +13,23 @@ def measure_decode(model, shape: ModelShape, threads: int, device="cpu") -> dict
     return measure_decode_at(model, shape, (threads,), device)[0]
 
 
-def measure_decode_at(model, shape: ModelShape, thread_counts, device="cpu") -> list[dict]:
-    """Decode-step seconds at 2, 8 and 32 rows (``(t36 - t4) / 32`` of placerl's sampler) on
+ROWS = (2, 8, 32)
+REPEATS = 3
+
+
+def decode_rows_for(shape: ModelShape, decode_flops_per_s: float, seconds: float = 0.25):
+    """``ROWS``, fewer where 32 decode steps of 32 rows would take over ``seconds`` at
+    ``decode_flops_per_s`` (a larger model): the intercept comes from the few-row points, the
+    slope from the most rows that fit, at least 1, 2 and 4."""
+    per_row = 32 * shape.flops_per_token(24)
+    most = max(4, min(ROWS[-1], int(seconds * decode_flops_per_s / per_row)))
+    return (max(1, most // 16), max(2, most // 4), most)
+
+
+def measure_decode_at(
+    model, shape: ModelShape, thread_counts, device="cpu", row_counts=ROWS, advance=None
+) -> list[dict]:
+    """Decode-step seconds at ``row_counts`` rows (``(t36 - t4) / 32`` of placerl's sampler) on
     each thread count (``timed_threads``), fitted by least squares to ``layers · overhead +
     rows · flops_per_token / decode_flops``."""
     import torch
@@ -23,7 +38,7 @@ def measure_decode_at(model, shape: ModelShape, thread_counts, device="cpu") -> 
 
     prompt, short, long = 8, 4, 36
     steps: list[dict[int, float]] = [{} for _ in thread_counts]
-    for rows in (2, 8, 32):
+    for done, rows in enumerate(row_counts):
         ids = torch.randint(3, shape.vocab, (rows, prompt)).to(device)
         mask = torch.ones_like(ids)
         times = {}
@@ -35,9 +50,11 @@ def measure_decode_at(model, shape: ModelShape, thread_counts, device="cpu") -> 
                 ),
                 device,
             )
-            times[n] = timed_threads(run, thread_counts)
+            times[n] = timed_threads(run, thread_counts, REPEATS)
         for i in range(len(thread_counts)):
             steps[i][rows] = max(1e-6, (times[long][i] - times[short][i]) / (long - short))
+        if advance is not None:
+            advance((done + 1) / len(row_counts))
     context = prompt + (short + long) / 2
     out = []
     for per_rows in steps:

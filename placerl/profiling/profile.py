@@ -1,28 +1,34 @@
-"""``placerl profile``: measure on this machine what the cost model needs (about a minute).
+"""``placerl profile``: measure on this machine what the cost model needs (within a minute).
 
 With the configured policy's shape (a randomly initialised Llama of the same dimensions: the
 cost is the same), on 1 torch thread and on all of them:
 
-- placerl's own actor and critic updates and forwards (``roles.py``): achieved FLOP/s
-  and per-call intercepts, least squares over 3 batch sizes;
-- generation with placerl's sampler at 2, 8 and 32 rows for 4 and 36 new tokens: a decode
-  step is ``(t36 - t4) / 32``; its intercept over rows, per block, is
-  ``decode_overhead_per_layer`` and its slope gives ``decode_flops`` (on a CPU the weights
-  stream from cache at these sizes, so ``memory_bw`` is left very large: the intercept holds
-  it);
+- placerl's own actor and critic updates and forwards (``roles.py``): achieved FLOP/s and
+  per-call intercepts, least squares over 3 batch sizes of GRPO-like groups and 3 of PPO-like
+  rows, sized so the largest update takes about 0.3 s whatever the model (``points_for``);
+- generation with placerl's sampler at 3 row counts for 4 and 36 new tokens: a decode step is
+  ``(t36 - t4) / 32``; its intercept over rows, per block, is ``decode_overhead_per_layer``
+  and its slope gives ``decode_flops`` (on a CPU the weights stream from cache at these
+  sizes, so ``memory_bw`` is left very large: the intercept holds it);
 - one AdamW step (parameters per second);
-- all-reduce, broadcast and all-gather of 1 and 16 MiB between two processes over gloo, and
-  two processes computing at once (``shared_*_factor``);
-- a Ray phase call and an update inside Ray actors (``ray_calls.py``);
-- two tiny real runs, local and on two Ray workers (``runs.py``): the process baselines
-  and the controller's own work a step.
+- once per machine, not per model (``machine.py``): gloo collectives and shared cores between
+  two processes, a Ray phase call and a worker's update, two tiny real runs (process
+  baselines, the controller's own work a step).
 
-``--device gpu`` measures on a GPU instead (``gpu.py``).
+Why these: a step's time is these calls' (generation, forwards, updates, the optimizer), what
+Ray and gloo add between processes, and what the controller does besides; the cost model
+(``placement/cost``) combines them for any Plan, batch and length.
+
+It is time-boxed (``BUDGET_S``, 60 s): the model's own measurements come first; a machine-wide
+part with no room left keeps the defaults and is measured next time. A progress bar (rich)
+shows what is measured and the time left. The profile records the conditions it was measured
+under (``placement/cost/conditions.py``): a probe before and after, so a later use can tell
+whether the machine still runs like this. ``--device gpu`` measures on a GPU (``gpu.py``).
 
 The thread exponent is ``log(Φ_all / Φ_1) / log(threads)``; the 1-thread and all-thread
 timings take turns, repeat by repeat (``timed_threads``), so drift does not bend their ratio.
-The JSON goes to ``--out`` and to the store (``placement/cost/profiles.py``), keyed by machine, device and
-model shape; a later run reuses it.
+The JSON goes to ``--out`` and to the store (``placement/cost/profiles.py``), keyed by
+machine, device and model shape; later runs reuse it while its conditions hold.
 """
 
 from __future__ import annotations
@@ -32,43 +38,85 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
 
+from placerl.placement.cost.conditions import Conditions, compare, probe, remember
 from placerl.placement.cost.machine import CPU_DEFAULT, Machine
-from placerl.placement.cost.profiles import default_path, find_profile, profile_key
-from placerl.placement.cost.shapes import ModelShape
+from placerl.placement.cost.profiles import default_path, profile_key
+from placerl.placement.cost.shapes import ModelShape, tiny_default
 from placerl.placement.plan.cluster import available_cores
-from placerl.profiling.collectives import measure_collectives
-from placerl.profiling.compute import measure_decode_at, measure_optimizer_at
+from placerl.profiling.compute import (
+    REPEATS,
+    decode_rows_for,
+    measure_decode_at,
+    measure_optimizer_at,
+)
+from placerl.profiling.machine import PARTS, measure_part, stored_part
 from placerl.profiling.measure import build_model
-from placerl.profiling.ray_calls import measure_ray
-from placerl.profiling.roles import machine_fields, measure_roles_at, thread_exponent
-from placerl.profiling.runs import measure_runs
+from placerl.profiling.progress import Steps
+from placerl.profiling.roles import (
+    machine_fields,
+    measure_roles_at,
+    points_for,
+    thread_exponent,
+)
+
+BUDGET_S = 60.0
+# placerl's calls against the probe's reference matmul on 1 thread (a 2-core x86 VM: an
+# update ran at ~0.35 of it, a decode step's matmuls at ~0.25): only to size the points
+TRAIN_SHARE, DECODE_SHARE = 0.35, 0.25
 
 
-def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
-    """Every measurement and the fitted ``Machine``."""
-    start = time.perf_counter()
-    model = build_model(shape)
-    threads = available_cores()
-    log(f"profiling {shape.name} ({shape.params / 1e6:.1f}M params) on 1 and {threads} threads")
-    counts = (1, threads) if threads > 1 else (1,)
-    decodes = measure_decode_at(model, shape, counts)
-    decode, decode_all = decodes[0], decodes[-1]
-    log("decode measured; the optimizer and placerl's role calls next")
-    opts = measure_optimizer_at(model, counts)
-    opt = opts[0]  # per thread: the slot's rate scales it by its threads
-    critic = build_model(shape, value_head=True)
+def estimates(shape: ModelShape, points, rows, matmul: float, threads: int) -> dict[str, float]:
+    """Rough seconds of each of the model's measurements (for the progress bar)."""
+    from placerl.placement.cost.time import pass_flops
+    from placerl.placement.cost.workload import Workload
+    from placerl.types import Role
+
+    runs = (1 + REPEATS) * (1 + (threads > 1) / 1.6)  # warm-up + repeats, on 1 and all
+    train = TRAIN_SHARE * matmul
+    roles = 0.0
+    for prompts, samples, prompt, response in points:
+        w = Workload("profile", (Role.ACTOR,), {}, prompts, samples, prompt, response)
+        flops = pass_flops(shape, w, prompts, prompts * samples)
+        calls = 2 if samples > 1 else 4  # update and forward; the critic's on plain rows
+        roles += calls / 2 * (4 * flops / train + 0.03)
+    decode = sum(
+        40 * (shape.layers * 1.5e-4 + r * shape.flops_per_token(24) / (DECODE_SHARE * matmul))
+        for r in rows
+    )
+    return {
+        "build": 0.5 + shape.params / 2e7,
+        "decode": decode * runs,
+        "optimizer": 6 * shape.params * 28 / 4e9 * runs,
+        "roles": roles * runs,
+    }
+
+
+def measure_model(shape: ModelShape, steps: Steps, now: Conditions, est: dict) -> dict:
+    """The model's own measurements (decode, optimizer, role calls) on 1 and all threads."""
+    counts = (1, now.threads) if now.threads > 1 else (1,)
+    matmul = now.matmul_1 * 1e9
+    with steps.step(f"a random {shape.params / 1e6:.1f}M-parameter model", est["build"]):
+        model = build_model(shape)
+        critic = build_model(shape, value_head=True)
+    rows = decode_rows_for(shape, DECODE_SHARE * matmul)
+    with steps.step(f"decode steps of placerl's sampler ({rows} rows)", est["decode"]) as adv:
+        decodes = measure_decode_at(model, shape, counts, row_counts=rows, advance=adv)
+    with steps.step("an AdamW step", est["optimizer"]):
+        opts = measure_optimizer_at(model, counts)
+    points = points_for(shape, TRAIN_SHARE * matmul)
     optimizer_s = [shape.params / o for o in opts]  # each count's, out of its intercepts
-    roles = measure_roles_at(model, critic, shape, counts, optimizer_s)
-    roles_one, roles_many = roles[0], roles[-1]
-    log("placerl's role calls measured; collectives and Ray calls next")
-    coll = measure_collectives(shape if threads > 1 else None)
-    ray_calls = measure_ray(shape)
-    shared = coll["step_alone_s"] / coll["step_shared_s"] if "step_shared_s" in coll else 1.0
-    slowed = coll["decode_shared_s"] / coll["decode_alone_s"] if "decode_shared_s" in coll else 1.0
-    runs = measure_runs(log)  # process baselines, controller overheads (profiling/runs.py)
-    machine = CPU_DEFAULT.with_(
+    with steps.step("the actor's and critic's updates and forwards", est["roles"]) as adv:
+        roles = measure_roles_at(
+            model, critic, shape, counts, optimizer_s, points=points, advance=adv
+        )
+    return {"decodes": decodes, "opts": opts, "roles": roles, "points": points, "rows": rows}
+
+
+def fit(threads: int, own: dict, machine_fields_: dict) -> Machine:
+    decode, decode_all = own["decodes"][0], own["decodes"][-1]
+    roles_one, roles_many = own["roles"][0], own["roles"][-1]
+    return CPU_DEFAULT.with_(
         name=f"cpu (profiled, {threads} cores)",
         decode_flops=decode["decode_flops"],
         memory_bw=1e15,
@@ -77,35 +125,59 @@ def run_profile(shape: ModelShape, log=print) -> dict[str, Any]:
         decode_thread_exponent=thread_exponent(
             decode_all["decode_flops"] / decode["decode_flops"], threads
         ),
-        optimizer_params_per_s=opt,
-        intra_bw=coll["bw"],
-        inter_bw=coll["bw"],
-        collective_latency=coll["latency"],
+        optimizer_params_per_s=own["opts"][0],  # per thread: a slot scales it by its threads
         source="profile",
-        rpc_latency=ray_calls["rpc_latency"],
-        worker_update_factor=ray_calls["worker_update_factor"],
-        shared_core_factor=min(1.0, shared),
-        shared_overhead_factor=max(1.0, slowed),
         **machine_fields(roles_one, roles_many, threads),
-        process_bytes=runs["process_bytes"],
-        worker_bytes=runs["worker_bytes"],
-        step_overhead=runs["step_overhead"],
-        worker_step_overhead=runs.get("worker_step_overhead", CPU_DEFAULT.worker_step_overhead),
+        **machine_fields_,
     )
+
+
+def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=None) -> dict:
+    """Every measurement and the fitted ``Machine``, within about ``budget_s`` seconds."""
+    start = time.perf_counter()
+    threads = available_cores()
+    now = probe(threads)
+    part = stored_part(now)
+    points = points_for(shape, TRAIN_SHARE * now.matmul_1 * 1e9)
+    rows = decode_rows_for(shape, DECODE_SHARE * now.matmul_1 * 1e9)
+    est = estimates(shape, points, rows, now.matmul_1 * 1e9, threads)
+    machine_s = sum(e for name, _, e in PARTS if getattr(part, name) is None)
+    total = sum(est.values()) + machine_s + 1.0
+    log(
+        f"profiling {shape.name} ({shape.params / 1e6:.1f}M params) on 1 and {threads} threads, "
+        f"about {total:.0f} s (load average {now.load_avg:.1f}); machine-wide parts: {part.note}"
+    )
+    with Steps(total, log, show) as steps:
+        own = measure_model(shape, steps, now, est)
+        part = measure_part(part, steps, budget_s, now, log)
+        with steps.step("the machine's conditions again", 1.0):
+            end = probe(threads)
+    drift = compare(now, end)
+    if not (drift.usable and not drift.rescaled):
+        log(f"profile: the machine changed while it was measured: {drift.reason}")
+    remember(end)
+    machine = fit(threads, own, part.fields(threads))
+    d0, dn = own["decodes"][0], own["decodes"][-1]
     return {
         "key": profile_key("cpu", shape),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.perf_counter() - start, 1),
+        "conditions": now.to_dict(),
+        "conditions_end": end.to_dict(),
         "machine": asdict(machine),
         "measurements": {
-            "decode": decode,
-            "decode_all_threads": decode_all,
-            "roles_one_thread": roles_one,
-            "roles_all_threads": roles_many,
-            "optimizer_params_per_s": opt,
-            "collectives": coll,
-            "ray": ray_calls,
-            "runs": runs,
+            "decode": d0,
+            "decode_all_threads": dn,
+            "roles_one_thread": own["roles"][0],
+            "roles_all_threads": own["roles"][-1],
+            "optimizer_params_per_s": own["opts"][0],
+            "points": own["points"],
+            "decode_rows": own["rows"],
+            "machine_wide": part.note,
+            "collectives": part.collectives,
+            "ray": part.ray,
+            "runs": part.runs,
+            "step_seconds": steps.times,
         },
     }
 
@@ -135,8 +207,23 @@ def profile_device(choice: str) -> str:
     return device_label(0)
 
 
+def profile_here(device: str, shape: ModelShape, say, budget_s: float = BUDGET_S) -> Path:
+    """Measure ``shape`` on ``device`` and store the profile: ``strategy: auto`` and
+    ``placerl plan --auto`` call this where no stored profile is usable."""
+    log = say or (lambda m: print(m, file=sys.stderr))
+    if device == "cpu":
+        profile = run_profile(shape, log=log, budget_s=budget_s)
+    else:
+        from placerl.profiling.gpu import run_gpu_profile
+
+        profile = run_gpu_profile(shape, log=log)
+    path = store_profile(profile, device, shape)[0]
+    log(f"profile: written to {path} in {profile['seconds']} s")
+    return path
+
+
 def profile_command(args) -> int:
-    from placerl.placement.cost.shapes import tiny_default
+    from placerl.placement.cost.calibration import calibrate
 
     shape = tiny_default()
     if args.config:
@@ -146,11 +233,17 @@ def profile_command(args) -> int:
 
         shape = policy_shape(load_config(args.config, list(args.overrides), RunConfig))
     device = profile_device(getattr(args, "device", "cpu"))
-    found = find_profile(device, shape)
-    if found and found[2] and not args.force:
-        raw, path, _ = found
-        print(f"reusing the profile of {raw['created']} at {path} (--force to measure again)")
-        return 0
+    if not args.force:
+        found = calibrate(device, shape)
+        if found.usable and found.distance == 0:
+            raw = json.loads(found.path.read_text())
+            print(
+                f"reusing the profile of {raw['created']} at {found.path} "
+                f"({found.note.split('; ')[-2]}; --force to measure again)"
+            )
+            return 0
+        for refusal in found.refusals:
+            print(f"placerl: {refusal}", file=sys.stderr)
     log = lambda m: print(m, file=sys.stderr)  # noqa: E731
     if device == "cpu":
         profile = run_profile(shape, log=log)

@@ -31,6 +31,25 @@ from placerl.placement.cost.shapes import ModelShape
 GROUPED = ((1, 4, 8, 8), (2, 4, 12, 16), (8, 4, 12, 32))
 PLAIN = ((4, 1, 8, 8), (8, 1, 12, 16), (16, 1, 12, 32))
 POINTS = GROUPED + PLAIN
+LARGEST_TOKENS = 8 * 12 + 32 * 32  # the largest point's tokens (prompt + responses)
+REPEATS = 3  # timed runs of each point and thread count, after a warm-up
+
+
+def scaled_points(scale: float) -> tuple[tuple[int, int, int, int], ...]:
+    """``POINTS`` with their tokens times ``scale`` (<= 1; a larger model's calls cost more per
+    token, so the profile times fewer of them): rows and lengths each by ``sqrt(scale)``, at
+    least one prompt and two tokens of each kind."""
+    k = min(1.0, scale) ** 0.5
+    return tuple(
+        (max(1, round(p * k)), s, max(2, round(pl * k)), max(2, round(r * k)))
+        for p, s, pl, r in POINTS
+    )
+
+
+def points_for(shape: ModelShape, train_flops_per_s: float, seconds: float = 0.3):
+    """The points whose largest update takes about ``seconds`` at ``train_flops_per_s``."""
+    per_token = 3 * shape.flops_per_token(24)  # forward + backward at a short context
+    return scaled_points(seconds * train_flops_per_s / per_token / LARGEST_TOKENS)
 
 
 def synthetic_batch(shape: ModelShape, prompts: int, samples: int, prompt: int, response: int):
@@ -112,11 +131,15 @@ def measure_roles_at(
     optimizer_s,
     device="cpu",
     precision: str = "fp32",
+    points=POINTS,
+    advance=None,
 ) -> list[dict]:
     """Achieved FLOP/s and per-call seconds of the actor's and critic's updates and forwards
     on each of ``thread_counts`` torch threads (CPU; they take turns: ``timed_threads``), or
-    on ``device`` in ``precision``. ``optimizer_s``: the measured AdamW step on each count,
-    taken out of the update intercepts."""
+    on ``device`` in ``precision``, at ``points`` (``POINTS`` or ``scaled_points``; the
+    critic's at the one-sample ones only: a value model reads every row's prompt, so grouping
+    changes nothing for it). ``optimizer_s``: the measured AdamW step on each count, taken
+    out of the update intercepts; ``advance(share)`` reports progress."""
     from placerl.algos.objectives import PolicyObjective, ValueObjective
     from placerl.config.schema import OptimConfig
     from placerl.placement.cost.time import pass_flops
@@ -133,7 +156,7 @@ def measure_roles_at(
     names = ("update", "forward", "critic", "values")
     times: list[dict[str, list[float]]] = [{k: [] for k in names} for _ in thread_counts]
     flops: dict[str, list[float]] = {"policy": [], "value": []}
-    for prompts, samples, prompt, response in POINTS:
+    for done, (prompts, samples, prompt, response) in enumerate(points):
         batch = synthetic_batch(shape, prompts, samples, prompt, response).to(device)
         w = Workload("profile", (Role.ACTOR,), {}, prompts, samples, prompt, response)
         flops["policy"].append(pass_flops(shape, w, prompts, prompts * samples))
@@ -144,24 +167,29 @@ def measure_roles_at(
         calls = {
             "update": lambda b=batch: actor.update(b, PolicyObjective()),
             "forward": lambda b=batch: actor.log_probs(b),
-            "critic": lambda b=batch: value.update(b, ValueObjective()),
-            "values": lambda b=batch: value.values(b),
         }
+        if samples == 1:
+            calls["critic"] = lambda b=batch: value.update(b, ValueObjective())
+            calls["values"] = lambda b=batch: value.values(b)
         for name, call in calls.items():
-            for i, seconds in enumerate(timed_threads(synced(call, device), thread_counts)):
+            timed = timed_threads(synced(call, device), thread_counts, REPEATS)
+            for i, seconds in enumerate(timed):
                 times[i][name].append(seconds)
-    return [_fitted(t, flops, o) for t, o in zip(times, optimizer_s, strict=True)]
+        if advance is not None:
+            advance((done + 1) / len(points))
+    grouped = [samples > 1 for _, samples, _, _ in points]
+    return [_fitted(t, flops, o, grouped) for t, o in zip(times, optimizer_s, strict=True)]
 
 
-def _fitted(times: dict[str, list[float]], flops: dict[str, list[float]], optimizer_s: float):
-    grouped = [samples > 1 for _, samples, _, _ in POINTS]
+def _fitted(times, flops: dict[str, list[float]], optimizer_s: float, grouped: list[bool]):
     train = [3 * f for f in flops["policy"]]
     train_rate, train_icpt, train_prefix = _fit_grouped(times["update"], train, grouped)
     forward_rate, forward_icpt, forward_prefix = _fit_grouped(
         times["forward"], flops["policy"], grouped
     )
-    critic_rate, critic_icpt = _fit(times["critic"], [3 * f for f in flops["value"]])
-    values_rate, values_icpt = _fit(times["values"], flops["value"])
+    value_flops = [f for f, g in zip(flops["value"], grouped, strict=True) if not g]
+    critic_rate, critic_icpt = _fit(times["critic"], [3 * f for f in value_flops])
+    values_rate, values_icpt = _fit(times["values"], value_flops)
     return {
         "train_flops": train_rate,
         "forward_flops": forward_rate,

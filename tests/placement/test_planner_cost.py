@@ -17,6 +17,7 @@ from placerl.placement.cost.memory import (
 )
 from placerl.placement.cost.shapes import ModelShape, named_shape, shape_from_dir, tiny_default
 from placerl.placement.cost.workload import Workload
+from placerl.placement.plan.cluster import cpu_cluster
 from placerl.placement.plan.config import count_params
 from placerl.placement.plan.plan import DeviceSlot
 from placerl.types import Role
@@ -231,3 +232,58 @@ def test_a_70b_actor_does_not_fit_unsharded_on_80gb_and_the_reason_names_it():
     plan64 = strategies.flatten(roles, big, rule_reward=True, sharding="full")
     assert "rollout weights 128.5" in memory_problem(plan64, w)
     assert memory_problem(plan64, w.with_(engine="vllm", gen_tp=4)) is None
+
+
+@pytest.mark.parametrize(
+    ("stage", "overrides", "rows", "train_rows", "reference_rows"),
+    [
+        (
+            "online_dpo",
+            ["rollout.samples_per_prompt=4", "online_dpo.pairs_per_prompt=2"],
+            32,
+            32,
+            32,
+        ),
+        ("online_dpo", ["rollout.samples_per_prompt=8"], 64, 16, 16),
+        ("rso", ["rso.num_candidates=8", "rso.num_accepted=4"], 64, 32, 32),
+        (
+            "rso",
+            ["rso.num_candidates=8", "rso.num_accepted=4", "rso.ranking=tournament"],
+            64,
+            48,
+            48,
+        ),
+        ("brain", ["brain.num_samples=4", "brain.proposal=policy"], 32, 32, 32),
+        ("brain", ["brain.num_samples=4"], 32, 32, 0),
+    ],
+)
+def test_the_sampling_preference_stages_workloads(
+    stage, overrides, rows, train_rows, reference_rows
+):
+    """Sampling, scoring, the reference and the update of online DPO, RSO and BRAIn: the
+    rollout's rows are sampled and scored; the pairs (2 rows each) are referenced and trained
+    on (online DPO, RSO); BRAIn trains on every sample, with a reference only when it has one;
+    none recomputes π_old."""
+    from placerl.config import load_config
+    from placerl.config.schema import RunConfig
+    from placerl.placement.cost.phases import step_phases
+    from placerl.placement.cost.workload import workload_from_config
+    from placerl.placement.plan import strategies
+
+    base = [f"stage={stage}", "trainer.batch_size=8", "rollout.max_new_tokens=16"]
+    w = workload_from_config(load_config(None, [*base, *overrides], RunConfig))
+    assert w.rows == rows and w.learning.rows == train_rows
+    assert (w.referenced.rows if w.referenced else 0) == reference_rows
+    assert w.learning.samples == (2 if stage != "brain" else w.samples)
+    plan = strategies.flatten(w.roles, cpu_cluster(2, 1, cores=2), rule_reward=True)
+    phases = {
+        p.name: p.seconds
+        for p in step_phases(plan, w.with_(recompute="always", epochs=2), CPU_DEFAULT)
+    }
+    assert "old_log_probs" not in phases and phases["update"] > 0 and phases["generate"] > 0
+    assert ("reference" in phases) == (reference_rows > 0)
+    # the update's time grows with its rows, not the rollout's
+    more = w.with_(train_prompts=(w.train_prompts or w.prompts) * 2)
+    if stage != "brain":
+        upd = {p.name: p.seconds for p in step_phases(plan, more, CPU_DEFAULT)}["update"]
+        assert upd > {p.name: p.seconds for p in step_phases(plan, w, CPU_DEFAULT)}["update"]

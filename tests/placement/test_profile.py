@@ -8,10 +8,14 @@ import json
 import pytest
 
 from placerl.cli import main
+from placerl.placement.cost import calibration
+from placerl.placement.cost import conditions as conditions_module
 from placerl.placement.cost.calibration import machine_for
+from placerl.placement.cost.conditions import Conditions
 from placerl.placement.cost.machine import Machine
 from placerl.placement.cost.profiles import find_profile
 from placerl.placement.cost.shapes import named_shape, tiny_default
+from placerl.profiling import machine as machine_part
 from placerl.profiling import measure
 from placerl.profiling import profile as prof
 
@@ -22,12 +26,19 @@ def store(tmp_path, monkeypatch):
     return tmp_path / "store"
 
 
+NOW = Conditions(
+    threads=4, load_avg=0.1, matmul_1=50.0, matmul_all=180.0, copy_gbps=8.0, dispatch_us=2.0
+)
+
+
 def fake_measurements(monkeypatch):
     monkeypatch.setattr(prof, "available_cores", lambda: 4)
+    monkeypatch.setattr(calibration, "_threads", lambda: 4)
+    fake_probe(monkeypatch, NOW)
     monkeypatch.setattr(
         prof,
         "measure_decode_at",
-        lambda *a: (
+        lambda *a, **k: (
             [{"decode_step_s": {}, "decode_overhead_per_layer": 2e-4, "decode_flops": 1e10}] * 2
         ),
     )
@@ -50,9 +61,9 @@ def fake_measurements(monkeypatch):
         "update_overhead": 0.004,
         "value_update_overhead": 0.003,
     }
-    monkeypatch.setattr(prof, "measure_roles_at", lambda *a: [roles, many])
+    monkeypatch.setattr(prof, "measure_roles_at", lambda *a, **k: [roles, many])
     monkeypatch.setattr(
-        prof,
+        machine_part,
         "measure_collectives",
         lambda shape=None: {
             "bw": 1e9,
@@ -64,10 +75,17 @@ def fake_measurements(monkeypatch):
         },
     )
     ray_calls = {"rpc_latency": 0.003, "worker_update_factor": 1.05}
-    monkeypatch.setattr(prof, "measure_ray", lambda shape: ray_calls)
+    monkeypatch.setattr(machine_part, "measure_ray", lambda shape: ray_calls)
     runs = {"process_bytes": 4e8, "worker_bytes": 4.5e8, "worker_measured_by": "test"}
     runs |= {"step_overhead": 0.001, "worker_step_overhead": 0.005}
-    monkeypatch.setattr(prof, "measure_runs", lambda log=print: runs)
+    monkeypatch.setattr(machine_part, "measure_runs", lambda log=print: runs)
+
+
+def fake_probe(monkeypatch, conditions):
+    """The machine "now", as the one-second probe would measure it."""
+    monkeypatch.setattr(prof, "probe", lambda threads: conditions)
+    monkeypatch.setattr(conditions_module, "probe", lambda threads, rounds=9: conditions)
+    conditions_module._CACHE.clear()
 
 
 def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypatch):

@@ -2,9 +2,10 @@
 
 The run's config stays ``placement.strategy: auto``; the Plan it runs on is *pinned* here, with
 the settings auto applied to the config (micro-batch, checkpointing, offload), the cost model's
-constants (refit to the run after a re-plan), how many re-plans the run has made, the Plans it
-left (with their measured step times: the hysteresis of ``auto/replan.py``'s ``choose``) and every
-change with its reason. A resume reads it back, so the resumed config is the one the run
+constants (refit to the run after a re-plan) and their stated uncertainty, how many re-plans
+the run has made, the Plans it left (with their measured step times: the hysteresis of
+``auto/replan.py``'s ``choose``), whether the current Plan is on trial, the measured cost of
+each switch, and every change with its reason. A resume reads it back, so the resumed config is the one the run
 trained with (``config/compare.py`` compares them) and a re-plan is not undone or repeated.
 The file is written atomically; one that cannot be read is reported and the run plans afresh.
 """
@@ -68,6 +69,9 @@ class AutoState:
     checked: bool = False  # refit and re-searched on this Plan already
     left: list[Left] = field(default_factory=list)
     events: list[str] = field(default_factory=list)  # every change and why, in order
+    uncertainty: float = 0.15  # the calibration's: predictions may be off by this share
+    trial: bool = False  # on trial: kept only if it measures faster than left[-1] by the margin
+    switch_costs: list[float] = field(default_factory=list)  # measured seconds of each switch
 
     @property
     def key(self) -> str:
@@ -78,8 +82,9 @@ class AutoState:
         return Candidate(self.plan, **self.settings)
 
     def fits(self, cluster: Cluster) -> bool:
-        """Whether the pinned Plan's slots are all in ``cluster`` (it changed otherwise)."""
-        return set(self.plan.slots) <= set(cluster.slots)
+        """Whether the pinned Plan's slots are all in ``cluster`` (it changed otherwise); the
+        local plan runs in this process, whatever the workers' slots."""
+        return self.plan.strategy == "local" or set(self.plan.slots) <= set(cluster.slots)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -95,6 +100,9 @@ class AutoState:
             "checked": self.checked,
             "left": [asdict(x) for x in self.left],
             "events": self.events,
+            "uncertainty": self.uncertainty,
+            "trial": self.trial,
+            "switch_costs": self.switch_costs,
         }
 
     @classmethod
@@ -114,6 +122,9 @@ class AutoState:
             checked=bool(raw.get("checked", False)),
             left=[Left(**x) for x in raw.get("left", [])],
             events=list(raw.get("events", [])),
+            uncertainty=float(raw.get("uncertainty", 0.15)),
+            trial=bool(raw.get("trial", False)),
+            switch_costs=[float(x) for x in raw.get("switch_costs", [])],
         )
 
 

@@ -135,6 +135,54 @@ class Machine:
     def with_(self, **changes: Any) -> Machine:
         return replace(self, **changes)
 
+    def scaled(self, speed: float) -> Machine:
+        """This machine running ``speed`` times as fast (a uniformly slower or faster machine
+        than the one profiled: ``conditions.compare``): every rate times ``speed``, every
+        time per call or step divided by it; bytes stay."""
+        changes: dict[str, Any] = {name: getattr(self, name) * speed for name in RATES}
+        for name in TIMES:
+            value = getattr(self, name)
+            if value is not None:
+                changes[name] = value / speed
+        return replace(self, **changes, source=f"{self.source}, rescaled x{speed:.2f}")
+
+
+# the Machine's rates (per second) and its times (seconds per call, layer, row or step)
+RATES = (
+    "train_flops",
+    "forward_flops",
+    "prefill_flops",
+    "decode_flops",
+    "memory_bw",
+    "optimizer_params_per_s",
+    "intra_bw",
+    "inter_bw",
+    "host_bw",
+    "value_train_flops",
+    "value_forward_flops",
+)
+TIMES = (
+    "decode_overhead_per_layer",
+    "decode_overhead_per_layer_all",
+    "call_overhead",
+    "call_overhead_all",
+    "collective_latency",
+    "rpc_latency",
+    "reward_per_row",
+    "update_overhead",
+    "update_overhead_all",
+    "step_overhead",
+    "worker_step_overhead",
+    "value_update_overhead",
+    "value_update_overhead_all",
+    "value_call_overhead",
+    "value_call_overhead_all",
+    "prefix_update_overhead",
+    "prefix_update_overhead_all",
+    "prefix_call_overhead",
+    "prefix_call_overhead_all",
+)
+
 
 def from_spec(spec: DeviceSpec, engine: EngineSpec) -> Machine:
     """A GPU from its published peaks: FLOP/s × efficiency, HBM × efficiency, links ×

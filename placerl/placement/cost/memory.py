@@ -180,6 +180,8 @@ def role_terms(
                     terms = {f"{name} weights": terms[f"{name} weights"]}
                     terms[f"{name} sync bucket"] = bucket
         return terms
+    if role in TRAINED or (role == Role.REFERENCE and w.reference == "train"):
+        w = w.learning  # the update's rows: the pairs of online DPO and RSO
     rows = _micro_rows(w, p.dp_size, micro_batch)
     if role in TRAINED:
         terms = {f"{name} {k}": v for k, v in trained_state_bytes(shape, w, shards).items()}

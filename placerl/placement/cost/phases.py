@@ -6,7 +6,8 @@ parallel on equal shares, rows split ``ceil(rows / dp)``), plus ``rpc_latency`` 
 controller's call when the runtime has workers. Which phases exist:
 
 - ``generate`` (rollout) · ``score`` (reward: a rule per row, or a reward-model forward) ·
-  ``reference`` · ``values`` (critic forward) — the experience;
+  ``reference`` · ``values`` (critic forward) — the experience; online DPO and RSO take the
+  reference's log-probs of the pairs only, and train on the pairs (``Workload.learning``);
 - ``old_log_probs`` (actor forward): only when π_old must be recomputed — a stale batch
   (``max_staleness > 0`` with a rollout copy) or ``recompute_log_probs: always`` — and the
   update is not single-pass (1 epoch × 1 minibatch takes π_old from its own forward);
@@ -155,14 +156,16 @@ def step_phases(
             add("score", Role.REWARD, ceil(w.rows / roles[Role.REWARD].dp_size) * m.reward_per_row)
         else:
             add("score", Role.REWARD, _forward_s(plan, Role.REWARD, w, m, micro))
-    if Role.REFERENCE in roles:
-        add("reference", Role.REFERENCE, _forward_s(plan, Role.REFERENCE, w, m, micro))
+    ref = w.referenced  # the pairs' rows (online DPO, RSO), the rollout's, or none
+    if Role.REFERENCE in roles and ref is not None:
+        add("reference", Role.REFERENCE, _forward_s(plan, Role.REFERENCE, ref, m, micro))
     if Role.CRITIC in roles and Role.ROLLOUT in roles:
         add("values", Role.CRITIC, _forward_s(plan, Role.CRITIC, w, m, micro))
     recompute = stale(plan, w) or w.recompute == "always"
-    if Role.ROLLOUT in roles and recompute and not w.single_pass:
-        add("old_log_probs", Role.ACTOR, _forward_s(plan, Role.ACTOR, w, m, micro))
-    add("update", Role.ACTOR, _update_s(plan, Role.ACTOR, w, m, micro, ckpt))
+    learn = w.learning  # the update's rows
+    if Role.ROLLOUT in roles and recompute and not w.single_pass and w.policy_gradient:
+        add("old_log_probs", Role.ACTOR, _forward_s(plan, Role.ACTOR, learn, m, micro))
+    add("update", Role.ACTOR, _update_s(plan, Role.ACTOR, learn, m, micro, ckpt))
     if Role.CRITIC in roles:
         add("critic_update", Role.CRITIC, _update_s(plan, Role.CRITIC, w, m, micro, ckpt))
     sync = _sync_s(plan, w, m)

@@ -112,12 +112,57 @@ def shape_from_config(config: dict, name: str = "model") -> ModelShape:
         raise UserError(f"config.json has no {err.args[0]!r}", where=name) from None
 
 
+ADAPTER_CONFIG = "adapter_config.json"  # a peft LoRA adapter directory (no config.json)
+
+
+def adapter_base(path: Path) -> Path | None:
+    """The base model an adapter directory names (``base_model_name_or_path``), as written or
+    relative to the adapter's parent directory; None when ``path`` is no adapter directory."""
+    file = path / ADAPTER_CONFIG
+    if (path / "config.json").is_file() or not file.is_file():
+        return None
+    base = json.loads(file.read_text()).get("base_model_name_or_path")
+    if not base:
+        raise UserError(f"{file} names no base_model_name_or_path", where=str(path))
+    for candidate in (Path(base), path.parent / base):
+        if candidate.is_dir():
+            return candidate
+    raise UserError(
+        f"the adapter's base model {base!r} ({file}) is not a directory here: the planner "
+        "reads the shape from it",
+        where=str(path),
+    )
+
+
 def shape_from_dir(path: str | Path) -> ModelShape | None:
-    """The shape of a model directory's ``config.json``; None when there is none."""
-    file = Path(path) / "config.json"
+    """The shape of a model directory's ``config.json`` — of its base's, recursively, for a
+    LoRA adapter directory (the adapter adds no matmuls the cost model counts); None when
+    the directory has neither."""
+    path = Path(path)
+    seen: list[Path] = []
+    while (base := adapter_base(path)) is not None:
+        seen.append(path)
+        if base.resolve() in {p.resolve() for p in seen} or len(seen) > 16:
+            raise UserError(f"the adapters' bases go round in a circle: {seen}", where=str(path))
+        path = base
+    file = path / "config.json"
     if not file.is_file():
         return None
-    return shape_from_config(json.loads(file.read_text()), name=Path(path).name)
+    name = Path(seen[0] if seen else path).name
+    return shape_from_config(json.loads(file.read_text()), name=name)
+
+
+def model_shape(path: str | Path, what: str = "model.path") -> ModelShape:
+    """``shape_from_dir``, or an error that names the directory (never a silent default:
+    planning for another model than the one that will run is worse than not planning)."""
+    shape = shape_from_dir(path)
+    if shape is None:
+        raise UserError(
+            f"cannot read the model's shape from {path}: no config.json there (nor an "
+            f"{ADAPTER_CONFIG} naming a base model that has one)",
+            where=what,
+        )
+    return shape
 
 
 def tiny_default() -> ModelShape:

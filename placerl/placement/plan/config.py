@@ -53,16 +53,24 @@ def uses_rule_reward(cfg: RunConfig) -> bool:
     return cfg.reward.model is None
 
 
-def cluster_for(cfg: RunConfig) -> Cluster:
-    """The Ray cluster at ``placement.ray_address``, else this machine."""
+def worker_cluster(cfg: RunConfig) -> Cluster:
+    """The slots workers may take: the Ray cluster at ``placement.ray_address``, else this
+    machine's (``placement.num_workers`` × ``threads_per_worker``), whatever the strategy."""
     p = cfg.placement
-    if p.strategy == "local":
-        return Cluster((local_slot(p.device),))
     if p.ray_address:
         return cluster_from_ray(
             p.ray_address, num_workers=p.num_workers, threads_per_worker=p.threads_per_worker
         )
     return detect_cluster(p.num_workers, p.threads_per_worker, p.device)
+
+
+def cluster_for(cfg: RunConfig) -> Cluster:
+    """The run's cluster: this process's one device under ``strategy: local``, else the
+    workers' (``worker_cluster``)."""
+    p = cfg.placement
+    if p.strategy == "local":
+        return Cluster((local_slot(p.device),))
+    return worker_cluster(cfg)
 
 
 def count_params(model_dir: str | Path | None) -> int | None:
