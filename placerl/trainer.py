@@ -41,6 +41,7 @@ from placerl.logging import (
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
 from placerl.placement.auto.plan import prepare_auto
 from placerl.placement.auto.replan import Replan, monitor_for
+from placerl.profiling.profile import profile_here
 from placerl.resume import restore_newest
 from placerl.stages import build_stage
 from placerl.timing import PhaseTimer
@@ -75,7 +76,7 @@ def train(
             where=str(run_dir),
         )
     # strategy auto: the pick's (or, resuming, the pinned) micro-batch/checkpointing/offload
-    cfg = prepare_auto(cfg, bool(resume and found), say)
+    cfg = prepare_auto(cfg, bool(resume and found), say, profiler=profile_here)
     if resume and found:
         for note in check_resume_config(run_dir, cfg, allow_config_change):
             say(note)
