@@ -51,7 +51,9 @@ class LocalRuntime:
 
 def build_runtime(cfg: RunConfig, policy_path: Path, tokenizer, policy, algorithm):
     """The runtime the config's placement asks for, with its roles built."""
-    if cfg.placement.strategy == "local":
+    from placerl.placement.auto.plan import runs_in_process
+
+    if runs_in_process(cfg):  # strategy local, or auto's pinned pick of the local plan
         from placerl.runtime.local import build_roles
 
         return LocalRuntime(build_roles(cfg, policy_path, tokenizer, policy, algorithm))
