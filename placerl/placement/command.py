@@ -41,10 +41,17 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile", help="--auto: profile JSON to calibrate with (default: the stored one)"
     )
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="--auto: where no stored profile is usable, rank with the built-in defaults "
+        "instead of profiling this machine first (at most a minute, as strategy auto does)",
+    )
 
 
-def plan_command(args: argparse.Namespace) -> int:
-    """Print the configured Plan, or with ``--auto`` the search's ranking and pick."""
+def plan_command(args: argparse.Namespace, profiler=None) -> int:
+    """Print the configured Plan, or with ``--auto`` the search's ranking and pick
+    (``profiler``: measures this machine first where no stored profile is usable)."""
     import json
 
     from placerl.config import load_config
@@ -55,7 +62,7 @@ def plan_command(args: argparse.Namespace) -> int:
 
     cfg = load_config(args.config, list(args.overrides), RunConfig)
     if args.auto or args.cluster:
-        return auto_plan_command(cfg, args)
+        return auto_plan_command(cfg, args, None if args.no_profile else profiler)
     plan = plan_from_config(cfg)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
@@ -68,7 +75,7 @@ def plan_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def auto_plan_command(cfg, args: argparse.Namespace) -> int:
+def auto_plan_command(cfg, args: argparse.Namespace, profiler=None) -> int:
     """``placerl plan CONFIG --auto [--json] [--cluster 16xH100]``: search and explain."""
     import json
 
@@ -78,7 +85,7 @@ def auto_plan_command(cfg, args: argparse.Namespace) -> int:
     from placerl.placement.search import explain
     from placerl.types import Role
 
-    result, w = run_search(cfg, args.cluster, args.profile, args.model_size)
+    result, w = run_search(cfg, args.cluster, args.profile, args.model_size, profiler)
     if args.json:
         print(json.dumps(explain.search_json(result, args.top), indent=2))
         return 0 if result.pick else 2

@@ -187,6 +187,7 @@ def test_json_schema():
 def test_placerl_plan_auto_json_on_this_machine(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path))  # no stored profile: defaults
     args = ["plan", GRPO_YAML, "placement.device=cpu", "placement.max_staleness=1", "--auto"]
+    args.append("--no-profile")  # rank with the defaults rather than profile for a minute
     assert main([*args, "--json"]) == 0
     raw = json.loads(capsys.readouterr().out)
     names = [c["name"] for c in raw["candidates"]]
