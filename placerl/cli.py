@@ -62,8 +62,9 @@ def resume_command(args: argparse.Namespace) -> str:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     from placerl.placement.command import plan_command
+    from placerl.profiling.profile import profile_here
 
-    return plan_command(args)
+    return plan_command(args, profiler=profile_here)
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
