@@ -1,18 +1,25 @@
-"""GPU check: placerl on a ~0.5B Qwen2-shaped model in bf16, in a few minutes on one H100/H200.
+"""GPU check: placerl on a ~0.5B Qwen2-shaped model in bf16, in under 8 minutes on one H100/H200.
 
-Prints, each measured in this one run (``benchmarks/gpu_check.sh`` calls it):
+Measures, in this order (most important first; ``gpu_check.sh`` runs each part in its own
+time-boxed process, ``--part``), and writes every figure to ``gpu_check.jsonl`` and one table
+(``gpu_check.md``) under ``--out``:
 
-0. every stage (sft, rm, dpo, ppo, grpo, rloo, online_dpo, rso, brain) trained, evaluated and
-   saved on the device in bf16, on a tiny model: "ok" or the error (exit 1 if any failed);
-1. GRPO and DPO step time and the update's MFU: 6·N·tokens / update time / peak, N every
-   parameter (the tied embedding once: it is also the LM head's matmul), tokens the
-   step's prompt + response tokens, peak ``--peak-tflops`` (989: H100/H200 dense bf16);
-2. generation tokens/s of placerl's sampler vs ``model.generate``, same prompts, bf16;
-3. peak memory (``torch.cuda.max_memory_allocated``) of one GRPO and one DPO step, plain and
-   with ``model.gradient_checkpointing`` / ``model.lora`` where the config has them (rows
-   skipped with a note otherwise);
-4. a Flatten run on Ray (NCCL between GPU workers): each worker's weight checksum after two
-   steps, the controller mirror's, and the local runtime's on the same seed.
+1. ``stages``: every stage (sft, rm, dpo, ppo, grpo, rloo, online_dpo, rso, brain) trained,
+   evaluated and saved on the device in bf16, on a tiny model: ok or the error;
+2. ``steps``: GRPO and DPO step time and the update's MFU: 6·N·tokens / update time / peak,
+   N every parameter (the tied embedding once: it is also the LM head's matmul), tokens the
+   step's prompt + response tokens, peak the device's dense bf16 figure from
+   ``placerl/placement/hardware`` (matched on its CUDA name; ``--peak-tflops`` overrides);
+3. ``generation``: tokens/s of placerl's sampler and of ``model.generate``, the same rows
+   (``--rows``: 32 and 256) and budget, bf16; vLLM beside them where it is installed;
+4. ``memory``: peak ``torch.cuda.max_memory_allocated`` of one GRPO and one DPO step, plain,
+   with ``model.gradient_checkpointing`` and with ``model.lora``;
+5. ``ray``: Flatten on Ray, NCCL between GPU workers (needs Ray and 2 GPUs; 2 gloo workers
+   with ``--cpu``): the workers' and the controller mirror's weight checksums;
+6. ``plan``: the planner's predicted step time for the measured GRPO step (``placerl plan
+   --auto --json``, the local plan, settings held to the measured run's) vs the measured one,
+   on the device's specs; ``profile``: ``placerl profile --device gpu`` of the 0.5B model (GPU
+   only); then ``plan --plan-after-profile``: the same prediction on that profile.
 
 The model is built here, random init (``transformers.Qwen2Config``: hidden 896, 24 layers, 14
 heads, 2 KV heads, intermediate 4864, vocabulary 151936, tied embeddings) with placerl's
@@ -23,378 +30,171 @@ everything on a tiny model on the CPU (gloo instead of NCCL): a smoke test of th
 from __future__ import annotations
 
 import argparse
-import gc
 import os
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
-QWEN2_05B = dict(
-    hidden_size=896,
-    num_hidden_layers=24,
-    num_attention_heads=14,
-    num_key_value_heads=2,
-    intermediate_size=4864,
-    vocab_size=151936,
-)
-TINY = dict(
-    hidden_size=64,
-    num_hidden_layers=2,
-    num_attention_heads=4,
-    num_key_value_heads=2,
-    intermediate_size=128,
-    vocab_size=1024,
-)
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # the gpu_check_* siblings
 
+from gpu_check_parts import QWEN2_05B, STAGES, TINY, option_rows  # noqa: E402
+from gpu_check_results import Results, write_table  # noqa: E402
 
-def distinct_characters(completions: list[str], **_) -> list[float]:
-    """A reward with signal for a random model (its responses never end early, all tie on
-    length): the number of distinct characters. Imported by Ray workers by this name."""
-    return [float(len(set(c))) for c in completions]
-
-
-REWARD = "reward.function=benchmarks.gpu_check:distinct_characters"
+__all__ = ["QWEN2_05B", "STAGES", "TINY", "main", "option_rows", "parse_args"]
+PARTS = ("model", "stages", "steps", "generation", "memory", "ray", "plan", "profile", "table")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cpu", action="store_true", help="run on the CPU (smoke test)")
     p.add_argument("--tiny", action="store_true", help="a tiny model instead of 0.5B")
+    p.add_argument("--part", choices=PARTS, help="run one part (default: all, in one process)")
     p.add_argument("--steps", type=int, default=3, help="measured steps per stage (+1 warm-up)")
     p.add_argument("--prompts", type=int, default=16, help="GRPO prompts per step")
     p.add_argument("--samples", type=int, default=4, help="GRPO samples per prompt")
     p.add_argument("--new-tokens", type=int, default=128, help="response budget")
     p.add_argument("--pairs", type=int, default=64, help="DPO pairs per step")
-    p.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak")
+    p.add_argument(
+        "--rows",
+        type=lambda s: [int(x) for x in s.split(",")],
+        default=[32, 256],
+        help="generation row counts, comma-separated (default 32,256)",
+    )
+    p.add_argument(
+        "--peak-tflops",
+        type=float,
+        default=None,
+        help="dense bf16 peak for MFU (default: the device's spec; the H100's 989 without one)",
+    )
     p.add_argument("--skip-ray", action="store_true", help="leave out the Flatten run")
     p.add_argument("--skip-stages", action="store_true", help="leave out the every-stage run")
-    p.add_argument("--workdir", default=None, help="where the model and runs go (default tmp)")
+    p.add_argument("--workdir", default=None, help="where the models and runs go (default tmp)")
+    p.add_argument("--out", default=None, help="where the figures go (default: the workdir)")
+    p.add_argument(
+        "--plan-after-profile",
+        action="store_true",
+        help="--part plan: only with the profile part's profile.json (else a skip line)",
+    )
     return p.parse_args(argv)
 
 
-def build_model_dir(path: Path, dims: dict, seed: int = 0) -> int:
-    """A random-init Qwen2 with placerl's tokenizer, saved; returns its parameter count."""
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    from placerl.models.factory import build_tokenizer, save_tokenizer
-    from placerl.stages.sources import builtin_corpus
-
-    tokenizer = build_tokenizer(builtin_corpus())
-    if len(tokenizer) > dims["vocab_size"]:
-        raise SystemExit(f"tokenizer has {len(tokenizer)} tokens > vocab {dims['vocab_size']}")
-    config = Qwen2Config(
-        **dims,
-        max_position_embeddings=2048,
-        tie_word_embeddings=True,
-        pad_token_id=tokenizer.pad_token_id,
-        bos_token_id=tokenizer.bos_token_id,
-        eos_token_id=tokenizer.eos_token_id,
-    )
-    torch.manual_seed(seed)
-    model = Qwen2ForCausalLM(config)
-    model.save_pretrained(path)
-    save_tokenizer(tokenizer, path)
-    return sum(p.numel() for p in model.parameters())
+def cli_env(work: Path) -> dict[str, str]:
+    """The planner CLI's environment: this checkout importable, profiles kept in ``work``."""
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    return {**os.environ, "PYTHONPATH": path, "PLACERL_PROFILE_DIR": str(work / "profiles")}
 
 
-def config(args, work: Path, model_dir: Path, stage: str, name: str, *extra: str):
-    from placerl.config import load_config
-    from placerl.config.schema import RunConfig
+def model_part(args, work: Path, results: Results) -> int:
+    import torch
+    from gpu_check_parts import build_model_dir, device_name
 
-    overrides = [
-        f"stage={stage}",
-        f"run_dir={work / name}",
-        f"model.path={model_dir}",
-        "model.precision=bf16",
-        f"placement.device={'cpu' if args.cpu else 'gpu'}",
-        "data.num_eval=0",
-        f"trainer.steps={args.steps + 1}",
-        "trainer.progress=false",
-        "trainer.tensorboard=false",
-        f"rollout.max_new_tokens={args.new_tokens}",
-    ]
-    if stage == "grpo":
-        overrides += [
-            f"trainer.batch_size={args.prompts}",
-            f"rollout.samples_per_prompt={args.samples}",
-            REWARD,
-            # rows whose rewards tie would be left out of the update: keep its full work
-            "grpo.skip_uninformative=false",
-        ]
-    else:
-        overrides += [f"trainer.batch_size={args.pairs}"]
-    return load_config(None, [*overrides, *extra], RunConfig)
-
-
-def sync(args) -> None:
-    if not args.cpu:
-        torch.cuda.synchronize()
-
-
-def run_steps(args, cfg, steps: int, inspect=None) -> tuple[list[dict], object]:
-    """Build the stage, run ``steps`` steps, ``inspect(stage)``, close and free it (so the
-    next measurement's peak memory holds no model of this one); each step's metrics with
-    its phase times, and what ``inspect`` returned."""
-    from placerl.stages import build_stage
-    from placerl.timing import PhaseTimer
-
-    stage, timer, rows, seen = build_stage(cfg), PhaseTimer(), [], None
-    try:
-        timer.pop()
-        for step in range(steps):
-            metrics = stage.step(step, timer)
-            sync(args)
-            rows.append(metrics | timer.pop())
-        seen = inspect(stage) if inspect is not None else None
-    finally:
-        if hasattr(stage, "close"):
-            stage.close()  # Ray workers, when there are any
-        del stage
-        gc.collect()
-        if torch.cuda.is_available():
-            torch.cuda.empty_cache()
-    return rows, seen
-
-
-def mean(rows: list[dict], key: str) -> float:
-    values = [r[key] for r in rows if key in r]
-    return sum(values) / max(1, len(values))
-
-
-STAGES = ("sft", "rm", "dpo", "ppo", "grpo", "rloo", "online_dpo", "rso", "brain")
-
-
-def every_stage(args, work: Path) -> list[str]:
-    """Each stage trained for 2 steps, evaluated and saved on the device, in bf16, on the
-    tiny model: ``placement.device`` and bf16 in every stage. Returns the stages that failed
-    (each failure is printed and the check goes on)."""
-    import traceback
-
-    from placerl.config import load_config
-    from placerl.config.schema import RunConfig
-    from placerl.trainer import train
-
-    print("\n## every stage on the device (tiny model, bf16, 2 steps + evaluation)")
-    model_dir = work / "tiny_model"
-    build_model_dir(model_dir, TINY)
-    failed = []
-    for stage in STAGES:
-        overrides = [
-            f"stage={stage}",
-            f"run_dir={work / 'stages' / stage}",
-            f"model.path={model_dir}",
-            "model.precision=bf16",
-            f"placement.device={'cpu' if args.cpu else 'gpu'}",
-            "data.builtin_size=32",
-            "data.num_eval=4",
-            "trainer.steps=2",
-            "trainer.batch_size=4",
-            "trainer.progress=false",
-            "trainer.tensorboard=false",
-            "trainer.log_samples=0",
-            "rollout.max_new_tokens=8",
-        ]
-        if stage not in ("sft", "rm", "dpo"):
-            overrides.append(REWARD)
-        if stage in ("grpo", "rloo", "online_dpo"):
-            overrides.append("rollout.samples_per_prompt=2")
-        start = time.perf_counter()
-        try:
-            metrics = train(load_config(None, overrides, RunConfig))
-        except Exception as err:  # report every stage, then fail at the end
-            failed.append(stage)
-            print(f"{stage}: FAILED {type(err).__name__}: {err}")
-            traceback.print_exc(limit=-3)
-            continue
-        shown = ", ".join(f"{k}={v:.3g}" for k, v in sorted(metrics.items())[:3])
-        print(f"{stage}: ok in {time.perf_counter() - start:.1f} s ({shown})")
-    return failed
-
-
-def step_times(args, work, model_dir, params: int) -> None:
-    print("\n## step time and MFU (bf16; first step is warm-up, not counted)")
-    for stage_name in ("grpo", "dpo"):
-        cfg = config(args, work, model_dir, stage_name, f"{stage_name}_time")
-        rows, _ = run_steps(args, cfg, args.steps + 1)
-        rows = rows[1:]
-        tokens, update = mean(rows, "throughput/tokens"), mean(rows, "time/update")
-        mfu = 6 * params * tokens / max(update, 1e-9) / (args.peak_tflops * 1e12)
-        phases = ", ".join(
-            f"{k[5:]} {mean(rows, k):.3f} s"
-            for k in sorted({k for r in rows for k in r if k.startswith("time/")} - {"time/step"})
-        )
-        print(
-            f"{stage_name}: step {mean(rows, 'time/step'):.3f} s ({phases}); "
-            f"{tokens:.0f} tokens a step; update MFU {100 * mfu:.1f}% of "
-            f"{args.peak_tflops:.0f} TFLOP/s"
-        )
-
-
-def generation(args, model_dir: Path) -> None:
-    from placerl.config.schema import BUILTIN, RunConfig
-    from placerl.models.loading import load_policy, load_tokenizer
-    from placerl.models.precision import autocast
-    from placerl.rollout.sampling import SamplingParams, generate
-    from placerl.stages.sources import prompt_set
-
-    print(f"\n## generation, {args.prompts * args.samples} rows x {args.new_tokens} new tokens")
-    device = torch.device("cpu" if args.cpu else "cuda")
-    tokenizer = load_tokenizer(model_dir)
-    model = load_policy(model_dir).to(device)
-    rows = args.prompts * args.samples
-    cfg = RunConfig(stage="sft")
-    prompts = prompt_set(cfg, tokenizer, BUILTIN, "train").batch(
-        list(range(args.prompts)), tokenizer.pad_token_id, args.samples
-    )
-    ids, mask = prompts.ids.to(device), prompts.mask.to(device)
-    params = SamplingParams(max_new_tokens=args.new_tokens, precision="bf16")
-    generator = torch.Generator().manual_seed(0)
-
-    def placerl_once() -> int:
-        batch = generate(
-            model,
-            ids,
-            mask,
-            params,
-            eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id,
-            generator=generator,
-        )
-        return int(batch["response_mask"].sum())
-
-    def hf_once() -> int:
-        with autocast("bf16"):
-            out = model.generate(
-                input_ids=ids,
-                attention_mask=mask,
-                do_sample=True,
-                top_k=0,
-                max_new_tokens=args.new_tokens,
-                pad_token_id=tokenizer.pad_token_id,
-                eos_token_id=tokenizer.eos_token_id,
-            )
-        new = out[:, ids.shape[1] :]
-        return int((new != tokenizer.pad_token_id).sum())
-
-    results = {}
-    for name, fn in (("placerl", placerl_once), ("model.generate", hf_once)):
-        fn()  # warm-up
-        sync(args)
-        start = time.perf_counter()
-        tokens = fn()
-        sync(args)
-        results[name] = tokens / (time.perf_counter() - start)
-        print(f"{name}: {results[name]:.0f} tokens/s ({tokens} tokens, {rows} rows)")
-    print(f"placerl / model.generate: {results['placerl'] / results['model.generate']:.2f}x")
-    engine_section = _sibling("gpu_check_vllm").engine_section
-    engine_section(args, model_dir, ids, mask, results["placerl"])
-
-
-def _sibling(name: str):
-    """A module next to this file (benchmarks/ is not a package)."""
-    import importlib.util
-
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
-def option_rows() -> list[tuple[str, tuple[str, ...], str | None]]:
-    """(label, overrides, why it is skipped or None) for the memory table."""
-    from placerl.config.schema import ModelConfig
-
-    fields = ModelConfig.model_fields
-    rows = [("plain", (), None)]
-    rows.append(
-        (
-            "gradient checkpointing",
-            ("model.gradient_checkpointing=true",),
-            None if "gradient_checkpointing" in fields else "no model.gradient_checkpointing",
-        )
-    )
-    rows.append(
-        (
-            "LoRA r=16",
-            ("model.lora={r: 16, alpha: 32}",),
-            None if "lora" in fields else "no model.lora",
-        )
-    )
-    return rows
-
-
-def memory(args, work, model_dir) -> None:
-    print("\n## peak memory of one step (torch.cuda.max_memory_allocated)")
-    if args.cpu:
-        print("(CPU run: no CUDA allocator to read; each row only runs the step)")
-    for stage_name in ("grpo", "dpo"):
-        for label, extra, skipped in option_rows():
-            if skipped:
-                print(f"{stage_name} {label}: skipped ({skipped} in this version of placerl)")
-                continue
-            name = f"{stage_name}_mem_{len(extra)}_{label.split()[0].lower()}"
-            try:
-                cfg = config(args, work, model_dir, stage_name, name, *extra)
-            except Exception as err:  # a field that exists but takes another shape
-                print(f"{stage_name} {label}: skipped (config refused: {err})")
-                continue
-            if not args.cpu:
-                torch.cuda.reset_peak_memory_stats()
-            run_steps(args, cfg, 1)
-            peak = "n/a" if args.cpu else f"{torch.cuda.max_memory_allocated() / 2**30:.2f} GiB"
-            print(f"{stage_name} {label}: peak {peak}")
-
-
-def flatten_on_ray(args, work, model_dir) -> None:
-    """Flatten over every visible GPU (NCCL; 2 gloo workers with --cpu): the workers'
-    weights must agree bitwise (replicas after all-reduced updates), the controller's mirror
-    must equal them (the pull), and the weights must have moved. The local run on the same
-    seed is the invariant, up to rounding: workers compute their rows as smaller batches."""
-    import ray
-
-    from placerl.models.loading import load_policy
-    from placerl.runtime.weight_sync import checksum
-
-    workers = 2 if args.cpu else max(1, torch.cuda.device_count())
-    backend = "gloo" if args.cpu else "nccl"
-    print(f"\n## Flatten on Ray: {workers} workers, {backend}, 2 GRPO steps")
-    extra = ("placement.strategy=flatten", f"placement.num_workers={workers}")
-    cfg = config(args, work, model_dir, "grpo", "flatten", *extra)
     start = time.perf_counter()
+    build_model_dir(work / "tiny_model", TINY, not args.cpu)  # the stages' (and --tiny's)
+    params = build_model_dir(work / "model", TINY if args.tiny else QWEN2_05B, not args.cpu)
+    where = device_name(args)
+    print(f"# placerl GPU check on {where}: Qwen2-shaped, {params / 1e6:.1f}M parameters, bf16")
+    note = f"torch {torch.__version__}, {time.perf_counter() - start:.1f} s to build"
+    results.add(
+        "model", "Qwen2-shaped, random init", f"{params / 1e6:.1f}M params on {where}", note
+    )
+    return params
 
-    def weights(stage):
-        refs = [actor.weights.remote("actor") for actor in stage.runtime.group.actors]
-        ranks = [checksum(w)[:16] for w in ray.get(refs)]
-        stage.runtime.pull_weights()
-        return ranks, {k: v.detach().cpu().clone() for k, v in stage.policy.state_dict().items()}
 
-    rows, (ranks, mirror) = run_steps(args, cfg, 2, weights)
-    elapsed = time.perf_counter() - start
-    print(
-        f"startup + 2 steps {elapsed:.1f} s; step times {[round(r['time/step'], 3) for r in rows]}"
-    )
-    print(f"worker checksums {ranks}: {'all equal' if len(set(ranks)) == 1 else 'DIFFER'}")
-    mirror_sum = checksum(mirror)[:16]
-    print(f"controller mirror {mirror_sum}: {'equal' if mirror_sum == ranks[0] else 'DIFFERS'}")
-    initial = load_policy(model_dir).state_dict()
-    moved = max(float((mirror[k] - v).abs().max()) for k, v in initial.items())
-    print(f"largest weight change from the initial model: {moved:.2e}")
-    local_cfg = config(args, work, model_dir, "grpo", "flatten_local")
-    local_rows, local = run_steps(
-        args,
-        local_cfg,
-        2,
-        lambda stage: {k: v.detach().cpu().clone() for k, v in stage.policy.state_dict().items()},
-    )
-    gap = max(float((mirror[k] - v).abs().max()) for k, v in local.items())
-    loss_gap = max(
-        abs(a["loss/policy"] - b["loss/policy"]) for a, b in zip(rows, local_rows, strict=True)
-    )
-    print(f"local runtime, same seed: max |weight gap| {gap:.2e}, max |loss gap| {loss_gap:.2e}")
+def profile_part(args, work: Path, out: Path, results: Results) -> int:
+    from gpu_check_parts import overrides
+    from gpu_check_planner import profile
+
+    figure = "placerl profile --device gpu"
+    if args.cpu:
+        why = "a GPU's profile (a CPU's, `placerl profile`, takes minutes and Ray: its own tests)"
+        print(f"\n## {figure}: skipped: {why}")
+        results.add("profile", figure, f"skipped: {why}")
+        return 0
+    print(f"\n## {figure} (0.5B model)")
+    start = time.perf_counter()
+    cli = overrides(args, work, work / "model", "grpo", "grpo_profile")
+    code, tail = profile(work, "grpo", cli, out / "profile.json", cli_env(work), timeout=600)
+    seconds = time.perf_counter() - start
+    value = f"ok in {seconds:.0f} s" if code == 0 else f"error: exit {code}"
+    results.add("profile", figure, value, " ".join(tail)[:200])
+    return code
+
+
+def plan_part(args, work: Path, out: Path, results: Results) -> int:
+    from gpu_check_parts import config, overrides
+    from gpu_check_planner import held_settings, predicted_step
+
+    profiled = (out / "profile.json").exists()
+    if args.plan_after_profile and not profiled:
+        print("\n## the planner after the profile: skipped: no profile was written")
+        results.add("plan", "grpo step predicted, profiled", "skipped: no profile was written")
+        return 0
+    label = "profiled" if profiled else "before the profile"
+    print(f"\n## the planner's predicted GRPO step ({label}) vs the measured one")
+    measured = results.number("steps", "grpo step time")
+    cfg = config(args, work, work / "model", "grpo", "grpo_time")
+    cli = [*overrides(args, work, work / "model", "grpo", "grpo_time"), *held_settings(cfg)]
+    figure = f"grpo step predicted, {label}"
+    plan_json = out / f"plan{'_profiled' if profiled else ''}.json"
+    try:
+        found = predicted_step(work, "grpo", cli, plan_json, cli_env(work))
+    except Exception as err:  # report it in the table; the measured figures stand
+        print(f"placerl plan --auto failed: {type(err).__name__}: {err}")
+        results.add("plan", figure, f"error: {type(err).__name__}", str(err)[:200])
+        return 1
+    step = found["step_s"]
+    top = sorted(found["phases"].items(), key=lambda kv: -kv[1])[:3]
+    phases = ", ".join(f"{k} {v:.3f} s" for k, v in top)
+    note = f"local plan, calibration: {found['calibration']}; {phases}"
+    print(f"predicted {step:.3f} s ({note})")
+    results.add("plan", figure, f"{step:.3f} s", note, number=step)
+    if measured is None:
+        results.add("plan", "grpo step measured", "none", "the steps part recorded no step time")
+        return 0
+    print(f"measured {measured:.3f} s: predicted / measured {step / measured:.2f}")
+    if not profiled:
+        results.add("plan", "grpo step measured", f"{measured:.3f} s", "the steps part's")
+    ratio = f"predicted / measured, {label}"
+    results.add("plan", ratio, f"{step / measured:.2f}", number=step / measured)
+    return 0
+
+
+def run_part(name: str, args, work: Path, out: Path, results: Results) -> int:
+    """One part; its exit code (1: a stage or the planner call failed)."""
+    import gpu_check_parts as parts
+
+    model_dir = work / "model"
+    if name == "model":
+        model_part(args, work, results)
+        return 0
+    if name == "stages" and args.skip_stages:
+        results.add("stages", "every stage", "skipped: --skip-stages")
+        return 0
+    if name == "stages":
+        return 1 if parts.every_stage(args, work, results) else 0
+    if name == "table":
+        write_table(results, out / "gpu_check.md")
+        return 0
+    if name in ("profile", "plan"):
+        fn = profile_part if name == "profile" else plan_part
+        return fn(args, work, out, results)
+    params = parts.build_model_dir(model_dir, TINY if args.tiny else QWEN2_05B, not args.cpu)
+    if name == "steps":
+        parts.step_times(args, work, model_dir, params, results)
+    elif name == "generation":
+        parts.generation(args, model_dir, results)
+    elif name == "memory":
+        parts.memory(args, work, model_dir, results)
+    elif name == "ray" and args.skip_ray:
+        print("\n## Flatten on Ray: skipped (--skip-ray)")
+        results.add("ray", "Flatten on Ray", "skipped: --skip-ray")
+    elif name == "ray":
+        from gpu_check_ray import flatten_on_ray
+
+        flatten_on_ray(args, work, model_dir, results)
+    return 0
 
 
 def main(argv=None) -> int:
@@ -404,25 +204,21 @@ def main(argv=None) -> int:
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p
     )
-    if not args.cpu and not torch.cuda.is_available():
-        raise SystemExit("no CUDA device: run with --cpu --tiny for the smoke test")
-    dims = TINY if args.tiny else QWEN2_05B
+    if args.part != "table":
+        import torch
+
+        if not args.cpu and not torch.cuda.is_available():
+            raise SystemExit("no CUDA device: run with --cpu --tiny for the smoke test")
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.workdir or tmp)
-        model_dir = work / "model"
-        params = build_model_dir(model_dir, dims)
-        where = "CPU" if args.cpu else torch.cuda.get_device_name()
-        print(f"# placerl GPU check on {where}: Qwen2-shaped, {params / 1e6:.1f}M parameters, bf16")
-        failed = [] if args.skip_stages else every_stage(args, work)
-        step_times(args, work, model_dir, params)
-        generation(args, model_dir)
-        memory(args, work, model_dir)
-        if args.skip_ray:
-            print("\n## Flatten on Ray: skipped (--skip-ray)")
-        else:
-            flatten_on_ray(args, work, model_dir)
+        out = Path(args.out) if args.out else work
+        results = Results(out / "gpu_check.jsonl")
+        if args.part:
+            return run_part(args.part, args, work, out, results)
+        codes = {name: run_part(name, args, work, out, results) for name in PARTS}
+    failed = [name for name, code in codes.items() if code]
     if failed:
-        print(f"\nFAILED stages on the device: {', '.join(failed)}")
+        print(f"\nFAILED parts: {', '.join(failed)}")
         return 1
     return 0
 

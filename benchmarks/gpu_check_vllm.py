@@ -12,13 +12,21 @@ from pathlib import Path
 import torch
 
 
-def engine_section(args, model_dir: Path, ids: torch.Tensor, mask: torch.Tensor, placerl_rate):
+def engine_section(
+    args, model_dir: Path, ids: torch.Tensor, mask: torch.Tensor, placerl_rate, results
+):
     from placerl.rollout.sampling import SamplingParams
     from placerl.rollout.vllm_engine import EngineOptions, VLLMEngine, vllm_available
 
-    print("\n## vLLM engine vs placerl's sampler (same rows, bf16)")
+    rows = ids.shape[0]
+    figure = f"vLLM, {rows} rows"
+    print(f"\n## vLLM engine vs placerl's sampler ({rows} rows, bf16)")
     if not vllm_available():
-        print('skipped: vLLM is not installed (pip install -e ".[vllm]")')
+        why = (
+            "vLLM is not installed (its wheel, hundreds of MB, does not travel to the GPU machine)"
+        )
+        print(f"skipped: {why}")
+        results.add("generation", figure, f"skipped: {why}")
         return
     if args.tiny and args.cpu:
         print("note: vLLM's CPU attention needs head_dim >= 32; the tiny model may not load")
@@ -34,6 +42,7 @@ def engine_section(args, model_dir: Path, ids: torch.Tensor, mask: torch.Tensor,
         engine = VLLMEngine(model_dir, options, end_token_ids=[], pad_token_id=0)
     except Exception as err:  # report, do not fail the whole check
         print(f"vLLM failed to start: {type(err).__name__}: {err}")
+        results.add("generation", figure, f"error: {type(err).__name__}", str(err)[:160])
         return
     print(f"engine start-up: {time.perf_counter() - start:.1f} s")
     params = SamplingParams(max_new_tokens=args.new_tokens)
@@ -45,6 +54,8 @@ def engine_section(args, model_dir: Path, ids: torch.Tensor, mask: torch.Tensor,
     print(
         f"vLLM: {rate:.0f} tokens/s ({tokens} tokens); vLLM / placerl: {rate / placerl_rate:.2f}x"
     )
+    note = f"vLLM / placerl sampler {rate / placerl_rate:.2f}x"
+    results.add("generation", figure, f"{rate:.0f} tokens/s", note)
     if gpu:
         torch.cuda.synchronize()
         before = torch.cuda.mem_get_info()[0]
@@ -58,5 +69,7 @@ def engine_section(args, model_dir: Path, ids: torch.Tensor, mask: torch.Tensor,
             f"sleep mode: free memory {before / gib:.1f} GiB awake -> {after / gib:.1f} GiB asleep "
             f"({(after - before) / gib:.1f} GiB freed for the trainer), {woken / gib:.1f} GiB woken"
         )
+        freed = f"{(after - before) / gib:.1f} GiB freed"
+        results.add("generation", "vLLM sleep mode", freed, f"{woken / gib:.1f} GiB free woken")
     else:
         print("sleep mode: GPU only (not measured here)")

@@ -266,7 +266,7 @@ def token_rewards_from_scores(
     if kl is not None:
         rewards = _where(valid, -kl_coef * kl.to(scores.dtype))
     positions = torch.arange(mask.shape[1], device=mask.device)  # (R,)
-    last = torch.where(valid, positions, -1).max(dim=1).values  # (B,) -1 when empty
+    last = torch.where(valid, positions, -1).amax(dim=1)  # (B,) -1 when empty
     score_at_last = torch.where(last >= 0, scores, scores.new_zeros(()))  # (B,)
     return rewards.scatter_add(1, last.clamp(min=0).unsqueeze(1), score_at_last.unsqueeze(1))
 

@@ -42,6 +42,45 @@ CHATML_TEMPLATE = (
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
 
+# Qwen2.5-Instruct's template with tools (its structure and text; the default system prompt
+# shortened): tool schemas in the system turn, assistant tool calls re-serialised as
+# ``<tool_call>\n{"name": ..., "arguments": ...}\n</tool_call>``, consecutive tool results
+# grouped into one ``user`` turn of ``<tool_response>`` blocks.
+QWEN25_TOOLS_TEMPLATE = (
+    "{%- if tools %}{{- '<|im_start|>system\\n' }}"
+    "{%- if messages[0]['role'] == 'system' %}{{- messages[0]['content'] }}"
+    "{%- else %}{{- 'You are a helpful assistant.' }}{%- endif %}"
+    "{{- '\\n\\n# Tools\\n\\nYou may call one or more functions to assist with the user query."
+    "\\n\\nYou are provided with function signatures within <tools></tools> XML tags:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' }}{{- tool | tojson }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nFor each function call, return a json object with function name and "
+    'arguments within <tool_call></tool_call> XML tags:\\n<tool_call>\\n{\\"name\\": '
+    '<function-name>, \\"arguments\\": <args-json-object>}\\n</tool_call><|im_end|>\\n\' }}'
+    "{%- else %}{%- if messages[0]['role'] == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0]['content'] + '<|im_end|>\\n' }}"
+    "{%- else %}{{- '<|im_start|>system\\nYou are a helpful assistant.<|im_end|>\\n' }}"
+    "{%- endif %}{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if (message.role == 'user') or (message.role == 'system' and not loop.first) or "
+    "(message.role == 'assistant' and not message.tool_calls) %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}"
+    "{%- elif message.role == 'assistant' %}{{- '<|im_start|>' + message.role }}"
+    "{%- if message.content %}{{- '\\n' + message.content }}{%- endif %}"
+    "{%- for tool_call in message.tool_calls %}"
+    "{%- if tool_call.function is defined %}{%- set tool_call = tool_call.function %}{%- endif %}"
+    '{{- \'\\n<tool_call>\\n{\\"name\\": \\"\' }}{{- tool_call.name }}'
+    "{{- '\\\", \\\"arguments\\\": ' }}{{- tool_call.arguments | tojson }}{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}{{- '<|im_end|>\\n' }}"
+    "{%- elif message.role == 'tool' %}"
+    "{%- if (loop.index0 == 0) or (messages[loop.index0 - 1].role != 'tool') %}"
+    "{{- '<|im_start|>user' }}{%- endif %}"
+    "{{- '\\n<tool_response>\\n' }}{{- message.content }}{{- '\\n</tool_response>' }}"
+    "{%- if loop.last or (messages[loop.index0 + 1].role != 'tool') %}{{- '<|im_end|>\\n' }}"
+    "{%- endif %}{%- endif %}{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+TOOL_CALL_TOKENS = ("<tool_call>", "</tool_call>")  # added (not special) tokens, as in Qwen2.5
+
 # The tokenizer_class a real checkpoint of each architecture names (kept on export).
 TOKENIZER_CLASS = {"qwen2": "Qwen2Tokenizer", "llama": "PreTrainedTokenizerFast"}
 
@@ -51,12 +90,16 @@ _TEXT = (
 )
 
 
-def build_chat_tokenizer(corpus: list[str] | None = None, bpe_size: int = 512):
-    """A byte-level BPE with ChatML special tokens, EOS ``<|endoftext|>`` and no pad token."""
+def build_chat_tokenizer(corpus: list[str] | None = None, bpe_size: int = 512, tools: bool = False):
+    """A byte-level BPE with ChatML special tokens, EOS ``<|endoftext|>`` and no pad token;
+    ``tools``: Qwen2.5's tool template and its ``<tool_call>`` tokens (added, not special)."""
     tok = train_digit_bpe([*(corpus or []), _TEXT], bpe_size)
     fast = PreTrainedTokenizerFast(tokenizer_object=tok, eos_token=ENDOFTEXT)
     fast.add_special_tokens({"additional_special_tokens": [IM_START, IM_END]})
     fast.chat_template = CHATML_TEMPLATE
+    if tools:
+        fast.add_tokens(list(TOOL_CALL_TOKENS))
+        fast.chat_template = QWEN25_TOOLS_TEMPLATE
     assert fast.pad_token is None and fast.bos_token is None
     return fast
 
@@ -107,12 +150,14 @@ def make_chat_model_dir(
     corpus: list[str] | None = None,
     size: TinyLlamaSize | None = None,
     seed: int = 0,
+    tools: bool = False,
 ) -> Path:
     """Build tokenizer + model and save both under ``path``, as a real checkpoint looks:
     ``config.json``, ``generation_config.json`` (a list of end tokens), tokenizer files
-    naming the architecture's ``tokenizer_class`` and no pad token."""
+    naming the architecture's ``tokenizer_class`` and no pad token (``tools``: see
+    ``build_chat_tokenizer``)."""
     path = Path(path)
-    tokenizer = build_chat_tokenizer(corpus)
+    tokenizer = build_chat_tokenizer(corpus, tools=tools)
     model = build_chat_model(tokenizer, arch, vocab_size, size, seed)
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)

@@ -13,7 +13,7 @@ The decode fit: on a GPU a few-row step is bound by streaming the weights, so th
 intercept holds ``params · bytes / memory_bw`` as well as the per-layer launch time; the
 spec's HBM bandwidth × the engine's efficiency is taken for ``memory_bw`` and the rest of the
 intercept is ``decode_overhead_per_layer``. Constants not measured come from the device's spec
-(``placerl/placement/hardware``) when its name matches one, else from the H100's.
+(``placerl/placement/cost/hardware``) when its name matches one, else from the H100's.
 """
 
 from __future__ import annotations
@@ -102,10 +102,11 @@ def gpu_machine(
     opt: float,
     copies: dict,
     nccl: dict | None,
-    rpc: float,
+    rpc: float | None,
     dtype_bytes: int,
 ):
-    """The fitted GPU ``Machine``: measured where measured, the spec's figures elsewhere."""
+    """The fitted GPU ``Machine``: measured where measured, the spec's figures elsewhere
+    (``rpc`` None: Ray is not installed, the spec's call latency stays)."""
     base = from_spec(spec_for(label), engine_spec("placerl"))
     streamed = shape.params * dtype_bytes / base.memory_bw
     per_layer = max(0.0, decode["decode_overhead_per_layer"] - streamed / shape.layers)
@@ -126,12 +127,24 @@ def gpu_machine(
         "decode_overhead_per_layer": per_layer,
         "optimizer_params_per_s": opt,
         "host_bw": copies["host_bw"],
-        "rpc_latency": rpc,
         "source": "profile",
     }
+    if rpc is not None:
+        changes["rpc_latency"] = rpc
     if nccl:
         changes |= {"intra_bw": nccl["bw"], "collective_latency": nccl["latency"]}
     return base.with_(**changes)
+
+
+def ray_call_latency(shape: ModelShape, log=print) -> float | None:
+    """A Ray phase call's round trip; None where Ray is not installed (a one-GPU machine runs
+    the local plan without it)."""
+    import importlib.util
+
+    if importlib.util.find_spec("ray") is None:
+        log("Ray is not installed: the phase-call latency stays the spec's")
+        return None
+    return measure_ray(shape, worker_update=False)["rpc_latency"]
 
 
 def run_gpu_profile(shape: ModelShape, precision: str = "bf16", log=print) -> dict[str, Any]:
@@ -150,7 +163,7 @@ def run_gpu_profile(shape: ModelShape, precision: str = "bf16", log=print) -> di
     log("compute and decode measured; copies, NCCL and a Ray call next")
     copies = measure_host_copies(device)
     nccl = measure_nccl()
-    rpc = measure_ray(shape, worker_update=False)["rpc_latency"]
+    rpc = ray_call_latency(shape, log)
     dtype_bytes = 2 if precision == "bf16" else 4
     machine = gpu_machine(shape, label, roles, decode, opt, copies, nccl, rpc, dtype_bytes)
     return {

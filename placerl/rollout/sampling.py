@@ -26,7 +26,7 @@ Departures from ``model.generate`` that matter for RL (measured in benchmarks/ge
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -141,15 +141,66 @@ def _decode_loop(
     uniforms: Tensor | None,
     tokenizer,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """Prefill, then sample token by token until every row is finished or the budget is spent.
+    """Prefill the left-padded prompts, then ``decode``."""
+    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
+    cache = DynamicCache(config=model.config)
+    logits = prefill(model, prompt_ids, prompt_mask, positions, cache)
+    start = Prefilled(cache, logits, prompt_mask, positions[:, -1:] + 1)
+    return decode(model, start, params, eos_token_id, pad_token_id, uniforms, tokenizer)
+
+
+@dataclass
+class Prefilled:
+    """A batch ready to sample its next token: the cache of everything fed so far, the (B, V)
+    logits of the next token, the (B, L) mask over the cache's L positions and the (B, 1)
+    position id the next token takes."""
+
+    cache: DynamicCache
+    logits: Tensor
+    mask: Tensor
+    position: Tensor
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Rows that stopped at this step, shown to ``decode``'s ``on_finish`` before they leave
+    the cache: ``local`` (k,) their index among the running rows, ``rows`` (k,) in the batch,
+    ``tokens`` (k,) the token each sampled last (not fed to the model yet), ``position`` (k, 1)
+    the position id it takes, ``ended`` (k,) whether it ended the row (an end token or a stop
+    string) rather than the row's token limit. ``mask`` (A, L) covers the cache's positions."""
+
+    cache: DynamicCache
+    mask: Tensor
+    local: Tensor
+    rows: Tensor
+    tokens: Tensor
+    position: Tensor
+    ended: Tensor
+
+
+def decode(
+    model: torch.nn.Module,
+    start: Prefilled,
+    params: SamplingParams,
+    eos_token_id: int | Sequence[int],
+    pad_token_id: int,
+    uniforms: Tensor | None,
+    tokenizer,
+    *,
+    limits: Tensor | None = None,
+    on_finish: Callable[[Finished], None] | None = None,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Sample token by token until every row is finished or the budget is spent.
 
     Only the rows still running are fed to the model: when rows finish, they are dropped from
     the batch (and from the KV cache), and ``rows`` maps the survivors back to their place.
+    ``limits`` (B,) caps each row's tokens below ``max_new_tokens``; ``on_finish`` sees the
+    rows that stop, before they leave the cache (multi-turn keeps their keys and values).
     Returns (B, R) response ids, mask and log-probs, R = the number of steps actually taken,
     which is the longest response: the loop stops as soon as no row is still running.
     """
-    batch, width = prompt_ids.shape
-    device = prompt_ids.device
+    batch, width = start.mask.shape
+    device = start.mask.device
     budget = params.max_new_tokens
     eos = torch.as_tensor(eos_token_id, dtype=torch.long, device=device).reshape(-1)
     stops = StopStrings(tokenizer, params.stop_strings) if params.stop_strings else None
@@ -160,54 +211,65 @@ def _decode_loop(
 
     # Every response slot of a running row is real, so the mask is all ones past the prompt:
     # build it once and pass a growing view of it each step.
-    mask = torch.cat([prompt_mask, prompt_mask.new_ones(batch, budget)], dim=1)
-    positions = (prompt_mask.cumsum(-1) - 1).clamp(min=0)
-    position = positions[:, -1:] + 1  # (A, 1) position id of the next token
+    mask = torch.cat([start.mask, start.mask.new_ones(batch, budget)], dim=1)
+    position = start.position  # (A, 1) position id of the next token
     rows = torch.arange(batch, device=device)  # (A,) batch index of each running row
-
-    cache = DynamicCache(config=model.config)
-    logits = _prefill(model, prompt_ids, prompt_mask, positions, cache)
+    cache, logits = start.cache, start.logits
     for step in range(budget):
         noise = None if uniforms is None else uniforms[rows, step]
         token, token_log_prob = sample_next(logits, params, uniforms=noise)
         response[rows, step] = token
         response_mask[rows, step] = 1
         log_probs[rows, step] = token_log_prob
-        finished = torch.isin(token, eos)
+        ended = torch.isin(token, eos)
         if stops is not None:
-            finished |= stops.completed(response[rows, : step + 1])
+            ended |= stops.completed(response[rows, : step + 1])
+        finished = ended if limits is None else ended | (limits[rows] <= step + 1)
         if step + 1 == budget:
+            if on_finish is not None:
+                every = torch.arange(rows.numel(), device=device)
+                on_finish(
+                    Finished(cache, mask[:, : width + step], every, rows, token, position, ended)
+                )
             break
         if bool(finished.any()):  # the one host sync per step
             keep = (~finished).nonzero().squeeze(-1)
+            if on_finish is not None:
+                done = finished.nonzero().squeeze(-1)
+                view = mask[:, : width + step]
+                on_finish(
+                    Finished(
+                        cache, view, done, rows[done], token[done], position[done], ended[done]
+                    )
+                )
             if keep.numel() == 0:
                 break
             rows, mask, position, token = rows[keep], mask[keep], position[keep], token[keep]
             cache.batch_select_indices(keep)
         ids = token.unsqueeze(-1)
-        logits = _last_logits(model, ids, mask[:, : width + step + 1], position, cache)
+        logits = last_logits(model, ids, mask[:, : width + step + 1], position, cache)
         position = position + 1
     steps = step + 1
     return response[:, :steps], response_mask[:, :steps], log_probs[:, :steps]
 
 
-def _prefill(
+def prefill(
     model: torch.nn.Module, ids: Tensor, mask: Tensor, positions: Tensor, cache: DynamicCache
 ) -> Tensor:
-    """``_last_logits`` of the prompts, each distinct prompt computed once: a group of samples
+    """``last_logits`` of the prompts, each distinct prompt computed once: a group of samples
     (GRPO/RLOO, PPO's n > 1) repeats its prompt, and its rows then share one prefill whose
     keys and values are gathered to every row (models/shared_prefix.py does the same in
     training). A row's result does not depend on which other rows share its batch."""
     plan = distinct_prompts(ids, mask)
     if plan is None:
-        return _last_logits(model, ids, mask, positions, cache)
+        return last_logits(model, ids, mask, positions, cache)
     first, inverse = plan
-    logits = _last_logits(model, ids[first], mask[first], positions[first], cache)
+    logits = last_logits(model, ids[first], mask[first], positions[first], cache)
     cache.reorder_cache(inverse)
     return logits.index_select(0, inverse)
 
 
-def _last_logits(
+def last_logits(
     model: torch.nn.Module, ids: Tensor, mask: Tensor, positions: Tensor, cache: DynamicCache
 ) -> Tensor:
     """float32 (B, V) logits of the last position; ``logits_to_keep=1`` spares the prefill

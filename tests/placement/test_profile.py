@@ -190,6 +190,33 @@ def test_a_gpu_profile_overrides_the_spec_with_what_it_measured():
     assert one_gpu.intra_bw != 3e11  # no second GPU: the spec's link
 
 
+def test_a_gpu_profile_without_ray_keeps_the_specs_call_latency(monkeypatch):
+    """A one-GPU machine without Ray (the GPU check's) profiles all the rest."""
+    import importlib.util
+
+    from placerl.profiling import gpu as profile_gpu
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util, "find_spec", lambda name, *a: None if name == "ray" else real(name, *a)
+    )
+    lines = []
+    assert profile_gpu.ray_call_latency(named_shape("7B"), lines.append) is None
+    assert "Ray is not installed" in lines[0]
+    spec = profile_gpu.gpu_machine(named_shape("7B"), "NVIDIA-H200", *_measured(), None, 2)
+    measured = profile_gpu.gpu_machine(named_shape("7B"), "NVIDIA-H200", *_measured(), 0.004, 2)
+    assert measured.rpc_latency == 0.004 and spec.rpc_latency != 0.004 and spec.rpc_latency > 0
+
+
+def _measured():
+    roles = dict.fromkeys(("train_flops", "forward_flops", "value_train_flops"), 4e14)
+    roles |= dict.fromkeys(("value_forward_flops",), 4e14)
+    roles |= dict.fromkeys(("update_overhead", "value_update_overhead"), 0.01)
+    roles |= dict.fromkeys(("forward_call_s", "value_call_s"), 0.002)
+    decode = {"decode_overhead_per_layer": 1e-3, "decode_flops": 1e14}
+    return roles, decode, 2e10, {"host_bw": 2.5e10}, None
+
+
 def test_profile_on_gpu_without_one_is_one_message(store, capsys):
     import torch
 

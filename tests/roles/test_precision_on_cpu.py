@@ -105,7 +105,7 @@ def test_first_ratio_of_a_fresh_batch_is_one_under_bf16(
     assert gap > 1e-4  # bf16 rounding of a different computation (~1e-3 here)
 
 
-def test_fsdp2_mixed_precision_policy_keeps_fp32_masters(tiny_model_dir):
+def test_fsdp2_mixed_precision_policy_keeps_fp32_masters(tiny_model_dir, tmp_path):
     """bf16 compute under FSDP2 (one rank, gloo): bf16 parameters in the forward, fp32
     sharded parameters and gradients (torchtitan's policy at any mesh size)."""
     import torch.distributed as dist
@@ -116,7 +116,9 @@ def test_fsdp2_mixed_precision_policy_keeps_fp32_masters(tiny_model_dir):
 
     if dist.is_initialized():
         pytest.skip("a process group already exists")
-    dist.init_process_group("gloo", init_method="tcp://127.0.0.1:29517", rank=0, world_size=1)
+    # a file rendezvous: no TCP port that another test run on this machine may hold
+    store = f"file://{tmp_path / 'rendezvous'}"
+    dist.init_process_group("gloo", init_method=store, rank=0, world_size=1)
     try:
         model = load_policy(tiny_model_dir)
         shard_model(model, init_device_mesh("cpu", (1,)), precision="bf16")

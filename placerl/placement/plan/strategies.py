@@ -19,7 +19,7 @@ produced, and never shards it; it takes no memory in validation.
 
 Sharding (``none | full | hybrid``) applies to the model roles (actor, critic, reference,
 reward model). The rollout is never sharded: it samples from a whole copy of the weights.
-These functions do not validate; ``placerl.placement.validate.validate_plan`` does.
+These functions do not validate; ``placerl.placement.plan.validate.validate_plan`` does.
 """
 
 from __future__ import annotations
