@@ -27,16 +27,24 @@ def decode_rows_for(shape: ModelShape, decode_flops_per_s: float, seconds: float
 
 
 def measure_decode_at(
-    model, shape: ModelShape, thread_counts, device="cpu", row_counts=ROWS, advance=None
+    model,
+    shape: ModelShape,
+    thread_counts,
+    device="cpu",
+    row_counts=ROWS,
+    advance=None,
+    repeats: int = REPEATS,
+    long: int = 36,
 ) -> list[dict]:
-    """Decode-step seconds at ``row_counts`` rows (``(t36 - t4) / 32`` of placerl's sampler) on
+    """Decode-step seconds at ``row_counts`` rows (``(t36 - t4) / 32`` of placerl's sampler, or
+    ``long`` instead of 36) on
     each thread count (``timed_threads``), fitted by least squares to ``layers · overhead +
     rows · flops_per_token / decode_flops``."""
     import torch
 
     from placerl.rollout.sampling import SamplingParams, generate
 
-    prompt, short, long = 8, 4, 36
+    prompt, short = 8, 4
     steps: list[dict[int, float]] = [{} for _ in thread_counts]
     for done, rows in enumerate(row_counts):
         ids = torch.randint(3, shape.vocab, (rows, prompt)).to(device)
@@ -50,7 +58,7 @@ def measure_decode_at(
                 ),
                 device,
             )
-            times[n] = timed_threads(run, thread_counts, REPEATS)
+            times[n] = timed_threads(run, thread_counts, repeats)
         for i in range(len(thread_counts)):
             steps[i][rows] = max(1e-6, (times[long][i] - times[short][i]) / (long - short))
         if advance is not None:
@@ -77,7 +85,7 @@ def measure_optimizer(model, device="cpu") -> float:
     return measure_optimizer_at(model, (torch.get_num_threads(),), device)[0]
 
 
-def measure_optimizer_at(model, thread_counts, device="cpu") -> list[float]:
+def measure_optimizer_at(model, thread_counts, device="cpu", repeats: int = 5) -> list[float]:
     """``measure_optimizer`` on each of ``thread_counts``, taking turns (``timed_threads``)."""
     import torch
 
@@ -85,4 +93,4 @@ def measure_optimizer_at(model, thread_counts, device="cpu") -> list[float]:
         p.grad = torch.zeros_like(p)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-5)
     params = sum(p.numel() for p in model.parameters())
-    return [params / s for s in timed_threads(synced(opt.step, device), thread_counts)]
+    return [params / s for s in timed_threads(synced(opt.step, device), thread_counts, repeats)]

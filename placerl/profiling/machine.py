@@ -14,6 +14,7 @@ box has no room for it; a skipped part takes the built-in defaults and is measur
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,13 +27,23 @@ from placerl.placement.cost.shapes import tiny_default
 from placerl.profiling.collectives import measure_collectives
 from placerl.profiling.progress import Steps
 from placerl.profiling.ray_calls import measure_ray
-from placerl.profiling.runs import measure_runs
+from placerl.profiling.runs import (
+    local_run,
+    ray_run,
+    run_peaks,
+    runs_line,
+    tiny_model,
+    tiny_state_bytes,
+)
 
 # (name, what the bar shows, estimated seconds on a quiet 2-core x86 VM)
+# in the order they are measured: what separates worker plans from the local one first (a
+# Ray call, a worker's update and step), then gloo, then the process baseline (memory only;
+# the defaults' 480 MiB is what it measured here)
 PARTS = (
-    ("collectives", "gloo collectives and shared cores (two processes)", 9.0),
-    ("ray", "a Ray phase call and a worker's update", 10.0),
-    ("runs", "two tiny real runs (process baselines, the controller's work)", 26.0),
+    ("ray", "Ray: a phase call, a worker's update, a tiny run on two workers", 16.0),
+    ("collectives", "gloo collectives and shared cores (two processes)", 7.5),
+    ("runs", "a tiny local run in a fresh process (the process baseline)", 6.0),
 )
 
 
@@ -64,7 +75,8 @@ class MachinePart:
     def fields(self, threads: int) -> dict[str, Any]:
         """The ``Machine`` fields these measurements set (the defaults' where not measured)."""
         d = CPU_DEFAULT
-        coll, ray, runs = self.collectives or {}, self.ray or {}, self.runs or {}
+        coll, ray = self.collectives or {}, self.ray or {}
+        runs = (self.runs or {}) | {k: v for k, v in ray.items() if k.startswith("worker_")}
         shared = coll["step_alone_s"] / coll["step_shared_s"] if "step_shared_s" in coll else 1.0
         slowed = coll["decode_shared_s"] / coll["decode_alone_s"] if "decode_alone_s" in coll else 1
         return {
@@ -136,27 +148,47 @@ def store_part(part: MachinePart) -> Path:
     return path
 
 
+def measure_local(work: Path) -> dict[str, float]:
+    """The tiny local run (a fresh interpreter): the process baseline, the controller's work."""
+    return local_run(work, tiny_model(work))
+
+
+def measure_ray_part(work: Path, process_bytes: float) -> dict[str, Any]:
+    """One Ray session: a phase call's round trip, a worker's update over the same update
+    here, and the tiny run on two workers (in this process: Ray is up already)."""
+    if not (work / "base_model").is_dir():
+        tiny_model(work)
+    state = tiny_state_bytes(work / "base_model")
+    return measure_ray(
+        tiny_default(), also=lambda: ray_run(work, state, process_bytes, runner=run_peaks)
+    )
+
+
 def measure_part(
     part: MachinePart, steps: Steps, budget_s: float, now: Conditions, log
 ) -> MachinePart:
     """The parts ``part`` lacks, measured while the time box allows (``steps`` shows them)."""
     threads = now.threads
-    measure = {
-        "collectives": lambda: measure_collectives(tiny_default() if threads > 1 else None),
-        "ray": lambda: measure_ray(tiny_default()),
-        "runs": lambda: measure_runs(log),
-    }
-    fresh = False
-    for name, label, estimate in PARTS:
-        if getattr(part, name) is not None:
-            continue
-        if steps.elapsed + estimate > budget_s:
-            steps.skip(label, estimate, f"the {budget_s:.0f} s time box; defaults stand in")
-            continue
-        with steps.step(label, estimate):
-            setattr(part, name, measure[name]())
-        fresh = True
+    with tempfile.TemporaryDirectory(prefix="placerl-runs-") as tmp:
+        work = Path(tmp)
+        process = lambda: (part.runs or {}).get("process_bytes", CPU_DEFAULT.process_bytes)  # noqa: E731
+        measure = {
+            "collectives": lambda: measure_collectives(tiny_default() if threads > 1 else None),
+            "runs": lambda: measure_local(work),
+            "ray": lambda: measure_ray_part(work, process()),
+        }
+        fresh = False
+        for name, label, estimate in PARTS:
+            if getattr(part, name) is not None:
+                continue
+            if steps.elapsed + estimate > budget_s:
+                steps.skip(label, estimate, f"the {budget_s:.0f} s time box; defaults stand in")
+                continue
+            with steps.step(label, estimate):
+                setattr(part, name, measure[name]())
+            fresh = True
     if fresh:
+        log(f"profile: {runs_line({**(part.runs or {}), **(part.ray or {})})}")
         part.conditions = now.to_dict()
         part.note = "measured now" + (f" (missing: {part.missing()})" if part.missing() else "")
         store_part(part)

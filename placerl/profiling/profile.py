@@ -22,8 +22,8 @@ Ray and gloo add between processes, and what the controller does besides; the co
 It is time-boxed (``BUDGET_S``, 60 s): the model's own measurements come first; a machine-wide
 part with no room left keeps the defaults and is measured next time. A progress bar (rich)
 shows what is measured and the time left. The profile records the conditions it was measured
-under (``placement/cost/conditions.py``): a probe before and after, so a later use can tell
-whether the machine still runs like this. ``--device gpu`` measures on a GPU (``gpu.py``).
+under (``placement/cost/conditions.py``): a probe before and after (their mean is kept), so a
+later use can tell whether the machine still runs like this. ``--device gpu`` measures on a GPU (``gpu.py``).
 
 The thread exponent is ``log(Φ_all / Φ_1) / log(threads)``; the 1-thread and all-thread
 timings take turns, repeat by repeat (``timed_threads``), so drift does not bend their ratio.
@@ -39,7 +39,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from placerl.placement.cost.conditions import Conditions, compare, probe, remember
+from placerl.placement.cost.conditions import Conditions, compare, mean, probe, remember
 from placerl.placement.cost.machine import CPU_DEFAULT, Machine
 from placerl.placement.cost.profiles import default_path, profile_key
 from placerl.placement.cost.shapes import ModelShape, tiny_default
@@ -61,9 +61,21 @@ from placerl.profiling.roles import (
 )
 
 BUDGET_S = 60.0
-# placerl's calls against the probe's reference matmul on 1 thread (a 2-core x86 VM: an
-# update ran at ~0.35 of it, a decode step's matmuls at ~0.25): only to size the points
-TRAIN_SHARE, DECODE_SHARE = 0.35, 0.25
+# placerl's calls against the probe's reference matmul on 1 thread, only to size the points
+# and estimate the time (a 2-core Xeon VM: an update ran at 0.6-0.8 of it, a decode step's
+# matmuls at 0.1-0.3); Adam's parameters a second on 1 thread
+TRAIN_SHARE, DECODE_SHARE, ADAM_PARAMS_PER_S = 0.7, 0.25, 1.3e8
+
+
+def repeats_for(shape: ModelShape) -> int:
+    """Timed repeats of each measurement: 3, or 2 for a model over 20M parameters (its calls
+    take longer: fewer fit in the time box, and each is less noisy)."""
+    return REPEATS if shape.params < 20e6 else REPEATS - 1
+
+
+def decode_tokens_for(shape: ModelShape) -> int:
+    """The long generation's new tokens: 36 (32 timed decode steps), 20 over 20M parameters."""
+    return 36 if shape.params < 20e6 else 20
 
 
 def estimates(shape: ModelShape, points, rows, matmul: float, threads: int) -> dict[str, float]:
@@ -72,22 +84,23 @@ def estimates(shape: ModelShape, points, rows, matmul: float, threads: int) -> d
     from placerl.placement.cost.workload import Workload
     from placerl.types import Role
 
-    runs = (1 + REPEATS) * (1 + (threads > 1) / 1.6)  # warm-up + repeats, on 1 and all
-    train = TRAIN_SHARE * matmul
+    runs = (1 + repeats_for(shape)) * (1 + (threads > 1) / 1.6)  # warm-up + repeats, 1 and all
+    train, adam = TRAIN_SHARE * matmul, shape.params / ADAM_PARAMS_PER_S
     roles = 0.0
     for prompts, samples, prompt, response in points:
         w = Workload("profile", (Role.ACTOR,), {}, prompts, samples, prompt, response)
         flops = pass_flops(shape, w, prompts, prompts * samples)
-        calls = 2 if samples > 1 else 4  # update and forward; the critic's on plain rows
-        roles += calls / 2 * (4 * flops / train + 0.03)
+        calls = 1 if samples > 1 else 2  # the actor's; and the critic's on plain rows
+        roles += calls * (4 * flops / train + adam + 0.025)
+    tokens = 4 + decode_tokens_for(shape)
     decode = sum(
-        40 * (shape.layers * 1.5e-4 + r * shape.flops_per_token(24) / (DECODE_SHARE * matmul))
+        tokens * (shape.layers * 6e-4 + r * shape.flops_per_token(24) / (DECODE_SHARE * matmul))
         for r in rows
     )
     return {
         "build": 0.5 + shape.params / 2e7,
         "decode": decode * runs,
-        "optimizer": 6 * shape.params * 28 / 4e9 * runs,
+        "optimizer": adam * runs,
         "roles": roles * runs,
     }
 
@@ -100,15 +113,24 @@ def measure_model(shape: ModelShape, steps: Steps, now: Conditions, est: dict) -
         model = build_model(shape)
         critic = build_model(shape, value_head=True)
     rows = decode_rows_for(shape, DECODE_SHARE * matmul)
+    repeats = repeats_for(shape)
     with steps.step(f"decode steps of placerl's sampler ({rows} rows)", est["decode"]) as adv:
-        decodes = measure_decode_at(model, shape, counts, row_counts=rows, advance=adv)
+        decodes = measure_decode_at(
+            model,
+            shape,
+            counts,
+            row_counts=rows,
+            advance=adv,
+            repeats=repeats,
+            long=decode_tokens_for(shape),
+        )
     with steps.step("an AdamW step", est["optimizer"]):
-        opts = measure_optimizer_at(model, counts)
+        opts = measure_optimizer_at(model, counts, repeats=repeats)
     points = points_for(shape, TRAIN_SHARE * matmul)
     optimizer_s = [shape.params / o for o in opts]  # each count's, out of its intercepts
     with steps.step("the actor's and critic's updates and forwards", est["roles"]) as adv:
         roles = measure_roles_at(
-            model, critic, shape, counts, optimizer_s, points=points, advance=adv
+            model, critic, shape, counts, optimizer_s, points=points, advance=adv, repeats=repeats
         )
     return {"decodes": decodes, "opts": opts, "roles": roles, "points": points, "rows": rows}
 
@@ -162,7 +184,8 @@ def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=N
         "key": profile_key("cpu", shape),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
         "seconds": round(time.perf_counter() - start, 1),
-        "conditions": now.to_dict(),
+        "conditions": mean(now, end).to_dict(),  # what a later use is checked against
+        "conditions_start": now.to_dict(),
         "conditions_end": end.to_dict(),
         "machine": asdict(machine),
         "measurements": {

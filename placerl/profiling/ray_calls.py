@@ -10,8 +10,8 @@ log-prob phase.
 A Ray worker's update also takes longer than the same update in-process: Ray's core-worker
 threads (gRPC, the object store's) share the worker's cores, so it is slower by a share, not
 by a fixed time (+3.5% on the 1.6M model, +6% on the 6M one here). ``worker_update_factor`` is
-the median of one ``ActorWorker.update`` in two actors at once, as a Flatten step runs it,
-over the same update in the profile's process (at least 1).
+the median of one ``ActorWorker.update`` in the same two actors at once, as a Flatten step runs
+it, over the same update in the profile's process (at least 1).
 
 One Ray session serves both: started here and stopped after, or, when one is already up in
 this process, used as it is.
@@ -56,23 +56,22 @@ def _update_seconds(shape) -> float:
     return timed(lambda: actor.update(batch, PolicyObjective()), 5)
 
 
-def _worker_update_factor(ray, shape) -> float:
-    remote = ray.remote(num_cpus=1)(_update_seconds)
-    there = ray.get([remote.remote(shape) for _ in range(2)])
-    here = _update_seconds(shape)  # after: the actors' start-up does not slow it
-    return max(1.0, statistics.median(there) / here)
+class _Probe:
+    """A Ray actor (1 CPU) that echoes a batch and times an update, as a worker would."""
+
+    def call(self, batch):
+        import torch
+
+        torch.set_num_threads(1)
+        return batch["old_log_probs"] * 1.0, [("echo", time.time())]
+
+    def update_seconds(self, shape) -> float:
+        return _update_seconds(shape)
 
 
-def _rpc_latency(ray, shape, calls: int = 20) -> float:
+def _rpc_latency(ray, actors, shape, calls: int = 20) -> float:
     import torch
 
-    @ray.remote(num_cpus=1)
-    class Echo:
-        def call(self, batch):
-            torch.set_num_threads(1)
-            return batch["old_log_probs"] * 1.0, [("echo", time.time())]
-
-    actors = [Echo.remote() for _ in range(2)]
     batch = synthetic_batch(shape, 8, 4, 12, 32)
     halves = (batch[:16], batch[16:])
     ray.get([a.call.remote(h) for a, h in zip(actors, halves, strict=True)])  # warm-up
@@ -82,15 +81,26 @@ def _rpc_latency(ray, shape, calls: int = 20) -> float:
         outs = ray.get([a.call.remote(h) for a, h in zip(actors, halves, strict=True)])
         torch.cat([o[0] for o in outs])
         times.append(time.perf_counter() - start)
-    for a in actors:
-        ray.kill(a)
     return statistics.median(times)
 
 
-def measure_ray(shape, worker_update: bool = True) -> dict[str, float]:
-    """``rpc_latency`` and (unless ``worker_update`` is off) ``worker_update_factor``."""
+def _worker_update_factor(ray, actors, shape) -> float:
+    there = ray.get([a.update_seconds.remote(shape) for a in actors])  # both at once
+    here = _update_seconds(shape)  # after: the actors' start-up does not slow it
+    return max(1.0, statistics.median(there) / here)
+
+
+def measure_ray(shape, worker_update: bool = True, also=None) -> dict[str, float]:
+    """``rpc_latency`` and (unless ``worker_update`` is off) ``worker_update_factor``, on the
+    same two actors; then ``also()``'s measurements, in the same Ray session (a tiny run on
+    Ray workers)."""
     with _ray_session() as ray:
-        out = {"rpc_latency": _rpc_latency(ray, shape)}
+        actors = [ray.remote(num_cpus=1)(_Probe).remote() for _ in range(2)]
+        out = {"rpc_latency": _rpc_latency(ray, actors, shape)}
         if worker_update:
-            out["worker_update_factor"] = _worker_update_factor(ray, shape)
+            out["worker_update_factor"] = _worker_update_factor(ray, actors, shape)
+        for actor in actors:
+            ray.kill(actor)
+        if also is not None:
+            out |= also()
     return out

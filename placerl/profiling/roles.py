@@ -133,6 +133,7 @@ def measure_roles_at(
     precision: str = "fp32",
     points=POINTS,
     advance=None,
+    repeats: int = REPEATS,
 ) -> list[dict]:
     """Achieved FLOP/s and per-call seconds of the actor's and critic's updates and forwards
     on each of ``thread_counts`` torch threads (CPU; they take turns: ``timed_threads``), or
@@ -172,7 +173,7 @@ def measure_roles_at(
             calls["critic"] = lambda b=batch: value.update(b, ValueObjective())
             calls["values"] = lambda b=batch: value.values(b)
         for name, call in calls.items():
-            timed = timed_threads(synced(call, device), thread_counts, REPEATS)
+            timed = timed_threads(synced(call, device), thread_counts, repeats)
             for i, seconds in enumerate(timed):
                 times[i][name].append(seconds)
         if advance is not None:

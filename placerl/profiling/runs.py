@@ -151,44 +151,75 @@ def tiny_state_bytes(model_dir: Path) -> float:
     return 16.0 * (count_params(model_dir) or 0)
 
 
-def measure_runs(log=print) -> dict[str, Any]:
-    """Both baselines, in bytes, and both controller overheads, in seconds, with how they were
-    measured (``profile.run_profile``)."""
-    import statistics
+def tiny_model(work: Path) -> float:
+    """The tiny model in ``work/base_model``; its state's bytes (weights, gradients, Adam)."""
     from dataclasses import replace
 
     from placerl.models.factory import TinyLlamaSize, make_model_dir
     from placerl.stages.sources import builtin_corpus
 
+    make_model_dir(work / "base_model", builtin_corpus(), replace(TinyLlamaSize(), **TINY))
+    return tiny_state_bytes(work / "base_model")
+
+
+def local_run(work: Path, state: float) -> dict[str, float]:
+    """The local tiny run, in a fresh interpreter: the process baseline and the controller's
+    own work a step in-process."""
+    import statistics
+
+    local = run_fresh(tiny_config(work, {"strategy": "local", "device": "cpu"}))
+    return {
+        "process_bytes": float(local["workers"][0]["peak"] - state),
+        "step_overhead": max(0.0, statistics.median(local["step_gaps"])),
+    }
+
+
+def ray_run(work: Path, state: float, process_bytes: float, runner=None) -> dict[str, Any]:
+    """The tiny run on two Ray workers of one thread (``runner``: ``run_fresh``, or
+    ``run_peaks`` in a process that holds a Ray session already): a worker's baseline and
+    the controller's work a step with workers; ``process_bytes`` plus a bare Ray worker's
+    excess when Ray cannot run here."""
+    import statistics
+
+    two_workers = {"strategy": "flatten", "device": "cpu", "num_workers": 2}
+    try:
+        out = (runner or run_fresh)(tiny_config(work, two_workers | {"threads_per_worker": 1}))
+        return {
+            "worker_bytes": float(out["workers"][0]["peak"] - state),
+            "worker_measured_by": "a Ray worker's run",
+            "worker_step_overhead": max(0.0, statistics.median(out["step_gaps"])),
+        }
+    except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError):
+        how = "process + a bare Ray worker's excess"
+        return {"worker_bytes": float(process_bytes + RAY_WORKER_EXCESS), "worker_measured_by": how}
+
+
+def measure_runs(log=print) -> dict[str, Any]:
+    """Both baselines, in bytes, and both controller overheads, in seconds, with how they were
+    measured: the two tiny runs, each in a fresh interpreter."""
     with tempfile.TemporaryDirectory(prefix="placerl-runs-") as tmp:
         work = Path(tmp)
-        make_model_dir(work / "base_model", builtin_corpus(), replace(TinyLlamaSize(), **TINY))
-        state = tiny_state_bytes(work / "base_model")
-        local = run_fresh(tiny_config(work, {"strategy": "local", "device": "cpu"}))
-        process = local["workers"][0]["peak"] - state
-        step = statistics.median(local["step_gaps"])
-        two_workers = {"strategy": "flatten", "device": "cpu", "num_workers": 2}
-        try:
-            ray_run = run_fresh(tiny_config(work, two_workers | {"threads_per_worker": 1}))
-            worker, how = ray_run["workers"][0]["peak"] - state, "a Ray worker's run"
-            worker_step = statistics.median(ray_run["step_gaps"])
-        except (subprocess.SubprocessError, OSError, ValueError, KeyError, IndexError):
-            worker, how = process + RAY_WORKER_EXCESS, "process + a bare Ray worker's excess"
-            worker_step = None
-    log(
-        f"process baseline {process / 2**20:.0f} MiB, Ray worker {worker / 2**20:.0f} MiB ({how});"
-        f" controller {step * 1e3:.1f} ms a step"
-        + (f", {worker_step * 1e3:.1f} ms with workers" if worker_step is not None else "")
-    )
-    out = {
-        "process_bytes": float(process),
-        "worker_bytes": float(worker),
-        "worker_measured_by": how,
-        "step_overhead": max(0.0, step),
-    }
-    if worker_step is not None:
-        out["worker_step_overhead"] = max(0.0, worker_step)
+        state = tiny_model(work)
+        out = local_run(work, state)
+        out |= ray_run(work, state, out["process_bytes"])
+    log(runs_line(out))
     return out
+
+
+def runs_line(out: dict[str, Any]) -> str:
+    """What the tiny runs measured, in one line."""
+    parts = []
+    if "process_bytes" in out:
+        parts.append(f"process baseline {out['process_bytes'] / 2**20:.0f} MiB")
+    if "worker_bytes" in out:
+        parts.append(
+            f"Ray worker {out['worker_bytes'] / 2**20:.0f} MiB ({out['worker_measured_by']})"
+        )
+    if "step_overhead" in out:
+        parts.append(f"controller {out['step_overhead'] * 1e3:.1f} ms a step")
+    if "worker_step_overhead" in out:
+        parts.append(f"{out['worker_step_overhead'] * 1e3:.1f} ms with workers")
+    return ", ".join(parts)
 
 
 if __name__ == "__main__":  # run_fresh's child: a config on stdin, the peaks on stdout

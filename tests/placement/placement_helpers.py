@@ -82,22 +82,6 @@ def store_profile_of(machine, shape, device: str = "cpu", conditions=None):
     return path
 
 
-def stub_profiler(monkeypatch, machine=None):
-    """``strategy: auto``'s profiler stores ``machine`` (the defaults) instead of measuring
-    for a minute; returns the list of shapes it was asked for."""
-    import placerl.trainer
-    from placerl.placement.cost.machine import CPU_DEFAULT
-
-    asked = []
-
-    def profile(device, shape, say):
-        asked.append(shape)
-        store_profile_of(machine or CPU_DEFAULT, shape, device)
-
-    monkeypatch.setattr(placerl.trainer, "profile_here", profile)
-    return asked
-
-
 def quiet_probe(monkeypatch, conditions=None):
     """The one-second probe of the machine answers ``conditions`` (``QUIET``): a stored
     profile's conditions then hold or not by the test's say, not by this machine's load."""

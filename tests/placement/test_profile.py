@@ -42,7 +42,9 @@ def fake_measurements(monkeypatch):
             [{"decode_step_s": {}, "decode_overhead_per_layer": 2e-4, "decode_flops": 1e10}] * 2
         ),
     )
-    monkeypatch.setattr(prof, "measure_optimizer_at", lambda model, counts: [5e8] * len(counts))
+    monkeypatch.setattr(
+        prof, "measure_optimizer_at", lambda model, counts, **k: [5e8] * len(counts)
+    )
     roles = {
         "train_flops": 3e10,
         "forward_flops": 4e10,
@@ -75,10 +77,14 @@ def fake_measurements(monkeypatch):
         },
     )
     ray_calls = {"rpc_latency": 0.003, "worker_update_factor": 1.05}
-    monkeypatch.setattr(machine_part, "measure_ray", lambda shape: ray_calls)
-    runs = {"process_bytes": 4e8, "worker_bytes": 4.5e8, "worker_measured_by": "test"}
-    runs |= {"step_overhead": 0.001, "worker_step_overhead": 0.005}
-    monkeypatch.setattr(machine_part, "measure_runs", lambda log=print: runs)
+    ray_calls |= {
+        "worker_bytes": 4.5e8,
+        "worker_measured_by": "test",
+        "worker_step_overhead": 0.005,
+    }
+    monkeypatch.setattr(machine_part, "measure_ray_part", lambda work, process: ray_calls)
+    runs = {"process_bytes": 4e8, "step_overhead": 0.001}
+    monkeypatch.setattr(machine_part, "measure_local", lambda work: runs)
 
 
 def fake_probe(monkeypatch, conditions):

@@ -27,7 +27,7 @@ from placerl.placement.search.enumerate import Candidate
 from placerl.placement.search.search import score
 from placerl.trainer import train
 from tests.conftest import fast_overrides
-from tests.placement.placement_helpers import quiet_probe, store_profile_of, stub_profiler
+from tests.placement.placement_helpers import quiet_probe, store_profile_of
 from tests.runtime.test_invariants_on_cpu import (
     COMMON,
     GRPO,
@@ -43,7 +43,6 @@ KEYS = ["loss/policy", "loss/kl", "actor/grad_norm", "kl/mean"]
 @pytest.fixture
 def local_ray(tmp_path, monkeypatch):
     monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path / "profiles"))
-    stub_profiler(monkeypatch)  # "profiles" this machine as the defaults, in no time
     ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
     yield
     ray.shutdown()
