@@ -41,7 +41,6 @@ from placerl.logging import (
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
 from placerl.placement.auto.plan import prepare_auto
 from placerl.placement.auto.replan import Replan, monitor_for
-from placerl.profiling.profile import profile_here
 from placerl.resume import restore_newest
 from placerl.stages import build_stage
 from placerl.timing import PhaseTimer
@@ -59,9 +58,15 @@ def _due(step: int, every: int, total: int) -> bool:
 
 
 def train(
-    cfg: RunConfig, resume: bool = False, console=None, allow_config_change: bool = False
+    cfg: RunConfig,
+    resume: bool = False,
+    console=None,
+    allow_config_change: bool = False,
+    profiler=None,
 ) -> dict[str, float]:
-    """Run one stage to ``trainer.steps``; returns the final evaluation metrics."""
+    """Run one stage to ``trainer.steps``; returns the final evaluation metrics. ``profiler``
+    (the CLI's: ``placerl.profiling.profile_here``) lets ``strategy: auto`` measure the
+    machine first where no stored profile is usable; without it the defaults stand in."""
     run_dir = Path(cfg.run_dir)
     check_run(cfg, resume)  # run_dir, the stage a resumed run recorded, the reward function
     ckpt_root = run_dir / "checkpoints"
@@ -76,7 +81,7 @@ def train(
             where=str(run_dir),
         )
     # strategy auto: the pick's (or, resuming, the pinned) micro-batch/checkpointing/offload
-    cfg = prepare_auto(cfg, bool(resume and found), say, profiler=profile_here)
+    cfg = prepare_auto(cfg, bool(resume and found), say, profiler)
     if resume and found:
         for note in check_resume_config(run_dir, cfg, allow_config_change):
             say(note)
@@ -97,7 +102,7 @@ def train(
         if close is not None:
             close()  # stop the stage's worker processes (Ray runtime), after a failure too
     # the new Plan's settings are a config change by design: its checkpoint resumes under them
-    return train(restart.config, resume=True, console=console, allow_config_change=True)
+    return train(restart.config, True, console, allow_config_change=True, profiler=profiler)
 
 
 def _run_stage(stage, cfg: RunConfig, found: list, console, say) -> dict:
