@@ -31,6 +31,7 @@ def _quiet_libraries() -> None:
 def cmd_train(args: argparse.Namespace) -> int:
     from placerl.config import load_config
     from placerl.config.schema import RunConfig
+    from placerl.profiling.profile import profile_here
     from placerl.runtime.faults import WorkerFailure
     from placerl.trainer import train
 
@@ -39,7 +40,12 @@ def cmd_train(args: argparse.Namespace) -> int:
         overrides.append(f"run_dir={args.run_dir}")
     cfg = load_config(args.config, overrides, RunConfig)
     try:
-        metrics = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
+        metrics = train(
+            cfg,
+            resume=args.resume,
+            allow_config_change=args.allow_config_change,
+            profiler=profile_here,  # strategy auto: measure the machine first where needed
+        )
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: {resume_command(args)}", file=sys.stderr)
         return 130
