@@ -200,3 +200,41 @@ def test_a_wrong_start_tries_the_local_plan_keeps_it_and_trains_like_a_run_on_it
     assert "planner/switch_s" in replanned[2]  # the first step on local
     assert_same_trajectory(straight, replanned, KEYS)
     assert_same_weights(tmp_path / "b" / "policy", tmp_path / "a" / "policy")
+
+
+@pytest.mark.slow
+def test_a_switch_to_a_sharded_plan_restores_the_unsharded_checkpoint(
+    tiny_model_dir, tmp_path, monkeypatch, local_ray
+):
+    """Flatten -> Flatten with FSDP after step 2 (the refit predicts it 1000x faster, it
+    measures faster): the sharded workers load an optimizer state saved unsharded (keyed by
+    position, not by name) and train like a run on FSDP from the start."""
+    from placerl.placement.plan.plan import Sharding
+    from placerl.placement.search.enumerate import with_model_placement
+
+    force_flatten(monkeypatch, micro_batch=None)
+
+    def ranked(self, machine):
+        d = self.decision
+        full = with_model_placement(flatten_of(d), d.workload, None, Sharding.FULL, None)
+        s = score(Candidate(full), d.workload, machine)
+        return [replace(s, prediction=replace(s.prediction, step_s=s.step_s / 1000))]
+
+    monkeypatch.setattr(auto_replan.PlannerMonitor, "rank", ranked)
+    fake_step_times(monkeypatch, lambda state: 100.0 / (1 + state.replans))
+    base = _base(tiny_model_dir, tmp_path, 4)
+    auto = ["placement.strategy=auto", "placement.replan_after=2", "placement.max_replans=1"]
+    out = io.StringIO()
+    train(
+        load_config(None, [*base, *auto, f"run_dir={tmp_path / 'a'}"], RunConfig),
+        console=Console(file=out, width=300),
+    )
+    sharded = ["placement.strategy=flatten", "placement.sharding=full"]
+    train(load_config(None, [*base, *sharded, f"run_dir={tmp_path / 'b'}"], RunConfig))
+    log = " ".join(out.getvalue().split())
+    assert "re-planned at step 2 (1 of at most 1): flatten -> flatten full (a trial)" in log
+    assert "trial of flatten full" in log and ": kept" in log
+    replanned, straight = _metrics(tmp_path / "a"), _metrics(tmp_path / "b")
+    assert [m["step"] for m in replanned] == [1, 2, 3, 4]
+    assert_same_trajectory(straight, replanned, KEYS)
+    assert_same_weights(tmp_path / "b" / "policy", tmp_path / "a" / "policy")
