@@ -156,8 +156,11 @@ def fit(threads: int, own: dict, machine_fields_: dict) -> Machine:
 
 def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=None) -> dict:
     """Every measurement and the fitted ``Machine``, within about ``budget_s`` seconds."""
+    import torch
+
     start = time.perf_counter()
     threads = available_cores()
+    torch_threads = torch.get_num_threads()  # the measurements set their own; restored after
     now = probe(threads)
     part = stored_part(now)
     points = points_for(shape, TRAIN_SHARE * now.matmul_1 * 1e9)
@@ -169,11 +172,14 @@ def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=N
         f"profiling {shape.name} ({shape.params / 1e6:.1f}M params) on 1 and {threads} threads, "
         f"about {total:.0f} s (load average {now.load_avg:.1f}); machine-wide parts: {part.note}"
     )
-    with Steps(total, log, show) as steps:
-        own = measure_model(shape, steps, now, est)
-        part = measure_part(part, steps, budget_s, now, log)
-        with steps.step("the machine's conditions again", 1.0):
-            end = probe(threads)
+    try:
+        with Steps(total, log, show) as steps:
+            own = measure_model(shape, steps, now, est)
+            part = measure_part(part, steps, budget_s, now, log)
+            with steps.step("the machine's conditions again", 1.0):
+                end = probe(threads)
+    finally:  # a run that profiles first (strategy auto) trains on after, on its threads
+        torch.set_num_threads(torch_threads)
     drift = compare(now, end)
     if not (drift.usable and not drift.rescaled):
         log(f"profile: the machine changed while it was measured: {drift.reason}")

@@ -72,6 +72,7 @@ def run_peaks(raw_config: dict[str, Any]) -> dict[str, Any]:
     from placerl.config.schema import RunConfig
 
     cfg = RunConfig.model_validate(raw_config)
+    before = torch.get_num_threads()  # in a profile's process (the Ray run): restored after
     torch.set_num_threads(1)
     workers: list[dict[str, Any]] = []
     if cfg.placement.strategy != "local":
@@ -92,6 +93,7 @@ def run_peaks(raw_config: dict[str, Any]) -> dict[str, Any]:
             RayRuntime.close = close
     else:
         trainer.train(cfg)
+    torch.set_num_threads(before)
     controller = status_kb("self", "VmHWM") * 1024
     if not workers:
         workers = [{"rank": 0, "label": "local", "peak": controller}]

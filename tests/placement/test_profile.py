@@ -12,7 +12,7 @@ from placerl.placement.cost import calibration
 from placerl.placement.cost import conditions as conditions_module
 from placerl.placement.cost.calibration import machine_for
 from placerl.placement.cost.conditions import Conditions
-from placerl.placement.cost.machine import Machine
+from placerl.placement.cost.machine import CPU_DEFAULT, Machine
 from placerl.placement.cost.profiles import find_profile
 from placerl.placement.cost.shapes import named_shape, tiny_default
 from placerl.profiling import machine as machine_part
@@ -230,3 +230,57 @@ def test_profile_on_gpu_without_one_is_one_message(store, capsys):
         pytest.skip("a GPU is visible")
     assert main(["profile", "--device", "gpu"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_the_progress_bar_names_each_step_and_counts_the_time_box():
+    """What ``placerl profile`` shows: every step named (logged off a terminal), progress
+    within a step, a skipped step said so, the bar's total reached at the end."""
+    from placerl.profiling.progress import Steps
+
+    said = []
+    with Steps(10.0, said.append, show=False) as steps:
+        with steps.step("decode steps", 4.0) as advance:
+            advance(0.5)
+            assert steps.progress.tasks[0].completed == pytest.approx(2.0)
+        assert steps.progress.tasks[0].completed == pytest.approx(4.0)
+        steps.skip("two tiny runs", 5.0, "the 60 s time box")
+    assert said == ["profile: decode steps", "profile: two tiny runs skipped (the 60 s time box)"]
+    assert steps.progress.tasks[0].completed == steps.progress.tasks[0].total == 10.0
+    assert set(steps.times) == {"decode steps", "two tiny runs"}
+
+
+def test_a_profile_with_no_room_left_skips_the_machine_wide_parts(store, monkeypatch, capsys):
+    """The time box: with the model's own measurements using it up, the machine-wide parts
+    keep the defaults, are said to, and are measured by the next profile."""
+    fake_measurements(monkeypatch)
+    monkeypatch.setattr(prof, "BUDGET_S", 0.0)
+    raw = prof.run_profile(tiny_default(), log=print, budget_s=0.0, show=False)
+    out = capsys.readouterr().out
+    assert out.count("skipped (the 0 s time box; defaults stand in)") == 3
+    m = Machine(**raw["machine"])
+    assert m.rpc_latency == CPU_DEFAULT.rpc_latency and m.train_flops == 3e10
+    assert raw["measurements"]["ray"] is None
+    prof.run_profile(tiny_default(), log=print, show=False)  # room again: measured now
+    out = capsys.readouterr().out
+    assert "none stored" in out.split("\n")[0] and "skipped" not in out
+
+
+def test_a_profile_leaves_torchs_threads_as_it_found_them(store, monkeypatch):
+    """strategy auto profiles inside the run's process, then trains: on its own threads."""
+    import torch
+
+    fake_measurements(monkeypatch)
+    decode = prof.measure_decode_at
+
+    def one_thread(*a, **k):
+        torch.set_num_threads(1)  # as the measurements do
+        return decode(*a, **k)
+
+    monkeypatch.setattr(prof, "measure_decode_at", one_thread)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        prof.run_profile(tiny_default(), log=lambda m: None, show=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
