@@ -46,6 +46,10 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# Ray workers import the benchmark's reward function (online DPO) by module name
+os.environ["PYTHONPATH"] = os.pathsep.join(
+    p for p in (str(Path(__file__).resolve().parent), os.environ.get("PYTHONPATH")) if p
+)
 
 import placement as bench  # noqa: E402  (benchmarks/placement.py: model building)
 import planner_workloads as pw  # noqa: E402

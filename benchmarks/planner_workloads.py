@@ -89,6 +89,12 @@ TUNED = [
 ]
 
 
+def text_length_reward(completions: list[str], **_) -> list[float]:
+    """Characters of each completion: an untrained policy's samples of one prompt differ, so
+    online DPO has pairs to train on (the task's rule reward ties them all at 0)."""
+    return [float(len(c)) for c in completions]
+
+
 def params_of(d: TinyLlamaSize, vocab: int = 512) -> int:
     kv = d.num_key_value_heads * (d.hidden_size // d.num_attention_heads)
     h, f = d.hidden_size, d.intermediate_size
@@ -150,6 +156,8 @@ def rl_config(spec: Spec, strategy: str, base: Path, rm: Path, run_dir: Path, st
         raw["ppo"] = {"kl_coef": 0.05, "epochs": 1, "minibatches": 2}
     elif spec.algo in ("grpo", "rloo"):  # the untrained policy earns no reward: keep its groups
         raw["grpo"] = {"skip_uninformative": False}
+    else:  # online DPO: the rule reward ties on an untrained policy, and ties train nothing
+        raw["reward"] = {"function": "planner_workloads:text_length_reward"}
     placement = {"strategy": "local", "device": "cpu"}
     if strategy not in ("local", "auto"):
         placement = {"strategy": strategy, **TWO_WORKERS}

@@ -200,28 +200,10 @@ class PlannerMonitor:
     def replan(self, step: int) -> Scored | None:
         """Judge a trial, refit, re-search: set ``pending`` or record that the Plan stays."""
         d, st = self.decision, self.decision.state
-        if self.switched and self.rebuild_s is not None:
-            cost = self.rebuild_s + self._warmup()
-            st.switch_costs.append(cost)
-            note = (
-                f"planner: the switch to {st.name} cost {cost:.3g} s (rebuild "
-                f"{self.rebuild_s:.3g} s + first-step warm-up {self._warmup():.3g} s)"
-            )
-            self.messages.append(note)
-            st.events.append(note)
-            self.switched = False
-        predicted = {p.name: p.seconds for p in step_phases(d.plan, d.workload, d.machine)}
-        factors = refit_factors(predicted, self.measured)
-        machine = refit(d.machine, predicted, self.measured, d.plan.strategy != "local")
-        current = predict_step(d.plan, d.workload, step_phases(d.plan, d.workload, machine))
+        self._record_switch()
+        machine, head = self._refit()
         measured = statistics.median(self.steps)
-        refitted = ", ".join(f"{k} x{v:.2g}" for k, v in factors.items()) or "nothing measured"
-        head = (
-            f"planner: refit after {len(self.steps)} steps on {st.name} (measured / predicted: "
-            f"{refitted}): it is predicted {current.step_s:.3g} s a step (measured {_s(measured)})"
-        )
-        left = self.steps_left(step)
-        budget = (left, self.switch_estimate())
+        budget = (self.steps_left(step), self.switch_estimate())
         ranked = self.rank(machine)
         if st.trial:
             verdict, back = self._judge_trial(measured, ranked, budget)
@@ -230,30 +212,13 @@ class PlannerMonitor:
             if back is not None:
                 return self._switch(back, machine, f"{head}; back to {back.name}")
         u = min(MAX_UNCERTAINTY, max(st.uncertainty, abs(measured / d.predicted_step_s - 1)))
+        current_s = predict_step(d.plan, d.workload, step_phases(d.plan, d.workload, machine))
         best, notes = choose(
-            st.key, current.step_s, measured, ranked, st.left, self.margin, u, budget
+            st.key, current_s.step_s, measured, ranked, st.left, self.margin, u, budget
         )
         self.messages += notes
-        if best is not None and st.replans >= self.max_replans:
-            message = (
-                f"{head}; {best.name} is predicted {best.step_s:.3g} s, but the run has "
-                f"re-planned {st.replans} times (placement.max_replans {self.max_replans}): "
-                "staying"
-            )
-            best = None
-        elif best is None:
-            message = (
-                f"{head}; no plan may be faster by more than {self.margin:.0%} (the model's "
-                f"uncertainty ±{u:.0%}) and repay a switch: keeping it"
-            )
-        else:
-            gain = 1 - best.step_s / measured
-            what = "trying it" if key_of(best) not in {x.key for x in st.left} else "going back"
-            message = (
-                f"{head}; {best.name} is predicted {best.step_s:.3g} s ({gain:.0%} faster than "
-                f"measured here; ±{u:.0%}): checkpointing and {what}"
-            )
         st.events += notes
+        message, best = self._say(head, best, measured, u)
         if best is None:
             self.messages.append(message)
             st.events.append(message)
@@ -261,6 +226,57 @@ class PlannerMonitor:
             save_state(d.user_config.run_dir, st)
             return None
         return self._switch(best, machine, message)
+
+    def _record_switch(self) -> None:
+        """The switch that began this Plan's run: its rebuild and first-step warm-up."""
+        st = self.decision.state
+        if not self.switched or self.rebuild_s is None:
+            return
+        cost = self.rebuild_s + self._warmup()
+        st.switch_costs.append(cost)
+        note = (
+            f"planner: the switch to {st.name} cost {cost:.3g} s (rebuild "
+            f"{self.rebuild_s:.3g} s + first-step warm-up {self._warmup():.3g} s)"
+        )
+        self.messages.append(note)
+        st.events.append(note)
+        self.switched = False
+
+    def _refit(self) -> tuple[Machine, str]:
+        """The machine refit to this Plan's measured phases, and the line that says how."""
+        d, st = self.decision, self.decision.state
+        predicted = {p.name: p.seconds for p in step_phases(d.plan, d.workload, d.machine)}
+        factors = refit_factors(predicted, self.measured)
+        machine = refit(d.machine, predicted, self.measured, d.plan.strategy != "local")
+        current = predict_step(d.plan, d.workload, step_phases(d.plan, d.workload, machine))
+        refitted = ", ".join(f"{k} x{v:.2g}" for k, v in factors.items()) or "nothing measured"
+        head = (
+            f"planner: refit after {len(self.steps)} steps on {st.name} (measured / predicted: "
+            f"{refitted}): it is predicted {current.step_s:.3g} s a step (measured "
+            f"{_s(statistics.median(self.steps))})"
+        )
+        return machine, head
+
+    def _say(self, head: str, best: Scored | None, measured: float, u: float):
+        """The message for ``choose``'s answer, and the answer within ``max_replans``."""
+        st = self.decision.state
+        if best is not None and st.replans >= self.max_replans:
+            return (
+                f"{head}; {best.name} is predicted {best.step_s:.3g} s, but the run has "
+                f"re-planned {st.replans} times (placement.max_replans {self.max_replans}): "
+                "staying"
+            ), None
+        if best is None:
+            return (
+                f"{head}; no plan may be faster by more than {self.margin:.0%} (the model's "
+                f"uncertainty ±{u:.0%}) and repay a switch: keeping it"
+            ), None
+        gain = 1 - best.step_s / measured
+        what = "trying it" if key_of(best) not in {x.key for x in st.left} else "going back"
+        return (
+            f"{head}; {best.name} is predicted {best.step_s:.3g} s ({gain:.0%} faster than "
+            f"measured here; ±{u:.0%}): checkpointing and {what}"
+        ), best
 
     def steps_left(self, step: int) -> int:
         total = self.total_steps or self.decision.user_config.trainer.steps
