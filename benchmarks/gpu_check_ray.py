@@ -36,7 +36,7 @@ def flatten_on_ray(args, work, model_dir, results) -> None:
     import ray
 
     from placerl.models.loading import load_policy
-    from placerl.runtime.weight_sync import checksum
+    from placerl.runtime.sync.transport import checksum
 
     workers = 2 if args.cpu else torch.cuda.device_count()
     backend = "gloo" if args.cpu else "nccl"

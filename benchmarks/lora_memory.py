@@ -23,8 +23,7 @@ from placerl.config.schema import RunConfig
 from placerl.models.factory import TinyLlamaSize, make_model_dir
 from placerl.models.loading import load_policy, load_tokenizer
 from placerl.models.lora import parameter_bytes, with_lora
-from placerl.runtime.local import build_roles
-from placerl.runtime.pipeline import with_local_shadow
+from placerl.runtime import build_runtime
 from placerl.stages.online import make_algorithm
 from placerl.stages.sources import builtin_corpus
 
@@ -36,14 +35,15 @@ def measure(model_dir: Path, lora: list[str]) -> tuple[int, int]:
         f"model.path={model_dir}",
         "grpo.kl_coef=0.05",
         "rollout.samples_per_prompt=2",
+        "placement.max_staleness=1",  # a shadow rollout copy: the sync is measured
         *lora,
     ]
     cfg = load_config(None, overrides, RunConfig)
     policy = with_lora(load_policy(model_dir), cfg.model.lora)
-    roles = build_roles(cfg, model_dir, load_tokenizer(model_dir), policy, make_algorithm(cfg))
-    held = parameter_bytes(roles.actor.model, roles.reference.model)
-    _, shadow = with_local_shadow(roles)
-    return held, shadow.sync().bytes
+    tokenizer = load_tokenizer(model_dir)
+    runtime = build_runtime(cfg, model_dir, tokenizer, policy, make_algorithm(cfg).needs)
+    held = parameter_bytes(runtime.roles.actor.model, runtime.roles.reference.model)
+    return held, runtime.rollout_sync().sync().bytes
 
 
 def main() -> None:

@@ -136,7 +136,7 @@ def _grpo(batch: int, micro: int | None, device):
 
     extra = {}
     if micro is not None:
-        from placerl.roles.micro_batches import MicroBatching
+        from placerl.models.micro_batches import MicroBatching
 
         extra["micro_batching"] = MicroBatching(rows=micro)
     actor = ActorWorker(_model(device), OptimConfig(lr=1e-6), 10, **extra)
@@ -169,12 +169,12 @@ def _dpo(batch: int, micro: int | None, device):
     from placerl.algos.dpo import EncodedPair, OfflinePreference
     from placerl.config.preference import PreferenceConfig
     from placerl.config.schema import OptimConfig
-    from placerl.roles.common import make_optimizer
+    from placerl.models.training import make_optimizer
 
     model, reference = _model(device), _model(device).eval().requires_grad_(False)
     extra = {}
     if micro is not None:
-        from placerl.roles.micro_batches import MicroBatching
+        from placerl.models.micro_batches import MicroBatching
 
         extra["micro_batching"] = MicroBatching(rows=micro)
     optimizer, scheduler = make_optimizer(model.parameters(), OptimConfig(lr=1e-6), 10)

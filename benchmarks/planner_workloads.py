@@ -6,10 +6,9 @@ The **tuned** grid is the 12 workloads the cost model's constants were fitted an
 by ``held_out(seed, count)`` and never looked at while tuning: a Llama shape of 3-40M
 parameters (log-uniform: a width of 128-512, MLP 2.5-4x, 64-wide heads, KV heads half of them,
 and as many blocks, 2-16, as reach the drawn size; the built-in 512-token BPE, so the
-vocabulary is not varied), an algorithm among PPO (with a
-reward model), GRPO, RLOO and online DPO (rule rewards), 8-128 new tokens (log-uniform),
-8/16/32 rows a step, ``max_staleness`` 0 or 1 (online DPO: 0, the only staleness it runs on
-Ray for now). A draw whose step would take more than ``WORK_CAP`` token-parameters (rows x
+vocabulary is not varied), the algorithms in turn — PPO
+(with a reward model), GRPO, RLOO, online DPO (rule rewards) — 8-128 new tokens (log-uniform),
+8/16/32 rows a step, ``max_staleness`` 0 for the first four, 1 for the next four, and so on. A draw whose step would take more than ``WORK_CAP`` token-parameters (rows x
 tokens x parameters: a few seconds a step here) is drawn again, so the whole set runs in
 minutes; the rule is the generator's, not a hand's.
 
@@ -17,8 +16,8 @@ A cell runs the stage through ``placerl.trainer.train`` for its warm-up and meas
 reading ``time/step`` back from ``metrics.jsonl`` (Ray's start-up and model loading left out
 and timed apart). Strategies: ``local`` (every role in this process, every core), and on two
 1-thread workers ``flatten``, ``separate`` (``max_staleness`` of the workload) and, with two
-frozen models (PPO: reference and reward model), ``interleave``. Stale workloads run only the
-plans that run stale batches (local, Separate); online DPO does not run Separate yet.
+frozen models (PPO: reference and reward model), ``interleave``. Stale workloads run the plans
+that overlap stale batches (local with its shadow copy, Separate).
 """
 
 from __future__ import annotations
@@ -71,9 +70,7 @@ class Spec:
     def strategies(self) -> list[str]:
         if self.staleness:
             return ["local", "separate"]
-        out = ["local", "flatten"]
-        if self.algo != "online_dpo":
-            out.append("separate")
+        out = ["local", "flatten", "separate"]
         if self.algo == "ppo":  # reference and reward model: two frozen models to split
             out.append("interleave")
         return out
@@ -102,8 +99,12 @@ def params_of(d: TinyLlamaSize, vocab: int = 512) -> int:
     return 2 * vocab * h + d.num_hidden_layers * block + h
 
 
+ALGOS = ("ppo", "grpo", "rloo", "online_dpo")
+
+
 def held_out(seed: int = 19, count: int = 12) -> list[Spec]:
-    """``count`` workloads drawn from ``seed`` (the module's rules)."""
+    """``count`` workloads drawn from ``seed`` (the module's rules): the algorithms in turn,
+    staleness 0 for the first four and 1 for the next, the rest drawn."""
     rng = random.Random(seed)
     out: list[Spec] = []
     while len(out) < count:
@@ -123,10 +124,10 @@ def held_out(seed: int = 19, count: int = 12) -> list[Spec]:
         )
         dims = replace(dims, num_hidden_layers=layers)
         params = params_of(dims)
-        algo = rng.choice(["ppo", "grpo", "rloo", "online_dpo"])
+        algo = ALGOS[len(out) % len(ALGOS)]  # each equally often, in the drawn order
         tokens = round(math.exp(rng.uniform(math.log(8), math.log(128))))
         rows = rng.choice([8, 16, 32])
-        staleness = 0 if algo == "online_dpo" else rng.choice([0, 1])
+        staleness = (len(out) // len(ALGOS)) % 2  # each algorithm at staleness 0 and 1
         if not 3e6 <= params <= 40e6 or rows * (PROMPT_TOKENS + tokens) * params > WORK_CAP:
             continue
         out.append(Spec(f"{params / 1e6:.1f}M", algo, tokens, rows, staleness, dims))

@@ -29,6 +29,7 @@ from placerl import atomic_dirs
 from placerl.errors import UserError
 from placerl.models.factory import save_tokenizer
 from placerl.models.lora import is_lora, load_lora, lora_settings, save_merged, save_model
+from placerl.models.lora_export import base_is_adapter, base_named, save_base
 from placerl.numerics import require_finite_weights
 from placerl.state_io import STATE_JSON, StateError, load_state_files, save_state
 
@@ -174,13 +175,20 @@ def export_model(model, tokenizer, directory: Path, step: int | None = None) -> 
     aside, then swapped in by rename, so a kill never leaves ``directory`` missing or partial.
 
     A LoRA model is saved as a peft adapter directory; with ``model.lora.merge_on_export``
-    the merged model goes next to it, as ``<name>_merged/``."""
+    the merged model goes next to it, as ``<name>_merged/``. A LoRA model whose base is itself
+    an adapter (a LoRA stage after a LoRA stage) also writes that base, ``<name>_base/``, and
+    the adapter names it, so peft alone loads the export (``models/lora_export.py``)."""
     require_finite_weights({directory.name: model}, step or 0, f"export to {directory}")
     settings = lora_settings(model) if is_lora(model) else None
     if settings is not None and settings.merge_on_export:
         merged = directory.with_name(f"{directory.name}_merged")
         _atomic_dir(merged, lambda tmp: save_merged(model, tmp), tokenizer)
-    return _atomic_dir(directory, lambda tmp: save_model(model, tmp), tokenizer)
+    if not base_is_adapter(model):
+        return _atomic_dir(directory, lambda tmp: save_model(model, tmp), tokenizer)
+    base = directory.with_name(f"{directory.name}_base")
+    _atomic_dir(base, lambda tmp: save_base(model, tmp), tokenizer)
+    with base_named(model, base):
+        return _atomic_dir(directory, lambda tmp: save_model(model, tmp), tokenizer)
 
 
 def _atomic_dir(directory: Path, save, tokenizer) -> Path:

@@ -17,3 +17,27 @@ class UserError(Exception):
         self.message = message
         self.where = where
         super().__init__(f"{where}: {message}" if where else message)
+
+
+def user_frame(err: BaseException) -> str | None:
+    """Where in the user's own code ``err`` was raised: `` at FILE:LINE in FUNC: SOURCE`` for
+    the innermost frame of its traceback outside placerl, the standard library and installed
+    packages (else the innermost outside placerl), or None. A reward function that raises is
+    reported as one line, so this line stands in for the traceback the user would have read."""
+    import sysconfig
+    import traceback
+    from pathlib import Path
+
+    ours = str(Path(__file__).resolve().parent)
+    libraries = {sysconfig.get_paths()[k] for k in ("stdlib", "purelib", "platlib")}
+    frames = [
+        f
+        for f in traceback.extract_tb(err.__traceback__)
+        if not str(Path(f.filename).resolve()).startswith(ours)
+    ]
+    own = [f for f in frames if not any(f.filename.startswith(lib) for lib in libraries)]
+    frame = (own or frames or [None])[-1]
+    if frame is None:
+        return None
+    source = f": {frame.line.strip()}" if frame.line else ""
+    return f" at {frame.filename}:{frame.lineno} in {frame.name}{source}"

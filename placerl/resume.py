@@ -1,4 +1,9 @@
-"""Where a resumed run starts: the newest checkpoint that can be read, all of it.
+"""Where a run starts: a fresh run directory, or the newest checkpoint that can be read.
+
+``open_run`` checks the run directory before anything loads: leftovers of a killed write are
+cleaned, a directory with checkpoints needs ``--resume``, and a resume must train the same
+thing (``config/compare.py``) unless a change is allowed (the user's ``--allow-config-change``,
+or a re-plan's new settings, said as such).
 
 A kill can leave the newest checkpoint damaged in ways no rename protects against (a disk
 that filled up, a file truncated by hand or by a copy). Every file of a checkpoint is read
@@ -13,14 +18,50 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
+from placerl import atomic_dirs
 from placerl.checkpoint import (
     CheckpointUnreadable,
     apply_weights,
+    list_checkpoints,
     read_checkpoint,
     read_weights,
     restore_rng,
 )
+from placerl.config.compare import check_resume_config
+from placerl.config.preflight import check_run
 from placerl.errors import UserError
+from placerl.placement.auto.plan import prepare_auto
+
+USER_ALLOWED = "--allow-config-change"
+
+
+def open_run(cfg, resume: bool, allowed: str | None, say: Callable[[str], None], profiler=None):
+    """The config to run (strategy auto: its pick's settings applied) and the checkpoints to
+    resume from. ``allowed``: who allows a config change (``USER_ALLOWED``, a re-plan), or
+    None; a resume that changes the training is refused otherwise. ``profiler``: strategy
+    auto's, to measure the machine first where no stored profile is usable."""
+    run_dir = Path(cfg.run_dir)
+    check_run(cfg, resume)  # run_dir, the stage a resumed run recorded, the reward function
+    ckpt_root = run_dir / "checkpoints"
+    for note in atomic_dirs.clean_leftovers(run_dir) + atomic_dirs.clean_leftovers(ckpt_root):
+        say(note)
+    found = list_checkpoints(ckpt_root)
+    if found and not resume:
+        raise UserError(
+            f"run directory already holds checkpoints (latest {found[-1][1].name}); add "
+            "--resume to continue it, or choose another run_dir",
+            where=str(run_dir),
+        )
+    # strategy auto: the pick's (or, resuming, the pinned) micro-batch/checkpointing/offload
+    cfg = prepare_auto(cfg, bool(resume and found), say, profiler)
+    if resume and found:
+        for note in check_resume_config(run_dir, cfg, allowed is not None, allowed or ""):
+            say(note)
+    elif resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        # a run that left files but no checkpoint (killed before its first save); a new
+        # run_dir (the demo resumes every stage) has nothing to say
+        say(f"no checkpoint in {ckpt_root} to resume from; starting fresh")
+    return cfg, found if resume else []
 
 
 def restore_newest(

@@ -59,5 +59,4 @@ class Field:
     TOKEN_REWARDS = "token_rewards"  # (B, R) float, score at the last token minus KL penalty
     ADVANTAGES = "advantages"  # (B, R) float
     RETURNS = "returns"  # (B, R) float, value targets
-    GROUP_IDS = "group_ids"  # (B,) int64, which prompt a sample answers (GRPO/RLOO groups)
     STALENESS = "staleness"  # (B,) int64, policy versions between sampling and training

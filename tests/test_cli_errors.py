@@ -85,7 +85,7 @@ def test_prompt_longer_than_the_limit(capsys, tmp_path, tiny_model_dir):
             tiny_model_dir, tmp_path / "r", "grpo", f"data.train={data}", "data.max_prompt_len=16"
         ),
     )
-    assert code == 2 and "row 0" in err and "max_len=16" in err
+    assert code == 2 and "row 0" in err and "max_prompt_len=16" in err
 
 
 @pytest.mark.parametrize(

@@ -97,6 +97,8 @@ def shortened(words: list[str], where: Relocate) -> list[str]:
         return [command, *map(where.arg, rest), *SHORT_MODEL]
     if command == "plot":
         return [command, *map(where.arg, rest)]
+    if command == "generate":
+        return [command, *map(where.arg, rest), "--max-new-tokens", "4"]
     config, overrides = rest[0], rest[1:]
     extra = where.config_paths(config)
     given = {o.partition("=")[0] for o in overrides}

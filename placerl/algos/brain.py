@@ -45,8 +45,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from placerl.algos.online import Needs, Roles, experience_metrics, score
 from placerl.algos.preference import sequence_log_probs
-from placerl.algos.rollout_phase import Roles, experience_metrics, sample_and_score
 from placerl.config.preference import BRAInConfig
 from placerl.data.stream import PromptBatch
 from placerl.timing import PhaseTimer
@@ -123,19 +123,24 @@ class BRAIn:
     """One step: n proposal samples per prompt → rewards (→ prior log-probs) → importance
     weights → BRAIn update over the groups."""
 
-    needs_critic = False
-
     def __init__(self, cfg: BRAInConfig, needs_reference: bool):
         self.cfg = cfg
-        self.needs_reference = needs_reference
-        self.follows_policy = cfg.proposal == "policy"
-        self.samples_per_prompt = cfg.num_samples
+        # the proposal's log q are the sampler's own log-probs: never replaced by the trainer's
+        self.needs = Needs(
+            reference=needs_reference,
+            samples_per_prompt=cfg.num_samples,
+            proposal="policy" if cfg.proposal == "policy" else "initial",
+            old_log_probs="sampler",
+        )
         self.objective = BRAInObjective(beta=cfg.beta)
 
-    def step(
-        self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
-    ) -> dict[str, float]:
-        batch = sample_and_score(roles, prompts, timer)
+    def experience(
+        self, roles: Roles, batch: Batch, prompts: PromptBatch, timer: PhaseTimer
+    ) -> Batch:
+        """Rewards (and the prior's log-probs) of every proposal sample."""
+        return score(roles, batch, prompts, timer)
+
+    def learn(self, roles: Roles, batch: Batch, timer: PhaseTimer, step: int) -> dict[str, float]:
         metrics = experience_metrics(batch)
         groups = batch.reshape(-1, self.cfg.num_samples)
         with timer.phase("weights"):

@@ -33,6 +33,7 @@ from __future__ import annotations
 import torch
 
 from placerl.algos import core
+from placerl.algos.kl import kl_estimate
 
 CISPO_CLIP_LOW: float | None = None  # the paper: no lower bound on the IS weight
 CISPO_CLIP_HIGH = 0.2  # not given in the paper; veRL's CISPO example (cap 1 + 0.2)
@@ -71,7 +72,7 @@ def cispo_loss(
     with torch.no_grad():
         stats = {
             "clip_frac": core.masked_mean((weight != ratio).to(ratio.dtype), valid),
-            "approx_kl": core.masked_mean(core.kl_estimate(old_log_probs, log_probs, "k3"), valid),
+            "approx_kl": core.masked_mean(kl_estimate(old_log_probs, log_probs, "k3"), valid),
             "ratio_mean": core.masked_mean(ratio, valid),
             "cispo_weight_mean": core.masked_mean(weight, valid),
         }

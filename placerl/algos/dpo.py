@@ -29,8 +29,9 @@ from placerl.data.packing import LAYOUTS, Packed, pack
 from placerl.models.device import CPU, on_model_device
 from placerl.models.lm_head import enable_gradient_checkpointing, selected_log_probs
 from placerl.models.lora import FrozenBase, adapter_disabled
-from placerl.roles.common import autocast, clip_and_step
-from placerl.roles.micro_batches import MicroBatching, pack_units
+from placerl.models.micro_batches import MicroBatching, pack_units
+from placerl.models.precision import autocast
+from placerl.models.training import clip_and_step
 
 
 @dataclass(frozen=True)

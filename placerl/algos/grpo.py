@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from placerl.algos import core
 from placerl.algos.objectives import PolicyObjective
+from placerl.algos.online import Needs, Roles, experience_metrics, score
 from placerl.algos.registry import ADVANTAGE_ESTIMATORS
-from placerl.algos.rollout_phase import Roles, experience_metrics, sample_and_score
 from placerl.config.schema import GRPOConfig
 from placerl.data.stream import PromptBatch
 from placerl.timing import PhaseTimer
@@ -20,8 +20,6 @@ from placerl.types import Batch, Field
 
 
 class GroupPolicyOptimization:
-    needs_critic = False
-
     def __init__(
         self,
         cfg: GRPOConfig,
@@ -33,10 +31,14 @@ class GroupPolicyOptimization:
         self.cfg = cfg
         self.estimator = estimator
         self.group_size = group_size
-        self.needs_reference = cfg.kl_coef > 0
         # π_old of a single-pass update is the current policy: no forward to recompute it for
         # stale samples (runtime/pipeline.py), the update's own forward gives it
-        self.old_log_probs_in_update = cfg.epochs * cfg.minibatches == 1
+        single_pass = cfg.epochs * cfg.minibatches == 1
+        self.needs = Needs(
+            reference=cfg.kl_coef > 0,
+            samples_per_prompt=group_size,
+            old_log_probs="update" if single_pass else "trainer",
+        )
         self.objective = PolicyObjective(
             clip_low=cfg.clip,
             clip_high=cfg.clip_high or cfg.clip,
@@ -45,20 +47,16 @@ class GroupPolicyOptimization:
             kl_estimator=cfg.kl_estimator,
             skip_uninformative=cfg.skip_uninformative,
             is_cap=is_cap,
-            old_from_current=self.old_log_probs_in_update,
+            old_from_current=single_pass,
             loss_norm=generation_budget,  # Dr. GRPO's constant (seq-mean-token-sum-norm)
         )
 
-    def step(
-        self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
-    ) -> dict[str, float]:
-        """One synchronous on-policy step: experience, then learning on it."""
-        return self.learn(roles, self.experience(roles, prompts, timer), timer, step)
-
-    def experience(self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer) -> Batch:
-        """generate → score (→ reference): the half of a step that only reads the models; the
-        experience pipeline may sample its batch ahead (runtime/pipeline.py)."""
-        return sample_and_score(roles, prompts, timer)
+    def experience(
+        self, roles: Roles, batch: Batch, prompts: PromptBatch, timer: PhaseTimer
+    ) -> Batch:
+        """score (→ reference) of a sampled batch: the half of a step that only reads the
+        models (the pipeline may have sampled it ahead, runtime/pipeline.py)."""
+        return score(roles, batch, prompts, timer)
 
     def learn(self, roles: Roles, batch: Batch, timer: PhaseTimer, step: int) -> dict[str, float]:
         """Group advantages and the policy update on one batch of experience."""

@@ -51,6 +51,7 @@ import math
 import torch
 
 from placerl.algos import core
+from placerl.algos.kl import kl_estimate
 
 # Zheng et al. 2025, §5.1: "the left and right clipping ranges in Eq. (5) to 3e-4 and 4e-4"
 GSPO_CLIP_LOW = 3e-4
@@ -117,7 +118,7 @@ def _stats(
         return {
             # share of valid tokens whose sequence is clipped (the paper's Fig. 2 measure)
             "clip_frac": core.masked_mean(clipped.to(log_probs.dtype), valid),
-            "approx_kl": core.masked_mean(core.kl_estimate(old_log_probs, log_probs, "k3"), valid),
+            "approx_kl": core.masked_mean(kl_estimate(old_log_probs, log_probs, "k3"), valid),
             "ratio_mean": core.masked_mean(torch.exp(seq_log_ratio.detach()), rows),
         }
 

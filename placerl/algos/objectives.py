@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from torch import Tensor
 
 from placerl.algos import core
+from placerl.algos.kl import kl_estimate, kl_loss_refusal
 from placerl.types import Batch, Field
 
 
@@ -36,7 +37,7 @@ class PolicyObjective:
     loss_norm: float | None = None
 
     def __post_init__(self):
-        if self.kl_coef > 0 and (why := core.kl_loss_refusal(self.kl_estimator)):
+        if self.kl_coef > 0 and (why := kl_loss_refusal(self.kl_estimator)):
             raise ValueError(why)
 
 
@@ -68,7 +69,7 @@ def policy_loss(
     stats = {f"actor/{k}": v for k, v in (stats | is_stats).items()}
     stats["loss/policy"] = loss.detach()
     if spec.kl_coef > 0:
-        kl = core.kl_estimate(log_probs, batch[Field.REF_LOG_PROBS], spec.kl_estimator, mask)
+        kl = kl_estimate(log_probs, batch[Field.REF_LOG_PROBS], spec.kl_estimator, mask)
         kl_loss = core.aggregate_loss(kl, mask, spec.loss_agg, spec.loss_norm)
         loss = loss + spec.kl_coef * kl_loss
         stats["loss/kl"] = kl_loss.detach()

@@ -15,19 +15,18 @@ policy's and the reference's log-probs at temperature 1 (the objective is on π 
 
 from __future__ import annotations
 
+from placerl.algos.online import Needs, Roles, experience_metrics, score
 from placerl.algos.pair_training import (
     PairObjective,
     Pairs,
     label_pairs,
     pair_metrics,
     train_on_pairs,
-    without_reference,
 )
-from placerl.algos.rollout_phase import Roles, experience_metrics, sample_and_score
 from placerl.config.preference import OnlineDPOConfig
 from placerl.data.stream import PromptBatch
 from placerl.timing import PhaseTimer
-from placerl.types import Field
+from placerl.types import Batch, Field
 
 
 def best_worst_pairs(scores, pairs_per_prompt: int = 1) -> Pairs:
@@ -49,25 +48,26 @@ def best_worst_pairs(scores, pairs_per_prompt: int = 1) -> Pairs:
 
 
 class OnlineDPO:
-    """One step: n samples per prompt → rewards → best-vs-worst pairs → reference log-probs of
-    the pairs → preference update."""
-
-    needs_critic = False
-    needs_reference = True
-    follows_policy = True  # samples come from the trained policy (at most max_staleness old)
+    """One step: n samples per prompt from the trained policy (at most max_staleness old) →
+    rewards → best-vs-worst pairs → reference log-probs of the pairs → preference update."""
 
     def __init__(self, cfg: OnlineDPOConfig, objective: PairObjective, samples_per_prompt: int):
         self.cfg = cfg
         self.objective = objective
-        self.samples_per_prompt = samples_per_prompt
+        self.needs = Needs(
+            reference=True, samples_per_prompt=samples_per_prompt, old_log_probs="sampler"
+        )
 
-    def step(
-        self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
-    ) -> dict[str, float]:
-        batch = sample_and_score(without_reference(roles), prompts, timer)
+    def experience(
+        self, roles: Roles, batch: Batch, prompts: PromptBatch, timer: PhaseTimer
+    ) -> Batch:
+        """Rewards of every sample; the reference is asked for the pairs' alone (``learn``)."""
+        return score(roles, batch, prompts, timer, reference=False)
+
+    def learn(self, roles: Roles, batch: Batch, timer: PhaseTimer, step: int) -> dict[str, float]:
         metrics = experience_metrics(batch)
         with timer.phase("pairs"):
-            scores = batch[Field.SCORES].view(-1, self.samples_per_prompt)
+            scores = batch[Field.SCORES].view(-1, self.needs.samples_per_prompt)
             pairs = best_worst_pairs(scores, self.cfg.pairs_per_prompt)
         metrics |= pair_metrics(batch, pairs)
         metrics |= train_on_pairs(

@@ -8,15 +8,14 @@ the actor minimises a ``PairObjective``, the DPO-family loss of ``algos/preferen
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from placerl.algos.online import Roles
 from placerl.algos.preference import LOSS_KINDS, preference_loss, sequence_log_probs
-from placerl.algos.rollout_phase import Roles
 from placerl.config.preference import PreferenceConfig
 from placerl.timing import PhaseTimer
 from placerl.types import Batch, Field
@@ -100,11 +99,6 @@ def pair_objective(cfg: PreferenceConfig) -> PairObjective:
         sft_coef=cfg.sft_coef,
         average=cfg.loss == "ipo",
     )
-
-
-def without_reference(roles: Roles) -> Roles:
-    """The roles minus the reference: sample and score all, reference only the pairs."""
-    return dataclasses.replace(roles, reference=None)
 
 
 def pair_batch(batch: Batch, pairs: Pairs) -> Batch:

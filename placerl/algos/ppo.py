@@ -8,15 +8,16 @@ Departures: the "old" log-probs are the ones the sampler computed (same weights,
 temperature), which saves the actor a forward pass; with bf16 or several epochs the ratio
 still starts at ~1. ``kl_in_reward: false`` moves the KL from the reward into the loss, with
 the k3 estimator by default (k1 and abs are refused there: their gradient does not pull
-toward the reference, ``core.kl_loss_refusal``).
+toward the reference, ``kl_loss_refusal``).
 """
 
 from __future__ import annotations
 
 from placerl.algos import core
+from placerl.algos.kl import kl_estimate, token_rewards_from_scores
 from placerl.algos.kl_control import make_kl_controller
 from placerl.algos.objectives import PolicyObjective, ValueObjective
-from placerl.algos.rollout_phase import Roles, experience_metrics, sample_and_score
+from placerl.algos.online import Needs, Roles, experience_metrics, score
 from placerl.config.schema import PPOConfig
 from placerl.data.stream import PromptBatch
 from placerl.timing import PhaseTimer
@@ -24,19 +25,25 @@ from placerl.types import Batch, Field
 
 
 class PPO:
-    needs_critic = True
-
     def __init__(
-        self, cfg: PPOConfig, is_cap: float | None = None, generation_budget: int | None = None
+        self,
+        cfg: PPOConfig,
+        is_cap: float | None = None,
+        generation_budget: int | None = None,
+        samples_per_prompt: int = 1,
     ):
         self.cfg = cfg
         # null: k1 in the reward (InstructGPT), k3 as a loss (k1's gradient does not regularise)
         self.kl_estimator = cfg.kl_estimator or ("k1" if cfg.kl_in_reward else "k3")
-        self.needs_reference = cfg.kl_coef > 0
+        reference = cfg.kl_coef > 0
         # π_old of a single-pass update is the current policy, unless the KL-in-reward needs
         # it before the update (runtime/pipeline.py; GroupPolicyOptimization likewise)
-        self.old_log_probs_in_update = cfg.epochs * cfg.minibatches == 1 and not (
-            self.needs_reference and cfg.kl_in_reward
+        single_pass = cfg.epochs * cfg.minibatches == 1 and not (reference and cfg.kl_in_reward)
+        self.needs = Needs(
+            reference=reference,
+            critic=True,
+            samples_per_prompt=samples_per_prompt,
+            old_log_probs="update" if single_pass else "trainer",
         )
         self.kl_ctl = make_kl_controller(
             cfg.kl_controller, cfg.kl_coef, target=cfg.kl_target, horizon=cfg.kl_horizon
@@ -49,7 +56,7 @@ class PPO:
             kl_estimator=self.kl_estimator,
             entropy_coef=cfg.entropy_coef,
             is_cap=is_cap,
-            old_from_current=self.old_log_probs_in_update,
+            old_from_current=single_pass,
             loss_norm=generation_budget,
         )
         self.value_objective = ValueObjective(
@@ -59,16 +66,12 @@ class PPO:
             loss_norm=generation_budget,
         )
 
-    def step(
-        self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
-    ) -> dict[str, float]:
-        """One synchronous on-policy step: experience, then learning on it."""
-        return self.learn(roles, self.experience(roles, prompts, timer), timer, step)
-
-    def experience(self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer) -> Batch:
-        """generate → score → reference → values: the half of a step that only reads the
-        models; the experience pipeline may sample its batch ahead (runtime/pipeline.py)."""
-        batch = sample_and_score(roles, prompts, timer)
+    def experience(
+        self, roles: Roles, batch: Batch, prompts: PromptBatch, timer: PhaseTimer
+    ) -> Batch:
+        """score → reference → values of a sampled batch: the half of a step that only
+        reads the models (the pipeline may have sampled it ahead, runtime/pipeline.py)."""
+        batch = score(roles, batch, prompts, timer, reference=self.needs.reference)
         with timer.phase("values"):
             batch[Field.VALUES] = roles.critic.values(batch)
         return batch
@@ -94,12 +97,12 @@ class PPO:
         """Fill TOKEN_REWARDS, ADVANTAGES and RETURNS; returns the KL coefficient used."""
         cfg, mask = self.cfg, batch[Field.RESPONSE_MASK]
         kl = None
-        if self.needs_reference and cfg.kl_in_reward:
-            kl = core.kl_estimate(
+        if self.needs.reference and cfg.kl_in_reward:
+            kl = kl_estimate(
                 batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], self.kl_estimator, mask
             )
         coef = self.kl_ctl.value
-        rewards = core.token_rewards_from_scores(batch[Field.SCORES], mask, kl, coef)
+        rewards = token_rewards_from_scores(batch[Field.SCORES], mask, kl, coef)
         advantages, returns = core.compute_gae(
             rewards, batch[Field.VALUES], mask, cfg.gamma, cfg.lam
         )

@@ -40,6 +40,7 @@ from __future__ import annotations
 import torch
 
 from placerl.algos import core
+from placerl.algos.kl import token_rewards_from_scores
 
 
 def discounted_returns(
@@ -81,7 +82,7 @@ def reinforce_pp_advantages(
     Returns (advantages, returns), both (B, R) and 0 on padding; the returns are the values
     before normalisation.
     """
-    rewards = core.token_rewards_from_scores(scores, mask, kl, kl_coef)
+    rewards = token_rewards_from_scores(scores, mask, kl, kl_coef)
     returns = discounted_returns(rewards, mask, gamma)
     return _normalise(returns, mask, recenter=True), returns
 
@@ -104,6 +105,6 @@ def reinforce_pp_baseline_advantages(
     where the centred returns already have a group mean of 0.
     """
     centred = core.grpo_advantages(scores, group_size, scale_by_std=False)
-    rewards = core.token_rewards_from_scores(centred, mask, kl, kl_coef)
+    rewards = token_rewards_from_scores(centred, mask, kl, kl_coef)
     returns = discounted_returns(rewards, mask, gamma)
     return _normalise(returns, mask, recenter), returns

@@ -2,7 +2,7 @@
 
 The reward model is a sequence-classification transformer with one label; its score is read at
 the last attended token of ``[prompt | response]`` (right-padded here), the response's end
-token: the same token PPO scoring reads (``roles/reward.py::sequence_scores``); cutting a
+token: the same token PPO scoring reads (``models/scores.py::sequence_scores``); cutting a
 micro-batch's columns to its longest row changes no score.
 """
 
@@ -14,9 +14,11 @@ import torch.nn.functional as F
 from placerl.data.collate import preference_batch
 from placerl.models.device import on_model_device
 from placerl.models.lm_head import enable_gradient_checkpointing
-from placerl.roles.common import autocast, clip_and_step, position_ids
-from placerl.roles.micro_batches import MicroBatching, pack_units
-from placerl.roles.reward import sequence_scores
+from placerl.models.micro_batches import MicroBatching, pack_units
+from placerl.models.precision import autocast
+from placerl.models.scores import sequence_scores
+from placerl.models.shared_prefix import position_ids
+from placerl.models.training import clip_and_step
 
 
 def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Tensor:

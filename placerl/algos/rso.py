@@ -46,19 +46,18 @@ from typing import Literal
 import torch
 from torch import Tensor
 
+from placerl.algos.online import Needs, Roles, experience_metrics, score
 from placerl.algos.pair_training import (
     PairObjective,
     Pairs,
     label_pairs,
     pair_metrics,
     train_on_pairs,
-    without_reference,
 )
-from placerl.algos.rollout_phase import Roles, experience_metrics, sample_and_score
 from placerl.config.preference import RSOConfig
 from placerl.data.stream import PromptBatch
 from placerl.timing import PhaseTimer
-from placerl.types import Field
+from placerl.types import Batch, Field
 
 Ranking = Literal["first_round", "tournament"]
 
@@ -79,6 +78,13 @@ def statistical_rejection_sampling(
         raise ValueError(f"num_accepted={num_accepted}: expected 1 … {candidates} (candidates)")
     if not beta > 0:
         raise ValueError(f"beta={beta}: expected a number > 0")
+    finite = torch.isfinite(scores.detach())
+    if not bool(finite.all()):  # NaN or ±inf: no candidate would ever pass, the loop would spin
+        group, candidate = (~finite).nonzero()[0].tolist()
+        raise ValueError(
+            f"rejection sampling needs finite rewards; prompt {group}, candidate {candidate} "
+            f"has {float(scores[group, candidate])}"
+        )
     rewards = scores.detach().double()
     remaining = torch.ones_like(rewards, dtype=torch.bool)
     rank = torch.full_like(rewards, num_accepted, dtype=torch.long)  # k: not accepted
@@ -132,23 +138,28 @@ def rank_pairs(
 
 
 class RSO:
-    """One step: N samples per prompt from π_sft → rewards → rejection sampling toward π* →
-    pairs of accepted samples → reference log-probs of the pairs → DPO/SLiC/IPO update."""
-
-    needs_critic = False
-    needs_reference = True
-    follows_policy = False  # samples come from the frozen initial policy, π_sft
+    """One step: N samples per prompt from π_sft (the frozen initial policy: a rollout that is
+    never synced) → rewards → rejection sampling toward π* → pairs of accepted samples →
+    reference log-probs of the pairs → DPO/SLiC/IPO update."""
 
     def __init__(self, cfg: RSOConfig, objective: PairObjective, seed: int = 0):
         self.cfg = cfg
         self.objective = objective
-        self.samples_per_prompt = cfg.num_candidates
+        self.needs = Needs(
+            reference=True,
+            samples_per_prompt=cfg.num_candidates,
+            proposal="initial",
+            old_log_probs="sampler",
+        )
         self.generator = torch.Generator().manual_seed(seed + 4099)
 
-    def step(
-        self, roles: Roles, prompts: PromptBatch, timer: PhaseTimer, step: int
-    ) -> dict[str, float]:
-        batch = sample_and_score(without_reference(roles), prompts, timer)
+    def experience(
+        self, roles: Roles, batch: Batch, prompts: PromptBatch, timer: PhaseTimer
+    ) -> Batch:
+        """Rewards of every candidate; the reference is asked for the pairs' alone."""
+        return score(roles, batch, prompts, timer, reference=False)
+
+    def learn(self, roles: Roles, batch: Batch, timer: PhaseTimer, step: int) -> dict[str, float]:
         metrics = experience_metrics(batch)
         with timer.phase("rejection"):
             scores = batch[Field.SCORES].view(-1, self.cfg.num_candidates)

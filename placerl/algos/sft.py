@@ -15,8 +15,10 @@ from torch import Tensor
 from placerl.data.collate import sft_batch
 from placerl.models.device import on_model_device
 from placerl.models.lm_head import enable_gradient_checkpointing, selected_log_probs
-from placerl.roles.common import autocast, clip_and_step, position_ids
-from placerl.roles.micro_batches import MicroBatching, pack_units
+from placerl.models.micro_batches import MicroBatching, pack_units
+from placerl.models.precision import autocast
+from placerl.models.shared_prefix import position_ids
+from placerl.models.training import clip_and_step
 
 IGNORE = -100
 

@@ -59,10 +59,12 @@ def training_changes(saved: dict, new: dict) -> list[str]:
     return changes
 
 
-def check_resume_config(run_dir: Path, cfg: BaseModel, allow_change: bool) -> list[str]:
+def check_resume_config(
+    run_dir: Path, cfg: BaseModel, allow_change: bool, allowed_by: str = "--allow-config-change"
+) -> list[str]:
     """Refuse (``UserError``) a resume whose config changes the training, unless
-    ``allow_change``; returns notices to print (the accepted changes, or why nothing was
-    compared)."""
+    ``allow_change`` (``allowed_by`` says who allowed it); returns notices to print (the
+    accepted changes, or why nothing was compared)."""
     path = run_dir / CONFIG_FILE
     if not path.is_file():
         return [f"{path} is missing: the resumed config cannot be compared with the original"]
@@ -87,7 +89,7 @@ def check_resume_config(run_dir: Path, cfg: BaseModel, allow_change: bool) -> li
     if not changes:
         return []
     if allow_change:
-        return ["resuming with a changed config (--allow-config-change): " + "; ".join(changes)]
+        return [f"resuming with a changed config ({allowed_by}): " + "; ".join(changes)]
     raise UserError(
         "the config differs from the one this run was started with in keys that change the "
         f"training: {'; '.join(changes)}. Resume with the saved values, use another run_dir, "

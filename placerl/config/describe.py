@@ -134,5 +134,13 @@ def render(model: type[BaseModel], section: str | None = None, width: int = 96) 
 
 
 def section_names(model: type[BaseModel]) -> list[str]:
-    """The top-level sections (for the message when an unknown one is asked for)."""
-    return [n for n, f in model.model_fields.items() if _section_model(f.annotation) is not None]
+    """Every section the reference lists, nested ones too (``model.lora``, ``rollout.vllm``,
+    ``placement.roles``), in the listing's order: what ``--help-config SECTION`` takes."""
+    names: dict[str, None] = {}
+    for doc in iter_fields(model):
+        parts = _section_of(doc.key).split(".")
+        for depth in range(1, len(parts) + 1):
+            name = ".".join(p for p in parts[:depth] if not p.startswith("<"))
+            if name:
+                names[name] = None
+    return list(names)

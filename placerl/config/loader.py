@@ -18,6 +18,8 @@ from typing import Any, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from placerl.config.aliases import same_name_elsewhere, unknown_key_hint
+from placerl.config.describe import iter_fields
 from placerl.errors import UserError
 
 M = TypeVar("M", bound=BaseModel)
@@ -41,7 +43,7 @@ def load_config(path: str | Path | None, overrides: Sequence[str], schema: type[
         return schema.model_validate(data)
     except ValidationError as exc:
         origin = _Origin(str(path) if path is not None else None, lines, list(parsed))
-        raise _translate(exc, schema, origin) from None
+        raise _translate(exc, schema, origin, data) from None
 
 
 def parse_overrides(overrides: Sequence[str]) -> dict[str, Any]:
@@ -214,13 +216,15 @@ class _Origin:
         return None
 
 
-def _translate(exc: ValidationError, schema: type[BaseModel], origin: _Origin) -> UserError:
+def _translate(
+    exc: ValidationError, schema: type[BaseModel], origin: _Origin, data: dict[str, Any]
+) -> UserError:
     """Turn pydantic's error list into one message with one line per problem."""
     problems: list[tuple[str, str | None]] = []
     for err in exc.errors():
         loc = tuple(err["loc"])
         dotted = ".".join(str(part) for part in loc) or "(top level)"
-        problems.append((f"{dotted}: {_describe(err, loc, schema)}", origin.of(dotted)))
+        problems.append((f"{dotted}: {_describe(err, loc, schema, data)}", origin.of(dotted)))
     if len(problems) == 1:
         text, where = problems[0]
         where = "override" if where == _FROM_OVERRIDE else where
@@ -238,26 +242,34 @@ def _located(where: str | None) -> str:
     return f" ({where})" if where == _FROM_OVERRIDE else f" (at {where})"
 
 
-def _describe(err: Mapping[str, Any], loc: tuple[Any, ...], schema: type[BaseModel]) -> str:
+def _describe(
+    err: Mapping[str, Any], loc: tuple[Any, ...], schema: type[BaseModel], data: dict[str, Any]
+) -> str:
     """The problem in words: what is wrong, what was given, what would be valid."""
     kind = err["type"]
     if kind == "extra_forbidden":
-        valid = _valid_keys(schema, loc[:-1])
-        return f"unknown key{_suggest(str(loc[-1]), valid)} (got {_show(err.get('input'))})"
+        hint = _unknown_key_hint(loc, schema, data)
+        return f"unknown key; {hint} (got {_show(err.get('input'))})"
     if kind == "missing":
         return "required key is missing"
     message = str(err["msg"]).removeprefix("Value error, ")
     return f"{message} (got {_show(err.get('input'))})"
 
 
-def _suggest(key: str, valid: list[str]) -> str:
-    """ "; did you mean 'x'?" for a near miss, else the list of valid keys at that level."""
-    if not valid:
-        return ""
-    close = difflib.get_close_matches(key, valid, n=1, cutoff=0.6)
-    if close:
-        return f"; did you mean '{close[0]}'?"
-    return f"; valid keys here: {', '.join(sorted(valid))}"
+def _unknown_key_hint(loc: tuple[Any, ...], schema: type[BaseModel], data: dict[str, Any]) -> str:
+    """Which key was meant, best guess first: another library's name for a placerl key
+    (``learning_rate`` → ``optim.lr``), a near miss at the same level, the same name in
+    another section, else the list of valid keys at that level."""
+    dotted = ".".join(str(part) for part in loc)
+    valid = _valid_keys(schema, loc[:-1])
+    close = difflib.get_close_matches(str(loc[-1]), valid, n=1, cutoff=0.6)
+    keys = [doc.key for doc in iter_fields(schema)]
+    hint = (
+        unknown_key_hint(dotted, data)
+        or (f"did you mean '{close[0]}'?" if close else None)
+        or same_name_elsewhere(dotted, keys)
+    )
+    return hint or f"valid keys here: {', '.join(sorted(valid))}"
 
 
 def _valid_keys(schema: type[BaseModel], parent: tuple[Any, ...]) -> list[str]:

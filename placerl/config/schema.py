@@ -70,8 +70,18 @@ class DataConfig(Section):
         "RL stages: prompts (eval/reward; eval/accuracy with an `answer` column). "
         "null: the builtin eval split when data.train is builtin, else no evaluation.",
     )
-    max_prompt_len: int = Field(64, gt=0, description="Longest prompt in tokens; longer: error.")
-    max_len: int = Field(128, gt=1, description="Longest prompt+response for SFT/RM/DPO data.")
+    max_prompt_len: int = Field(
+        512,
+        gt=0,
+        description="Longest prompt in tokens; longer: an error naming the row and the data's "
+        "length percentiles (never truncated). 512, as TRL, fits most chat prompts.",
+    )
+    max_len: int = Field(
+        1024,
+        gt=1,
+        description="Longest prompt+response for SFT/RM/DPO data (longer: see over_length). "
+        "1024, as TRL; batches are padded to their longest row, not to this.",
+    )
     over_length: Literal["truncate", "error"] = Field(
         "truncate",
         description="SFT examples longer than max_len: truncate cuts the completion to fit "
@@ -96,7 +106,12 @@ class OptimConfig(Section):
     lr: float = Field(1e-5, gt=0, description="Peak learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     betas: tuple[float, float] = Field((0.9, 0.95), description="AdamW betas.")
-    warmup_steps: int = Field(0, ge=0, description="Linear warm-up optimizer steps.")
+    warmup_steps: int = Field(
+        0,
+        ge=0,
+        description="Linear warm-up over the first n training steps (trainer.steps: the "
+        "schedule advances once per step, however many minibatches and epochs it has).",
+    )
     schedule: Literal["constant", "linear", "cosine"] = Field(
         "constant", description="Decay after warm-up, to `min_lr_ratio`·lr at the last step."
     )
@@ -324,7 +339,7 @@ class RunConfig(Section):
         return self
 
     def _kl_losses_regularise(self) -> None:
-        from placerl.algos.core import kl_loss_refusal
+        from placerl.algos.kl import kl_loss_refusal
 
         checks = [
             ("grpo", self.grpo.kl_coef > 0 and self.stage in ("grpo", "rloo"), self.grpo),

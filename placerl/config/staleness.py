@@ -16,11 +16,12 @@ from placerl.config.section import Section
 
 
 class StalenessConfig(Section):
-    sync_every: int = Field(
-        1,
+    sync_every: int | None = Field(
+        None,
         ge=1,
-        description="Send the trainer's weights to the rollout copy every n updates (sooner "
-        "if a sample would otherwise exceed placement.max_staleness).",
+        description="Send the trainer's weights to the rollout copy every n updates; null: "
+        "only when a sample would otherwise exceed placement.max_staleness (so a bound >= "
+        "trainer.steps samples with the first policy throughout: offline).",
     )
     is_cap: float | None = Field(
         2.0,

@@ -25,6 +25,8 @@ from placerl.errors import UserError
 from placerl.models.tokens import target_end
 
 IGNORE_INDEX = -100  # label of tokens that do not count in the loss (HF convention)
+PROMPT_KEY = "data.max_prompt_len"  # the limit of prompts alone (RL, held-out prompts)
+EXAMPLE_KEY = "data.max_len"  # the limit of prompt + response (SFT, RM, DPO examples)
 
 
 def encode_prompts(
@@ -36,9 +38,10 @@ def encode_prompts(
 ) -> list[list[int]]:
     """Token ids of each prompt; ``rows`` are the dataset indices used in error messages."""
     encoded = [_with_bos(ids, tokenizer, add_bos) for ids in _encode(tokenizer, prompts)]
-    for index, ids in enumerate(encoded):
-        if len(ids) > max_len:
-            raise _too_long(ids, max_len, _name(rows, index), room="")
+    lengths = [len(ids) for ids in encoded]
+    for index, length in enumerate(lengths):
+        if length > max_len:
+            raise _too_long(lengths, index, max_len, _name(rows, index), PROMPT_KEY, room=0)
     return encoded
 
 
@@ -176,9 +179,10 @@ def _encode_examples(
     """Tokenize prompts (with BOS) and each list of responses (with EOS). A prompt that leaves
     no room for even one response token is an error: training on it would teach nothing."""
     prompt_ids = [_with_bos(ids, tokenizer, add_bos) for ids in _encode(tokenizer, prompts)]
-    for index, ids in enumerate(prompt_ids):
-        if len(ids) >= max_len:
-            raise _too_long(ids, max_len, _name(rows, index), room=" with room for a response")
+    lengths = [len(ids) for ids in prompt_ids]
+    for index, length in enumerate(lengths):
+        if length >= max_len:  # no room for a response token
+            raise _too_long(lengths, index, max_len, _name(rows, index), EXAMPLE_KEY, room=1)
     if eos:
         _eos_id(tokenizer)  # a clear error when responses cannot be terminated
         response_ids = [
@@ -216,9 +220,26 @@ def _name(rows: Sequence[int] | None, index: int) -> int:
     return rows[index] if rows is not None else index
 
 
-def _too_long(ids: list[int], max_len: int, row: int, room: str) -> UserError:
+def _too_long(
+    lengths: list[int], index: int, max_len: int, row: int, key: str, room: int
+) -> UserError:
+    """The first prompt over the limit (``room``: tokens it must leave for a response), with
+    how many are and the spread of all of them, so the new limit can be chosen from the data."""
+    over = sum(length + room > max_len for length in lengths)
+    with_room = " with room for a response" if room else ""
     return UserError(
-        f"prompt is {len(ids)} tokens long, too long for max_len={max_len}{room}; "
-        f"prompts are never truncated: shorten or drop it, or raise max_len",
+        f"prompt is {lengths[index]} tokens long, too long for {key.split('.')[-1]}={max_len}"
+        f"{with_room}; "
+        f"prompts are never truncated: shorten or drop it, or raise {key} ({over} of "
+        f"{len(lengths)} prompts are over; {length_percentiles(lengths)})",
         where=f"row {row}",
     )
+
+
+def length_percentiles(lengths: Sequence[int]) -> str:
+    """``tokens p50 12, p90 30, p99 61, max 70``: the spread of a data set's lengths."""
+    ordered = sorted(lengths)
+    if not ordered:
+        return "no rows"
+    at = [ordered[min(len(ordered) - 1, int(q * len(ordered)))] for q in (0.5, 0.9, 0.99)]
+    return f"tokens p50 {at[0]}, p90 {at[1]}, p99 {at[2]}, max {ordered[-1]}"

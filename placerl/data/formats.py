@@ -16,6 +16,7 @@ column; the ``*_rows`` helpers check a whole dataset up front, before any traini
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -265,8 +266,27 @@ def _messages(value: Any, column: str, where: str) -> list[Message]:
                     f"{_describe(message.get(key))}",
                     where=at,
                 )
+        _known_role(message["role"], f"message {index} of '{column}'", at)
         messages.append({k: v for k, v in message.items() if v is not None})
     return messages
+
+
+# the roles chat templates know (OpenAI's and Hugging Face's conventions; Llama 3.1's ipython)
+ROLES = ("system", "user", "assistant", "tool", "developer", "function", "ipython")
+
+
+def _known_role(role: str, what: str, at: str) -> None:
+    """A typo such as ``"usr"`` would otherwise render silently into a template (or be
+    dropped by it) and train on a conversation that is not the one meant."""
+    if role in ROLES:
+        return
+    close = difflib.get_close_matches(role, ROLES, n=1, cutoff=0.5)
+    hint = f"; did you mean '{close[0]}'?" if close else ""
+    raise UserError(
+        f"{what} has role {role!r}, which no chat template knows; expected one of "
+        f"{', '.join(ROLES)}{hint}",
+        where=at,
+    )
 
 
 def _describe(value: Any) -> str:

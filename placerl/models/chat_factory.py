@@ -33,7 +33,6 @@ from placerl.models.factory import TinyLlamaSize, train_digit_bpe
 
 ENDOFTEXT, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
 QWEN2_VOCAB = 151_936
-LLAMA3_VOCAB = 128_256
 
 CHATML_TEMPLATE = (
     "{% for message in messages %}"

@@ -3,7 +3,7 @@
 Three heads over one backbone family, all plain ``transformers`` classes so checkpoints load
 back with ``from_pretrained``: the policy (causal LM), the critic (token classification with
 one label: a value per token) and the reward model (sequence classification with one label: a
-score read at the last attended token, see ``roles/reward.py::sequence_scores``).
+score read at the last attended token, see ``models/scores.py::sequence_scores``).
 
 Every model is loaded with the run's ``LoadOptions`` (``model.attn_implementation``,
 ``model.trust_remote_code``). Nothing here writes a pad token into a model's config or a
@@ -31,6 +31,7 @@ from transformers.utils import logging as hf_logging
 
 from placerl.errors import UserError
 from placerl.models.lora import ARCHITECTURE_OF_TASK, adapter_config, load_merged
+from placerl.models.paths import require_dir, require_model_files, require_tokenizer_files
 from placerl.models.tokens import SOURCE_ATTR
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # never reach for the hub: paths are local
@@ -79,11 +80,11 @@ DEFAULT = LoadOptions()
 
 
 def _check_dir(path: str | Path, what: str) -> Path:
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"{what} directory does not exist", where=str(path))
-    if not (path / "config.json").exists() and what != "tokenizer":
-        raise UserError(f"{what} directory has no config.json (not a saved model)", where=str(path))
+    path = require_dir(path, what)
+    if what == "tokenizer":
+        require_tokenizer_files(path)
+    else:
+        require_model_files(path, what)
     return path
 
 
@@ -223,7 +224,7 @@ def load_reward_model(
     Training a reward model starts from any backbone (``trained=False``); *using* one requires
     a checkpoint saved with a one-label sequence-classification head, or its scores would come
     from a random head. The score is read at the last attended token, computed from the
-    attention mask (``roles/reward.py::sequence_scores``), not from a pad id: so no pad id is
+    attention mask (``models/scores.py::sequence_scores``), not from a pad id: so no pad id is
     written into the config (``pad_token_id`` is accepted for old callers and not used).
     """
     if trained and not _has_architecture(path, "SequenceClassification"):

@@ -45,6 +45,7 @@ ARCHITECTURE_OF_TASK = {
     "SEQ_CLS": "SequenceClassification",
 }
 _SETTINGS = "placerl_lora"  # the LoraConfig a model was built with (export reads it)
+BASE_IS_ADAPTER = "placerl_base_is_adapter"  # its base was loaded from an adapter directory
 
 
 def is_lora(model) -> bool:
@@ -129,6 +130,8 @@ def apply_lora(model: nn.Module, cfg: LoraConfig, kind: str = "policy") -> nn.Mo
         peft_model = get_peft_model(model, peft_cfg)
     if base and Path(base).exists():  # the adapter directory names its base absolutely
         peft_model.peft_config["default"].base_model_name_or_path = str(Path(base).resolve())
+    # recorded while the directory surely exists (it was just loaded): models/lora_export.py
+    object.__setattr__(peft_model, BASE_IS_ADAPTER, bool(base) and adapter_config(base) is not None)
     checkpointing = getattr(model, "is_activation_checkpointing", None)
     if checkpointing is None:  # transformers < 5.24
         checkpointing = getattr(model, "is_gradient_checkpointing", False)

@@ -8,6 +8,8 @@ sub-packages because ``auto`` does: ``plan/`` never imports ``auto``.
 
 from __future__ import annotations
 
+import dataclasses
+
 from placerl.config.schema import RunConfig
 from placerl.placement.auto.plan import auto_plan
 from placerl.placement.plan import strategies
@@ -56,6 +58,13 @@ def plan_from_config(
     roles = needed_roles(cfg)
     cluster = cluster if cluster is not None else cluster_for(cfg)
     plan = make_plan(cfg, roles, cluster)
+    if plan.strategy == "local":  # auto's pick of it too: this process's one device
+        cluster = Cluster(plan.slots)
+    if plan.offload != cfg.placement.offload:  # a copy only when needed: auto's monitor holds it
+        plan = dataclasses.replace(plan, offload=cfg.placement.offload)
     params = model_params if model_params is not None else model_params_for(cfg)
-    validate_plan(plan, needed=roles, cluster=cluster, model_params=params)
+    frozen_bytes = 2 if cfg.model.precision == "bf16" else 4  # frozen models load in it
+    validate_plan(
+        plan, needed=roles, cluster=cluster, model_params=params, frozen_bytes=frozen_bytes
+    )
     return plan

@@ -78,7 +78,6 @@ def synthetic_batch(shape: ModelShape, prompts: int, samples: int, prompt: int, 
             Field.ADVANTAGES: torch.randn(rows, response, generator=g),
             Field.RETURNS: torch.randn(rows, response, generator=g),
             Field.VALUES: zeros,
-            Field.GROUP_IDS: torch.arange(prompts).repeat_interleave(samples),
         },
         batch_size=[rows],
     )

@@ -15,8 +15,8 @@ from placerl.algos.core import NORMED_SUM
 from placerl.algos.objectives import PolicyObjective, policy_loss
 from placerl.algos.skipping import informative_rows, kept_share
 from placerl.config.schema import OptimConfig
+from placerl.models.micro_batches import GROUP_MEAN
 from placerl.roles.common import TrainedModel, autocast, response_log_probs
-from placerl.roles.micro_batches import GROUP_MEAN
 from placerl.types import Batch, Field, GroupedObjective
 
 

@@ -9,8 +9,6 @@ the vocabulary projection of the prompt.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -22,6 +20,7 @@ from placerl.models.lm_head import (
     split_lm,
 )
 from placerl.models.logprobs import entropy_from_logits, log_probs_from_logits, token_log_probs
+from placerl.models.micro_batches import MicroBatching, micro_batches, stat_weights, trim_padding
 from placerl.models.precision import autocast  # noqa: F401 (roles import it from here)
 from placerl.models.shared_prefix import (
     position_ids,
@@ -30,8 +29,7 @@ from placerl.models.shared_prefix import (
     shared_prefix_logits,
     shared_prefix_plan,
 )
-from placerl.numerics import finite_step
-from placerl.roles.micro_batches import MicroBatching, micro_batches, stat_weights, trim_padding
+from placerl.models.training import clip_and_step, make_optimizer
 from placerl.types import Batch, Field
 
 MIN_SHARED_SAVING = 0.1  # below this share of tokens saved, one plain pass is cheaper
@@ -142,39 +140,6 @@ def response_values(model, batch: Batch) -> Tensor:
     return out.logits[:, -width - 1 : -1, 0].float()
 
 
-def make_optimizer(
-    params, cfg: OptimConfig, total_steps: int, lr: float | None = None
-) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with linear warm-up then constant, linear or cosine decay to min_lr_ratio·lr."""
-    optimizer = torch.optim.AdamW(
-        [p for p in params if p.requires_grad],
-        lr=lr or cfg.lr,
-        betas=cfg.betas,
-        weight_decay=cfg.weight_decay,
-        fused=True,  # one kernel per step: ~4x faster than foreach on CPU, same math
-    )
-
-    def factor(step: int) -> float:
-        if step < cfg.warmup_steps:
-            return (step + 1) / cfg.warmup_steps
-        if cfg.schedule == "constant":
-            return 1.0
-        progress = min(1.0, (step - cfg.warmup_steps) / max(1, total_steps - cfg.warmup_steps))
-        shape = (
-            1 - progress if cfg.schedule == "linear" else 0.5 * (1 + math.cos(math.pi * progress))
-        )
-        return cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * shape
-
-    return optimizer, torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-
-
-def clip_and_step(model, optimizer, grad_clip: float | None, loss=None) -> float:
-    """Clip gradients, step (skipped when non-finite: placerl/numerics.py), clear gradients;
-    returns the pre-clip norm."""
-    params = [p for p in model.parameters() if p.grad is not None]
-    return finite_step(params, optimizer, grad_clip, loss)
-
-
 def minibatch_indices(
     size: int, minibatches: int, generator: torch.Generator | None
 ) -> list[Tensor]:
@@ -190,7 +155,7 @@ class TrainedModel:
 
     ``fit`` runs ``epochs`` × ``minibatches`` optimizer steps of ``loss_of(minibatch)`` and
     advances the schedule once (one RL step); the state is what exact resume needs. Each
-    minibatch runs as micro-batches whose gradients accumulate (roles/micro_batches.py):
+    minibatch runs as micro-batches whose gradients accumulate (models/micro_batches.py):
     ``loss_of`` sees one micro-batch and normalises by its own count, ``fit`` reweights.
     """
 

@@ -25,8 +25,10 @@ from contextlib import contextmanager
 
 import torch
 
-from placerl.errors import UserError
-from placerl.roles.common import autocast, position_ids
+from placerl.errors import UserError, user_frame
+from placerl.models.precision import autocast
+from placerl.models.scores import sequence_scores
+from placerl.models.shared_prefix import position_ids
 from placerl.types import Batch, Field
 
 RewardFn = Callable[..., Sequence[float]]
@@ -89,6 +91,8 @@ MAX_ABS_SCORE = 1e15
 
 
 class RuleReward:
+    model = None  # a rule has no model to place
+
     def __init__(self, fn: RewardFn, tokenizer, name: str, scale: float = 1.0):
         self.fn, self.tokenizer, self.name, self.scale = fn, tokenizer, name, scale
 
@@ -110,9 +114,10 @@ class RuleReward:
 
 def _describe(err: BaseException) -> str:
     """``SystemExit(7)``, ``ValueError: boom``: the exception as the user would recognise it."""
+    where = user_frame(err) or ""
     if isinstance(err, SystemExit):
-        return f"SystemExit({err.code!r}) (a reward must return scores, not exit)"
-    return f"{type(err).__name__}: {err}"
+        return f"SystemExit({err.code!r}){where} (a reward must return scores, not exit)"
+    return f"{type(err).__name__}: {err}{where}"
 
 
 @contextmanager
@@ -173,45 +178,6 @@ def check_magnitude(value: float, index: int, name: str, scale: float) -> None:
         "float32 batch statistics overflow (inf/NaN); rescale the reward",
         name,
     )
-
-
-def last_attended(mask: torch.Tensor) -> torch.Tensor:
-    """(B,) index of each row's last position with ``mask`` 1 (rows of any padding side)."""
-    positions = torch.arange(mask.shape[-1], device=mask.device)
-    return (positions * (mask != 0)).argmax(dim=-1)
-
-
-def sequence_scores(model, input_ids, attention_mask, position_ids=None) -> torch.Tensor:
-    """(B,) float scores of a one-label sequence-classification model, each read at its row's
-    last attended token: the last response token, i.e. its end token when it has one.
-
-    One definition for RM training, PPO scoring and evaluation. Hugging Face's heads pick the
-    last token that is not ``pad_token_id`` instead, which moves with the pad choice (pad = an
-    end token makes it skip the end token) and refuses batches when the config has no pad id;
-    so the per-position scores are taken from the head as it runs (a forward hook, which keeps
-    the model's own ``forward`` and so any wrapper around it) and indexed from the mask.
-    """
-    head = getattr(model, "score", None) or getattr(model, "classifier", None)
-    if head is None:
-        raise TypeError(f"{type(model).__name__} has no 'score' head to read scores from")
-    captured: list[torch.Tensor] = []
-    handle = head.register_forward_hook(lambda _m, _i, out: captured.append(out))
-    config = model.config
-    config = config.get_text_config() if hasattr(config, "get_text_config") else config
-    had_pad = config.pad_token_id is not None
-    if not had_pad:  # only to pass HF's batch check; its pooled output is not used
-        config.pad_token_id = -1
-    try:
-        model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids)
-    finally:
-        handle.remove()
-        if not had_pad:
-            config.pad_token_id = None
-    per_token = captured[-1]  # (B, T, 1); a pooling head (BERT-like) gives (B, 1) itself
-    if per_token.dim() == 2:
-        return per_token[:, 0].float()
-    rows = torch.arange(per_token.shape[0], device=per_token.device)
-    return per_token[rows, last_attended(attention_mask).to(per_token.device), 0].float()
 
 
 class ModelReward:

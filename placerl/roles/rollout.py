@@ -1,7 +1,7 @@
 """The rollout: sampling responses with the actor's weights.
 
-In one process the rollout holds the *same* module as the actor, so there is nothing to sync;
-under Separate placement it holds a shadow copy that ``load_weights`` refreshes.
+On-policy in one process the rollout holds the *same* module as the actor, so there is
+nothing to sync; otherwise it holds a copy of its own that the runtime's weight sync refreshes.
 """
 
 from __future__ import annotations
@@ -45,9 +45,6 @@ class RolloutWorker:
             uniforms=uniforms,
         )
 
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.model.load_state_dict(state_dict)
-
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
 
@@ -58,15 +55,12 @@ class RolloutWorker:
 class EngineRolloutWorker:
     """The rollout on an inference engine (vLLM) that holds its own copy of the weights.
 
-    Same methods as ``RolloutWorker``; ``load_weights`` goes into the engine in place. The
-    engine's log-probs are the behaviour policy μ: the pipeline always has the trainer
-    recompute π_old (``recomputes_old_log_probs``) and corrects with truncated IS weights.
+    Same methods as ``RolloutWorker``; ``load_named_weights`` goes into the engine in place.
+    The engine's log-probs are the behaviour policy μ: the pipeline has the trainer recompute
+    π_old (``recompute_log_probs: always``) and corrects with truncated IS weights.
     """
 
-    recomputes_old_log_probs = True
-    model: torch.nn.Module | None = None  # under Separate: the HF copy that receives syncs
-    colocated = False  # on the actor's slot: refreshed from its module (Ray host)
-    engine_version = 0  # the colocated actor's updates the engine holds
+    model: torch.nn.Module | None = None  # on a Ray worker: the HF copy that receives syncs
 
     def __init__(self, engine, params: SamplingParams, *, seed: int = 0):
         self.engine = engine
@@ -87,9 +81,6 @@ class EngineRolloutWorker:
         if uniforms is None:  # drawn as placerl's sampler and the Ray handles draw them
             uniforms = draw_uniforms(prompt_ids.shape[0], params, self.generator)
         return self.engine.generate(prompt_ids, prompt_mask, params, row_seeds(uniforms))
-
-    def load_weights(self, state_dict: dict[str, torch.Tensor]) -> None:
-        self.engine.load_weights(state_dict.items())
 
     def load_named_weights(self, named) -> None:
         self.engine.load_weights(named)

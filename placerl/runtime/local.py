@@ -1,163 +1,121 @@
 """The local runtime: every role in this process, on one device.
 
-The rollout shares the actor's module (colocated, nothing to sync), the reference is a second
-copy of the initial policy — or, with LoRA, the actor's model with its adapter disabled (no
-second copy) — the critic starts from the reward model (InstructGPT) or the policy. A Ray
-runtime implements the same ``build_roles`` contract with remote handles whose methods have
-the same names and signatures.
+The rollout shares the actor's module (colocated, nothing to sync) unless it may lag the
+trainer: then it samples with a shadow copy the pipeline syncs (``LocalShadow``), or, for a
+frozen proposal, the initial policy as it is — the reference model when that is the initial
+policy, or the LoRA model's base. An inference engine holds weights of its own (``EngineSync``).
+The reference is a second copy of the initial policy — or, with LoRA, the actor's model with
+its adapter disabled — the critic starts from the reward model (InstructGPT) or the policy.
 
 The device is ``placement.device`` (models/device.py): every model goes there, and each role is
 wrapped in ``OnDevice``, which moves a call's tensors to the role's device and its results back
-to the CPU, the same boundary as a Ray worker's ``call``. Frozen models (reference, reward
-model) are loaded in the training precision (bf16 with ``model.precision: bf16``).
+to the CPU, the same boundary as a Ray worker's ``call``.
 """
 
 from __future__ import annotations
 
 import copy
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from placerl.algos.rollout_phase import Roles
+from placerl.algos.online import Roles
 from placerl.config.schema import RunConfig
 from placerl.models.device import CPU, resolve_device, to_device
-from placerl.models.loading import LoadOptions, load_policy, load_reward_model, load_value_model
-from placerl.models.lora import FrozenBase, is_lora, reference_is_base, with_lora
-from placerl.roles.actor import ActorWorker
-from placerl.roles.critic import CriticWorker
-from placerl.roles.micro_batches import micro_batching
-from placerl.roles.reference import ReferenceWorker
-from placerl.roles.reward import ModelReward, RuleReward, import_reward_function
-from placerl.roles.rollout import RolloutWorker
-from placerl.rollout.sampling import SamplingParams
-from placerl.tasks.rewards import exact_match_reward
+from placerl.models.lora import FrozenBase, is_lora
+from placerl.placement.plan.plan import Plan
+from placerl.roles.build import (
+    build_reward,
+    make_actor,
+    make_critic,
+    make_engine_rollout,
+    make_reference,
+    make_rollout,
+)
+from placerl.runtime import RolloutSetup
+from placerl.runtime.launch import InlineLauncher, Launcher
+from placerl.runtime.sync import RolloutSync
+from placerl.runtime.sync.consumers import EngineSync, LocalShadow
+from placerl.timing import Span
 
 
-def sampling_params(cfg: RunConfig) -> SamplingParams:
-    r = cfg.rollout
-    return SamplingParams(
-        max_new_tokens=r.max_new_tokens,
-        temperature=r.temperature,
-        top_p=r.top_p,
-        top_k=r.top_k,
-        stop_strings=tuple(r.stop_strings),
-        precision=cfg.model.precision,
-    )
+@dataclass
+class LocalRuntime:
+    """Every role in this process: the controller's models *are* the roles' models."""
 
+    roles: Roles
+    plan: Plan
+    setup: RolloutSetup
+    sync: RolloutSync | None = None
+    launcher: Launcher = field(default_factory=InlineLauncher)
+    experience_shares_rollout_workers: bool = False  # nothing runs ahead but the rollout
 
-def build_reward(cfg: RunConfig, tokenizer):
-    if cfg.reward.model:
-        options = LoadOptions.of(cfg.model, frozen=True)  # held in the training precision
-        model = load_reward_model(cfg.reward.model, trained=True, options=options)
-        return ModelReward(
-            model, precision=cfg.model.precision, scale=cfg.reward.scale, name=cfg.reward.model
+    @classmethod
+    def build(
+        cls, cfg: RunConfig, plan: Plan, setup: RolloutSetup, path: Path, tokenizer, policy, needs
+    ) -> LocalRuntime:
+        """Every role on ``placement.device``; ``policy`` (the stage's model) goes there too."""
+        device = resolve_device(cfg.placement.device)
+        policy.to(device)
+        actor = make_actor(cfg, policy)
+        reference = make_reference(cfg, path, policy) if needs.reference else None
+        critic = make_critic(cfg, path) if needs.critic else None
+        rollout, sync = _rollout(cfg, setup, path, tokenizer, policy, reference)
+        roles = Roles(
+            rollout=on_device(rollout, device),
+            actor=on_device(actor, device),
+            reward=on_device(build_reward(cfg, tokenizer), device),
+            reference=on_device(reference, device),
+            critic=on_device(critic, device),
         )
-    if cfg.reward.function:
-        fn = import_reward_function(cfg.reward.function)
-        return RuleReward(fn, tokenizer, cfg.reward.function, cfg.reward.scale)
-    return RuleReward(exact_match_reward, tokenizer, "builtin exact-match reward", cfg.reward.scale)
+        return cls(roles, plan, setup, sync)
+
+    def rollout_sync(self) -> RolloutSync | None:
+        return self.sync
+
+    def pull_weights(self) -> None:
+        pass
+
+    def push_weights(self) -> None:
+        pass
+
+    def pop_spans(self) -> list[Span]:
+        return []
+
+    def policy_sampler(self):
+        return None
+
+    def close(self) -> None:
+        pass
 
 
-def training_memory(cfg: RunConfig) -> dict:
-    """The memory settings of a trained role: micro-batches and gradient checkpointing."""
-    return {
-        "micro_batching": micro_batching(cfg),
-        "gradient_checkpointing": cfg.model.gradient_checkpointing,
-    }
-
-
-def make_actor(cfg: RunConfig, policy, cls=ActorWorker, **extra) -> ActorWorker:
-    """The actor around ``policy``; ``cls``/``extra`` let a runtime use a data-parallel one."""
-    return cls(
-        policy,
-        cfg.optim,
-        cfg.trainer.steps,
-        temperature=cfg.rollout.temperature,
-        precision=cfg.model.precision,
-        seed=cfg.seed,
-        **training_memory(cfg),
-        **extra,
-    )
-
-
-def make_rollout(cfg: RunConfig, policy, tokenizer) -> RolloutWorker:
-    return RolloutWorker(policy, tokenizer, sampling_params(cfg), seed=cfg.seed)
-
-
-def make_reference(cfg: RunConfig, policy_path: Path, actor_model=None) -> ReferenceWorker:
-    """The frozen reference. Given the actor's LoRA model (in this process), and no other
-    reference named, it is that model with its adapter disabled: the base, for free."""
-    if (
-        actor_model is not None
-        and is_lora(actor_model)
-        and reference_is_base(cfg.reference, policy_path)
-    ):
-        ref_model = FrozenBase(actor_model)
-    else:
-        ref_model = load_policy(
-            cfg.reference or policy_path, LoadOptions.of(cfg.model, frozen=True)
-        )  # training precision
-    return ReferenceWorker(
-        ref_model, temperature=cfg.rollout.temperature, precision=cfg.model.precision
-    )
-
-
-def critic_path(cfg: RunConfig, policy_path: Path) -> Path:
-    """Where the critic starts: the critic checkpoint, else the reward model, else the policy."""
-    return Path(cfg.critic or cfg.reward.model or policy_path)
-
-
-def make_critic(
-    cfg: RunConfig, policy_path: Path, tokenizer, cls=CriticWorker, **extra
-) -> CriticWorker:
-    critic_model = with_lora(
-        load_value_model(critic_path(cfg, policy_path), options=LoadOptions.of(cfg.model)),
-        cfg.model.lora,
-        "critic",
-    )
-    return cls(
-        critic_model,
-        cfg.optim,
-        cfg.trainer.steps,
-        lr=cfg.ppo.critic_lr,
-        precision=cfg.model.precision,
-        seed=cfg.seed,
-        **training_memory(cfg),
-        **extra,
-    )
-
-
-def build_roles(cfg: RunConfig, policy_path: Path, tokenizer, policy, algorithm) -> Roles:
-    """Every role on ``placement.device``; ``policy`` (the stage's model) is moved there too."""
-    device = resolve_device(cfg.placement.device)
-    policy.to(device)
-    actor = make_actor(cfg, policy)
-    if cfg.rollout.engine == "vllm":  # an engine with its own weights; the pipeline syncs it
-        from placerl.runtime.engine import make_engine_rollout
-
-        rollout = make_engine_rollout(cfg, policy_path, tokenizer)
-    else:
-        rollout = make_rollout(cfg, policy, tokenizer)
-    reference = make_reference(cfg, policy_path, policy) if algorithm.needs_reference else None
-    critic = make_critic(cfg, policy_path, tokenizer) if algorithm.needs_critic else None
-    reward = build_reward(cfg, tokenizer)
-    return Roles(
-        rollout=on_device(rollout, device),
-        actor=on_device(actor, device),
-        reward=on_device(reward, device),
-        reference=on_device(reference, device),
-        critic=on_device(critic, device),
-    )
+def _rollout(cfg: RunConfig, setup: RolloutSetup, path, tokenizer, policy, reference):
+    """The rollout and what syncs it (module doc)."""
+    if setup.engine:  # weights of its own, in the engine; the pipeline syncs it
+        rollout = make_engine_rollout(cfg, path, tokenizer)
+        keep = (cfg.staleness.sync_every or 0) > 1 or setup.lagging
+        return rollout, EngineSync(policy, rollout, keep=keep)
+    if not setup.lagging:
+        return make_rollout(cfg, policy, tokenizer), None
+    if setup.frozen and reference is not None and cfg.reference is None:
+        model = reference.model  # the reference is the initial policy: share it
+    elif setup.frozen and is_lora(policy):
+        model = FrozenBase(policy)  # the initial policy is the LoRA model's base
+    else:  # never trained, only synced into (casting): held in the training precision
+        model = copy.deepcopy(policy).requires_grad_(False)
+        if cfg.model.precision == "bf16":
+            model.to(torch.bfloat16)
+    return make_rollout(cfg, model, tokenizer), LocalShadow(policy, model)
 
 
 def on_device(role: Any, device: torch.device) -> Any:
-    """``role`` with its model on ``device`` and its calls through ``OnDevice``; a role
-    without a model (a rule reward) or no role (None) as it is."""
-    if role is None or getattr(role, "model", None) is None:
-        return role
-    role.model.to(device)
+    """``role`` with its model (if any) on ``device`` and its calls through ``OnDevice``."""
+    if role is None:
+        return None
+    if isinstance(role.model, torch.nn.Module):  # every role has one; a rule reward's is None
+        role.model.to(device)
     return OnDevice(role, device)
 
 
@@ -166,10 +124,26 @@ def on_device(role: Any, device: torch.device) -> Any:
 KEEP_ARGUMENTS = frozenset({"load_state_dict"})
 
 
+class Deferred:
+    """A local call run on its first ``result()``, in the phase that awaits it (so a local
+    role's ``*_async`` runs where a plain call would); later calls return the same value."""
+
+    def __init__(self, fn, args: tuple, kwargs: dict):
+        self._fn, self._args, self._kwargs = fn, args, kwargs
+        self._done, self._value = False, None
+
+    def result(self) -> Any:
+        if not self._done:
+            self._value = self._fn(*self._args, **self._kwargs)
+            self._done = True
+        return self._value
+
+
 class OnDevice:
     """A local role whose methods take their tensor arguments to ``device`` and give their
     tensor results back on the CPU (inside dicts, lists, TensorDicts): the controller and the
-    algorithms keep CPU batches, as with Ray workers. Attributes (``model``, ``params``, ...)
+    algorithms keep CPU batches, as with Ray workers. ``name_async`` is ``name`` deferred
+    (``Deferred``), the local twin of a Ray handle's. Attributes (``model``, ``params``, ...)
     are the role's own, read and set through the wrapper; a copy copies the role too."""
 
     def __init__(self, role: Any, device: torch.device):
@@ -179,6 +153,9 @@ class OnDevice:
     def __getattr__(self, name: str) -> Any:
         if name in ("role", "device"):  # not set yet (a copy under construction)
             raise AttributeError(name)
+        if name.endswith("_async"):
+            method = getattr(self, name.removesuffix("_async"))
+            return lambda *args, **kwargs: Deferred(method, args, kwargs)
         value = getattr(self.role, name)
         if name.startswith("_") or not callable(value) or isinstance(value, torch.nn.Module):
             return value

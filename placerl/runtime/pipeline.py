@@ -1,158 +1,81 @@
-"""The experience pipeline: sampling of batch k+1 while the trainer learns on batch k.
+"""The experience pipeline: the one path every online algorithm runs through.
 
-An online algorithm's step is ``experience`` (generate, score, reference, values) then
-``learn`` (advantages, updates). With ``max_staleness: 0`` the pipeline runs them back to back
-on the current policy: synchronous on-policy training, bit for bit the algorithm's ``step``.
-With ``max_staleness >= 1`` the rollout samples with its own copy of the policy (a shadow in
-this process, or rollout workers under Separate) and the pipeline keeps one batch in flight:
+A step samples a batch, runs the algorithm's ``experience`` (scores, reference, values: what
+only reads the models) and its ``learn`` (advantages, pairs or weights, updates). Sampling is
+the pipeline's: with ``max_staleness: 0`` it samples with the current policy and runs the
+three back to back — synchronous on-policy training. With ``max_staleness >= 1`` the rollout
+samples with its own copy of the policy (a shadow in this process, rollout workers on Ray) and
+the pipeline keeps one batch in flight:
 
     step k:  await sample k ─ sync weights if due ─ launch sample k+1 ─ experience k ─ learn k
 
 (or ``await k ─ experience k ─ sync ─ launch k+1 ─ learn k`` when the experience calls a role
-on the rollout's own workers, e.g. a rule reward placed with the rollout: on Ray that call
-would queue behind the sample launched ahead, and training would wait for it; see
-``launch_first``.)
+on the rollout's own workers: on Ray that call would queue behind the sample launched ahead,
+``Runtime.experience_shares_rollout_workers``). A frozen proposal (``Needs.proposal:
+initial``: RSO, BRAIn with ``proposal: sft``) is a rollout copy that is never synced.
 
 Only *sampling* runs ahead. Scores, reference log-probs and critic values are computed when
-the batch is learnt, by ``experience`` on the sampled batch, "between generation and update"
-(the Separate plan puts those models with the trainer): the critic reads its current weights
-(it trains meanwhile; reading it concurrently would be a race), and nothing but the rollout
-copy runs concurrently with training, so no worker serves two callers at once.
+the batch is learnt, by ``experience`` on the sampled batch: the critic reads its current
+weights, and nothing but the rollout copy runs concurrently with training.
 
 Policy versions count updates (the version after step k is k+1). Sample k+1 is drawn with the
-rollout copy's version w and learnt at version k+1, so its staleness is k+1−w: 1 when weights
-go to the rollout after every update, up to ``sync_every`` otherwise; a sync is forced whenever
-waiting would let a batch exceed ``max_staleness``. Each batch is tagged with its staleness
-(Field.STALENESS, metric ``pipeline/staleness``). A stale batch keeps the sampler's log-probs as
-ROLLOUT_LOG_PROBS and gets OLD_LOG_PROBS recomputed by the trainer, so the PPO ratio is taken
-against the trainer's policy and the loss applies truncated importance weights
-(``core.truncated_importance_weights``, cap ``staleness.is_cap``). When the update is a single
-pass (1 epoch × 1 minibatch: the algorithm's ``old_log_probs_in_update``), π_old *is* the
-policy of the update's own forward, so the loss takes it from there, detached
-(``PolicyObjective.old_from_current``), and the trainer is spared a forward pass; the same
-gradient, since the ratio is 1 at that forward either way. OLD_LOG_PROBS then stays the
-sampler's (metrics such as ``kl/mean`` describe the behaviour policy).
+rollout copy's version w and learnt at version k+1, so its staleness is k+1−w. A sync happens
+every ``staleness.sync_every`` updates (null: never on a schedule), and is forced whenever
+waiting would let a batch exceed ``max_staleness``; so ``max_staleness >= trainer.steps``
+with no schedule samples with the first policy throughout (offline). Each batch is tagged with
+its staleness (Field.STALENESS, metric ``pipeline/staleness``).
 
-How a sample is launched: a remote rollout (``generate_async``, Ray) starts at once and
-overlaps by itself. A local one goes through a launcher: ``InlineLauncher`` samples at once
-(the default: exactly the staleness semantics of an overlapped run, without the overlap);
-``ThreadLauncher`` samples on a background thread, which overlaps only where the GIL is
-released (inside torch kernels): in one CPU process both halves compete for the same cores.
-Both give bitwise the same training (tested): the rollout copy and its generator are touched
-by nothing else, and syncs happen only while nothing is in flight.
+Which π_old the update gets is the algorithm's declaration (``Needs.old_log_probs``). A stale
+batch (or every batch with ``recompute_log_probs: always``) keeps the sampler's log-probs as
+ROLLOUT_LOG_PROBS; ``trainer``: OLD_LOG_PROBS are recomputed by the trainer, and the loss
+applies truncated importance weights (``core.truncated_importance_weights``, cap
+``staleness.is_cap``); ``update``: a single-pass update takes π_old from its own forward
+(``PolicyObjective.old_from_current``), sparing a forward pass, with the same gradient;
+``sampler``: nothing is recomputed (preference losses; BRAIn's proposal q is the sampler).
+
+After every sync the sync guard checks the first batch sampled with the new weights
+(runtime/sync/guard.py).
 
 Resume is exact: a checkpoint *drains* the pipeline — it waits for the sample in flight and
 stores it (a few tensors and its prompts) with the versions, plus the rollout copy's weights
-when they lag the trainer's and no sync will refresh them before their next use (only with
-``sync_every`` > 1). Because a sample is always launched one step ahead, a run also samples one
-batch past its last step; it is in the final checkpoint, so extending a run is exact too.
+when they lag the trainer's and no sync will refresh them before their next use. Because a
+sample is launched one step ahead, a run also samples one batch past its last step; it is in
+the final checkpoint, so extending a run is exact too.
 """
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Callable
-from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
-from typing import Any, Protocol
+from concurrent.futures import Future
+from dataclasses import asdict, dataclass
+from typing import Any
 
 import torch
 from tensordict import TensorDict
 
-from placerl.algos.rollout_phase import Roles
+from placerl.algos.online import Algorithm, Pending, Roles
 from placerl.config.staleness import StalenessConfig
 from placerl.data.stream import PromptBatch
-from placerl.errors import UserError
-from placerl.models.lora import sync_view
-from placerl.runtime.weight_sync import SyncSchedule, SyncStats, copy_weights
+from placerl.runtime.launch import InlineLauncher, Launcher
+from placerl.runtime.sync import RolloutSync
+from placerl.runtime.sync.guard import check_gap, log_prob_gap
 from placerl.timing import PhaseTimer
 from placerl.types import Batch, Field
 
-# ----------------------------------------------------------------------------- launchers
 
+@dataclass(frozen=True)
+class SyncSchedule:
+    """Sync trainer → rollout once the rollout copy is ``every`` updates behind (None: never on
+    a schedule; the pipeline still forces a sync rather than exceed ``max_staleness``)."""
 
-class Launcher(Protocol):
-    concurrent: bool  # True: the call runs while the caller goes on (needs its own timer)
+    every: int | None = None
 
-    def submit(self, fn: Callable[[], Batch]) -> Future: ...
+    def __post_init__(self) -> None:
+        if self.every is not None and self.every < 1:
+            raise ValueError(f"sync_every={self.every}: expected an integer >= 1")
 
-    def close(self) -> None: ...
-
-
-class InlineLauncher:
-    """Runs the experience at once, in the caller's thread; a finished future."""
-
-    concurrent = False
-
-    def submit(self, fn: Callable[[], Batch]) -> Future:
-        future: Future = Future()
-        try:
-            future.set_result(fn())
-        except BaseException as err:  # re-raised by result(), where the batch is awaited
-            future.set_exception(err)
-        return future
-
-    def close(self) -> None:
-        pass
-
-
-class ThreadLauncher:
-    """Runs the experience on one background thread (see the module doc on the GIL)."""
-
-    concurrent = True
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="placerl-rollout")
-
-    def submit(self, fn: Callable[[], Batch]) -> Future:
-        return self._pool.submit(fn)
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
-# ------------------------------------------------------------------------- rollout copies
-
-
-class WeightSyncer(Protocol):
-    """Moves the trainer's weights to the rollout copy, and saves/restores that copy."""
-
-    def sync(self) -> SyncStats: ...
-
-    def rollout_state(self) -> dict[str, torch.Tensor]: ...
-
-    def load_rollout_state(self, state: dict[str, torch.Tensor]) -> None: ...
-
-
-class LocalShadow:
-    """Separate in one process: the rollout samples with its own copy of the policy."""
-
-    def __init__(self, trainer_model: torch.nn.Module, shadow_model: torch.nn.Module):
-        self.trainer_model, self.shadow_model = trainer_model, shadow_model
-
-    def sync(self) -> SyncStats:
-        return copy_weights(sync_view(self.trainer_model), sync_view(self.shadow_model))
-
-    def rollout_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.shadow_model.state_dict().items()}
-
-    def load_rollout_state(self, state: dict[str, torch.Tensor]) -> None:
-        self.shadow_model.load_state_dict(state)
-
-
-def with_local_shadow(roles: Roles) -> tuple[Roles, LocalShadow]:
-    """Roles whose rollout samples with a frozen copy of the actor's current weights.
-
-    The copy keeps the rollout's tokenizer, sampling parameters and generator (the original
-    rollout, which shared the actor's module, is not used any more).
-    """
-    shadow_model = copy.deepcopy(roles.actor.model).requires_grad_(False)
-    rollout = copy.copy(roles.rollout)
-    rollout.model = shadow_model
-    return replace(roles, rollout=rollout), LocalShadow(roles.actor.model, shadow_model)
-
-
-# ------------------------------------------------------------------------------ pipeline
+    def due(self, trainer_version: int, rollout_version: int) -> bool:
+        return self.every is not None and trainer_version - rollout_version >= self.every
 
 
 @dataclass
@@ -160,31 +83,22 @@ class _InFlight:
     index: int  # the step that will learn on it
     version: int  # policy version of the weights it was sampled with
     prompts: PromptBatch
-    sample: Any  # anything with .result() -> the sampled Batch
-
-
-class _Sampled:
-    """A rollout stand-in whose ``generate`` hands back the batch sampled ahead."""
-
-    def __init__(self, batch: Batch):
-        self.batch = batch
-
-    def generate(self, prompt_ids, prompt_mask, params=None) -> Batch:
-        return self.batch
+    sample: Pending  # -> the sampled Batch
+    synced: bool = False  # launched right after a sync: the sync guard checks it
 
 
 class ExperiencePipeline:
-    """Runs an online algorithm step by step with sampling launched ahead (module doc)."""
+    """Runs an online algorithm step by step, sampling ahead when allowed (module doc)."""
 
     def __init__(
         self,
-        algorithm: Any,
+        algorithm: Algorithm,
         roles: Roles,
         next_prompts: Callable[[], PromptBatch],
         *,
         max_staleness: int = 0,
         staleness: StalenessConfig | None = None,
-        syncer: WeightSyncer | None = None,
+        syncer: RolloutSync | None = None,
         launcher: Launcher | None = None,
         launch_first: bool = True,
     ):
@@ -193,19 +107,19 @@ class ExperiencePipeline:
         if max_staleness > 0 and syncer is None:
             raise ValueError("max_staleness >= 1 needs a rollout copy apart from the trainer")
         self.algorithm, self.roles, self.next_prompts = algorithm, roles, next_prompts
+        self.frozen = algorithm.needs.proposal == "initial"
+        if self.frozen and syncer is None:
+            raise ValueError("a frozen proposal needs a rollout copy apart from the trainer")
         self.max_staleness = max_staleness
         self.cfg = staleness or StalenessConfig()
         self.schedule = SyncSchedule(self.cfg.sync_every)
         self.syncer = syncer
         self.launcher = launcher or InlineLauncher()
         self.ahead = 1 if max_staleness > 0 else 0  # samples launched before learning
-        # launch the next sample before this batch's experience (overlapping both it and the
-        # update), or after it (overlapping the update only; see the module doc)
         self.launch_first = launch_first
         self.version = 0  # policy updates done by the trainer
         self.rollout_version = 0  # version of the weights the rollout samples with
         self.in_flight: _InFlight | None = None
-        self._ahead_timer = PhaseTimer(worker="rollout")
 
     # ------------------------------------------------------------------ the step
 
@@ -219,12 +133,11 @@ class ExperiencePipeline:
         flight, sampled = self._collect(timer, metrics)
         if self.ahead and self.launch_first:
             metrics |= self._launch(index + 1, timer)
-        roles = replace(self.roles, rollout=_Sampled(sampled))
-        batch = self.algorithm.experience(roles, flight.prompts, timer)
+        batch = self.algorithm.experience(self.roles, sampled, flight.prompts, timer)
         if self.ahead and not self.launch_first:
             metrics |= self._launch(index + 1, timer)
         staleness = flight.index - flight.version
-        self._prepare(batch, staleness, timer)
+        metrics |= self._prepare(batch, staleness, flight.synced, timer, index)
         metrics |= self.algorithm.learn(self.roles, batch, timer, index)
         self.version += 1
         metrics["pipeline/staleness"] = float(staleness)
@@ -232,25 +145,21 @@ class ExperiencePipeline:
 
     def _launch(self, index: int, timer: PhaseTimer) -> dict[str, float]:
         metrics: dict[str, float] = {}
-        if self._must_sync(index):
+        synced = self._must_sync(index)
+        if synced:
             with timer.phase("sync"):
                 metrics = self.syncer.sync().metrics()
             self.rollout_version = self.version
         elif self.syncer is None:  # the rollout reads the trainer's own weights
             self.rollout_version = self.version
         prompts = self.next_prompts()
-        rollout = self.roles.rollout
-        if hasattr(rollout, "generate_async"):  # remote workers: running from now on
-            sample = rollout.generate_async(prompts.ids, prompts.mask)
-        else:
-            run_timer = self._ahead_timer if self.launcher.concurrent else timer
-            sample = self.launcher.submit(lambda: _generate(rollout, prompts, run_timer))
-        self.in_flight = _InFlight(index, self.rollout_version, prompts, sample)
+        sample = self.launcher.launch(self.roles.rollout, prompts, timer)
+        self.in_flight = _InFlight(index, self.rollout_version, prompts, sample, synced)
         return metrics
 
     def _must_sync(self, index: int) -> bool:
         """Sync before launching sample ``index``: on schedule, or when it would be too stale."""
-        if self.syncer is None or self.rollout_version == self.version:
+        if self.syncer is None or self.frozen or self.rollout_version == self.version:
             return False
         too_stale = index - self.rollout_version > self.max_staleness
         return too_stale or self.schedule.due(self.version, self.rollout_version)
@@ -259,25 +168,37 @@ class ExperiencePipeline:
         flight, self.in_flight = self.in_flight, None
         with timer.phase("wait_rollout"):
             sampled = flight.sample.result()
-        if self.launcher.concurrent:  # the background thread's phases, as overlapped time
-            timer.add_spans(self._ahead_timer.pop_spans())
-            for key, seconds in self._ahead_timer.pop().items():
+        ahead = self.launcher.timer
+        if ahead is not None:  # a background thread's phases, as overlapped time
+            timer.add_spans(ahead.pop_spans())
+            for key, seconds in ahead.pop().items():
                 if key != "time/step":
                     metrics[key.replace("time/", "time/ahead/", 1)] = seconds
-        if not 0 <= flight.index - flight.version <= self.max_staleness:  # an invariant
-            raise RuntimeError(f"sample {flight.index} is {flight.index - flight.version} stale")
+        stale = flight.index - flight.version
+        if not 0 <= stale <= self.max_staleness and not self.frozen:  # an invariant
+            raise RuntimeError(f"sample {flight.index} is {stale} stale")
         return flight, sampled
 
-    def _prepare(self, batch: Batch, staleness: int, timer: PhaseTimer) -> None:
-        """Tag staleness; for stale samples, π_old from the trainer and the sampler's μ kept."""
-        size = batch.batch_size[0]
-        batch[Field.STALENESS] = torch.full((size,), staleness, dtype=torch.long)
-        if staleness > 0 or self.cfg.recompute_log_probs == "always":
-            batch[Field.ROLLOUT_LOG_PROBS] = batch[Field.OLD_LOG_PROBS]
-            if getattr(self.algorithm, "old_log_probs_in_update", False):
-                return  # taken in the update's forward (module doc)
-            with timer.phase("old_log_probs"):
-                batch[Field.OLD_LOG_PROBS] = self.roles.actor.log_probs(batch)
+    def _prepare(
+        self, batch: Batch, staleness: int, synced: bool, timer: PhaseTimer, index: int
+    ) -> dict[str, float]:
+        """Tag staleness; π_old as the algorithm declares (module doc); the sync guard."""
+        batch[Field.STALENESS] = torch.full((batch.batch_size[0],), staleness, dtype=torch.long)
+        sampler, trainer = batch[Field.OLD_LOG_PROBS], None
+        mode = self.algorithm.needs.old_log_probs
+        if mode != "sampler" and (staleness > 0 or self.cfg.recompute_log_probs == "always"):
+            batch[Field.ROLLOUT_LOG_PROBS] = sampler
+            if mode == "trainer":
+                with timer.phase("old_log_probs"):
+                    batch[Field.OLD_LOG_PROBS] = trainer = self.roles.actor.log_probs(batch)
+        if not synced:
+            return {}
+        if trainer is None:  # π_old not needed by the update: one forward for the guard
+            with timer.phase("sync_guard"):
+                trainer = self.roles.actor.log_probs(batch)
+        gap = log_prob_gap(batch, trainer, sampler)
+        check_gap(gap, index + 1)
+        return {"sync/log_prob_gap": gap}
 
     # ----------------------------------------------------------------- checkpoints
 
@@ -298,12 +219,16 @@ class ExperiencePipeline:
                 "prompts": asdict(flight.prompts),
                 "size": sampled.batch_size[0],
                 "batch": sampled.to_dict(),
+                "synced": flight.synced,
             }
         next_launch = flight.index + 1 if flight is not None else self.version
-        lagging = self.syncer is not None and self.rollout_version != self.version
-        if lagging and not self._must_sync(next_launch):
+        if self._lags() and not self._must_sync(next_launch):
             state["rollout_weights"] = self.syncer.rollout_state()
         return state
+
+    def _lags(self) -> bool:
+        """The rollout copy holds weights other than the trainer's and the initial ones."""
+        return self.syncer is not None and not self.frozen and self.rollout_version != self.version
 
     def load_state_dict(self, state: dict | None) -> None:
         if state is None:  # a checkpoint from before the pipeline: nothing was in flight
@@ -315,86 +240,39 @@ class ExperiencePipeline:
             sample: Future = Future()
             sample.set_result(TensorDict(saved["batch"], batch_size=[saved["size"]]))
             prompts = PromptBatch(**saved["prompts"])
-            self.in_flight = _InFlight(saved["index"], saved["version"], prompts, sample)
+            synced = saved.get("synced", False)
+            self.in_flight = _InFlight(saved["index"], saved["version"], prompts, sample, synced)
         if state["rollout_weights"] is not None:
             self.syncer.load_rollout_state(state["rollout_weights"])
-        elif self.syncer is not None and self.rollout_version == self.version:
+        elif self.syncer is not None and not self.frozen and not self._lags():
             self.syncer.sync()  # the copy was built from the initial weights: refresh it
 
     def close(self) -> None:
         self.launcher.close()
 
 
-def _generate(rollout: Any, prompts: PromptBatch, timer: PhaseTimer) -> Batch:
-    with timer.phase("generate"):
-        return rollout.generate(prompts.ids, prompts.mask)
+def staleness_config(cfg: Any, engine: bool = False) -> StalenessConfig:
+    """The run's ``staleness:`` section, ``recompute_log_probs`` resolved: ``always`` when an
+    engine samples (its log-probs are μ, never π_old) or, for ``auto``, under bf16 (π_old in
+    the precision of the update's forward); else ``stale``."""
+    staleness, mode = cfg.staleness, cfg.staleness.recompute_log_probs
+    if engine or (mode == "auto" and cfg.model.precision == "bf16"):
+        mode = "always"
+    elif mode == "auto":
+        mode = "stale"
+    return staleness.model_copy(update={"recompute_log_probs": mode})
 
 
-# ------------------------------------------------------------------------------ building
-
-
-def staleness_config(cfg: Any) -> StalenessConfig:
-    """The run's ``staleness:`` section, ``recompute_log_probs: auto`` resolved: ``always``
-    under bf16 (π_old in the precision of the update's forward), else ``stale``."""
-    staleness = cfg.staleness
-    if staleness.recompute_log_probs == "auto":
-        mode = "always" if cfg.model.precision == "bf16" else "stale"
-        staleness = staleness.model_copy(update={"recompute_log_probs": mode})
-    return staleness
-
-
-def build_pipeline(
-    cfg: Any,
-    algorithm: Any,
-    runtime: Any,
-    next_prompts: Callable[[], PromptBatch],
-    launcher: Launcher | None = None,
-) -> ExperiencePipeline:
-    """The pipeline for ``runtime``'s roles.
-
-    A runtime whose rollout may hold its own copy of the policy offers ``weight_syncer()``
-    (None when every rollout worker samples with the actor's module), and says whether the
-    experience calls roles on the rollout's workers (``experience_shares_rollout_workers``).
-    The local runtime offers neither: its rollout shares the actor's module, and gets a
-    shadow copy here when samples may be stale.
-    """
-    max_staleness = cfg.placement.max_staleness
-    staleness = staleness_config(cfg)
-    roles, syncer = runtime.roles, None
-    make_syncer = getattr(runtime, "weight_syncer", None)
-    if getattr(cfg.rollout, "engine", "placerl") != "placerl":
-        # an engine samples: its log-probs are μ, never π_old (runtime/engine.py)
-        staleness = staleness.model_copy(update={"recompute_log_probs": "always"})
-    if make_syncer is None and hasattr(roles.rollout, "load_named_weights"):
-        from placerl.runtime.engine import EngineSync  # an engine in this process
-
-        syncer = EngineSync(roles.actor.model, roles.rollout, keep=staleness.sync_every > 1)
-    elif make_syncer is not None:
-        syncer = make_syncer(staleness.sync_bucket_mb)
-        if syncer is None and max_staleness > 0:
-            raise UserError(
-                f"max_staleness={max_staleness} needs the rollout on devices of its own, but "
-                f"strategy {cfg.placement.strategy} samples with the trainer's weights; use "
-                "strategy separate, or max_staleness 0",
-                where="placement.max_staleness",
-            )
-    elif max_staleness > 0:
-        if not isinstance(getattr(roles.actor, "model", None), torch.nn.Module) or hasattr(
-            roles.rollout, "generate_async"
-        ):
-            raise UserError(
-                "this runtime cannot sync a rollout copy yet; use max_staleness 0",
-                where="placement.max_staleness",
-            )
-        roles, syncer = with_local_shadow(roles)
-    shares = getattr(runtime, "experience_shares_rollout_workers", None)
+def build_pipeline(cfg: Any, algorithm: Algorithm, runtime, next_prompts) -> ExperiencePipeline:
+    """The pipeline over ``runtime``: staleness from its Plan, the rollout's sync and launcher
+    as the runtime decided them when it was built."""
     return ExperiencePipeline(
         algorithm,
-        roles,
+        runtime.roles,
         next_prompts,
-        max_staleness=max_staleness,
-        staleness=staleness,
-        syncer=syncer,
-        launcher=launcher,
-        launch_first=not (shares is not None and shares()),
+        max_staleness=runtime.plan.max_staleness,
+        staleness=staleness_config(cfg, runtime.setup.engine),
+        syncer=runtime.rollout_sync(),
+        launcher=runtime.launcher,
+        launch_first=not runtime.experience_shares_rollout_workers,
     )

@@ -1,15 +1,50 @@
 """Stages: what one ``placerl train`` run trains.
 
-A stage owns its models and data and exposes ``step``, ``evaluate``, ``trained_models``,
-``state_dict``/``load_state_dict``; the trainer loop is the same for all of them.
+Offline stages (``supervised.py``: sft, rm; ``preference.py``: dpo) own their models and data;
+every online stage (ppo, grpo, rloo, online_dpo, rso, brain) is ``online.OnlineStage`` over the
+runtime and the experience pipeline. The trainer loop is the same for all: it sees a ``Stage``.
 """
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Protocol
+
 from placerl.config.schema import RunConfig
 
+if TYPE_CHECKING:
+    from torch import nn
 
-def build_stage(cfg: RunConfig):
+    from placerl.timing import PhaseTimer
+
+
+class Stage(Protocol):
+    """What the trainer loop (trainer.py) needs from a stage."""
+
+    name: str
+    tokenizer: object  # saved next to every exported model
+
+    def step(self, step: int, timer: PhaseTimer) -> dict[str, float]:
+        """One training step (0-based); its metrics."""
+        ...
+
+    def evaluate(self) -> dict[str, float]:
+        """Held-out metrics (empty when there is nothing to evaluate)."""
+        ...
+
+    def trained_models(self) -> dict[str, nn.Module]:
+        """Name → model to checkpoint and export (weights current on the controller)."""
+        ...
+
+    def state_dict(self) -> dict: ...
+
+    def load_state_dict(self, state: dict) -> None: ...
+
+    def close(self) -> None:
+        """Stop whatever the stage started (worker processes); called after failures too."""
+        ...
+
+
+def build_stage(cfg: RunConfig) -> Stage:
     from placerl.models.device import resolve_device
 
     resolve_device(cfg.placement.device)  # placement.device: gpu without one fails here, first
@@ -21,10 +56,6 @@ def build_stage(cfg: RunConfig):
         from placerl.stages.preference import OfflinePreferenceStage
 
         return OfflinePreferenceStage(cfg)
-    if cfg.stage in ("online_dpo", "rso", "brain"):
-        from placerl.stages.sampled_preference import build_sampled_preference_stage
+    from placerl.stages.online import OnlineStage
 
-        return build_sampled_preference_stage(cfg)
-    from placerl.stages.online import OnlineRLStage
-
-    return OnlineRLStage(cfg)
+    return OnlineStage(cfg)

@@ -1,49 +1,98 @@
-"""Online RL stages (ppo, grpo, rloo): prompts in, the algorithm's step, roles from the runtime."""
+"""The online stage: ppo, grpo, rloo, online_dpo, rso and brain through one experience pipeline.
+
+Prompts come from ``prompt_data``, the roles from ``build_runtime`` (in this process, or on Ray
+workers as the Plan places them), and the algorithm (``ALGORITHMS``) is an ``experience`` /
+``learn`` pair that declares what it needs (``algos.online.Needs``); the pipeline samples for
+it, within ``placement.max_staleness`` of the trained policy or from the frozen initial one.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
+from placerl.algos.brain import BRAIn
 from placerl.algos.grpo import GroupPolicyOptimization
+from placerl.algos.online import Algorithm
+from placerl.algos.online_dpo import OnlineDPO
+from placerl.algos.pair_training import pair_objective
 from placerl.algos.ppo import PPO
+from placerl.algos.rso import RSO
 from placerl.config.schema import RunConfig
+from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
-from placerl.models.loading import LoadOptions, load_policy, load_tokenizer
-from placerl.models.lora import with_lora
 from placerl.runtime import build_runtime
 from placerl.runtime.pipeline import build_pipeline, staleness_config
-from placerl.stages.sources import model_path, prompt_data
+from placerl.stages.sources import model_path, prompt_data, tokenizer_and_policy
 
 
-def make_algorithm(cfg: RunConfig):
-    is_cap = staleness_config(cfg).is_cap  # used only on stale samples
-    if cfg.stage == "ppo":
-        return PPO(cfg.ppo, is_cap=is_cap, generation_budget=cfg.rollout.max_new_tokens)
+def _grpo(cfg: RunConfig) -> Algorithm:
     return GroupPolicyOptimization(
         cfg.grpo,
         cfg.stage,
         cfg.rollout.samples_per_prompt,
-        is_cap=is_cap,
+        is_cap=staleness_config(cfg).is_cap,  # used only on stale samples
         generation_budget=cfg.rollout.max_new_tokens,
     )
 
 
-class OnlineRLStage:
+def _ppo(cfg: RunConfig) -> Algorithm:
+    is_cap = staleness_config(cfg).is_cap
+    budget, samples = cfg.rollout.max_new_tokens, cfg.rollout.samples_per_prompt
+    return PPO(cfg.ppo, is_cap=is_cap, generation_budget=budget, samples_per_prompt=samples)
+
+
+def _online_dpo(cfg: RunConfig) -> Algorithm:
+    n, pairs = cfg.rollout.samples_per_prompt, cfg.online_dpo.pairs_per_prompt
+    if n < 2:
+        raise UserError(
+            f"online_dpo compares samples of one prompt: expected >= 2, got {n}",
+            where="rollout.samples_per_prompt",
+        )
+    if pairs > n // 2:
+        raise UserError(
+            f"{pairs} pairs need 2 samples each, but rollout.samples_per_prompt is {n}: "
+            f"expected at most {n // 2}",
+            where="online_dpo.pairs_per_prompt",
+        )
+    return OnlineDPO(cfg.online_dpo, pair_objective(cfg.preference), n)
+
+
+def _brain(cfg: RunConfig) -> Algorithm:
+    # proposal sft: the prior is the proposal, unless a different reference is named
+    return BRAIn(cfg.brain, cfg.brain.proposal == "policy" or cfg.reference is not None)
+
+
+ALGORITHMS: dict[str, Callable[[RunConfig], Algorithm]] = {
+    "ppo": _ppo,
+    "grpo": _grpo,
+    "rloo": _grpo,
+    "online_dpo": _online_dpo,
+    "rso": lambda cfg: RSO(cfg.rso, pair_objective(cfg.preference), seed=cfg.seed),
+    "brain": _brain,
+}
+
+
+def make_algorithm(cfg: RunConfig) -> Algorithm:
+    return ALGORITHMS[cfg.stage](cfg)
+
+
+class OnlineStage:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.name = cfg.stage
-        path = model_path(cfg)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path, LoadOptions.of(cfg.model))
-        self.policy = with_lora(load_policy(path, LoadOptions.of(cfg.model)), cfg.model.lora)
-        self.algorithm = make_algorithm(cfg)
+        self.algorithm = make_algorithm(cfg)  # config errors before any model loads
+        self.tokenizer, self.policy = tokenizer_and_policy(cfg)
         self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
-        self.runtime = build_runtime(cfg, path, self.tokenizer, self.policy, self.algorithm)
+        needs = self.algorithm.needs
+        self.runtime = build_runtime(cfg, model_path(cfg), self.tokenizer, self.policy, needs)
+        self.roles = self.runtime.roles
         self.pipeline = build_pipeline(cfg, self.algorithm, self.runtime, self.next_prompts)
-        self.roles = self.pipeline.roles  # with a shadow rollout copy when samples may lag
 
     def next_prompts(self):
         return self.prompts.batch(
             self.stream.next_batch(),
             self.tokenizer.pad_token_id,
-            self.cfg.rollout.samples_per_prompt,
+            self.algorithm.needs.samples_per_prompt,
         )
 
     def step(self, step: int, timer) -> dict[str, float]:
@@ -103,5 +152,6 @@ class OnlineRLStage:
             self.roles.critic.load_state_dict(state["critic"])
 
     def close(self) -> None:
-        """Stop the runtime's workers (nothing to do for the local runtime)."""
+        """Stop the pipeline's thread and the runtime's workers (nothing to do locally)."""
+        self.pipeline.close()
         self.runtime.close()

@@ -33,10 +33,9 @@ from placerl.data.stream import IndexStream
 from placerl.errors import UserError
 from placerl.evaluation import Evaluation, evaluate_policy
 from placerl.models.device import resolve_device
-from placerl.models.loading import LoadOptions, load_policy
-from placerl.models.lora import FrozenBase, is_lora, reference_is_base
-from placerl.roles.common import make_optimizer
-from placerl.roles.micro_batches import micro_batching
+from placerl.models.micro_batches import micro_batching
+from placerl.models.training import make_optimizer
+from placerl.roles.build import reference_model
 from placerl.stages.heldout import preference_prompts
 from placerl.stages.sources import (
     eval_source,
@@ -164,7 +163,8 @@ class OfflinePreferenceStage:
         )
         self.eval_reference: torch.Tensor | None = None
         self.stream = IndexStream(len(self.pairs), cfg.trainer.batch_size, seed=cfg.seed)
-        self.reference = self._load_reference().to(device)  # a LoRA base view: no-op
+        # with LoRA the policy with its adapter disabled (no second copy of the base)
+        self.reference = reference_model(cfg, model_path(cfg), self.model).to(device)
         self.cache = ReferenceCache(len(self.pairs)) if pref.reference == "cached" else None
         optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
         self.algo = OfflinePreference(
@@ -179,16 +179,6 @@ class OfflinePreferenceStage:
             micro_batching=micro_batching(cfg),
             gradient_checkpointing=cfg.model.gradient_checkpointing,
         )
-
-    def _load_reference(self):
-        """The frozen reference: with LoRA and no other ``reference:`` named, the policy with
-        its adapter disabled (no second copy of the base); else a model of its own."""
-        path = model_path(self.cfg)
-        if is_lora(self.model) and reference_is_base(self.cfg.reference, path):
-            return FrozenBase(self.model)
-        options = LoadOptions.of(self.cfg.model, frozen=True)  # held in the training precision
-        reference = load_policy(self.cfg.reference or path, options)
-        return reference.eval().requires_grad_(False)
 
     def _encode(self, triples, split: str) -> list[EncodedPair]:
         path = self.cfg.data.train if split == "train" else eval_source(self.cfg)
@@ -266,3 +256,6 @@ class OfflinePreferenceStage:
         if self.cache is not None and "reference_cache" in state:
             self.cache.load_state_dict(state["reference_cache"])
             self._free_reference_when_done()
+
+    def close(self) -> None:  # nothing started: everything is in this process
+        pass

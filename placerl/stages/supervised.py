@@ -14,8 +14,8 @@ from placerl.evaluation import Evaluation, evaluate_policy, reward_model_metrics
 from placerl.models.device import resolve_device
 from placerl.models.loading import LoadOptions, load_reward_model, load_tokenizer
 from placerl.models.lora import with_lora
-from placerl.roles.common import make_optimizer
-from placerl.roles.micro_batches import micro_batching
+from placerl.models.micro_batches import micro_batching
+from placerl.models.training import make_optimizer
 from placerl.stages.heldout import sft_held_out
 from placerl.stages.sources import (
     eval_source,
@@ -149,6 +149,9 @@ class SFTStage:
         self.algo.scheduler.load_state_dict(state["scheduler"])
         self.stream.load_state_dict(state["data"])
 
+    def close(self) -> None:  # nothing started: everything is in this process
+        pass
+
 
 class RewardModelStage:
     name = "rm"
@@ -189,3 +192,4 @@ class RewardModelStage:
 
     state_dict = SFTStage.state_dict
     load_state_dict = SFTStage.load_state_dict
+    close = SFTStage.close

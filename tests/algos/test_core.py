@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from placerl.algos import core
+from placerl.algos.kl import kl_estimate, token_rewards_from_scores
 from placerl.algos.registry import ADVANTAGE_ESTIMATORS, POLICY_LOSSES, Registry
 
 NAN = float("nan")
@@ -166,14 +167,14 @@ def test_kl_estimate_hand_values():
     mask = t([1, 1, 0])
     e = math.e
     # d = logp - ref = [1, -1, (masked)]
-    close(core.kl_estimate(logp, ref, "k1", mask), [1.0, -1.0, 0.0])
-    close(core.kl_estimate(logp, ref, "k2", mask), [0.5, 0.5, 0.0])  # ½ d²
+    close(kl_estimate(logp, ref, "k1", mask), [1.0, -1.0, 0.0])
+    close(kl_estimate(logp, ref, "k2", mask), [0.5, 0.5, 0.0])  # ½ d²
     # k3 = exp(ref - logp) - (ref - logp) - 1: e^-1 + 1 - 1 ; e^1 - 1 - 1
-    close(core.kl_estimate(logp, ref, "k3", mask), [1 / e, e - 2, 0.0])
-    close(core.kl_estimate(logp, ref, "abs", mask), [1.0, 1.0, 0.0])
-    close(core.kl_estimate(logp, ref, "k1"), [1.0, -1.0, -5.0])  # no mask: all positions
+    close(kl_estimate(logp, ref, "k3", mask), [1 / e, e - 2, 0.0])
+    close(kl_estimate(logp, ref, "abs", mask), [1.0, 1.0, 0.0])
+    close(kl_estimate(logp, ref, "k1"), [1.0, -1.0, -5.0])  # no mask: all positions
     with pytest.raises(ValueError, match="k4"):
-        core.kl_estimate(logp, ref, "k4")
+        kl_estimate(logp, ref, "k4")
 
 
 def test_token_rewards_from_scores():
@@ -183,9 +184,9 @@ def test_token_rewards_from_scores():
     # -0.5 * kl on valid tokens, + score at each row's last valid token; empty row gets nothing
     # row 0: [-0.05, -0.1, -0.15 + 1] ; row 1: [-0.2, -0.25 + 2, 0]
     expected = [[-0.05, -0.1, 0.85], [-0.2, 1.75, 0.0], [0.0, 0.0, 0.0]]
-    close(core.token_rewards_from_scores(scores, mask, kl, 0.5), expected)
+    close(token_rewards_from_scores(scores, mask, kl, 0.5), expected)
     no_kl = [[0.0, 0.0, 1.0], [0.0, 2.0, 0.0], [0.0, 0.0, 0.0]]
-    close(core.token_rewards_from_scores(scores, mask, None, 0.5), no_kl)
+    close(token_rewards_from_scores(scores, mask, None, 0.5), no_kl)
 
 
 # --------------------------------------------------------------------------- aggregation

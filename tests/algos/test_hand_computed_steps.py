@@ -11,9 +11,9 @@ import torch
 from tensordict import TensorDict
 
 from placerl.algos.kl_control import AdaptiveKLController
+from placerl.algos.online import experience_metrics
 from placerl.algos.ppo import PPO
 from placerl.algos.reward_model import RewardModelTraining, bradley_terry_loss
-from placerl.algos.rollout_phase import experience_metrics
 from placerl.config.schema import PPOConfig, RunConfig
 from placerl.types import Field
 
@@ -96,7 +96,7 @@ def test_reward_model_step_reports_the_bradley_terry_loss_before_its_update(
     tiny_model_dir, micro_batch_size
 ):
     from placerl.models.loading import load_reward_model, load_tokenizer
-    from placerl.roles.micro_batches import MicroBatching
+    from placerl.models.micro_batches import MicroBatching
 
     torch.manual_seed(0)
     tokenizer = load_tokenizer(tiny_model_dir)

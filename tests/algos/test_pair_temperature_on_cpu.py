@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from placerl.algos.brain import BRAInObjective
+from placerl.algos.online import Roles
 from placerl.algos.pair_training import PairObjective, label_pairs, pair_batch, train_on_pairs
 from placerl.algos.preference import preference_loss, sequence_log_probs
-from placerl.algos.rollout_phase import Roles
 from placerl.config.schema import OptimConfig
 from placerl.data.collate import left_pad
 from placerl.models.loading import load_policy, load_tokenizer

@@ -19,7 +19,7 @@ from placerl.config.preference import PreferenceConfig
 from placerl.config.schema import OptimConfig
 from placerl.data.packing import LAYOUTS, pack
 from placerl.models.loading import load_policy
-from placerl.roles.common import make_optimizer
+from placerl.models.training import make_optimizer
 
 PAIRS = [
     EncodedPair([1, 10, 11], [20, 21, 2], [22, 2]),

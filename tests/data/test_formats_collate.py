@@ -177,7 +177,7 @@ def test_encode_prompts_prepends_bos_once(tok):
 
 def test_encode_prompts_never_truncates(tok):
     err = error(encode_prompts, tok, ["hi", "a b c d e f"], max_len=4, rows=[10, 11])
-    assert err.where == "row 11" and "7 tokens" in err.message and "max_len=4" in err.message
+    assert err.where == "row 11" and "7 tokens" in err.message and "max_prompt_len=4" in err.message
 
 
 def test_left_pad():

@@ -16,9 +16,9 @@ from transformers import AutoModelForCausalLM  # noqa: E402
 
 from placerl.models.factory import TinyLlamaSize, make_model_dir  # noqa: E402
 from placerl.models.loading import load_tokenizer  # noqa: E402
+from placerl.roles.build import engine_end_ids  # noqa: E402
 from placerl.rollout.sampling import SamplingParams, generate  # noqa: E402
 from placerl.rollout.vllm_engine import EngineOptions, VLLMEngine  # noqa: E402
-from placerl.runtime.engine import engine_end_ids  # noqa: E402
 from placerl.stages.sources import builtin_corpus  # noqa: E402
 from placerl.types import Field  # noqa: E402
 

@@ -12,7 +12,7 @@ ray = pytest.importorskip("ray")
 from placerl.config import load_config  # noqa: E402
 from placerl.config.schema import RunConfig  # noqa: E402
 from placerl.models.factory import make_model_dir  # noqa: E402
-from placerl.stages.online import OnlineRLStage  # noqa: E402
+from placerl.stages.online import OnlineStage  # noqa: E402
 from placerl.stages.sources import builtin_corpus  # noqa: E402
 from placerl.timing import PhaseTimer  # noqa: E402
 from placerl.trainer import seed_everything  # noqa: E402
@@ -41,7 +41,7 @@ def _run(model_dir, run_dir, extra=()):
     overrides = [*fast_overrides(model_dir, run_dir, "grpo", STEPS), *ENGINE, *extra]
     cfg = load_config(None, overrides, RunConfig)
     seed_everything(cfg.seed)
-    stage = OnlineRLStage(cfg)
+    stage = OnlineStage(cfg)
     timer, metrics = PhaseTimer(), []
     try:
         for step in range(STEPS):

@@ -21,8 +21,9 @@ from placerl.data.formats import to_preference_triple
 from placerl.errors import UserError
 from placerl.models.chat_factory import IM_END
 from placerl.models.loading import LoadOptions, load_policy, load_reward_model, load_tokenizer
+from placerl.models.scores import sequence_scores
 from placerl.models.tokens import TOKENIZER_FILES, target_end
-from placerl.roles.reward import ModelReward, sequence_scores
+from placerl.roles.reward import ModelReward
 from placerl.types import Field
 from tests.hf.test_chat_targets_on_cpu import CHAT_PREF
 

@@ -7,13 +7,15 @@ import json
 
 import pytest
 
-from placerl.algos.rollout_phase import Roles, sample_and_score
+from placerl.algos.online import Roles, score
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
+from placerl.models.device import CPU
 from placerl.models.loading import load_policy, load_tokenizer
 from placerl.roles.reward import RuleReward
 from placerl.roles.rollout import RolloutWorker
 from placerl.rollout.sampling import SamplingParams
+from placerl.runtime.local import on_device
 from placerl.stages.sources import prompt_set
 from placerl.timing import PhaseTimer
 
@@ -44,9 +46,10 @@ def test_reward_function_gets_prompts_as_given(rows, chat_model_dir, tmp_path):
     roles = Roles(
         rollout=RolloutWorker(model, tok, SamplingParams(max_new_tokens=2)),
         actor=None,
-        reward=RuleReward(reward, tok, "test reward"),
+        reward=on_device(RuleReward(reward, tok, "test reward"), CPU),
     )
-    sample_and_score(roles, prompts, PhaseTimer())
+    batch = roles.rollout.generate(prompts.ids, prompts.mask)
+    score(roles, batch, prompts, PhaseTimer())
     expected = [r["prompt"] for r in rows for _ in range(2)]  # groups: each prompt twice
     assert seen["prompts"] == expected and seen["answer"] == [
         r["answer"] for r in rows for _ in range(2)

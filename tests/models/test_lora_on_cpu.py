@@ -26,8 +26,7 @@ from placerl.roles.actor import ActorWorker
 from placerl.roles.reference import ReferenceWorker
 from placerl.roles.rollout import RolloutWorker
 from placerl.rollout.sampling import SamplingParams
-from placerl.runtime.local import build_roles
-from placerl.runtime.pipeline import with_local_shadow
+from placerl.runtime import build_runtime
 from placerl.stages.online import make_algorithm
 from placerl.trainer import train
 from placerl.types import Field
@@ -118,7 +117,7 @@ def test_reference_is_the_base_with_the_adapter_disabled_and_costs_no_memory(
         cfg = _cfg(tiny_model_dir, tmp_path, "grpo", "grpo.kl_coef=0.1", *extra)
         policy = with_lora(load_policy(tiny_model_dir), cfg.model.lora)
         tok = load_tokenizer(tiny_model_dir)
-        return build_roles(cfg, tiny_model_dir, tok, policy, make_algorithm(cfg))
+        return build_runtime(cfg, tiny_model_dir, tok, policy, make_algorithm(cfg).needs).roles
 
     full, lora = roles(), roles("model.lora.r=4")
     assert lora.reference.shares_actor and not full.reference.shares_actor
@@ -199,11 +198,11 @@ def test_lora_reward_model_exports_a_usable_reward_model(tiny_model_dir, tmp_pat
 
 
 def test_shadow_sync_moves_only_the_adapters_and_reproduces_the_trainer(tiny_model_dir, tmp_path):
-    cfg = _cfg(tiny_model_dir, tmp_path, "grpo", "model.lora.r=4")
+    cfg = _cfg(tiny_model_dir, tmp_path, "grpo", "model.lora.r=4", "placement.max_staleness=1")
     policy = with_lora(load_policy(tiny_model_dir), cfg.model.lora)
     tok = load_tokenizer(tiny_model_dir)
-    roles = build_roles(cfg, tiny_model_dir, tok, policy, make_algorithm(cfg))
-    roles, shadow = with_local_shadow(roles)
+    runtime = build_runtime(cfg, tiny_model_dir, tok, policy, make_algorithm(cfg).needs)
+    roles, shadow = runtime.roles, runtime.rollout_sync()
     _perturb(policy)
     stats = shadow.sync()
     full = parameter_bytes(load_policy(tiny_model_dir))
@@ -256,9 +255,8 @@ def test_a_lora_stage_continues_from_a_lora_stage(tiny_model_dir, tmp_path):
         RunConfig,
     )
     policy = with_lora(load_policy(sft / "policy"), cfg.model.lora)
-    roles = build_roles(
-        cfg, sft / "policy", load_tokenizer(sft / "policy"), policy, make_algorithm(cfg)
-    )
+    tok = load_tokenizer(sft / "policy")
+    roles = build_runtime(cfg, sft / "policy", tok, policy, make_algorithm(cfg).needs).roles
     assert roles.reference.shares_actor
     _perturb(policy)
     batch = _batch(tiny_model_dir, policy)
@@ -268,7 +266,12 @@ def test_a_lora_stage_continues_from_a_lora_stage(tiny_model_dir, tmp_path):
     assert not torch.allclose(merged_sft.log_probs(batch), plain.log_probs(batch))
     train(cfg)
     config = (tmp_path / "grpo" / "policy" / "adapter_config.json").read_text()
-    assert str((sft / "policy").resolve()) in config, "the new adapter's base is the SFT's"
+    base = tmp_path / "grpo" / "policy_base"  # a plain model: peft alone loads the export
+    assert str(base.resolve()) in config, "the new adapter's base is written beside it"
+    merged = load_policy(sft / "policy").state_dict()
+    assert all(torch.equal(t, merged[k]) for k, t in load_policy(base).state_dict().items()), (
+        "the new adapter's base is the SFT's (its adapter merged)"
+    )
 
 
 def test_adapter_directories_load_into_other_heads(tiny_model_dir, tmp_path):

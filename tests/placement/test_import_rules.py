@@ -31,7 +31,7 @@ ABOVE_PLACEMENT = (
     "placerl.cli",
     "placerl.demo",
 )
-MAY_IMPORT_PROFILING = ("placerl.profiling", "placerl.cli")
+MAY_IMPORT_PROFILING = ("placerl.profiling", "placerl.cli", "placerl.commands")
 
 
 def module_name(path: Path) -> str:

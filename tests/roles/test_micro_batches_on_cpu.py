@@ -21,9 +21,9 @@ from placerl.algos.pair_training import PairObjective
 from placerl.config.preference import PreferenceConfig
 from placerl.config.schema import OptimConfig
 from placerl.models.loading import disable_dropout
+from placerl.models.micro_batches import MicroBatching, micro_batches, pack_units, trim_padding
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
-from placerl.roles.micro_batches import MicroBatching, micro_batches, pack_units, trim_padding
 from placerl.runtime.ray.data_parallel import DataParallel, ShardedUpdate, combine_update_stats
 from placerl.types import Field
 from tests.synthetic import rollout_batch, tiny_lm

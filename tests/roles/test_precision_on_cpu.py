@@ -33,7 +33,7 @@ def test_autocast_is_bf16_only_when_asked():
 
 def test_frozen_models_are_held_in_the_training_precision(tiny_model_dir, tmp_path):
     from placerl.algos.ppo import PPO
-    from placerl.runtime.local import build_roles
+    from placerl.runtime import build_runtime
 
     rm_dir = tmp_path / "rm"
     tokenizer = load_tokenizer(tiny_model_dir)
@@ -44,7 +44,7 @@ def test_frozen_models_are_held_in_the_training_precision(tiny_model_dir, tmp_pa
         from placerl.models.loading import load_policy
 
         policy = load_policy(tiny_model_dir)
-        roles = build_roles(cfg, tiny_model_dir, tokenizer, policy, PPO(cfg.ppo))
+        roles = build_runtime(cfg, tiny_model_dir, tokenizer, policy, PPO(cfg.ppo).needs).roles
         assert roles.actor.model.dtype == torch.float32  # master weights
         assert roles.critic.model.dtype == torch.float32
         assert roles.reference.model.dtype == frozen
@@ -62,7 +62,7 @@ def test_dpo_and_rso_frozen_copies_in_bf16(tiny_model_dir, tmp_path):
     rso = build_stage(
         _cfg(tiny_model_dir, tmp_path / "rso", "rso", "model.precision=bf16", LENGTH_REWARD)
     )
-    assert rso.sampler.worker.model.dtype == torch.bfloat16  # the frozen initial policy
+    assert rso.pipeline.roles.rollout.model.dtype == torch.bfloat16  # the frozen initial policy
     assert rso.roles.actor.model.dtype == torch.float32
 
 

@@ -12,6 +12,7 @@ import torch
 from transformers import AutoModelForCausalLM
 
 from placerl.algos import core
+from placerl.algos.kl import token_rewards_from_scores
 from placerl.models.loading import LoadOptions, load_tokenizer
 from placerl.roles.common import response_log_probs
 from placerl.rollout.envs import EpisodeLimits, StepResult
@@ -111,7 +112,7 @@ def test_gae_skips_observation_tokens(setup):
     batch = episodes_to_batch(episodes(setup), tokenizer.pad_token_id)
     mask = batch[Field.RESPONSE_MASK]
     scores = torch.arange(1.0, mask.shape[0] + 1)
-    rewards = core.token_rewards_from_scores(scores, mask, None, 0.0)
+    rewards = token_rewards_from_scores(scores, mask, None, 0.0)
     values = torch.zeros(mask.shape)
     advantages, _ = core.compute_gae(rewards, values, mask, gamma=1.0, lam=1.0)
     expected = scores[:, None].expand(mask.shape) * mask

@@ -12,9 +12,10 @@ import torch
 
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
-from placerl.runtime.pipeline import ExperiencePipeline, ThreadLauncher
-from placerl.runtime.weight_sync import checksum
-from placerl.stages.online import OnlineRLStage
+from placerl.runtime.launch import ThreadLauncher
+from placerl.runtime.pipeline import ExperiencePipeline
+from placerl.runtime.sync.transport import checksum
+from placerl.stages.online import OnlineStage
 from placerl.timing import PhaseTimer
 from placerl.types import Field
 from tests.conftest import fast_overrides
@@ -35,7 +36,15 @@ def _stage(model_dir, tmp_path, stage, staleness=0, extra=(), monkeypatch=None, 
     ]
     cfg = load_config(None, overrides, RunConfig)
     torch.manual_seed(cfg.seed)
-    return OnlineRLStage(cfg)
+    return OnlineStage(cfg)
+
+
+def _synchronous_step(stage, step: int) -> dict:
+    """generate → experience → learn, back to back: the algorithm's on-policy step."""
+    timer, prompts = PhaseTimer(), stage.next_prompts()
+    batch = stage.roles.rollout.generate(prompts.ids, prompts.mask)
+    batch = stage.algorithm.experience(stage.roles, batch, prompts, timer)
+    return stage.algorithm.learn(stage.roles, batch, timer, step)
 
 
 def _comparable(metrics: dict) -> dict:
@@ -47,7 +56,7 @@ def test_staleness_zero_reproduces_the_synchronous_step_bitwise(tiny_model_dir, 
     today = _stage(tiny_model_dir, tmp_path / "a", stage)
     piped = _stage(tiny_model_dir, tmp_path / "b", stage)
     for step in range(3):
-        expected = today.algorithm.step(today.roles, today.next_prompts(), PhaseTimer(), step)
+        expected = _synchronous_step(today, step)
         got = piped.step(step, PhaseTimer())
         assert got["pipeline/staleness"] == 0.0
         assert _comparable(got) == expected, f"step {step} differs"
@@ -88,7 +97,7 @@ def test_staleness_is_tagged_and_never_exceeds_the_bound(
 def test_stale_batches_use_trainer_log_probs_and_truncated_is(tiny_model_dir, tmp_path):
     # two minibatches: π_old is needed beyond the update's first forward, so it is recomputed
     stage = _stage(tiny_model_dir, tmp_path, "grpo", staleness=1, extra=["grpo.minibatches=2"])
-    assert not stage.algorithm.old_log_probs_in_update
+    assert stage.algorithm.needs.old_log_probs == "trainer"
     seen = []
     learn = stage.algorithm.learn
 
@@ -114,8 +123,10 @@ def test_a_single_pass_update_takes_old_log_probs_from_its_own_forward(tiny_mode
     need no recompute pass, and training is the same as with one."""
     fused = _stage(tiny_model_dir, tmp_path / "a", "grpo", staleness=1)
     recomputed = _stage(tiny_model_dir, tmp_path / "b", "grpo", staleness=1)
-    assert fused.algorithm.old_log_probs_in_update
-    recomputed.algorithm.old_log_probs_in_update = False
+    assert fused.algorithm.needs.old_log_probs == "update"
+    recomputed.algorithm.needs = dataclasses.replace(
+        recomputed.algorithm.needs, old_log_probs="trainer"
+    )
     recomputed.algorithm.objective = dataclasses.replace(
         recomputed.algorithm.objective, old_from_current=False
     )

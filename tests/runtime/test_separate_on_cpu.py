@@ -11,8 +11,8 @@ import pytest
 
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
-from placerl.runtime.weight_sync import checksum
-from placerl.stages.online import OnlineRLStage
+from placerl.runtime.sync.transport import checksum
+from placerl.stages.online import OnlineStage
 from placerl.timing import PhaseTimer
 from placerl.trainer import seed_everything
 from tests.conftest import fast_overrides
@@ -32,14 +32,14 @@ def local_ray():
     ray.shutdown()
 
 
-def _stage(model_dir, run_dir, extra=()) -> OnlineRLStage:
+def _stage(model_dir, run_dir, extra=()) -> OnlineStage:
     overrides = [*fast_overrides(model_dir, run_dir, "grpo", STEPS), *COMMON, *GRPO, *extra]
     cfg = load_config(None, overrides, RunConfig)
     seed_everything(cfg.seed)
-    return OnlineRLStage(cfg)
+    return OnlineStage(cfg)
 
 
-def _run(stage: OnlineRLStage, steps: int = STEPS):
+def _run(stage: OnlineStage, steps: int = STEPS):
     """Per-step metrics and every span of the timeline (controller's and workers')."""
     timer, metrics, spans = PhaseTimer(), [], []
     try:
@@ -52,7 +52,7 @@ def _run(stage: OnlineRLStage, steps: int = STEPS):
     return metrics, spans
 
 
-def _check_every_sync(stage: OnlineRLStage) -> list[tuple[str, list[str]]]:
+def _check_every_sync(stage: OnlineStage) -> list[tuple[str, list[str]]]:
     """After each sync: checksums of the trainer's weights and of every rollout copy."""
     runtime, syncer = stage.runtime, stage.pipeline.syncer
     seen, sync = [], syncer.sync

@@ -14,8 +14,8 @@ from torch import nn
 
 from placerl.placement.plan.plan import Cluster, DeviceSlot
 from placerl.placement.plan.strategies import flatten, separate
-from placerl.runtime.weight_sync import (
-    SyncSchedule,
+from placerl.runtime.pipeline import SyncSchedule
+from placerl.runtime.sync.transport import (
     broadcast_weights,
     checksum,
     copy_weights,
@@ -23,9 +23,8 @@ from placerl.runtime.weight_sync import (
     make_sync_group,
     named_tensors,
     plan_buckets,
-    separate_sync_ranks,
-    sync_on_host,
 )
+from placerl.runtime.sync.workers import sync_on_host, sync_ranks
 from placerl.types import Role
 
 ROLES = (Role.ACTOR, Role.ROLLOUT, Role.REWARD)
@@ -159,33 +158,31 @@ def _cluster(n: int) -> Cluster:
 
 
 def test_sync_ranks_follow_the_plan():
-    assert separate_sync_ranks(flatten(ROLES, _cluster(2))) is None, "rollout shares the actor"
-    ranks = separate_sync_ranks(separate(ROLES, _cluster(3), generation_slots=2))
+    assert sync_ranks(flatten(ROLES, _cluster(2))) is None, "rollout shares the actor"
+    ranks = sync_ranks(separate(ROLES, _cluster(3), generation_slots=2))
     assert (ranks.source, ranks.receivers, ranks.gatherers) == (2, (0, 1), (2,))
     assert ranks.group_ranks == (2, 0, 1)
 
 
 def _separate_worker(rank: int, store: str, out_dir: str, model_dir: str) -> None:
     """Ranks 0-1 hold rollout copies ('gen'), rank 2 the actor ('train'), as Separate places."""
-    from types import SimpleNamespace
-
     from placerl.models.loading import load_policy
 
     dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=3)
     try:
-        ranks = separate_sync_ranks(separate(ROLES, _cluster(3), generation_slots=2))
+        ranks = sync_ranks(separate(ROLES, _cluster(3), generation_slots=2))
         group = make_sync_group(ranks.group_ranks)  # every process calls new_group
         policy = load_policy(model_dir)
-        actor = rollout = None
+        source = rollout = None
         if rank == ranks.source:
             with torch.no_grad():  # the trainer has moved on from the initial weights
                 for param in policy.parameters():
                     param.add_(0.01 * torch.randn_like(param))
-            actor = SimpleNamespace(model=policy)
+            source = policy
         else:
             rollout = policy
         before = checksum(policy)
-        sync_on_host(rank, ranks, group, actor=actor, rollout_model=rollout, bucket_mb=0.01)
+        sync_on_host(rank, ranks, group, source=source, rollout_model=rollout, bucket_mb=0.01)
         Path(out_dir, f"{rank}.json").write_text(json.dumps([before, checksum(policy)]))
         dist.barrier()
     finally:

@@ -1,5 +1,7 @@
 """The sampled-preference stages (online_dpo, rso, brain) train end to end on the tiny model,
-and the sampling policy lags the trained one exactly as ``placement.max_staleness`` allows."""
+and the sampling policy lags the trained one exactly as ``placement.max_staleness`` allows:
+they run through the one experience pipeline (runtime/pipeline.py), whose rollout copy, when
+there is one, is ``stage.pipeline.roles.rollout`` and its sync ``stage.pipeline.syncer``."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from safetensors.torch import load_file
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
-from placerl.stages.sampled_preference import build_sampled_preference_stage
+from placerl.stages import build_stage
 from placerl.trainer import train
 from tests.conftest import fast_overrides
 
@@ -69,21 +71,25 @@ def test_stage_trains_with_finite_metrics(tiny_model_dir, tmp_path, stage, extra
 
 
 def _stage(model_dir, run_dir, stage, extra=()):
-    return build_sampled_preference_stage(_cfg(model_dir, run_dir, stage, steps=4, extra=extra))
+    return build_stage(_cfg(model_dir, run_dir, stage, steps=4, extra=extra))
 
 
 def test_on_policy_rollout_shares_the_trained_module(tiny_model_dir, tmp_path):
     stage = _stage(tiny_model_dir, tmp_path, "online_dpo", ("rollout.samples_per_prompt=2",))
-    assert stage.sampler.shared and stage.sampler.worker.model is stage.policy
+    assert stage.pipeline.syncer is None and stage.roles.rollout.model is stage.policy
 
 
 def test_on_policy_copy_synced_every_step_equals_the_shared_module(tiny_model_dir, tmp_path):
     """Staleness 0 is the same training whether the rollout shares the actor's module (one
     process) or holds a copy refreshed before every step (a separate rollout)."""
+    import dataclasses
+
+    from placerl.models.device import CPU
     from placerl.models.loading import load_policy
+    from placerl.roles.build import sampling_params
     from placerl.roles.rollout import RolloutWorker
-    from placerl.runtime.local import sampling_params
-    from placerl.stages.sampled_preference import SamplingPolicy
+    from placerl.runtime.local import on_device
+    from placerl.runtime.sync.consumers import LocalShadow
     from placerl.timing import PhaseTimer
 
     extra = ("rollout.samples_per_prompt=2",)
@@ -93,8 +99,10 @@ def test_on_policy_copy_synced_every_step_equals_the_shared_module(tiny_model_di
     worker = RolloutWorker(
         load_policy(tiny_model_dir), separate.tokenizer, sampling_params(cfg), seed=cfg.seed
     )
-    separate.sampler = separate.roles.rollout = SamplingPolicy(worker, separate.policy, 0)
-    assert shared.sampler.shared and not separate.sampler.shared
+    pipeline = separate.pipeline
+    pipeline.roles = dataclasses.replace(pipeline.roles, rollout=on_device(worker, CPU))
+    pipeline.syncer = LocalShadow(separate.policy, worker.model)
+    assert shared.pipeline.syncer is None and separate.pipeline.syncer is not None
     for step in range(3):
         a = shared.step(step, PhaseTimer())
         b = separate.step(step, PhaseTimer())
@@ -111,11 +119,13 @@ def test_snapshot_is_refreshed_when_its_lag_would_exceed_the_bound(tiny_model_di
     timer, lags, same = PhaseTimer(), [], []
     for step in range(6):
         metrics = stage.step(step, timer)
-        lags.append(metrics["rollout/staleness"])
-        snapshot = stage.sampler.worker.model.state_dict()
+        lags.append(metrics["pipeline/staleness"])
+        snapshot = stage.pipeline.roles.rollout.model.state_dict()
         same.append(all(torch.equal(v, stage.policy.state_dict()[k]) for k, v in snapshot.items()))
-    assert lags == [0, 1, 2, 0, 1, 2]  # refreshed before step 3: a lag of 3 would exceed 2
-    assert not stage.sampler.shared and same == [False] * 6  # each step trains after sampling
+    # sample k+1 is launched before update k (one batch in flight); the copy is refreshed
+    # before launching sample 3 (at version 2), as a lag of 3 would exceed 2, and so on
+    assert lags == [0, 1, 2, 1, 2, 1]
+    assert stage.pipeline.syncer is not None and same == [False] * 6  # trains after sampling
 
 
 def test_frozen_sampler_is_the_initial_policy_throughout(tiny_model_dir, tmp_path):
@@ -129,9 +139,9 @@ def test_frozen_sampler_is_the_initial_policy_throughout(tiny_model_dir, tmp_pat
         ("online_dpo", ("rollout.samples_per_prompt=2", "placement.max_staleness=10")),
     ):
         stage = _stage(tiny_model_dir, tmp_path / stage_name, stage_name, extra)
-        lags = [stage.step(step, PhaseTimer())["rollout/staleness"] for step in range(3)]
+        lags = [stage.step(step, PhaseTimer())["pipeline/staleness"] for step in range(3)]
         assert lags == [0, 1, 2]
-        sampler = stage.sampler.worker.model.state_dict()
+        sampler = stage.pipeline.roles.rollout.model.state_dict()
         assert all(torch.equal(sampler[k], initial[k]) for k in initial)
 
 
@@ -146,7 +156,7 @@ def test_resume_with_a_stale_snapshot_is_exact(tiny_model_dir, tmp_path):
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after resume"
     last = [m for m in _metrics(stopped) if m["step"] == 4]
-    assert len(last) == 1 and last[0]["rollout/staleness"] == 1.0
+    assert len(last) == 1 and last[0]["pipeline/staleness"] == 1.0
 
 
 @pytest.mark.parametrize(
@@ -154,7 +164,6 @@ def test_resume_with_a_stale_snapshot_is_exact(tiny_model_dir, tmp_path):
     [
         (("rollout.samples_per_prompt=1",), "rollout.samples_per_prompt"),
         (("rollout.samples_per_prompt=3", "online_dpo.pairs_per_prompt=2"), "pairs_per_prompt"),
-        (("rollout.samples_per_prompt=2", "placement.strategy=separate"), "placement.strategy"),
     ],
 )
 def test_online_dpo_config_errors_name_the_key(tiny_model_dir, tmp_path, overrides, where):

@@ -1,5 +1,6 @@
 """Online DPO samples and trains through the same runtime as PPO: on two Ray workers (Flatten)
-it follows the local trajectory, and what Flatten cannot do yet is refused before Ray starts.
+it follows the local trajectory (tests/runtime/test_online_placements_on_cpu.py covers RSO and
+BRAIn, Separate, lagging and frozen rollouts).
 
 Same tolerances as tests/runtime/test_invariants_on_cpu.py (why: see its docstring). The
 preference loss is a mean over pairs, so a worker's share must weigh by pairs, not tokens:
@@ -12,11 +13,6 @@ import json
 
 import pytest
 
-from placerl.config import load_config
-from placerl.config.schema import RunConfig
-from placerl.errors import UserError
-from placerl.stages.sampled_preference import build_sampled_preference_stage
-from tests.conftest import fast_overrides
 from tests.runtime.test_invariants_on_cpu import (
     TWO_WORKERS,
     assert_same_trajectory,
@@ -69,31 +65,3 @@ def test_online_dpo_on_two_flatten_workers_follows_the_local_trajectory(
         ("all/w1", "actor.fit_grouped"),
         ("all/w0", "reference.log_probs"),
     }
-
-
-@pytest.mark.parametrize(
-    "stage,overrides,where",
-    [
-        ("online_dpo", ("placement.max_staleness=1",), "placement.max_staleness"),
-        ("rso", (), "placement.strategy"),
-        ("brain", ("brain.proposal=sft",), "placement.strategy"),
-        ("online_dpo", ("placement.strategy=separate",), "placement.strategy"),
-    ],
-)
-def test_what_flatten_cannot_sample_is_refused_before_workers_start(
-    tiny_model_dir, tmp_path, monkeypatch, stage, overrides, where
-):
-    """A stale snapshot or a frozen sampler needs a policy copy that Flatten workers lack."""
-    from placerl.stages import sampled_preference
-
-    def no_workers(*_):
-        raise AssertionError("workers started before the config was checked")
-
-    monkeypatch.setattr(sampled_preference, "build_runtime", no_workers)
-    flatten = ["placement.strategy=flatten", *TWO_WORKERS]
-    base = fast_overrides(tiny_model_dir, tmp_path, stage, 2)
-    samples = ["rollout.samples_per_prompt=2"] if stage == "online_dpo" else []
-    cfg = load_config(None, [*base, *samples, *flatten, *overrides], RunConfig)
-    with pytest.raises(UserError) as err:
-        build_sampled_preference_stage(cfg)
-    assert where in str(err.value)

@@ -23,6 +23,7 @@ leaves both as they were. Watching the run, trials and re-plans live in ``replan
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from collections.abc import Callable
@@ -122,7 +123,7 @@ def rank(
 
 
 def with_notes(plan: Plan, notes: tuple[str, ...]) -> Plan:
-    return Plan(plan.strategy, plan.groups, plan.roles, plan.max_staleness, notes)
+    return dataclasses.replace(plan, notes=notes)
 
 
 def decide(

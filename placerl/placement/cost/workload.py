@@ -221,7 +221,8 @@ def workload_from_config(cfg: Any, roles: tuple[Role, ...] | None = None) -> Wor
         engine=str(cfg.rollout.engine),
         rule_reward=uses_rule_reward(cfg),
         max_staleness=cfg.placement.max_staleness,
-        sync_every=cfg.staleness.sync_every,
+        # null: synced only when forced, i.e. every max_staleness updates
+        sync_every=cfg.staleness.sync_every or max(1, cfg.placement.max_staleness),
         recompute=cfg.staleness.recompute_log_probs,
         sync_bucket_mb=cfg.staleness.sync_bucket_mb,
         offload=cfg.placement.offload,

@@ -11,7 +11,8 @@ produce and what a runtime carries out; nothing else decides placement. It names
   inside sub-groups of ``shard_size`` workers, replicate across them: partial redundancy,
   PaRO / FSDP's HYBRID_SHARD);
 - ``max_staleness``: how many policy updates a training sample may lag the policy that
-  sampled it (0: synchronous on-policy training).
+  sampled it (0: synchronous on-policy training);
+- ``offload``: whether GPU workers move the models of roles idle between phases to host memory.
 
 Roles placed on the same group share worker processes (one per slot), time-sharing the
 devices; roles on disjoint groups can run at the same time. Groups stay disjoint so that
@@ -94,6 +95,7 @@ class Plan:
     roles: dict[Role, RolePlacement]
     max_staleness: int = 0
     notes: tuple[str, ...] = field(default=())  # why the strategy chose what it chose
+    offload: bool = False  # GPU workers: idle roles' models (and optimizer states) to host
 
     def group(self, name: str) -> DeviceGroup:
         for g in self.groups:
@@ -144,6 +146,7 @@ class Plan:
             },
             "max_staleness": self.max_staleness,
             "notes": list(self.notes),
+            "offload": self.offload,
         }
 
     @classmethod
@@ -168,4 +171,5 @@ class Plan:
             roles=roles,
             max_staleness=int(raw.get("max_staleness", 0)),
             notes=tuple(raw.get("notes", ())),
+            offload=bool(raw.get("offload", False)),
         )

@@ -5,8 +5,8 @@ are gathered and reported in one ``UserError``, so a user fixes a custom placeme
 
 Memory is a first-order estimate, checked only where both a slot's memory and the models'
 parameter counts are known: per worker, a trained role (actor, critic) holds fp32 weights,
-gradients and two Adam moments (16 bytes per parameter), a frozen model 4 bytes per parameter,
-divided by the shard factor (``full``: dp_size, ``hybrid``: shard_size). The rollout shares
+gradients and two Adam moments (16 bytes per parameter), a frozen model its bytes per parameter
+in the training precision (4 for fp32, 2 for bf16: frozen models are loaded in it), divided by the shard factor (``full``: dp_size, ``hybrid``: shard_size). The rollout shares
 the actor's weights where an unsharded actor sits on the same slot, and holds its own copy
 otherwise. Activations, the KV cache and the CUDA context are not counted: the estimate is a
 lower bound, so a plan it rejects cannot fit.
@@ -21,7 +21,7 @@ from placerl.placement.plan.plan import Cluster, DeviceSlot, Plan, RolePlacement
 from placerl.placement.plan.strategies import plural
 from placerl.types import Role
 
-BYTES_FROZEN = 4  # fp32 weights (bf16 autocast keeps the weights in fp32)
+BYTES_FROZEN = 4  # fp32 weights; bf16 training loads frozen models in bf16 (2 bytes)
 BYTES_TRAINED = 4 + 4 + 8  # weights, gradients, Adam's two moments
 GiB = 1024**3
 
@@ -34,8 +34,10 @@ def validate_plan(
     needed: Iterable[Role] | None = None,
     cluster: Cluster | None = None,
     model_params: Mapping[Role, int] | None = None,
+    frozen_bytes: int = BYTES_FROZEN,
 ) -> None:
-    """Raise one UserError listing every problem of ``plan``; return quietly if it fits."""
+    """Raise one UserError listing every problem of ``plan``; return quietly if it fits.
+    ``frozen_bytes``: bytes per parameter of a frozen model (its training precision)."""
     problems = _check_groups(plan, cluster) + _check_roles(plan, needed)
     names = {g.name for g in plan.groups}
     for role, placement in plan.roles.items():
@@ -44,7 +46,7 @@ def validate_plan(
     if plan.max_staleness < 0:
         problems.append(("placement.max_staleness", f"must be >= 0, got {plan.max_staleness}"))
     if not problems and model_params:
-        problems += _check_memory(plan, model_params)
+        problems += _check_memory(plan, model_params, frozen_bytes)
     if len(problems) == 1:
         where, message = problems[0]
         raise UserError(message, where=where)
@@ -178,7 +180,9 @@ def _shard_factor(p: RolePlacement) -> int:
     return 1
 
 
-def memory_per_slot(plan: Plan, model_params: Mapping[Role, int]) -> dict[DeviceSlot, dict]:
+def memory_per_slot(
+    plan: Plan, model_params: Mapping[Role, int], frozen_bytes: int = BYTES_FROZEN
+) -> dict[DeviceSlot, dict]:
     """Estimated bytes each role holds on each slot (roles of unknown size are left out)."""
     usage: dict[DeviceSlot, dict[Role, int]] = {s: {} for s in plan.slots}
     actor = plan.roles.get(Role.ACTOR)
@@ -187,7 +191,7 @@ def memory_per_slot(plan: Plan, model_params: Mapping[Role, int]) -> dict[Device
         params = model_params.get(role)
         if not params:
             continue
-        per_param = BYTES_TRAINED if role in (Role.ACTOR, Role.CRITIC) else BYTES_FROZEN
+        per_param = BYTES_TRAINED if role in (Role.ACTOR, Role.CRITIC) else frozen_bytes
         for slot in plan.worker_slots(role):
             shared = role == Role.ROLLOUT and slot in actor_slots
             if shared and actor.sharding == Sharding.NONE:
@@ -196,9 +200,9 @@ def memory_per_slot(plan: Plan, model_params: Mapping[Role, int]) -> dict[Device
     return usage
 
 
-def _check_memory(plan: Plan, model_params: Mapping[Role, int]) -> list[Problem]:
+def _check_memory(plan: Plan, model_params: Mapping[Role, int], frozen: int) -> list[Problem]:
     problems: list[Problem] = []
-    for slot, roles in memory_per_slot(plan, model_params).items():
+    for slot, roles in memory_per_slot(plan, model_params, frozen).items():
         total = sum(roles.values())
         if slot.memory_bytes is None or total <= slot.memory_bytes:
             continue

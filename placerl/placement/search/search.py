@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from placerl.placement.cost.machine import Machine
-from placerl.placement.cost.memory import GiB, memory_classes, memory_problem, slot_roles
+from placerl.placement.cost.memory import memory_classes, memory_problem, slot_roles
 from placerl.placement.cost.phases import step_phases
 from placerl.placement.cost.schedule import StepPrediction, predict_step
 from placerl.placement.cost.workload import Workload
@@ -164,7 +164,3 @@ def search(
         pruned += skipped
     scored.sort(key=lambda s: (not s.feasible, s.step_s, s.memory_gb))
     return SearchResult(scored, considered, pruned, time.perf_counter() - start, m)
-
-
-def memory_gib(s: Scored) -> float:
-    return s.memory_gb * 1e9 / GiB

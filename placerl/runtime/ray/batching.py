@@ -43,13 +43,9 @@ def owned_rows(size: int, parts: int) -> list[int]:
     return [s.stop - s.start for s in shard_slices(size, parts)]
 
 
-def split_args(args: Sequence[Any], rows: Tensor) -> list[Any]:
-    """Each argument restricted to ``rows``: tensors and TensorDicts by index, lists by
-    position, dicts of lists (dataset columns) column by column; anything else as is."""
-    return [take_rows(a, rows) for a in args]
-
-
 def take_rows(value: Any, rows: Tensor) -> Any:
+    """``value`` restricted to ``rows``: tensors and TensorDicts by index, lists by position,
+    dicts of lists (dataset columns) column by column; anything else as is."""
     if isinstance(value, (Tensor, TensorDict)):
         return value[rows]
     if isinstance(value, list):

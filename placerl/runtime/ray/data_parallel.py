@@ -41,13 +41,14 @@ import torch
 from torch import nn
 
 from placerl.models.lora import is_lora, load_trained_state
+from placerl.models.micro_batches import GROUP_MEAN, loss_denominator
 from placerl.models.shared_prefix import distinct_prompts
+from placerl.placement.plan.plan import Sharding
 from placerl.roles.common import response_log_probs, response_values
 from placerl.runtime.ray.batching import shard_slices
 from placerl.types import Batch, Field
 
 REPLICATED_SUFFIXES = ("/grad_norm", "/lr")  # identical on every rank: not summed
-GROUP_MEAN = "group-mean"  # a grouped objective (``fit_grouped``): the mean over rows
 
 
 @dataclass
@@ -65,15 +66,15 @@ class DataParallel:
         return self.mesh is not None
 
 
-def loss_denominator(mask: torch.Tensor, loss_agg: str) -> float:
-    """What ``aggregate_loss`` divides by: valid tokens (token-mean) or sequences with one;
-    rows for a grouped objective, whose loss is a mean over groups (pairs, a prompt's samples)."""
-    if loss_agg == GROUP_MEAN:
-        return float(mask.shape[0])
-    valid = mask.bool()
-    if loss_agg == "token-mean":
-        return float(valid.sum())
-    return float(valid.any(dim=1).sum())
+def fsdp_mesh(device_type: str, ranks: list[int], sharding: Sharding, shard_size: int | None):
+    """FSDP's mesh: 1-D over the ranks (full), or replicate × shard groups (hybrid)."""
+    from torch.distributed.device_mesh import DeviceMesh
+
+    ids = torch.tensor(ranks)
+    if sharding == Sharding.HYBRID:
+        ids = ids.view(-1, shard_size or len(ranks))
+        return DeviceMesh(device_type, ids, mesh_dim_names=("replicate", "shard"))
+    return DeviceMesh(device_type, ids, mesh_dim_names=("shard",))
 
 
 def shard_model(model: nn.Module, mesh, precision: str = "fp32") -> nn.Module:

@@ -10,8 +10,9 @@ Each handle has the same methods and signatures as the local role it stands for,
   pre-weighted stats are summed; ``state_dict``/``load_state_dict``/weights go to all workers
   (collective under FSDP) and rank 0 answers.
 
-Every method has an ``*_async`` twin returning a ``Pending`` (``.result()``), which
-``placerl.runtime.futures.submit`` uses to run roles on disjoint workers at the same time.
+Every method has an ``*_async`` twin returning a ``Pending`` (``.result()``), so roles on
+disjoint workers run at the same time (``algos.online.score``; locally the twins are deferred
+calls, ``runtime.local.OnDevice``).
 The rollout handle draws the sampling noise for the whole batch from its seeded generator on
 the controller (``draw_uniforms``), exactly as the local rollout does, so responses do not
 depend on how the rows are split; its state is that generator, as for the local rollout.
@@ -34,18 +35,21 @@ from placerl.types import Batch, Role
 
 
 class Pending:
-    """Results of one role call on several workers, combined on first ``result()``."""
+    """Results of one call on several workers, combined on first ``result()``; a role call's
+    come with the worker's spans (``spans``), a host method's without."""
 
-    def __init__(self, group: WorkerGroup, refs, calls, combine: Callable[[list], Any]):
+    def __init__(self, group: WorkerGroup, refs, calls, combine: Callable[[list], Any], spans=True):
         self._group, self._refs, self._calls, self._combine = group, refs, calls, combine
-        self._done, self._value = False, None
+        self._spans, self._done, self._value = spans, False, None
 
     def result(self) -> Any:
         if not self._done:
             outputs = self._group.wait(self._refs, self._calls)
-            for _, spans in outputs:
-                self._group.spans.extend(spans)
-            self._value = self._combine([value for value, _ in outputs])
+            if self._spans:
+                for _, spans in outputs:
+                    self._group.spans.extend(spans)
+                outputs = [value for value, _ in outputs]
+            self._value = self._combine(outputs)
             self._done = True
         return self._value
 
@@ -100,17 +104,7 @@ class RoleClient:
         refs = [
             getattr(self.group.actors[r], method).remote(self.role.value, *args) for r in self.ranks
         ]
-        return _PlainPending(self.group, refs, self._calls(method), lambda out: out[0])
-
-
-class _PlainPending(Pending):
-    """Results without spans (RoleHost methods other than ``call``)."""
-
-    def result(self) -> Any:
-        if not self._done:
-            self._value = self._combine(self._group.wait(self._refs, self._calls))
-            self._done = True
-        return self._value
+        return Pending(self.group, refs, self._calls(method), lambda out: out[0], spans=False)
 
 
 class _Handle:
@@ -162,21 +156,6 @@ class TrainedHandle(_Handle):
 
 
 class ActorHandle(TrainedHandle):
-    """The actor. With ``syncer`` (Separate: rollout workers hold their own copy of the
-    policy) every update and ``push_weights`` end with a trainer → rollout broadcast
-    (``sync_followers``): on-policy sampling for stages that schedule no syncs themselves.
-    The experience pipeline schedules them (``RayRuntime.weight_syncer`` takes the syncer
-    from this handle), so each sync happens once, when the pipeline wants it."""
-
-    def __init__(self, client: RoleClient, mirror, syncer=None):
-        super().__init__(client, mirror)
-        self.syncer = syncer  # a weight_sync.RemoteRolloutSync, or None
-
-    def update(self, batch: Batch, objective, epochs: int = 1, minibatches: int = 1):
-        stats = self.update_async(batch, objective, epochs, minibatches).result()
-        self.sync_followers()
-        return stats
-
     def fit_grouped(self, batch: Batch, objective, epochs: int = 1, minibatches: int = 1):
         """The grouped update (preference pairs, BRAIn groups), carried out like ``update``:
         the whole [G, n] batch to every worker, each trains on its rows of every minibatch
@@ -186,17 +165,7 @@ class ActorHandle(TrainedHandle):
         pending = self.client.everywhere(
             "fit_grouped", ref, objective, epochs, minibatches, combine=combine_update_stats
         )
-        stats = pending.result()
-        self.sync_followers()
-        return stats
-
-    def sync_followers(self) -> None:
-        if self.syncer is not None:
-            self.syncer.sync()
-
-    def push_weights(self) -> None:
-        super().push_weights()
-        self.sync_followers()
+        return pending.result()
 
     def log_probs_async(self, batch: Batch) -> Pending:
         return self.client.split("log_probs", batch.batch_size[0], [batch])

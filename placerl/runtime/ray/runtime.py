@@ -8,9 +8,10 @@ roles' methods (``handles.py``): the algorithms run unchanged. It also keeps
   evaluation and checkpoints read: ``pull_weights`` refreshes them from rank 0 when an update
   happened since, ``push_weights`` loads them into the workers after a restore;
 - the workers' timeline spans, handed to the controller's timer by ``pop_spans``;
-- under Separate, the trainer → rollout weight sync (``weight_syncer``): a broadcast from the
-  actor's rank 0 to the rollout copies over a dedicated torch.distributed group, driven by
-  the experience pipeline (``placerl.runtime.pipeline``), the one place that decides when;
+- the trainer → rollout weight sync (``rollout_sync``) wherever the rollout holds a copy of
+  its own (Separate; a rollout that may lag; a frozen proposal): a broadcast from the actor's
+  rank 0 to the copies over a dedicated torch.distributed group, driven by the experience
+  pipeline (``placerl.runtime.pipeline``), the one place that decides when;
 - ``workers.json`` in the run directory: rank, slot, roles and pid of every worker.
 """
 
@@ -22,13 +23,13 @@ from pathlib import Path
 
 import ray
 
-from placerl.algos.rollout_phase import Roles
+from placerl.algos.online import Needs, Roles
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
-from placerl.models.loading import LoadOptions, load_value_model
-from placerl.models.lora import with_lora
 from placerl.placement.plan.plan import Plan
-from placerl.runtime.local import critic_path, sampling_params
+from placerl.roles.build import critic_model, sampling_params
+from placerl.runtime import RolloutSetup
+from placerl.runtime.launch import RemoteLauncher
 from placerl.runtime.ray.group import CallInfo, WorkerGroup, connect
 from placerl.runtime.ray.handles import (
     ActorHandle,
@@ -39,32 +40,29 @@ from placerl.runtime.ray.handles import (
     RolloutHandle,
     TrainedHandle,
 )
-from placerl.runtime.ray.host import HostSpec, role_ranks, rollout_shares_actor
-from placerl.runtime.weight_sync import RemoteRolloutSync, separate_sync_ranks
+from placerl.runtime.ray.host import HostSpec
+from placerl.runtime.sync.workers import RemoteRolloutSync, role_ranks, sync_ranks
 from placerl.timing import Span
 from placerl.types import Role
 
 WORKERS_FILE = "workers.json"
 
 
-def roles_of(algorithm) -> tuple[Role, ...]:
-    roles = [Role.ACTOR, Role.ROLLOUT]
-    if algorithm.needs_critic:
-        roles.append(Role.CRITIC)
-    roles.append(Role.REWARD)
-    if algorithm.needs_reference:
-        roles.append(Role.REFERENCE)
+def roles_of(needs: Needs) -> tuple[Role, ...]:
+    roles = {Role.ACTOR, Role.ROLLOUT, Role.REWARD}
+    roles |= {Role.CRITIC} if needs.critic else set()
+    roles |= {Role.REFERENCE} if needs.reference else set()
     return tuple(r for r in Role if r in roles)
 
 
-def start_ray_runtime(cfg: RunConfig, policy_path: Path, tokenizer, policy, algorithm):
+def start_ray_runtime(cfg: RunConfig, policy_path: Path, tokenizer, policy, needs: Needs):
     """Join or start Ray first (planning may ask it for the cluster), then plan and start."""
     from placerl.placement.from_config import plan_from_config
 
     owns_ray = connect(cfg.placement.ray_address)
     try:
         plan = plan_from_config(cfg)
-        return RayRuntime(cfg, plan, policy_path, tokenizer, policy, algorithm, owns_ray)
+        return RayRuntime(cfg, plan, policy_path, tokenizer, policy, needs, owns_ray)
     except BaseException:
         if owns_ray:
             ray.shutdown()
@@ -74,6 +72,8 @@ def start_ray_runtime(cfg: RunConfig, policy_path: Path, tokenizer, policy, algo
 class RayRuntime:
     """Workers for every slot of ``plan``; ``roles`` are handles to them."""
 
+    launcher = RemoteLauncher()
+
     def __init__(
         self,
         cfg: RunConfig,
@@ -81,10 +81,10 @@ class RayRuntime:
         policy_path: Path,
         tokenizer,
         policy,
-        algorithm,
+        needs: Needs,
         owns_ray: bool = False,
     ):
-        needed = roles_of(algorithm)
+        needed = roles_of(needs)
         missing = [r.value for r in needed if r not in plan.roles]
         if missing:
             raise UserError(
@@ -92,10 +92,12 @@ class RayRuntime:
                 where="placement.roles",
             )
         self.plan, self.run_dir, self.roles_used = plan, Path(cfg.run_dir), needed
+        self.group: WorkerGroup | None = None
         self.owns_ray = owns_ray or connect(cfg.placement.ray_address)
-        offload = cfg.placement.offload
+        self.setup = RolloutSetup.of(cfg, plan, needs)
+        self.sync_ranks = sync_ranks(plan, self.setup.lagging)
         specs = [
-            HostSpec(rank, plan, cfg, str(policy_path), needed, offload)
+            HostSpec(rank, plan, cfg, str(policy_path), needed, self.sync_ranks, self.setup.engine)
             for rank in range(len(plan.slots))
         ]
         self.group = WorkerGroup(plan, specs)
@@ -104,18 +106,18 @@ class RayRuntime:
         except BaseException:
             self.close()
             raise
-        self.roles = self._handles(cfg, needed, policy_path, tokenizer, policy)
+        self.roles = self._handles(cfg, needed, policy_path, tokenizer.pad_token_id, policy)
+        self.experience_shares_rollout_workers = self._experience_on_rollout_workers()
+        self._sync = None
+        if self.sync_ranks is not None:
+            bucket_mb = cfg.staleness.sync_bucket_mb
+            self._sync = RemoteRolloutSync(self.sync_ranks, self.call_hosts, bucket_mb)
         self._write_workers()
 
-    def weight_syncer(self, bucket_mb: float) -> RemoteRolloutSync | None:
-        """The trainer → rollout sync for a caller that schedules syncs itself (the
-        experience pipeline); None when every rollout worker samples with the actor's module
-        (Flatten, Interleave). Updates stop syncing by themselves (``ActorHandle``)."""
-        ranks = separate_sync_ranks(self.plan)
-        if ranks is None:
-            return None
-        self.roles.actor.syncer = None
-        return RemoteRolloutSync(ranks, self.call_hosts, bucket_mb)
+    def rollout_sync(self) -> RemoteRolloutSync | None:
+        """The trainer → rollout sync; None when every rollout worker samples with the
+        actor's module (Flatten, Interleave, neither lagging nor frozen)."""
+        return self._sync
 
     def call_hosts(self, ranks, method: str, *args) -> list:
         """``RoleHost.method(*args)`` on the workers of world ``ranks`` at once; their results
@@ -131,7 +133,7 @@ class RayRuntime:
         label = self.group.specs[rank].label
         return CallInfo(rank, label, role.value, ranks.index(rank), method)
 
-    def experience_shares_rollout_workers(self) -> bool:
+    def _experience_on_rollout_workers(self) -> bool:
         """Whether a role the experience calls after sampling (reward, reference, critic)
         has a worker on a rollout worker: a call to it waits behind a sample launched ahead
         on that worker (a Ray actor runs one call at a time), so the pipeline launches the
@@ -140,27 +142,17 @@ class RayRuntime:
         others = [r for r in (Role.REWARD, Role.REFERENCE, Role.CRITIC) if r in self.roles_used]
         return any(rollout & set(role_ranks(self.plan, r)) for r in others)
 
-    def _handles(self, cfg: RunConfig, needed, policy_path, tokenizer, policy) -> Roles:
-        pad = tokenizer.pad_token_id
+    def _handles(self, cfg: RunConfig, needed, policy_path, pad: int, policy) -> Roles:
         client = {
             role: RoleClient(self.group, role, role_ranks(self.plan, role), pad) for role in needed
         }
         critic = None
         if Role.CRITIC in needed:
-            mirror = with_lora(
-                load_value_model(critic_path(cfg, policy_path), options=LoadOptions.of(cfg.model)),
-                cfg.model.lora,
-                "critic",
-            )
-            critic = CriticHandle(client[Role.CRITIC], mirror)
+            critic = CriticHandle(client[Role.CRITIC], critic_model(cfg, policy_path))
         reference = ReferenceHandle(client[Role.REFERENCE]) if Role.REFERENCE in needed else None
-        ranks = separate_sync_ranks(self.plan)
-        syncer = None
-        if ranks is not None:  # on-policy by default; the pipeline takes it (weight_syncer)
-            syncer = RemoteRolloutSync(ranks, self.call_hosts, cfg.staleness.sync_bucket_mb)
         return Roles(
             rollout=RolloutHandle(client[Role.ROLLOUT], sampling_params(cfg), cfg.seed),
-            actor=ActorHandle(client[Role.ACTOR], policy, syncer),
+            actor=ActorHandle(client[Role.ACTOR], policy),
             reward=RewardHandle(client[Role.REWARD]),
             reference=reference,
             critic=critic,
@@ -181,19 +173,18 @@ class RayRuntime:
 
     def policy_sampler(self):
         """The rollout handle's ``generate`` when every rollout worker samples with the
-        actor's own module (Flatten, Interleave): evaluation then runs on the workers' devices,
-        with the current weights. Else None: a rollout copy may lag (Separate), and
-        evaluation uses the controller's mirror, refreshed by ``pull_weights``."""
-        return self.roles.rollout.generate if rollout_shares_actor(self.plan) else None
+        actor's own module: evaluation then runs on the workers' devices, with the current
+        weights. Else None: a rollout copy may lag, and evaluation uses the controller's
+        mirror, refreshed by ``pull_weights``."""
+        return self.roles.rollout.generate if self.sync_ranks is None else None
 
     def pop_spans(self) -> list[Span]:
         spans, self.group.spans = self.group.spans, []
         return spans
 
     def close(self) -> None:
-        group = getattr(self, "group", None)
-        if group is not None:
-            group.close()
+        if self.group is not None:
+            self.group.close()
         if self.owns_ray and ray.is_initialized():
             ray.shutdown()
         self.owns_ray = False
