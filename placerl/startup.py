@@ -22,7 +22,7 @@ from torch import nn
 
 from placerl.config.schema import BUILTIN, RunConfig
 from placerl.data.collate import length_percentiles
-from placerl.placement.plan import Plan
+from placerl.placement.plan.plan import Plan
 from placerl.stages import Stage
 
 
@@ -135,7 +135,7 @@ def placement_lines(plan: Plan | None) -> list[str]:
 
 def plan_lines(plan: Plan) -> list[str]:
     """``g0 (cpu0-1): actor x2 fsdp, rollout x2, reference`` for each group."""
-    from placerl.placement.render import sharding_label, slot_span
+    from placerl.placement.plan.render import sharding_label, slot_span
 
     lines = []
     for group in plan.groups:

@@ -25,7 +25,7 @@ import torch
 
 from placerl.config.placement import PlacementConfig
 from placerl.errors import UserError
-from placerl.placement.cluster import available_cores
+from placerl.placement.plan.cluster import available_cores
 
 
 def configure_threads(placement: PlacementConfig) -> str:

@@ -62,8 +62,8 @@ def test_parameter_counts_read_at_a_glance(n, shown):
 
 
 def test_the_plan_is_one_line_per_group():
-    from placerl.placement.plan import Cluster, DeviceSlot
-    from placerl.placement.strategies import separate
+    from placerl.placement.plan.plan import Cluster, DeviceSlot
+    from placerl.placement.plan.strategies import separate
     from placerl.types import Role
 
     cluster = Cluster(tuple(DeviceSlot("cpu", i) for i in range(3)))
