@@ -67,3 +67,29 @@ def word_count(text: str) -> str:
 
 def not_a_tool(text):
     return text  # no type hints, no docstring: no schema
+
+
+RESETS = [0]
+
+
+class _KillingEcho(Echo):
+    """``Echo`` that SIGKILLs its own process at the first step taken after the run's N-th
+    episode started (``PLACERL_KILL_AFTER_RESETS``): a kill -9 in the middle of the batch of
+    episodes that follows those N."""
+
+    def reset(self, row):
+        RESETS[0] += 1
+        return super().reset(row)
+
+    def step(self, assistant):
+        import os
+        import signal
+
+        after = os.environ.get("PLACERL_KILL_AFTER_RESETS")
+        if after is not None and RESETS[0] > int(after):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return super().step(assistant)
+
+
+def killing_echo_env(limits: EpisodeLimits) -> Echo:
+    return _KillingEcho()
