@@ -115,7 +115,8 @@ def held_out(seed: int = 19, count: int = 12) -> list[Spec]:
             hidden_size=hidden,
             num_hidden_layers=1,
             num_attention_heads=heads,
-            num_key_value_heads=max(1, heads // 2),
+            # half of them where that divides them (grouped-query attention needs a divisor)
+            num_key_value_heads=max(d for d in range(1, heads // 2 + 1) if heads % d == 0),
             intermediate_size=round(hidden * rng.uniform(2.5, 4.0) / 32) * 32,
         )
         block = params_of(dims) - params_of(replace(dims, num_hidden_layers=0))
@@ -187,7 +188,10 @@ class Cell:
 def timed_train(cfg: RunConfig, profiler=None) -> list[float]:
     """Train ``cfg`` from scratch; the seconds each stage build took (workers, models)."""
     shutil.rmtree(cfg.run_dir, ignore_errors=True)
-    torch.set_num_threads(2 if cfg.placement.strategy == "local" else 1)  # workers set theirs
+    # the driver as a user's process has it: every core for a run in this process (local, or
+    # auto's pick of it); a worker plan's driver only calls its workers, which set their own
+    in_process = cfg.placement.strategy in ("local", "auto")
+    torch.set_num_threads(2 if in_process else 1)
     startup: list[float] = []
     build = trainer.build_stage
 
