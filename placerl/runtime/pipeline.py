@@ -259,7 +259,8 @@ class ExperiencePipeline:
                 "synced": flight.synced,
             }
         next_launch = flight.index + 1 if flight is not None else self.version
-        if self._lags() and not self._must_sync(next_launch):
+        # the next step's extra signal rounds sample with the copy as it is, before any launch
+        if self._lags() and (self.rounds or not self._must_sync(next_launch)):
             state["rollout_weights"] = self.syncer.rollout_state()
         return state
 
