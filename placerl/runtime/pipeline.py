@@ -70,6 +70,7 @@ from placerl.algos.dynamic_sampling import SignalGroups
 from placerl.algos.online import Algorithm, Pending, Roles
 from placerl.config.staleness import StalenessConfig
 from placerl.data.stream import PromptBatch
+from placerl.rollout.episodes.metrics import batch_metrics
 from placerl.runtime.launch import InlineLauncher, Launcher
 from placerl.runtime.sync import RolloutSync
 from placerl.runtime.sync.guard import check_gap, log_prob_gap
@@ -149,6 +150,7 @@ class ExperiencePipeline:
         if self.in_flight is None:
             metrics |= self._launch(index, timer)
         flight, sampled = self._collect(timer, metrics)
+        metrics |= batch_metrics(sampled)  # env/… of a batch of episodes
         if self.ahead and self.launch_first:
             metrics |= self._launch(index + 1, timer)
         batch = self.algorithm.experience(self.roles, sampled, flight.prompts, timer)
@@ -188,7 +190,7 @@ class ExperiencePipeline:
         while not groups.done:  # nothing is in flight: the rollout is this thread's
             prompts = self.next_prompts()
             with timer.phase("generate"):
-                sampled = self.roles.rollout.generate(prompts.ids, prompts.mask)
+                sampled = self.roles.rollout.sample(prompts)  # as the launcher samples
             groups.add(self.algorithm.experience(self.roles, sampled, prompts, timer))
         metrics |= groups.stats()
         metrics["dynamic_sampling/filled_groups"] = float(groups.filled_groups())
