@@ -14,6 +14,8 @@ EXAMPLES = sorted((ROOT / "examples").glob("*.yaml"))
 
 def test_there_is_one_example_per_stage():
     stages = {"sft", "rm", "ppo", "grpo", "rloo", "dpo", "online_dpo", "rso", "brain"}
+    stages |= {"dapo", "reinforce_pp", "reinforce_pp_baseline"}
+    stages |= {"gspo", "gspo_token", "cispo"}  # grpo.policy_loss
     assert {p.stem for p in EXAMPLES} >= stages
 
 

@@ -31,8 +31,11 @@ Departures from the paper:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
+
+from placerl.types import Batch, Field
 
 # Yu et al. 2025, §4.1: 16,384 expected + 4,096 cache = 20,480 generated tokens at most
 DAPO_MAX_LENGTH = 20480
@@ -102,3 +105,57 @@ def overlong_loss_mask(
     tokens alone, as the paper's normaliser Σ|o_i| runs over the samples in the loss.
     """
     return mask * (~truncated.bool()).unsqueeze(-1).to(mask.dtype)
+
+
+@dataclass(frozen=True)
+class OverlongShaping:
+    """DAPO's overlong handling of one batch, as a run configures it (``dapo.overlong``).
+
+    ``shaped_scores`` adds the soft penalty to the task scores (the batch's SCORES stay the
+    task reward: the dynamic-sampling filter and ``reward/mean`` read those);
+    ``loss_batch`` is the batch the update sees, truncated rows masked out of the loss.
+    """
+
+    max_length: int  # L_max: rollout.max_new_tokens
+    cache_length: int  # L_cache
+    end_token_ids: tuple[int, ...]  # what ends a response (the rollout's end tokens)
+    shaping: bool = True
+    penalty_factor: float = 1.0
+    filter_truncated: bool = False
+
+    def truncated(self, batch: Batch) -> torch.Tensor:
+        """(B,) bool: responses cut by the budget — as long as it and without an end token
+        (a stop string ends a response early, so only a full-length row can be cut)."""
+        mask = batch[Field.RESPONSE_MASK]
+        ended = ~truncated_rows(batch[Field.RESPONSE_IDS], mask, self.end_token_ids)
+        return (response_lengths(mask) >= self.max_length) & ~ended
+
+    def shaped_scores(self, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+        """SCORES plus the soft overlong penalty (when ``shaping``); its metrics."""
+        scores, truncated = batch[Field.SCORES], self.truncated(batch)
+        metrics = {"response/truncated_share": float(truncated.float().mean())}
+        if not self.shaping:
+            return scores, metrics
+        lengths = response_lengths(batch[Field.RESPONSE_MASK])
+        penalty = overlong_penalty(
+            lengths,
+            self.max_length,
+            self.cache_length,
+            truncated,
+            self.penalty_factor,
+            dtype=scores.dtype,
+        )
+        metrics["reward/overlong_penalty"] = float(penalty.mean())
+        return scores + penalty, metrics
+
+    def loss_batch(self, batch: Batch) -> Batch:
+        """The batch the update sees: with ``filter_truncated`` a shallow copy whose response
+        mask — the loss mask of every policy loss, and the count its mean divides by, across
+        micro-batches and workers — leaves truncated rows out (``overlong_loss_mask``)."""
+        if not self.filter_truncated:
+            return batch
+        out = batch.copy()
+        out[Field.RESPONSE_MASK] = overlong_loss_mask(
+            batch[Field.RESPONSE_MASK], self.truncated(batch)
+        )
+        return out

@@ -17,7 +17,10 @@ reward, "not all equal" — "until the batch is fully filled". Here:
 
 Departures from the paper: the paper samples without a cap on rounds; here ``max_rounds``
 caps them and an incomplete accumulator hands back the groups it has (``complete`` is 0 in the
-stats; veRL's recipe raises instead) — the caller decides whether to train on fewer groups.
+stats; veRL's recipe raises instead) — the caller decides whether to train on fewer groups,
+or (``batch(fill=True)``, what the pipeline does) to top the batch up with the first groups
+without signal it saw, so that every step trains on the same number of groups (their
+advantage is 0 under a group baseline: they add no gradient, as in GRPO without the filter).
 Groups with signal beyond the target are discarded (as veRL's recipe trims to the batch size),
 first come first kept; they are counted as ``surplus_groups``.
 """
@@ -66,7 +69,9 @@ class SignalGroups:
     rounds: int = field(default=0, init=False)
     sampled_groups: int = field(default=0, init=False)
     signal_groups: int = field(default=0, init=False)  # groups with signal seen, kept or surplus
+    filler_groups: int = field(default=0, init=False)  # groups without signal kept for fill
     _parts: list[Batch] = field(default_factory=list, repr=False)
+    _fillers: list[Batch] = field(default_factory=list, repr=False)
 
     def __post_init__(self):
         checks = {
@@ -102,15 +107,29 @@ class SignalGroups:
         missing = self.missing_groups
         keep = signal & (signal.cumsum(0) <= missing)  # the first `missing` groups with signal
         self._parts.append(batch[keep.repeat_interleave(self.group_size)])
+        flat = ~signal
+        spare = flat & (flat.cumsum(0) <= self.target_groups - self.filler_groups)
+        if bool(spare.any()):
+            self._fillers.append(batch[spare.repeat_interleave(self.group_size)])
+            self.filler_groups += int(spare.sum())
         self.rounds += 1
         self.sampled_groups += signal.numel()
         self.signal_groups += int(signal.sum())
 
-    def batch(self) -> Batch:
-        """The kept groups of every round, in arrival order, as one batch."""
+    def batch(self, fill: bool = False) -> Batch:
+        """The kept groups of every round, in arrival order, as one batch; with ``fill``, then
+        the first groups without signal, up to ``target_groups`` in all (when they exist)."""
         if not self._parts:
             raise ValueError("dynamic sampling has no sampled batch yet: add() one first")
-        return concat_batches(self._parts, self.pad_token_id)
+        parts = list(self._parts)
+        rows = self.filled_groups(fill) * self.group_size
+        if rows:
+            parts.append(concat_batches(self._fillers, self.pad_token_id)[:rows])
+        return concat_batches(parts, self.pad_token_id)
+
+    def filled_groups(self, fill: bool = True) -> int:
+        """Groups without signal that ``batch(fill)`` adds."""
+        return min(self.missing_groups, self.filler_groups) if fill else 0
 
     def stats(self) -> dict[str, float]:
         sampled = max(self.sampled_groups, 1)

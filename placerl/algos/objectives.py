@@ -2,6 +2,15 @@
 
 Kept apart from the roles so the math stays tensors-in, tensors-out: a role runs the loop
 (epochs × minibatches, backward, clip, step); these functions say what is being minimised.
+
+The policy loss is picked by name from ``registry.POLICY_LOSSES`` (``PolicyObjective.loss``:
+ppo_clip, gspo, gspo_token, cispo). Stale samples carry the sampler's log-probs μ and get
+truncated importance weights π_old/μ: per token for token-level losses
+(``core.truncated_importance_weights``), per sequence for GSPO's sequence-level ratio — the
+length-normalised geometric mean of the token weights, truncated
+(``gspo.sequence_importance_weights``; algos/gspo.py says why). With a single-pass update
+(π_old from the update's own forward) GSPO's ratio is exactly 1 and that weight carries the
+whole off-policy correction.
 """
 
 from __future__ import annotations
@@ -10,16 +19,22 @@ from dataclasses import dataclass
 
 from torch import Tensor
 
-from placerl.algos import core
+from placerl.algos import core, gspo
 from placerl.algos.kl import kl_estimate, kl_loss_refusal
+from placerl.algos.registry import POLICY_LOSSES
 from placerl.types import Batch, Field
+
+# losses whose ratio is one per sequence: their stale samples get one IS weight per sequence
+SEQUENCE_LEVEL_LOSSES = frozenset({"gspo", "gspo_token"})
 
 
 @dataclass(frozen=True)
 class PolicyObjective:
-    """Clipped surrogate + optional KL-to-reference loss − entropy bonus."""
+    """Policy loss (``loss``, from POLICY_LOSSES) + optional KL-to-reference loss − entropy
+    bonus."""
 
-    clip_low: float = 0.2
+    loss: str = "ppo_clip"  # a name of registry.POLICY_LOSSES
+    clip_low: float | None = 0.2  # None: no lower bound (cispo only)
     clip_high: float = 0.2
     loss_agg: str = "token-mean"
     kl_coef: float = 0.0  # > 0: KL(π‖π_ref) as a loss term (GRPO style); needs REF_LOG_PROBS
@@ -37,8 +52,16 @@ class PolicyObjective:
     loss_norm: float | None = None
 
     def __post_init__(self):
+        POLICY_LOSSES.get(self.loss)  # an unknown name fails here, naming the known ones
+        if self.clip_low is None and self.loss != "cispo":
+            raise ValueError(f"policy loss {self.loss} needs a lower clip (clip_low=None)")
         if self.kl_coef > 0 and (why := kl_loss_refusal(self.kl_estimator)):
             raise ValueError(why)
+
+    @property
+    def is_level(self) -> str:
+        """Where stale samples' truncated IS weights apply: per token or per sequence."""
+        return "sequence" if self.loss in SEQUENCE_LEVEL_LOSSES else "token"
 
 
 def policy_loss(
@@ -52,10 +75,15 @@ def policy_loss(
         old_log_probs = log_probs.detach()
     is_weights, is_stats = None, {}
     if spec.is_cap is not None and stale:
-        is_weights, is_stats = core.truncated_importance_weights(
+        weigh = (
+            gspo.sequence_importance_weights
+            if spec.is_level == "sequence"
+            else core.truncated_importance_weights
+        )
+        is_weights, is_stats = weigh(
             old_log_probs, batch[Field.ROLLOUT_LOG_PROBS], mask, spec.is_cap
         )
-    loss, stats = core.policy_loss_clipped(
+    loss, stats = POLICY_LOSSES.get(spec.loss)(
         log_probs,
         old_log_probs,
         batch[Field.ADVANTAGES],

@@ -50,6 +50,10 @@ class Needs:
     samples_per_prompt: int = 1  # responses sampled per prompt
     proposal: Proposal = "policy"
     old_log_probs: OldLogProbs = "trainer"
+    # 0: learn on the batch as sampled. n >= 1: keep only groups (samples_per_prompt rows of
+    # one prompt) whose scores differ, sampling up to n batches of prompts per step to fill
+    # the batch (DAPO's dynamic sampling; the pipeline runs the rounds, experience scores them)
+    signal_rounds: int = 0
 
 
 class Pending(Protocol):

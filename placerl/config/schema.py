@@ -15,11 +15,28 @@ from placerl.config.engine import VLLMConfig
 from placerl.config.env import EnvConfig
 from placerl.config.lora import LoraConfig
 from placerl.config.placement import PlacementConfig
+from placerl.config.policy import DAPOConfig, GRPOConfig, ReinforcePPConfig
 from placerl.config.preference import BRAInConfig, OnlineDPOConfig, PreferenceConfig, RSOConfig
 from placerl.config.section import Section
 from placerl.config.staleness import StalenessConfig
 
-Stage = Literal["sft", "rm", "ppo", "grpo", "rloo", "dpo", "online_dpo", "rso", "brain"]
+Stage = Literal[
+    "sft",
+    "rm",
+    "ppo",
+    "grpo",
+    "rloo",
+    "dapo",
+    "reinforce_pp",
+    "reinforce_pp_baseline",
+    "dpo",
+    "online_dpo",
+    "rso",
+    "brain",
+]
+# the critic-free policy-gradient stages: the `grpo:` section is their policy update
+CRITIC_FREE = ("grpo", "rloo", "dapo", "reinforce_pp", "reinforce_pp_baseline")
+GROUPED = ("grpo", "rloo", "dapo", "reinforce_pp_baseline")  # baselines from a prompt's group
 ONE_PROCESS_STAGES = ("sft", "rm", "dpo")  # no Ray runtime: refused with a placement
 BUILTIN = "builtin"  # a data path that means "the built-in task" (data.builtin_task)
 Tracker = Literal["tensorboard", "wandb"]
@@ -173,27 +190,6 @@ class PPOConfig(Section):
     critic_warmup_steps: int = Field(0, ge=0, description="Steps training only the critic.")
 
 
-class GRPOConfig(Section):
-    scale_by_std: bool = Field(True, description="Divide group advantages by the group std.")
-    skip_uninformative: bool = Field(
-        True,
-        description="Leave samples with advantage exactly 0 (groups of equal rewards) out of "
-        "the forward/backward when no KL or entropy term needs them; the gradient is the same.",
-    )
-    kl_coef: float = Field(0.0, ge=0, description="KL loss weight β; 0 runs no reference model.")
-    kl_estimator: Literal["k1", "k2", "k3", "abs"] = Field(
-        "k3",
-        description="Per-token KL estimator of the KL loss: k3 or k2 (k1/abs do not regularise).",
-    )
-    epochs: int = Field(1, gt=0, description="Passes over each rollout batch.")
-    minibatches: int = Field(1, gt=0, description="Optimizer steps per epoch.")
-    clip: float = Field(0.2, gt=0, description="Policy ratio clip ε.")
-    clip_high: float | None = Field(None, gt=0, description="Upper clip ε; null: = clip.")
-    loss_agg: Literal[
-        "token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"
-    ] = Field("token-mean", description="How per-token losses become one number.")
-
-
 class RewardConfig(Section):
     function: str | None = Field(
         None,
@@ -287,7 +283,9 @@ class RunConfig(Section):
     )
 
     stage: Stage = Field(
-        ..., description="What to train: sft, rm, ppo, grpo, rloo, dpo, online_dpo, rso, brain."
+        ...,
+        description="What to train: sft, rm, ppo, grpo, rloo, dapo, reinforce_pp, "
+        "reinforce_pp_baseline, dpo, online_dpo, rso, brain.",
     )
     run_dir: str = Field("runs/placerl", description="Where metrics, plots, checkpoints go.")
     seed: int = Field(
@@ -304,6 +302,8 @@ class RunConfig(Section):
     rollout: RolloutConfig = Field(default_factory=RolloutConfig)
     ppo: PPOConfig = Field(default_factory=PPOConfig)
     grpo: GRPOConfig = Field(default_factory=GRPOConfig)
+    reinforce_pp: ReinforcePPConfig = Field(default_factory=ReinforcePPConfig)
+    dapo: DAPOConfig = Field(default_factory=DAPOConfig)
     reward: RewardConfig = Field(default_factory=RewardConfig)
     trainer: TrainerConfig = Field(default_factory=TrainerConfig)
     preference: PreferenceConfig = Field(default_factory=PreferenceConfig)
@@ -340,7 +340,8 @@ class RunConfig(Section):
                 f"{self.placement.strategy} would be ignored; use placement.strategy: local "
                 "(placement.device picks the GPU or the CPU)"
             )
-        if self.stage in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
+        self._dapo_fits()
+        if self.stage in GROUPED and self.rollout.samples_per_prompt < 2:
             raise ValueError(
                 f"{self.stage} compares samples of one prompt: rollout.samples_per_prompt must be "
                 f">= 2 (got {self.rollout.samples_per_prompt})"
@@ -366,7 +367,7 @@ class RunConfig(Section):
         from placerl.algos.kl import kl_loss_refusal
 
         checks = [
-            ("grpo", self.grpo.kl_coef > 0 and self.stage in ("grpo", "rloo"), self.grpo),
+            ("grpo", self.grpo.kl_coef > 0 and self.stage in ("grpo", "rloo", "dapo"), self.grpo),
             ("ppo", self.ppo.kl_coef > 0 and not self.ppo.kl_in_reward, self.ppo),
         ]
         for name, is_loss, section in checks:
@@ -375,3 +376,11 @@ class RunConfig(Section):
             )
             if why:
                 raise ValueError(f"{name}.kl_estimator: {why}")
+
+    def _dapo_fits(self) -> None:
+        overlong, budget = self.dapo.overlong, self.rollout.max_new_tokens
+        if self.stage == "dapo" and overlong.shaping and self.dapo.cache_length(budget) > budget:
+            raise ValueError(
+                f"dapo.overlong.cache_length={overlong.cache_length}: the soft band lies inside "
+                f"the generation budget, expected at most rollout.max_new_tokens ({budget})"
+            )

@@ -36,9 +36,22 @@ applies truncated importance weights (``core.truncated_importance_weights``, cap
 After every sync the sync guard checks the first batch sampled with the new weights
 (runtime/sync/guard.py).
 
+Groups with signal (``Needs.signal_rounds`` = n ≥ 1, DAPO's dynamic sampling): after the
+experience of a step's batch the pipeline keeps only the groups (``samples_per_prompt`` rows
+of one prompt) whose scores differ, and samples and scores further batches of prompts — up to
+n batches in all — until it holds as many such groups as a batch has prompts
+(``algos/dynamic_sampling.SignalGroups``); short of that after n, it tops the batch up with
+groups without signal (advantage 0), so every step learns on the same number of groups. The
+extra rounds are sampled at once, with the same rollout weights as the first (no sync between),
+so a batch has one staleness; the next step's sample is launched after them, not before the
+experience (its prompts come after theirs in the stream). Metrics: ``dynamic_sampling/rounds``,
+``filtered_share`` (groups without signal over all sampled), ``filled_groups``.
+
 Resume is exact: a checkpoint *drains* the pipeline — it waits for the sample in flight and
 stores it (a few tensors and its prompts) with the versions, plus the rollout copy's weights
-when they lag the trainer's and no sync will refresh them before their next use. Because a
+when they lag the trainer's and no sync will refresh them before their next use. The extra
+rounds of groups with signal begin and end inside a step, so between steps nothing of them is
+pending: the prompt stream's position (in the stage's checkpoint) already counts their prompts. Because a
 sample is launched one step ahead, a run also samples one batch past its last step; it is in
 the final checkpoint, so extending a run is exact too.
 """
@@ -53,6 +66,7 @@ from typing import Any
 import torch
 from tensordict import TensorDict
 
+from placerl.algos.dynamic_sampling import SignalGroups
 from placerl.algos.online import Algorithm, Pending, Roles
 from placerl.config.staleness import StalenessConfig
 from placerl.data.stream import PromptBatch
@@ -102,6 +116,7 @@ class ExperiencePipeline:
         syncer: RolloutSync | None = None,
         launcher: Launcher | None = None,
         launch_first: bool = True,
+        pad_token_id: int = 0,
     ):
         if max_staleness < 0:
             raise ValueError(f"max_staleness={max_staleness}: expected an integer >= 0")
@@ -117,7 +132,10 @@ class ExperiencePipeline:
         self.syncer = syncer
         self.launcher = launcher or InlineLauncher()
         self.ahead = 1 if max_staleness > 0 else 0  # samples launched before learning
-        self.launch_first = launch_first
+        self.rounds = algorithm.needs.signal_rounds  # 0: no filter (module doc)
+        # the extra rounds sample with the rollout's weights as they are: launch after them
+        self.launch_first = launch_first and not self.rounds
+        self.pad_token_id = pad_token_id  # joins the rounds' batches
         self.version = 0  # policy updates done by the trainer
         self.rollout_version = 0  # version of the weights the rollout samples with
         self.in_flight: _InFlight | None = None
@@ -136,6 +154,8 @@ class ExperiencePipeline:
         if self.ahead and self.launch_first:
             metrics |= self._launch(index + 1, timer)
         batch = self.algorithm.experience(self.roles, sampled, flight.prompts, timer)
+        if self.rounds:
+            batch = self._with_signal(batch, timer, metrics)
         if self.ahead and not self.launch_first:
             metrics |= self._launch(index + 1, timer)
         staleness = flight.index - flight.version
@@ -158,6 +178,23 @@ class ExperiencePipeline:
         sample = self.launcher.launch(self.roles.rollout, prompts, timer)
         self.in_flight = _InFlight(index, self.rollout_version, prompts, sample, synced)
         return metrics
+
+    def _with_signal(self, batch: Batch, timer: PhaseTimer, metrics: dict[str, float]) -> Batch:
+        """Sample and score more prompts until the batch holds as many groups with signal as
+        it has prompts, or ``rounds`` batches were sampled; then top it up (module doc)."""
+        group = self.algorithm.needs.samples_per_prompt
+        groups = SignalGroups(
+            batch.batch_size[0] // group, group, self.rounds, pad_token_id=self.pad_token_id
+        )
+        groups.add(batch)
+        while not groups.done:  # nothing is in flight: the rollout is this thread's
+            prompts = self.next_prompts()
+            with timer.phase("generate"):
+                sampled = self.roles.rollout.sample(prompts)  # as the launcher samples
+            groups.add(self.algorithm.experience(self.roles, sampled, prompts, timer))
+        metrics |= groups.stats()
+        metrics["dynamic_sampling/filled_groups"] = float(groups.filled_groups())
+        return groups.batch(fill=True)
 
     def _must_sync(self, index: int) -> bool:
         """Sync before launching sample ``index``: on schedule, or when it would be too stale."""
@@ -224,7 +261,8 @@ class ExperiencePipeline:
                 "synced": flight.synced,
             }
         next_launch = flight.index + 1 if flight is not None else self.version
-        if self._lags() and not self._must_sync(next_launch):
+        # the next step's extra signal rounds sample with the copy as it is, before any launch
+        if self._lags() and (self.rounds or not self._must_sync(next_launch)):
             state["rollout_weights"] = self.syncer.rollout_state()
         return state
 
@@ -265,7 +303,9 @@ def staleness_config(cfg: Any, engine: bool = False) -> StalenessConfig:
     return staleness.model_copy(update={"recompute_log_probs": mode})
 
 
-def build_pipeline(cfg: Any, algorithm: Algorithm, runtime, next_prompts) -> ExperiencePipeline:
+def build_pipeline(
+    cfg: Any, algorithm: Algorithm, runtime, next_prompts, pad_token_id: int = 0
+) -> ExperiencePipeline:
     """The pipeline over ``runtime``: staleness from its Plan, the rollout's sync and launcher
     as the runtime decided them when it was built."""
     return ExperiencePipeline(
@@ -277,4 +317,5 @@ def build_pipeline(cfg: Any, algorithm: Algorithm, runtime, next_prompts) -> Exp
         syncer=runtime.rollout_sync(),
         launcher=runtime.launcher,
         launch_first=not runtime.experience_shares_rollout_workers,
+        pad_token_id=pad_token_id,
     )

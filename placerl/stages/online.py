@@ -1,4 +1,5 @@
-"""The online stage: ppo, grpo, rloo, online_dpo, rso and brain through one experience pipeline.
+"""The online stage: ppo, grpo, rloo, dapo, reinforce_pp(_baseline), online_dpo, rso and brain
+through one experience pipeline.
 
 Prompts come from ``prompt_data``, the roles from ``build_runtime`` (in this process, or on Ray
 workers as the Plan places them), and the algorithm (``ALGORITHMS``) is an ``experience`` /
@@ -11,15 +12,18 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from placerl.algos.brain import BRAIn
+from placerl.algos.dapo import OverlongShaping
 from placerl.algos.grpo import GroupPolicyOptimization
 from placerl.algos.online import Algorithm
 from placerl.algos.online_dpo import OnlineDPO
 from placerl.algos.pair_training import pair_objective
 from placerl.algos.ppo import PPO
+from placerl.algos.reinforce import ReinforcePlusPlus
 from placerl.algos.rso import RSO
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
+from placerl.models.tokens import end_token_ids
 from placerl.roles.build import episode_setup, response_budget
 from placerl.runtime import build_runtime
 from placerl.runtime.pipeline import build_pipeline, staleness_config
@@ -27,7 +31,7 @@ from placerl.stages.episodes import evaluate_episodes
 from placerl.stages.sources import model_path, prompt_data, tokenizer_and_policy
 
 
-def _grpo(cfg: RunConfig) -> Algorithm:
+def _grpo(cfg: RunConfig, end_ids: tuple[int, ...] = ()) -> Algorithm:
     return GroupPolicyOptimization(
         cfg.grpo,
         cfg.stage,
@@ -37,13 +41,48 @@ def _grpo(cfg: RunConfig) -> Algorithm:
     )
 
 
-def _ppo(cfg: RunConfig) -> Algorithm:
+def _dapo(cfg: RunConfig, end_ids: tuple[int, ...] = ()) -> Algorithm:
+    """GRPO's advantages with DAPO's four parts (algos/grpo.py)."""
+    d, budget = cfg.dapo, cfg.rollout.max_new_tokens
+    overlong = OverlongShaping(
+        max_length=budget,
+        cache_length=d.cache_length(budget),
+        end_token_ids=end_ids,
+        shaping=d.overlong.shaping,
+        penalty_factor=d.overlong.penalty_factor,
+        filter_truncated=d.overlong.filter_truncated,
+    )
+    sampling = d.dynamic_sampling
+    return GroupPolicyOptimization(
+        cfg.grpo,
+        "grpo",
+        cfg.rollout.samples_per_prompt,
+        is_cap=staleness_config(cfg).is_cap,
+        generation_budget=response_budget(cfg),
+        overlong=overlong,
+        signal_rounds=sampling.max_rounds if sampling.enabled else 0,
+        clip_higher=True,
+    )
+
+
+def _reinforce_pp(cfg: RunConfig, end_ids: tuple[int, ...] = ()) -> Algorithm:
+    return ReinforcePlusPlus(
+        cfg.grpo,
+        cfg.reinforce_pp,
+        baseline=cfg.stage == "reinforce_pp_baseline",
+        group_size=cfg.rollout.samples_per_prompt,
+        is_cap=staleness_config(cfg).is_cap,
+        generation_budget=response_budget(cfg),
+    )
+
+
+def _ppo(cfg: RunConfig, end_ids: tuple[int, ...] = ()) -> Algorithm:
     is_cap = staleness_config(cfg).is_cap
     budget, samples = response_budget(cfg), cfg.rollout.samples_per_prompt
     return PPO(cfg.ppo, is_cap=is_cap, generation_budget=budget, samples_per_prompt=samples)
 
 
-def _online_dpo(cfg: RunConfig) -> Algorithm:
+def _online_dpo(cfg: RunConfig, end_ids: tuple[int, ...] = ()) -> Algorithm:
     n, pairs = cfg.rollout.samples_per_prompt, cfg.online_dpo.pairs_per_prompt
     if n < 2:
         raise UserError(
@@ -59,36 +98,48 @@ def _online_dpo(cfg: RunConfig) -> Algorithm:
     return OnlineDPO(cfg.online_dpo, pair_objective(cfg.preference), n)
 
 
-def _brain(cfg: RunConfig) -> Algorithm:
+def _rso(cfg: RunConfig, end_ids: tuple[int, ...] = ()) -> Algorithm:
+    return RSO(cfg.rso, pair_objective(cfg.preference), seed=cfg.seed)
+
+
+def _brain(cfg: RunConfig, end_ids: tuple[int, ...] = ()) -> Algorithm:
     # proposal sft: the prior is the proposal, unless a different reference is named
     return BRAIn(cfg.brain, cfg.brain.proposal == "policy" or cfg.reference is not None)
 
 
-ALGORITHMS: dict[str, Callable[[RunConfig], Algorithm]] = {
+# stage → factory(cfg, end_ids): end_ids are the ids that end a response (the rollout's), for
+# DAPO's overlong handling; () counts every response that fills the budget as cut
+ALGORITHMS: dict[str, Callable[[RunConfig, tuple[int, ...]], Algorithm]] = {
     "ppo": _ppo,
     "grpo": _grpo,
     "rloo": _grpo,
+    "dapo": _dapo,
+    "reinforce_pp": _reinforce_pp,
+    "reinforce_pp_baseline": _reinforce_pp,
     "online_dpo": _online_dpo,
-    "rso": lambda cfg: RSO(cfg.rso, pair_objective(cfg.preference), seed=cfg.seed),
+    "rso": _rso,
     "brain": _brain,
 }
 
 
-def make_algorithm(cfg: RunConfig) -> Algorithm:
-    return ALGORITHMS[cfg.stage](cfg)
+def make_algorithm(cfg: RunConfig, end_ids: tuple[int, ...] = ()) -> Algorithm:
+    return ALGORITHMS[cfg.stage](cfg, end_ids)
 
 
 class OnlineStage:
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
         self.name = cfg.stage
-        self.algorithm = make_algorithm(cfg)  # config errors before any model loads
+        make_algorithm(cfg)  # config errors before any model loads
         self.tokenizer, self.policy = tokenizer_and_policy(cfg)
+        self.algorithm = make_algorithm(cfg, end_token_ids(self.tokenizer, self.policy))
         self.prompts, self.eval_prompts, self.stream = prompt_data(cfg, self.tokenizer)
         needs = self.algorithm.needs
         self.runtime = build_runtime(cfg, model_path(cfg), self.tokenizer, self.policy, needs)
         self.roles = self.runtime.roles
-        self.pipeline = build_pipeline(cfg, self.algorithm, self.runtime, self.next_prompts)
+        self.pipeline = build_pipeline(
+            cfg, self.algorithm, self.runtime, self.next_prompts, self.tokenizer.pad_token_id
+        )
         # episodes (env:): evaluated as episodes, with the environment and scorer of training
         self.episodes = episode_setup(cfg, self.tokenizer) if cfg.env.enabled else None
 

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from placerl.algos import core
+from placerl.algos.registry import POLICY_LOSSES
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
 from placerl.models.loading import load_reward_model, load_tokenizer
@@ -77,7 +78,7 @@ def _first_ratio(monkeypatch, cfg) -> tuple[float, float]:
         seen.append((float(stats["ratio_mean"]), float(gap)))
         return loss, stats
 
-    monkeypatch.setattr(core, "policy_loss_clipped", recording)
+    monkeypatch.setitem(POLICY_LOSSES._items, "ppo_clip", recording)  # the loss, by its name
     train(cfg)
     return seen[0]
 

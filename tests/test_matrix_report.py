@@ -1,0 +1,57 @@
+"""The alignment matrix's statistics (benchmarks/matrix_report.py) against hand numbers: the
+95% t-interval over seeds and the paired-difference verdict of a paper's claim."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+from matrix_report import claims, interval, markdown, summarise  # noqa: E402
+
+
+def test_interval_by_hand():
+    # mean 2, unbiased sd 1, t(0.975, 2) = 4.303: half-width 4.303 / √3
+    mean, low, high = interval([1.0, 2.0, 3.0])
+    half = 4.303 / math.sqrt(3)
+    assert (mean, low, high) == pytest.approx((2.0, 2.0 - half, 2.0 + half))
+    assert interval([0.5, 0.5]) == (0.5, 0.5, 0.5)
+
+
+def _cells(online: list[float], dpo: list[float]) -> list[dict]:
+    rows = []
+    for seed, (a, b) in enumerate(zip(online, dpo, strict=True)):
+        rows.append({"method": "online_dpo", "seed": seed, "accuracy": a})
+        rows.append({"method": "dpo", "seed": seed, "accuracy": b})
+    return rows
+
+
+@pytest.mark.parametrize(
+    "online, dpo, verdict",
+    [
+        ([0.5, 0.6, 0.7], [0.4, 0.5, 0.6], "reproduces"),  # +0.1 each seed: sd 0
+        ([0.4, 0.5, 0.6], [0.5, 0.6, 0.7], "reversed"),
+        ([0.5, 0.4, 0.7], [0.4, 0.5, 0.6], "not resolved"),  # +0.1, −0.1, +0.1
+    ],
+)
+def test_a_claim_is_judged_on_paired_differences(online, dpo, verdict):
+    (found,) = [c for c in claims(_cells(online, dpo)) if c["paper"] == "2405.08448"]
+    assert found["verdict"] == verdict
+    assert found["diffs"] == pytest.approx([a - b for a, b in zip(online, dpo)])
+
+
+def test_summary_and_markdown_rows():
+    cells = [
+        {"method": "grpo", "seed": s, "accuracy": a, "kl": k, "seconds": 10, "samples": 640}
+        for s, (a, k) in enumerate([(0.2, 1.0), (0.4, 3.0)])
+    ]
+    (row,) = summarise(cells)
+    assert row["accuracy"][0] == pytest.approx(0.3) and row["kl"][0] == pytest.approx(2.0)
+    # t(0.975, 1) = 12.706, sd 0.1414, √2: half-width 1.2706
+    assert row["accuracy"][2] - row["accuracy"][0] == pytest.approx(
+        12.706 * 0.1 * math.sqrt(2) / math.sqrt(2)
+    )
+    assert "| grpo | 0.300 [" in markdown([row], [])
