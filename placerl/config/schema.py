@@ -338,12 +338,12 @@ class RunConfig(Section):
                 "responses across passes (sampling, π_old, update), which dropout would make "
                 "disagree; use model.lora.dropout=0"
             )
-        if self.stage in OFFLINE_STAGES and self.placement.strategy != "local":
+        if self.stage in OFFLINE_STAGES and self.placement.strategy not in ("local", "flatten"):
             raise ValueError(
-                f"stage {self.stage} trains in one process for now (data-parallel {self.stage} "
-                f"on Ray workers is not implemented), so placement.strategy "
-                f"{self.placement.strategy} would be ignored; use placement.strategy: local "
-                "(placement.device picks the GPU or the CPU)"
+                f"stage {self.stage} trains one model data-parallel over every slot: "
+                f"placement.strategy {self.placement.strategy} is not offered for it (the "
+                "planner does not plan it yet); use placement.strategy: flatten (with "
+                "placement.sharding none, full or hybrid) or placement.strategy: local"
             )
         if self.stage in ("grpo", "rloo") and self.rollout.samples_per_prompt < 2:
             raise ValueError(

@@ -48,6 +48,9 @@ class Collectives(Protocol):
     def prepare(self, model, precision: str, frozen: bool = False) -> None:
         """Before the optimizer is built: shard the model (FSDP), or make replicas equal."""
 
+    def optimizer_built(self, model) -> None:
+        """After the trained model's optimizer is built (FSDP: its lazy initialisation)."""
+
     def reduce_gradients(self, model) -> None: ...
 
     def total(self, value: float) -> float:
@@ -74,6 +77,9 @@ class OneProcess:
     rank, size, lockstep = 0, 1, False
 
     def prepare(self, model, precision: str, frozen: bool = False) -> None:
+        pass
+
+    def optimizer_built(self, model) -> None:
         pass
 
     def reduce_gradients(self, model) -> None:
@@ -179,6 +185,7 @@ def build_trainer(
     model.to(device)
     parallel.prepare(model, cfg.model.precision)
     optimizer, scheduler = make_optimizer(model.parameters(), cfg.optim, cfg.trainer.steps)
+    parallel.optimizer_built(model)
     common = dict(
         grad_clip=cfg.optim.grad_clip,
         precision=cfg.model.precision,
