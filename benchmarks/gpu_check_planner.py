@@ -1,7 +1,7 @@
 """Where the GPU check meets placerl's planner: the one place to follow if the planner moves.
 
 - ``peak_bf16``: the device's dense bf16 peak from the hardware specs
-  (``placerl.placement.hardware``), matched on the CUDA device name as ``nvidia-smi`` gives it;
+  (``placerl.placement.cost.hardware``), matched on the CUDA device name as ``nvidia-smi`` gives it;
 - ``profile``: ``placerl profile CONFIG --device gpu --force`` (the CLI, in a subprocess);
 - ``predicted_step``: ``placerl plan CONFIG --auto --json`` (the CLI), the ``local`` plan's
   predicted step time for the run the check measured, its settings held to the measured
@@ -21,7 +21,7 @@ CLI = [sys.executable, "-m", "placerl.cli"]  # what the `placerl` command runs
 def peak_bf16(device_name: str) -> tuple[float, str] | None:
     """(TFLOP/s, source) of the spec whose name is in ``device_name``, else None."""
     try:
-        from placerl.placement.hardware import device_specs
+        from placerl.placement.cost.hardware import device_specs
     except ImportError:  # the specs moved: the caller falls back to --peak-tflops
         return None
     label = device_name.replace(" ", "-").upper()

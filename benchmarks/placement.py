@@ -119,7 +119,7 @@ def build_models(work: Path, size: TinyLlamaSize) -> tuple[Path, Path]:
 
 
 def params_of(model_dir: Path) -> int:
-    from placerl.placement.from_config import count_params
+    from placerl.placement.plan.config import count_params
 
     return count_params(model_dir) or 0
 

@@ -4,10 +4,10 @@ A grid of RL workloads (the demo's 6M policy and a 31M Llama of hidden 512 / 8 l
 and GRPO; two batch sizes; with and without ``trainer.micro_batch_size``; local, and Flatten /
 Separate on 2 Ray CPU workers), each trained for a few steps in a fresh process with the
 training code of ``benchmarks/placement.py`` (``rl_config``, ``build_models``) and a checkpoint
-at the end. Measured (``profile_runs.run_fresh``, the same code the profile's probes run):
+at the end. Measured (``profiling/runs.py``'s ``run_fresh``, the same code the profile's probes run):
 the peak RSS (``VmHWM`` of ``/proc/<pid>/status``) of every process that holds a slot's
 models — the run's own process under ``local``; each Ray worker (its pid from the runtime,
-read just before the runtime stops it) otherwise. Predicted: ``cost_memory.memory_per_slot`` for the
+read just before the runtime stops it) otherwise. Predicted: ``placement/cost/memory.py``'s ``memory_per_slot`` for the
 Plan the run used, with the constants of the stored profile (``placerl profile``: its process
 baselines), never fitted to these measurements. The controller's own peak under Ray is printed
 too, but not scored: it is no slot (it holds the mirrors and the data).
@@ -78,11 +78,12 @@ def predict(cfg, machine) -> list[dict]:
     """Predicted terms of every slot of the cell's Plan (``memory_per_slot``)."""
     from planner_accuracy import prompt_len
 
-    from placerl.placement.cluster import cpu_cluster, local_slot
-    from placerl.placement.cost_memory import memory_per_slot
-    from placerl.placement.from_config import local_plan, needed_roles, plan_from_config
-    from placerl.placement.plan import Cluster
-    from placerl.placement.workload import workload_from_config
+    from placerl.placement.cost.memory import memory_per_slot
+    from placerl.placement.cost.workload import workload_from_config
+    from placerl.placement.from_config import plan_from_config
+    from placerl.placement.plan.cluster import cpu_cluster, local_slot
+    from placerl.placement.plan.config import local_plan, needed_roles
+    from placerl.placement.plan.plan import Cluster
 
     roles = needed_roles(cfg)
     if cfg.placement.strategy == "local":
@@ -100,7 +101,7 @@ def machine_kw(machine) -> dict:
     """``machine=`` where this tree's ``memory_per_slot`` takes one (the CPU terms)."""
     import inspect
 
-    from placerl.placement.cost_memory import memory_per_slot
+    from placerl.placement.cost.memory import memory_per_slot
 
     return (
         {"machine": machine} if "machine" in inspect.signature(memory_per_slot).parameters else {}
@@ -122,9 +123,9 @@ def main() -> None:
     import placement as bench
 
     from placerl.models.factory import TinyLlamaSize
-    from placerl.placement.auto_command import machine_for
-    from placerl.placement.profile_runs import run_fresh
-    from placerl.placement.shapes import shape_from_dir
+    from placerl.placement.cost.calibration import machine_for
+    from placerl.placement.cost.shapes import shape_from_dir
+    from placerl.profiling.runs import run_fresh
 
     work = Path(tempfile.mkdtemp(prefix="planner-memory-"))
     models = {

@@ -19,12 +19,12 @@ from __future__ import annotations
 import argparse
 import time
 
-from placerl.placement.explain import why
-from placerl.placement.hardware import device_spec, engine_spec, spec_cluster
-from placerl.placement.machine import from_spec
-from placerl.placement.search import SearchResult, search
-from placerl.placement.shapes import named_shape
-from placerl.placement.workload import Workload
+from placerl.placement.cost.hardware import device_spec, engine_spec, spec_cluster
+from placerl.placement.cost.machine import from_spec
+from placerl.placement.cost.shapes import named_shape
+from placerl.placement.cost.workload import Workload
+from placerl.placement.search.explain import why
+from placerl.placement.search.search import SearchResult, search
 from placerl.types import Role
 
 PPO = (Role.ACTOR, Role.ROLLOUT, Role.CRITIC, Role.REWARD, Role.REFERENCE)

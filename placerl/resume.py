@@ -30,15 +30,16 @@ from placerl.checkpoint import (
 from placerl.config.compare import check_resume_config
 from placerl.config.preflight import check_run
 from placerl.errors import UserError
-from placerl.placement.auto_plan import prepare_auto
+from placerl.placement.auto.plan import prepare_auto
 
 USER_ALLOWED = "--allow-config-change"
 
 
-def open_run(cfg, resume: bool, allowed: str | None, say: Callable[[str], None]):
+def open_run(cfg, resume: bool, allowed: str | None, say: Callable[[str], None], profiler=None):
     """The config to run (strategy auto: its pick's settings applied) and the checkpoints to
     resume from. ``allowed``: who allows a config change (``USER_ALLOWED``, a re-plan), or
-    None; a resume that changes the training is refused otherwise."""
+    None; a resume that changes the training is refused otherwise. ``profiler``: strategy
+    auto's, to measure the machine first where no stored profile is usable."""
     run_dir = Path(cfg.run_dir)
     check_run(cfg, resume)  # run_dir, the stage a resumed run recorded, the reward function
     ckpt_root = run_dir / "checkpoints"
@@ -52,7 +53,7 @@ def open_run(cfg, resume: bool, allowed: str | None, say: Callable[[str], None])
             where=str(run_dir),
         )
     # strategy auto: the pick's (or, resuming, the pinned) micro-batch/checkpointing/offload
-    cfg = prepare_auto(cfg, bool(resume and found), say)
+    cfg = prepare_auto(cfg, bool(resume and found), say, profiler)
     if resume and found:
         for note in check_resume_config(run_dir, cfg, allowed is not None, allowed or ""):
             say(note)

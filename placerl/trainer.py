@@ -26,7 +26,7 @@ from placerl.config.schema import RunConfig
 from placerl.logging import METRICS_FILE, SAMPLES_FILE, TIMELINE_FILE, MetricsLogger
 from placerl.logging import _rewrite_jsonl as rewrite_jsonl
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
-from placerl.placement.auto_replan import Replan, monitor_for
+from placerl.placement.auto.replan import Replan, monitor_for
 from placerl.resume import USER_ALLOWED, open_run, restore_newest
 from placerl.stages import Stage, build_stage
 from placerl.timing import PhaseTimer
@@ -46,15 +46,22 @@ def _due(step: int, every: int, total: int) -> bool:
 
 
 def train(
-    cfg: RunConfig, resume: bool = False, console=None, allow_config_change: bool = False
+    cfg: RunConfig,
+    resume: bool = False,
+    console=None,
+    allow_config_change: bool = False,
+    profiler=None,
 ) -> dict[str, float]:
-    """Run one stage to ``trainer.steps``; returns the final evaluation metrics."""
-    return _train(cfg, resume, console, USER_ALLOWED if allow_config_change else None)
+    """Run one stage to ``trainer.steps``; returns the final evaluation metrics. ``profiler``
+    (the CLI's ``placerl.profiling.profile_here``): strategy auto measures the machine first
+    where no stored profile is usable; without it the defaults stand in."""
+    allowed = USER_ALLOWED if allow_config_change else None
+    return _train(cfg, resume, console, allowed, profiler)
 
 
-def _train(cfg: RunConfig, resume: bool, console, allowed: str | None) -> dict[str, float]:
+def _train(cfg: RunConfig, resume: bool, console, allowed: str | None, profiler=None) -> dict:
     say = _sayer(console)
-    cfg, found = open_run(cfg, resume, allowed, say)
+    cfg, found = open_run(cfg, resume, allowed, say, profiler)
     check_trackers(cfg.trainer.report_to)  # before any model loads
     seed_everything(cfg.seed)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
@@ -66,7 +73,7 @@ def _train(cfg: RunConfig, resume: bool, console, allowed: str | None) -> dict[s
     finally:
         stage.close()  # stop the stage's worker processes (Ray runtime), after a failure too
     # the new Plan's settings are a config change by design: its checkpoint resumes under them
-    return _train(restart.config, True, console, REPLANNED)
+    return _train(restart.config, True, console, REPLANNED, profiler)
 
 
 def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say) -> dict:

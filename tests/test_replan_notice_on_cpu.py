@@ -10,7 +10,7 @@ from rich.console import Console
 import placerl.trainer as trainer
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
-from placerl.placement.auto_replan import Replan
+from placerl.placement.auto.replan import Replan
 from tests.conftest import fast_overrides
 
 

@@ -1,5 +1,5 @@
 """``placerl plan`` and ``placerl profile``: registered here, defined with the planner
-(``placerl/placement/command.py``)."""
+(``placerl/placement/command.py``) and the profiler (``placerl/profiling/command.py``)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ import argparse
 
 
 def register(sub) -> list[argparse.ArgumentParser]:
-    from placerl.placement.command import add_plan_arguments, add_profile_arguments
+    from placerl.placement.command import add_plan_arguments
+    from placerl.profiling.command import add_profile_arguments
 
     plan = sub.add_parser("plan", help="print where each role of a config would run")
     add_plan_arguments(plan)
@@ -20,11 +21,12 @@ def register(sub) -> list[argparse.ArgumentParser]:
 
 def run_plan(args: argparse.Namespace) -> int:
     from placerl.placement.command import plan_command
+    from placerl.profiling.profile import profile_here
 
-    return plan_command(args)
+    return plan_command(args, profiler=profile_here)  # --auto: measure first where needed
 
 
 def run_profile(args: argparse.Namespace) -> int:
-    from placerl.placement.command import profile_command
+    from placerl.profiling.command import profile_command
 
     return profile_command(args)

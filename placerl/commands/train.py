@@ -36,6 +36,7 @@ def register(sub) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from placerl.config import load_config
     from placerl.config.schema import RunConfig
+    from placerl.profiling.profile import profile_here
     from placerl.runtime.faults import WorkerFailure
     from placerl.trainer import train
 
@@ -44,7 +45,12 @@ def run(args: argparse.Namespace) -> int:
         overrides.append(f"run_dir={args.run_dir}")
     cfg = load_config(args.config, overrides, RunConfig)
     try:
-        metrics = train(cfg, resume=args.resume, allow_config_change=args.allow_config_change)
+        metrics = train(
+            cfg,
+            resume=args.resume,
+            allow_config_change=args.allow_config_change,
+            profiler=profile_here,  # strategy auto: measure the machine first where needed
+        )
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: {resume_command(args)}", file=sys.stderr)
         return 130

@@ -54,21 +54,21 @@ class PlacementConfig(Section):
         5,
         ge=0,
         description="strategy auto: after this many steps on a Plan, refit the cost model to "
-        "the run's measured phase times and re-search (0: never); after a re-plan, again "
-        "after this many steps on the new Plan.",
+        "the run's measured phase times and re-search (0: never); a Plan switched to is tried "
+        "for this many steps, then kept or left.",
     )
     replan_margin: float = Field(
         0.15,
         ge=0,
-        description="strategy auto: another Plan must be predicted faster by more than this "
-        "share of the step to be re-planned to (and a Plan the run left must have measured "
-        "faster by as much to go back to it).",
+        description="strategy auto: a Plan is tried when it may be faster than the running "
+        "one's measured step by more than this share (within the model's uncertainty), and "
+        "kept only if it measures faster by as much (a Plan left is gone back to only then).",
     )
     max_replans: int = Field(
         3,
         ge=0,
-        description="strategy auto: most re-plans in one run (each checkpoints and restarts "
-        "the workers on the new Plan); then it stays on the Plan it has (0: never re-plan).",
+        description="strategy auto: most switches in one run, trials and returns alike (each "
+        "checkpoints and restarts on the other Plan); then it stays (0: never re-plan).",
     )
     max_staleness: int = Field(
         0, ge=0, description="Most policy updates a training sample may lag (0: on-policy)."

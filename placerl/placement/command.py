@@ -1,8 +1,13 @@
-"""``placerl plan`` and ``placerl profile``: the argument lists and what the commands do.
+"""``placerl plan``: its arguments, the configured Plan, and ``--auto``'s ranking.
 
 ``cli.py`` only registers these (``add_plan_arguments`` / ``plan_command``), so the planner's
-options live with the planner. Imports stay inside the functions: building the CLI parser must
-not import torch or Ray.
+options live with the planner (``placerl profile``'s with the profiler: ``profiling/command.py``).
+Imports stay inside the functions: building the CLI parser must not import torch or Ray.
+
+On this machine ``--auto`` ranks with the cost model's constants from the stored profile
+(``placerl profile``), else built-in CPU defaults, and the one-process ``local`` plan competes
+too. With ``--cluster`` they come from the hardware specs (``placement/cost/hardware``): a plan
+on paper, nothing is measured or started.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--cluster",
         help="plan for hardware that is not here, e.g. 16xH100, 8xH200, 64xA100 "
-        "(specs from placerl/placement/hardware; no profiling)",
+        "(specs from placerl/placement/cost/hardware; no profiling)",
     )
     parser.add_argument(
         "--model-size",
@@ -36,22 +41,28 @@ def add_plan_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--profile", help="--auto: profile JSON to calibrate with (default: the stored one)"
     )
+    parser.add_argument(
+        "--no-profile",
+        action="store_true",
+        help="--auto: where no stored profile is usable, rank with the built-in defaults "
+        "instead of profiling this machine first (at most a minute, as strategy auto does)",
+    )
 
 
-def plan_command(args: argparse.Namespace) -> int:
-    """Print the configured Plan, or with ``--auto`` the search's ranking and pick."""
+def plan_command(args: argparse.Namespace, profiler=None) -> int:
+    """Print the configured Plan, or with ``--auto`` the search's ranking and pick
+    (``profiler``: measures this machine first where no stored profile is usable)."""
     import json
 
     from placerl.config import load_config
     from placerl.config.schema import RunConfig
-    from placerl.placement.from_config import capacity_check, model_params_for, plan_from_config
-    from placerl.placement.render import print_plan
+    from placerl.placement.from_config import plan_from_config
+    from placerl.placement.plan.config import capacity_check, model_params_for
+    from placerl.placement.plan.render import print_plan
 
     cfg = load_config(args.config, list(args.overrides), RunConfig)
     if args.auto or args.cluster:
-        from placerl.placement.auto_command import auto_plan_command
-
-        return auto_plan_command(cfg, args)
+        return auto_plan_command(cfg, args, None if args.no_profile else profiler)
     plan = plan_from_config(cfg)
     if args.json:
         print(json.dumps(plan.to_dict(), indent=2))
@@ -64,21 +75,41 @@ def plan_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_profile_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", nargs="?", help="YAML config whose model is profiled")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides")
-    parser.add_argument("--out", help="where to write the profile JSON (default: the store)")
-    parser.add_argument("--force", action="store_true", help="measure even if a profile exists")
-    parser.add_argument(
-        "--device",
-        choices=("cpu", "gpu", "auto"),
-        default="cpu",
-        help="profile the CPU cores (default), GPU 0 (NCCL between GPUs 0 and 1 when two are "
-        "visible), or the GPU when torch sees one",
+def auto_plan_command(cfg, args: argparse.Namespace, profiler=None) -> int:
+    """``placerl plan CONFIG --auto [--json] [--cluster 16xH100]``: search and explain."""
+    import json
+
+    from rich.console import Console
+
+    from placerl.placement.auto.plan import run_search
+    from placerl.placement.search import explain
+    from placerl.types import Role
+
+    result, w = run_search(cfg, args.cluster, args.profile, args.model_size, profiler)
+    if args.json:
+        print(json.dumps(explain.search_json(result, args.top), indent=2))
+        return 0 if result.pick else 2
+    console = Console(width=None if Console().is_terminal else 140)
+    shape = w.shapes[Role.ACTOR]
+    console.print(
+        f"workload: {w.stage}, {w.prompts} prompts × {w.samples} samples, prompt ~{w.prompt_len:.0f}"
+        f" + response {w.response_len:.0f} tokens, policy {shape.name} "
+        f"({shape.params / 1e6:.1f}M params), {w.precision}, max_staleness {w.max_staleness}",
+        highlight=False,
     )
-
-
-def profile_command(args: argparse.Namespace) -> int:
-    from placerl.placement.profile import profile_command as run
-
-    return run(args)
+    for note in result.notes:
+        console.print(note, highlight=False, markup=False)
+    console.print(explain.table(result, args.top))
+    for line in explain.infeasible_lines(result):
+        console.print(f"- {line}", highlight=False, markup=False)
+    feasible = sum(s.feasible for s in result.ranked)
+    console.print(
+        f"searched {result.considered} candidates ({result.pruned} pruned, {feasible} of "
+        f"{len(result.ranked)} kept fit) in {result.seconds:.2f} s",
+        highlight=False,
+    )
+    if result.pick is None:
+        console.print("no plan fits", highlight=False)
+        return 2
+    console.print(f"pick: {result.pick.name}: {explain.why(result)}", highlight=False, markup=False)
+    return 0

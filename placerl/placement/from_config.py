@@ -1,114 +1,28 @@
-"""From a run config to a validated Plan: which roles the stage needs, on which cluster.
+"""From a run config to a validated Plan: ``plan_from_config``.
 
-``plan_from_config`` is what ``placerl plan`` prints and what a runtime carries out. The roles
-come from the stage (and from whether a reference or a reward model is used at all); the
-cluster from ``placement.ray_address`` or this machine; the strategy from
-``placement.strategy``. The plan is validated, with the models' sizes read from the headers of
-their safetensors files when the directories exist (nothing is loaded).
+What ``placerl plan`` prints and what a runtime carries out. The strategy comes from
+``placement.strategy``: one of the pure strategies (``plan/strategies.py``), or ``auto``'s pick
+(``auto/plan.py``, pinned for the run by ``prepare_auto``). This module sits above the
+sub-packages because ``auto`` does: ``plan/`` never imports ``auto``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
-import struct
-from math import prod
-from pathlib import Path
 
 from placerl.config.schema import RunConfig
-from placerl.placement import strategies
-from placerl.placement.cluster import (
-    available_cores,
-    capacity_problem,
-    cluster_from_ray,
-    detect_cluster,
-    local_slot,
-    visible_gpu_memory,
+from placerl.placement.auto.plan import auto_plan
+from placerl.placement.plan import strategies
+from placerl.placement.plan.config import (
+    cluster_for,
+    local_plan,
+    model_params_for,
+    needed_roles,
+    uses_rule_reward,
 )
-from placerl.placement.plan import Cluster, DeviceGroup, Plan, RolePlacement
-from placerl.placement.validate import validate_plan
+from placerl.placement.plan.plan import Cluster, Plan
+from placerl.placement.plan.validate import validate_plan
 from placerl.types import Role
-
-SAMPLING_PREFERENCE = ("online_dpo", "rso", "brain")
-
-
-def needed_roles(cfg: RunConfig) -> tuple[Role, ...]:
-    """The roles a stage runs. Supervised stages train one model (the actor role, whatever its
-    head); a reference is needed only with a KL term (ppo/grpo/rloo ``kl_coef > 0``)."""
-    if cfg.stage in ("sft", "rm"):
-        return (Role.ACTOR,)
-    if cfg.stage == "dpo":
-        return (Role.ACTOR, Role.REFERENCE)
-    if cfg.stage in SAMPLING_PREFERENCE:
-        return (Role.ACTOR, Role.ROLLOUT, Role.REWARD, Role.REFERENCE)
-    kl_coef = cfg.ppo.kl_coef if cfg.stage == "ppo" else cfg.grpo.kl_coef
-    roles = [Role.ACTOR, Role.ROLLOUT]
-    if cfg.stage == "ppo":
-        roles.append(Role.CRITIC)
-    roles.append(Role.REWARD)
-    if kl_coef > 0:
-        roles.append(Role.REFERENCE)
-    return strategies.ordered(roles)
-
-
-def uses_rule_reward(cfg: RunConfig) -> bool:
-    """A reward computed by a Python function (no model) when no reward model is given."""
-    return cfg.reward.model is None
-
-
-def cluster_for(cfg: RunConfig) -> Cluster:
-    """The Ray cluster at ``placement.ray_address``, else this machine."""
-    p = cfg.placement
-    if p.strategy == "local":
-        return Cluster((local_slot(p.device),))
-    if p.ray_address:
-        return cluster_from_ray(
-            p.ray_address, num_workers=p.num_workers, threads_per_worker=p.threads_per_worker
-        )
-    return detect_cluster(p.num_workers, p.threads_per_worker, p.device)
-
-
-def count_params(model_dir: str | Path | None) -> int | None:
-    """Parameters stored in a model directory's safetensors files (headers only), or None."""
-    if model_dir is None:
-        return None
-    files = sorted(Path(model_dir).glob("*.safetensors"))
-    if not files:
-        return None
-    total = 0
-    for file in files:
-        with open(file, "rb") as f:
-            (length,) = struct.unpack("<Q", f.read(8))
-            header = json.loads(f.read(length))
-        total += sum(prod(t["shape"]) for k, t in header.items() if k != "__metadata__")
-    return total
-
-
-def model_params_for(cfg: RunConfig) -> dict[Role, int]:
-    """Parameter counts of the roles whose model directories exist; others are left out."""
-    policy = cfg.model.path or Path(cfg.run_dir) / "base_model"
-    paths = {
-        Role.ACTOR: policy,
-        Role.ROLLOUT: policy,
-        Role.REFERENCE: cfg.reference or policy,
-        Role.CRITIC: cfg.critic or cfg.reward.model or policy,
-        Role.REWARD: cfg.reward.model,
-    }
-    counts = {role: count_params(path) for role, path in paths.items()}
-    return {role: n for role, n in counts.items() if n}
-
-
-def local_plan(roles: tuple[Role, ...], cluster: Cluster, max_staleness: int) -> Plan:
-    """Every role in this process on its one device: the local runtime."""
-    group = DeviceGroup("local", cluster.slots[:1])
-    notes = [
-        "every role in this process, on one device: no workers; the rollout shares the "
-        "actor's module"
-    ]
-    if max_staleness:
-        notes.append(f"max_staleness={max_staleness} is ignored: the local runtime is synchronous")
-    placed = {r: RolePlacement("local") for r in roles}
-    return Plan("local", (group,), placed, max_staleness, tuple(notes))
 
 
 def make_plan(cfg: RunConfig, roles: tuple[Role, ...], cluster: Cluster) -> Plan:
@@ -117,8 +31,6 @@ def make_plan(cfg: RunConfig, roles: tuple[Role, ...], cluster: Cluster) -> Plan
     if p.strategy == "local":
         return local_plan(roles, cluster, p.max_staleness)
     if p.strategy == "auto":
-        from placerl.placement.auto_plan import auto_plan
-
         return auto_plan(cfg, cluster)
     if p.strategy == "custom":
         specs = {Role(r): spec.model_dump() for r, spec in p.roles.items()}
@@ -146,6 +58,8 @@ def plan_from_config(
     roles = needed_roles(cfg)
     cluster = cluster if cluster is not None else cluster_for(cfg)
     plan = make_plan(cfg, roles, cluster)
+    if plan.strategy == "local":  # auto's pick of it too: this process's one device
+        cluster = Cluster(plan.slots)
     if plan.offload != cfg.placement.offload:  # a copy only when needed: auto's monitor holds it
         plan = dataclasses.replace(plan, offload=cfg.placement.offload)
     params = model_params if model_params is not None else model_params_for(cfg)
@@ -154,21 +68,3 @@ def plan_from_config(
         plan, needed=roles, cluster=cluster, model_params=params, frozen_bytes=frozen_bytes
     )
     return plan
-
-
-def capacity_check(cfg: RunConfig, plan: Plan) -> str | None:
-    """What ``placerl train`` would say when ``plan`` asks for more CPUs/GPUs than the Ray
-    cluster at ``placement.ray_address`` (or this machine) has; None when it fits. The local
-    strategy starts no workers and always fits."""
-    if plan.strategy == "local":
-        return None
-    if cfg.placement.ray_address:
-        import ray
-
-        return capacity_problem(
-            plan.strategy, plan.slots, ray.cluster_resources(), "the Ray cluster"
-        )
-    available = {"CPU": float(available_cores())}
-    if any(s.kind == "gpu" for s in plan.slots):
-        available["GPU"] = float(len(visible_gpu_memory()))
-    return capacity_problem(plan.strategy, plan.slots, available, "this machine")

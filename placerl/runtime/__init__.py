@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 if TYPE_CHECKING:  # the runtime loads nothing heavy until it is built
     from placerl.algos.online import Needs, Roles
     from placerl.config.schema import RunConfig
-    from placerl.placement.plan import Plan
+    from placerl.placement.plan.plan import Plan
     from placerl.runtime.launch import Launcher
     from placerl.runtime.sync import RolloutSync
     from placerl.timing import Span
@@ -77,9 +77,10 @@ class Runtime(Protocol):
 
 def build_runtime(cfg: RunConfig, policy_path: Path, tokenizer, policy, needs: Needs) -> Runtime:
     """The runtime the config's placement asks for, with its roles built."""
+    from placerl.placement.auto.plan import runs_in_process
     from placerl.placement.from_config import plan_from_config
 
-    if cfg.placement.strategy == "local":
+    if runs_in_process(cfg):  # strategy local, or auto's pinned pick of the local plan
         from placerl.runtime.local import LocalRuntime
 
         plan = plan_from_config(cfg)

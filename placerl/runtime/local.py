@@ -25,7 +25,7 @@ from placerl.algos.online import Roles
 from placerl.config.schema import RunConfig
 from placerl.models.device import CPU, resolve_device, to_device
 from placerl.models.lora import FrozenBase, is_lora
-from placerl.placement.plan import Plan
+from placerl.placement.plan.plan import Plan
 from placerl.roles.build import (
     build_reward,
     make_actor,

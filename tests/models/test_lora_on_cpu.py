@@ -219,8 +219,8 @@ def test_shadow_sync_moves_only_the_adapters_and_reproduces_the_trainer(tiny_mod
 def test_ray_reference_shares_the_actor_only_where_the_actor_runs_it():
     """A LoRA reference is the actor's base on workers that run the actor (unsharded, or
     sharded over exactly the reference's workers); elsewhere it loads a copy of its own."""
-    from placerl.placement.plan import Cluster, DeviceSlot, Sharding
-    from placerl.placement.strategies import flatten, interleave, separate
+    from placerl.placement.plan.plan import Cluster, DeviceSlot, Sharding
+    from placerl.placement.plan.strategies import flatten, interleave, separate
     from placerl.runtime.ray.host import rollout_shares_actor
     from placerl.types import Role
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from placerl.placement.cluster import cluster_from_ray_nodes, cpu_cluster
-from placerl.placement.plan import Cluster
+from placerl.placement.plan.cluster import cluster_from_ray_nodes, cpu_cluster
+from placerl.placement.plan.plan import Cluster
 from placerl.types import Role
 
 GiB = 1024**3
@@ -49,3 +49,47 @@ def auto_config(tmp_path, *overrides):
         "rollout.max_new_tokens=16",
     ]
     return load_config(None, [*base, *overrides], RunConfig)
+
+
+QUIET = {  # the probe's conditions of a quiet 2-core VM (any fixed values will do)
+    "threads": 2,
+    "load_avg": 0.1,
+    "matmul_1": 60.0,
+    "matmul_all": 110.0,
+    "copy_gbps": 8.0,
+    "dispatch_us": 2.0,
+}
+
+
+def store_profile_of(machine, shape, device: str = "cpu", conditions=None):
+    """A profile of ``shape`` with ``machine``'s constants where the store finds it (nothing
+    measured): what ``placerl profile`` would write."""
+    import json
+    from dataclasses import asdict
+
+    from placerl.placement.cost.profiles import default_path, profile_key
+
+    path = default_path(device, shape)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    raw = {
+        "key": profile_key(device, shape),
+        "created": "test",
+        "seconds": 0.0,
+        "conditions": conditions or QUIET,
+        "machine": asdict(machine),
+    }
+    path.write_text(json.dumps(raw))
+    return path
+
+
+def quiet_probe(monkeypatch, conditions=None):
+    """The one-second probe of the machine answers ``conditions`` (``QUIET``): a stored
+    profile's conditions then hold or not by the test's say, not by this machine's load."""
+    from placerl.placement.cost import calibration
+    from placerl.placement.cost import conditions as cond
+
+    now = cond.Conditions.from_dict(conditions or QUIET)
+    monkeypatch.setattr(cond, "probe", lambda threads, rounds=9: now)
+    monkeypatch.setattr(calibration, "_threads", lambda: now.threads)
+    cond._CACHE.clear()
+    return now

@@ -4,6 +4,7 @@ them unset, pins its decision for resumes, and re-plans more than once with hyst
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 from placement_helpers import CLUSTERS, auto_config
@@ -11,15 +12,17 @@ from placement_helpers import CLUSTERS, auto_config
 from placerl.config import dump_config
 from placerl.config.compare import CONFIG_FILE, check_resume_config
 from placerl.errors import UserError
-from placerl.placement import auto_plan, auto_replan, strategies
-from placerl.placement.auto_plan import _DECISIONS, decide, prepare_auto
-from placerl.placement.auto_replan import choose, monitor_for
-from placerl.placement.auto_state import STATE_FILE, Left, candidate_key, settings_of
-from placerl.placement.enumerate import Candidate
-from placerl.placement.machine import CPU_DEFAULT
-from placerl.placement.schedule import StepPrediction
-from placerl.placement.search import Scored, score, search
-from placerl.placement.workload import workload_from_config
+from placerl.placement.auto import plan as auto_plan
+from placerl.placement.auto import replan as auto_replan
+from placerl.placement.auto.plan import _DECISIONS, decide, prepare_auto
+from placerl.placement.auto.replan import choose, monitor_for
+from placerl.placement.auto.state import STATE_FILE, Left, candidate_key, settings_of
+from placerl.placement.cost.machine import CPU_DEFAULT
+from placerl.placement.cost.schedule import StepPrediction
+from placerl.placement.cost.workload import workload_from_config
+from placerl.placement.plan import strategies
+from placerl.placement.search.enumerate import Candidate
+from placerl.placement.search.search import Scored, score, search
 from placerl.types import Role
 
 CPU4 = ["placement.num_workers=4", "placement.threads_per_worker=1"]
@@ -39,8 +42,8 @@ def force_pick(monkeypatch, **settings):
     allowed only those): what a tight GPU would do, on this CPU."""
     real = auto_plan._search
 
-    def forced(w, cluster, m, fixed=None):
-        result = real(w, cluster, m, fixed)
+    def forced(w, cluster, m, fixed=None, extra=()):
+        result = real(w, cluster, m, fixed, extra)
         best = result.ranked[0].candidate
         pick = score(Candidate(**{**best.__dict__, **settings}), w, m)
         result.ranked.insert(0, pick)
@@ -136,8 +139,9 @@ def test_choose_needs_the_margin_and_goes_back_only_to_a_plan_measured_faster():
 
 
 def test_the_monitor_replans_twice_then_stays_within_max_replans(tmp_path, monkeypatch):
-    """A -> B -> C, each after replan_after steps on the Plan; on C a faster A is refused
-    (max_replans 2), and the state on disk carries the history across the restarts."""
+    """A -> B -> C, each after replan_after steps on the Plan, each trial measuring faster
+    than the Plan before it (so kept); on C a faster A is refused (max_replans 2), and the
+    state on disk carries the history across the restarts."""
     cfg = config(tmp_path, "placement.replan_after=2", "placement.max_replans=2")
     prepare_auto(cfg, False, lambda _: None)
     d = _DECISIONS[str(cfg.run_dir)]
@@ -160,7 +164,8 @@ def test_the_monitor_replans_twice_then_stays_within_max_replans(tmp_path, monke
     for replans in range(3):
         monitor = monitor_for(cfg)
         for step in (1, 2):
-            metrics = monitor.observe(2 * replans + step, {"time/step": 1.0 + replans})
+            # each Plan measures faster than the last: every trial is kept
+            metrics = monitor.observe(2 * replans + step, {"time/step": 1.0 / (1 + replans)})
             assert metrics["planner/replans"] == replans
         if replans == 2:
             assert monitor.pending is None and "max_replans 2" in monitor.messages[-1]
@@ -175,13 +180,103 @@ def test_the_monitor_replans_twice_then_stays_within_max_replans(tmp_path, monke
     state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
     assert state["replans"] == 2 and state["since"] == 4 and state["checked"]
     assert [x["until"] for x in state["left"]] == [2, 4]
-    assert [x["measured_step_s"] for x in state["left"]] == [1.0, 2.0]
+    assert [x["measured_step_s"] for x in state["left"]] == [1.0, 0.5]
     assert sum("re-planned at step" in e for e in state["events"]) == 2
 
 
 def test_plan_auto_ranks_what_auto_would_run_holding_your_settings(tmp_path):
-    from placerl.placement.auto_command import run_search
+    from placerl.placement.auto.plan import run_search
 
     result, _ = run_search(config(tmp_path, "trainer.micro_batch_size=2"), None, None)
     assert "held to the settings you set: trainer.micro_batch_size=2" in result.notes
     assert all(s.candidate.micro_batch == 2 for s in result.ranked if s.feasible)
+
+
+def run_monitored(cfg, seconds, steps, say=lambda _: None):
+    """``steps`` steps of ``cfg`` as ``train`` drives the planner, each measuring
+    ``seconds(state)``: on a pending switch, ``replan_now`` and a resume on the new Plan.
+    Returns the Plan names step by step and every message."""
+    prepare_auto(cfg, False, say)
+    monitor = monitor_for(cfg)
+    names, messages = [], []
+    for step in range(1, steps + 1):
+        state = _DECISIONS[str(cfg.run_dir)].state
+        names.append(state.name)
+        monitor.observe(step, {"time/step": seconds(state)})
+        messages += monitor.messages
+        monitor.messages.clear()
+        if monitor.pending is not None and step < steps:
+            messages.append(monitor.replan_now(cfg, step).message)
+            _DECISIONS.clear()  # train resumes in a fresh stage: the state comes from disk
+            prepare_auto(cfg, True, say)
+            monitor = monitor_for(cfg)
+    return names, messages
+
+
+def test_a_wrong_start_ends_on_the_best_plan_within_bounded_steps(tmp_path, monkeypatch):
+    """A corrupted profile (the in-process controller at 0.3 s a step) starts the run on a
+    worker plan measuring 10 s a step; local, predicted ~0.3 s and within the model's
+    uncertainty of that, is tried, measures 1 s, and is kept: the run is on it from step 5
+    of 40 (replan_after 2: 2 steps on the start, 2 on the trial), and stays."""
+    from placement_helpers import quiet_probe, store_profile_of
+
+    from placerl.placement.cost.shapes import tiny_default
+
+    quiet_probe(monkeypatch)
+    store_profile_of(CPU_DEFAULT.with_(step_overhead=0.3), tiny_default())
+    cfg = config(tmp_path, "placement.replan_after=2", "trainer.steps=40")
+    names, messages = run_monitored(
+        cfg, lambda st: 1.0 if st.plan.strategy == "local" else 10.0, 40
+    )
+    assert names[0] != "local" and set(names[4:]) == {"local"}
+    state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
+    assert state["replans"] == 1 and not state["trial"] and state["checked"]
+    assert any("trying it" in m for m in messages)
+    assert any(
+        m.startswith("planner: trial of local: measured 1 s") and "kept" in m for m in messages
+    )
+    assert len(state["switch_costs"]) == 1 and state["left"][0]["measured_step_s"] == 10.0
+
+
+def test_a_trial_that_measures_slower_goes_back_and_is_never_tried_again(tmp_path, monkeypatch):
+    """Separate is predicted 100x faster each refit but measures 2 s against the start's 1 s:
+    the run goes back (the 30 steps left repay the switch), and the next refit, predicting it
+    fast again, does not go back to it; max_replans bounds the switches."""
+    cfg = config(tmp_path, "placement.replan_after=2", "trainer.steps=30")
+    prepare_auto(cfg, False, lambda _: None)
+    d = _DECISIONS[str(cfg.run_dir)]
+    sep = strategies.separate(tuple(d.plan.roles), d.cluster, rule_reward=True)
+    first = d.state.candidate
+
+    def ranked(self, machine):  # separate predicted fast, then the start
+        fast = score(Candidate(sep), self.decision.workload, machine)
+        start = score(first, self.decision.workload, machine)
+        return [replace(fast, prediction=replace(fast.prediction, step_s=1e-3)), start]
+
+    monkeypatch.setattr(auto_replan.PlannerMonitor, "rank", ranked)
+    _DECISIONS.clear()
+    names, messages = run_monitored(
+        cfg, lambda st: 2.0 if st.plan.strategy == "separate" else 1.0, 12
+    )
+    start, trial = names[0], Candidate(sep).name
+    assert names[:6] == [start, start, trial, trial, start, start]
+    assert set(names[6:]) == {start}
+    assert any(f"trial of {trial}: measured 2 s" in m and "not faster" in m for m in messages)
+    assert any("(measured faster before)" in m for m in messages)  # the return
+    assert any("not going back" in m for m in messages)
+    state = json.loads((tmp_path / "run" / STATE_FILE).read_text())
+    assert state["replans"] == 2 and [x["measured_step_s"] for x in state["left"]] == [1.0, 2.0]
+
+
+def test_a_switch_must_repay_itself_over_the_steps_left():
+    cluster = CLUSTERS["cpu4"]()
+    roles = (Role.ACTOR, Role.ROLLOUT, Role.REWARD, Role.REFERENCE)
+    flat = strategies.flatten(roles, cluster, rule_reward=True)
+    a, b = fake(flat, 1.0), fake(strategies.separate(roles, cluster, rule_reward=True), 0.5)
+    assert choose(key(a), 1.0, 1.0, [b, a], [], 0.15, 0.15, (100, 10.0))[0] is b
+    best, notes = choose(key(a), 1.0, 1.0, [b, a], [], 0.15, 0.15, (5, 10.0))
+    assert best is None and "repay a switch" in notes[0]
+    # within the uncertainty: predicted 1.1 s against 1.0 s measured, ±50% -> tried
+    slow = fake(strategies.separate(roles, cluster, rule_reward=True), 1.1)
+    assert choose(key(a), 1.0, 1.0, [a, slow], [], 0.15, 0.5, (100, 1.0))[0] is slow
+    assert choose(key(a), 1.0, 1.0, [a, slow], [], 0.15, 0.15, (100, 1.0))[0] is None

@@ -7,11 +7,11 @@ from placement_helpers import CLUSTERS, auto_config
 
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
-from placerl.placement.auto_plan import _DECISIONS
-from placerl.placement.auto_replan import PlannerMonitor, monitor_for, refit
+from placerl.placement.auto.plan import _DECISIONS
+from placerl.placement.auto.replan import PlannerMonitor, monitor_for, refit
+from placerl.placement.cost.machine import CPU_DEFAULT
+from placerl.placement.cost.phases import step_phases
 from placerl.placement.from_config import plan_from_config
-from placerl.placement.machine import CPU_DEFAULT
-from placerl.placement.phases import step_phases
 
 
 @pytest.fixture(autouse=True)
@@ -71,7 +71,7 @@ def test_monitor_logs_the_error_and_recommends_a_replan_when_generation_is_slowe
 
 
 def test_the_monitor_reads_a_generation_where_the_controller_waits_for_it():
-    from placerl.placement.auto_replan import observed_phases
+    from placerl.placement.auto.replan import observed_phases
 
     times = {"generate": 0.001, "wait_rollout": 0.3, "update": 0.5, "sync": 0.1}
     # unpipelined (Flatten): the sample launched at the step's start is awaited at collect

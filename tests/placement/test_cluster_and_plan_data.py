@@ -8,14 +8,14 @@ import pytest
 from placement_helpers import CLUSTERS, PPO, GiB, gpu_nodes
 
 from placerl.errors import UserError
-from placerl.placement.cluster import (
+from placerl.placement.plan.cluster import (
     cluster_from_ray_nodes,
     cpu_cluster,
     detect_cluster,
     gpu_cluster,
 )
-from placerl.placement.plan import Plan
-from placerl.placement.strategies import custom, flatten, interleave, separate
+from placerl.placement.plan.plan import Plan
+from placerl.placement.plan.strategies import custom, flatten, interleave, separate
 from placerl.types import Role
 
 
@@ -36,14 +36,14 @@ def test_detect_cluster_on_cpu_honours_workers_and_threads():
 
 
 def test_detect_cluster_refuses_gpu_without_cuda(monkeypatch):
-    monkeypatch.setattr("placerl.placement.cluster.visible_gpu_memory", lambda: [])
+    monkeypatch.setattr("placerl.placement.plan.cluster.visible_gpu_memory", lambda: [])
     with pytest.raises(UserError, match="no CUDA device"):
         detect_cluster(device="gpu")
 
 
 def test_detect_cluster_uses_every_visible_gpu(monkeypatch):
     monkeypatch.setattr(
-        "placerl.placement.cluster.visible_gpu_memory", lambda: [80 * GiB, 80 * GiB]
+        "placerl.placement.plan.cluster.visible_gpu_memory", lambda: [80 * GiB, 80 * GiB]
     )
     cluster = detect_cluster()
     assert [(s.label, s.memory_bytes) for s in cluster.slots] == [

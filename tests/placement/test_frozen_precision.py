@@ -9,7 +9,7 @@ from placerl.config import load_config
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.placement.from_config import plan_from_config
-from placerl.placement.plan import Cluster, DeviceSlot
+from placerl.placement.plan.plan import Cluster, DeviceSlot
 from placerl.types import Role
 
 PARAMS = 1_000_000  # actor 16 MB trained, reference 4 MB (fp32) or 2 MB (bf16) frozen

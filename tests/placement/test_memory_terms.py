@@ -7,9 +7,9 @@ import subprocess
 
 import pytest
 
-from placerl.placement import profile_runs as pm
-from placerl.placement.cluster import cpu_cluster, local_slot
-from placerl.placement.cost_memory import (
+from placerl.placement.cost.hardware import device_spec, spec_cluster
+from placerl.placement.cost.machine import CPU_DEFAULT, from_profile
+from placerl.placement.cost.memory import (
     activation_bytes,
     block_values_per_token,
     checkpoint_copy_bytes,
@@ -19,13 +19,13 @@ from placerl.placement.cost_memory import (
     object_store_bytes,
     train_tokens,
 )
-from placerl.placement.from_config import local_plan
-from placerl.placement.hardware import device_spec, spec_cluster
-from placerl.placement.machine import CPU_DEFAULT, from_profile
-from placerl.placement.plan import Cluster
-from placerl.placement.shapes import ModelShape
-from placerl.placement.strategies import flatten
-from placerl.placement.workload import Workload
+from placerl.placement.cost.shapes import ModelShape
+from placerl.placement.cost.workload import Workload
+from placerl.placement.plan.cluster import cpu_cluster, local_slot
+from placerl.placement.plan.config import local_plan
+from placerl.placement.plan.plan import Cluster
+from placerl.placement.plan.strategies import flatten
+from placerl.profiling import runs as pm
 from placerl.types import Role
 
 SMALL = ModelShape("small", layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, vocab=10)

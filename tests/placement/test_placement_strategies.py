@@ -7,10 +7,10 @@ import pytest
 from placement_helpers import CLUSTERS, GRPO, PPO
 
 from placerl.errors import UserError
-from placerl.placement.cluster import cpu_cluster
-from placerl.placement.plan import RolePlacement, Sharding
-from placerl.placement.strategies import custom, flatten, interleave, separate
-from placerl.placement.validate import validate_plan
+from placerl.placement.plan.cluster import cpu_cluster
+from placerl.placement.plan.plan import RolePlacement, Sharding
+from placerl.placement.plan.strategies import custom, flatten, interleave, separate
+from placerl.placement.plan.validate import validate_plan
 from placerl.types import Role
 
 cluster_names = pytest.mark.parametrize("name", list(CLUSTERS))

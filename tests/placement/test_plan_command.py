@@ -8,9 +8,9 @@ from pathlib import Path
 from placement_helpers import CLUSTERS, GRPO, PPO
 
 from placerl.cli import main
-from placerl.placement import strategies
-from placerl.placement.cluster import capacity_problem, cpu_cluster, plan_resources
-from placerl.placement.plan import DeviceSlot
+from placerl.placement.plan import strategies
+from placerl.placement.plan.cluster import capacity_problem, cpu_cluster, plan_resources
+from placerl.placement.plan.plan import DeviceSlot
 
 ROOT = Path(__file__).resolve().parents[2]
 GRPO_YAML = str(ROOT / "examples" / "grpo.yaml")
@@ -43,7 +43,7 @@ def test_capacity_problem_counts_cpu_threads_and_gpus():
 
 
 def test_plan_on_a_machine_too_small_says_so(capsys, monkeypatch):
-    monkeypatch.setattr("placerl.placement.from_config.available_cores", lambda: 2)
+    monkeypatch.setattr("placerl.placement.plan.config.available_cores", lambda: 2)
     args = ["plan", GRPO_YAML, "placement.strategy=flatten", "placement.device=cpu"]
     assert main([*args, "placement.num_workers=8"]) == 2
     captured = capsys.readouterr()

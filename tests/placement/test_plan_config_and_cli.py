@@ -15,8 +15,9 @@ from placerl.cli import main
 from placerl.config import load_config
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
-from placerl.placement.from_config import count_params, needed_roles, plan_from_config
-from placerl.placement.render import human_bytes, slot_diagram
+from placerl.placement.from_config import plan_from_config
+from placerl.placement.plan.config import count_params, needed_roles
+from placerl.placement.plan.render import human_bytes, slot_diagram
 from placerl.types import Role
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,7 +141,7 @@ def test_count_params_reads_safetensors_headers(tmp_path):
 
 def test_placerl_plan_prints_the_table_and_diagram(capsys, monkeypatch):
     monkeypatch.chdir(ROOT)
-    monkeypatch.setattr("placerl.placement.from_config.available_cores", lambda: 4)
+    monkeypatch.setattr("placerl.placement.plan.config.available_cores", lambda: 4)
     args = [
         "plan",
         PPO_YAML,

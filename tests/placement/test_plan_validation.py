@@ -8,10 +8,10 @@ import pytest
 from placement_helpers import GRPO, PPO, GiB, eight_gpus
 
 from placerl.errors import UserError
-from placerl.placement.cluster import cpu_cluster
-from placerl.placement.plan import DeviceGroup, Plan, RolePlacement, Sharding
-from placerl.placement.strategies import custom, flatten, interleave
-from placerl.placement.validate import memory_per_slot, validate_plan
+from placerl.placement.plan.cluster import cpu_cluster
+from placerl.placement.plan.plan import DeviceGroup, Plan, RolePlacement, Sharding
+from placerl.placement.plan.strategies import custom, flatten, interleave
+from placerl.placement.plan.validate import memory_per_slot, validate_plan
 from placerl.types import Role
 
 CPU4 = cpu_cluster(4, 1, cores=4)

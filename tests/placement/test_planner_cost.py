@@ -4,21 +4,22 @@ from __future__ import annotations
 
 import pytest
 
-from placerl.placement import collectives as col
-from placerl.placement import cost_time as ct
-from placerl.placement.cost_memory import (
+from placerl.placement.cost import collectives as col
+from placerl.placement.cost import time as ct
+from placerl.placement.cost.hardware import device_spec, engine_spec, parse_cluster, spec_cluster
+from placerl.placement.cost.machine import CPU_DEFAULT, from_spec
+from placerl.placement.cost.memory import (
     activation_bytes,
     kv_cache_bytes,
     logits_bytes,
     memory_problem,
     trained_state_bytes,
 )
-from placerl.placement.from_config import count_params
-from placerl.placement.hardware import device_spec, engine_spec, parse_cluster, spec_cluster
-from placerl.placement.machine import CPU_DEFAULT, from_spec
-from placerl.placement.plan import DeviceSlot
-from placerl.placement.shapes import ModelShape, named_shape, shape_from_dir, tiny_default
-from placerl.placement.workload import Workload
+from placerl.placement.cost.shapes import ModelShape, named_shape, shape_from_dir, tiny_default
+from placerl.placement.cost.workload import Workload
+from placerl.placement.plan.cluster import cpu_cluster
+from placerl.placement.plan.config import count_params
+from placerl.placement.plan.plan import DeviceSlot
 from placerl.types import Role
 
 SMALL = ModelShape("small", layers=2, hidden=8, intermediate=16, heads=2, kv_heads=1, vocab=10)
@@ -167,7 +168,7 @@ def test_cpu_slot_overheads_interpolate_by_threads_and_slow_when_cores_are_share
 
 
 def test_the_profile_fit_is_least_squares_through_the_points():
-    from placerl.placement.profile_roles import _fit
+    from placerl.profiling.roles import _fit
 
     rate, intercept = _fit([0.3, 0.5, 0.9], [1e9, 2e9, 4e9])  # t = F / 5e9 + 0.1
     assert rate == pytest.approx(5e9) and intercept == pytest.approx(0.1)
@@ -175,7 +176,7 @@ def test_the_profile_fit_is_least_squares_through_the_points():
 
 
 def test_the_policy_fit_tells_the_shared_prompt_forwards_fixed_cost_apart():
-    from placerl.placement.profile_roles import _fit_grouped
+    from placerl.profiling.roles import _fit_grouped
 
     flops = [1e9, 2e9, 4e9, 1e9, 3e9, 5e9]
     grouped = [True, True, True, False, False, False]
@@ -213,7 +214,7 @@ def test_specs_are_data_with_sources():
 
 
 def test_a_70b_actor_does_not_fit_unsharded_on_80gb_and_the_reason_names_it():
-    from placerl.placement import strategies
+    from placerl.placement.plan import strategies
 
     shape = named_shape("70B")
     w = workload(shape, precision="bf16")
@@ -231,3 +232,58 @@ def test_a_70b_actor_does_not_fit_unsharded_on_80gb_and_the_reason_names_it():
     plan64 = strategies.flatten(roles, big, rule_reward=True, sharding="full")
     assert "rollout weights 128.5" in memory_problem(plan64, w)
     assert memory_problem(plan64, w.with_(engine="vllm", gen_tp=4)) is None
+
+
+@pytest.mark.parametrize(
+    ("stage", "overrides", "rows", "train_rows", "reference_rows"),
+    [
+        (
+            "online_dpo",
+            ["rollout.samples_per_prompt=4", "online_dpo.pairs_per_prompt=2"],
+            32,
+            32,
+            32,
+        ),
+        ("online_dpo", ["rollout.samples_per_prompt=8"], 64, 16, 16),
+        ("rso", ["rso.num_candidates=8", "rso.num_accepted=4"], 64, 32, 32),
+        (
+            "rso",
+            ["rso.num_candidates=8", "rso.num_accepted=4", "rso.ranking=tournament"],
+            64,
+            48,
+            48,
+        ),
+        ("brain", ["brain.num_samples=4", "brain.proposal=policy"], 32, 32, 32),
+        ("brain", ["brain.num_samples=4"], 32, 32, 0),
+    ],
+)
+def test_the_sampling_preference_stages_workloads(
+    stage, overrides, rows, train_rows, reference_rows
+):
+    """Sampling, scoring, the reference and the update of online DPO, RSO and BRAIn: the
+    rollout's rows are sampled and scored; the pairs (2 rows each) are referenced and trained
+    on (online DPO, RSO); BRAIn trains on every sample, with a reference only when it has one;
+    none recomputes π_old."""
+    from placerl.config import load_config
+    from placerl.config.schema import RunConfig
+    from placerl.placement.cost.phases import step_phases
+    from placerl.placement.cost.workload import workload_from_config
+    from placerl.placement.plan import strategies
+
+    base = [f"stage={stage}", "trainer.batch_size=8", "rollout.max_new_tokens=16"]
+    w = workload_from_config(load_config(None, [*base, *overrides], RunConfig))
+    assert w.rows == rows and w.learning.rows == train_rows
+    assert (w.referenced.rows if w.referenced else 0) == reference_rows
+    assert w.learning.samples == (2 if stage != "brain" else w.samples)
+    plan = strategies.flatten(w.roles, cpu_cluster(2, 1, cores=2), rule_reward=True)
+    phases = {
+        p.name: p.seconds
+        for p in step_phases(plan, w.with_(recompute="always", epochs=2), CPU_DEFAULT)
+    }
+    assert "old_log_probs" not in phases and phases["update"] > 0 and phases["generate"] > 0
+    assert ("reference" in phases) == (reference_rows > 0)
+    # the update's time grows with its rows, not the rollout's
+    more = w.with_(train_prompts=(w.train_prompts or w.prompts) * 2)
+    if stage != "brain":
+        upd = {p.name: p.seconds for p in step_phases(plan, more, CPU_DEFAULT)}["update"]
+        assert upd > {p.name: p.seconds for p in step_phases(plan, w, CPU_DEFAULT)}["update"]

@@ -9,17 +9,17 @@ import pytest
 from placement_helpers import CLUSTERS, PPO
 
 from placerl.cli import main
-from placerl.placement import strategies
-from placerl.placement.enumerate import candidates
-from placerl.placement.explain import search_json, why
-from placerl.placement.hardware import device_spec, engine_spec, spec_cluster
-from placerl.placement.machine import from_spec
-from placerl.placement.phases import Phase
-from placerl.placement.plan import Plan
-from placerl.placement.schedule import predict_step, simulate
-from placerl.placement.search import score, search
-from placerl.placement.shapes import named_shape
-from placerl.placement.workload import Workload
+from placerl.placement.cost.hardware import device_spec, engine_spec, spec_cluster
+from placerl.placement.cost.machine import from_spec
+from placerl.placement.cost.phases import Phase
+from placerl.placement.cost.schedule import predict_step, simulate
+from placerl.placement.cost.shapes import named_shape
+from placerl.placement.cost.workload import Workload
+from placerl.placement.plan import strategies
+from placerl.placement.plan.plan import Plan
+from placerl.placement.search.enumerate import candidates
+from placerl.placement.search.explain import search_json, why
+from placerl.placement.search.search import score, search
 from placerl.types import Role
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -89,12 +89,12 @@ def test_the_controllers_own_work_ends_the_chain_and_joins_the_trainers_cycle():
 
 
 def test_a_step_pays_the_controllers_own_work_and_workers_their_runtimes_share():
-    from placerl.placement.cluster import cpu_cluster, local_slot
-    from placerl.placement.from_config import local_plan
-    from placerl.placement.machine import CPU_DEFAULT
-    from placerl.placement.phases import step_phases
-    from placerl.placement.plan import Cluster
-    from placerl.placement.shapes import tiny_default
+    from placerl.placement.cost.machine import CPU_DEFAULT
+    from placerl.placement.cost.phases import step_phases
+    from placerl.placement.cost.shapes import tiny_default
+    from placerl.placement.plan.cluster import cpu_cluster, local_slot
+    from placerl.placement.plan.config import local_plan
+    from placerl.placement.plan.plan import Cluster
 
     roles = (A, R, W)
     w = Workload("grpo", roles, dict.fromkeys(roles, tiny_default()), prompts=4, rule_reward=True)
@@ -187,6 +187,7 @@ def test_json_schema():
 def test_placerl_plan_auto_json_on_this_machine(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path))  # no stored profile: defaults
     args = ["plan", GRPO_YAML, "placement.device=cpu", "placement.max_staleness=1", "--auto"]
+    args.append("--no-profile")  # rank with the defaults rather than profile for a minute
     assert main([*args, "--json"]) == 0
     raw = json.loads(capsys.readouterr().out)
     names = [c["name"] for c in raw["candidates"]]

@@ -8,11 +8,16 @@ import json
 import pytest
 
 from placerl.cli import main
-from placerl.placement import profile as prof
-from placerl.placement.auto_command import machine_for
-from placerl.placement.machine import Machine
-from placerl.placement.profile_store import find_profile
-from placerl.placement.shapes import named_shape, tiny_default
+from placerl.placement.cost import calibration
+from placerl.placement.cost import conditions as conditions_module
+from placerl.placement.cost.calibration import machine_for
+from placerl.placement.cost.conditions import Conditions
+from placerl.placement.cost.machine import CPU_DEFAULT, Machine
+from placerl.placement.cost.profiles import find_profile
+from placerl.placement.cost.shapes import named_shape, tiny_default
+from placerl.profiling import machine as machine_part
+from placerl.profiling import measure
+from placerl.profiling import profile as prof
 
 
 @pytest.fixture
@@ -21,16 +26,25 @@ def store(tmp_path, monkeypatch):
     return tmp_path / "store"
 
 
+NOW = Conditions(
+    threads=4, load_avg=0.1, matmul_1=50.0, matmul_all=180.0, copy_gbps=8.0, dispatch_us=2.0
+)
+
+
 def fake_measurements(monkeypatch):
     monkeypatch.setattr(prof, "available_cores", lambda: 4)
+    monkeypatch.setattr(calibration, "_threads", lambda: 4)
+    fake_probe(monkeypatch, NOW)
     monkeypatch.setattr(
         prof,
         "measure_decode_at",
-        lambda *a: (
+        lambda *a, **k: (
             [{"decode_step_s": {}, "decode_overhead_per_layer": 2e-4, "decode_flops": 1e10}] * 2
         ),
     )
-    monkeypatch.setattr(prof, "measure_optimizer_at", lambda model, counts: [5e8] * len(counts))
+    monkeypatch.setattr(
+        prof, "measure_optimizer_at", lambda model, counts, **k: [5e8] * len(counts)
+    )
     roles = {
         "train_flops": 3e10,
         "forward_flops": 4e10,
@@ -49,9 +63,9 @@ def fake_measurements(monkeypatch):
         "update_overhead": 0.004,
         "value_update_overhead": 0.003,
     }
-    monkeypatch.setattr(prof, "measure_roles_at", lambda *a: [roles, many])
+    monkeypatch.setattr(prof, "measure_roles_at", lambda *a, **k: [roles, many])
     monkeypatch.setattr(
-        prof,
+        machine_part,
         "measure_collectives",
         lambda shape=None: {
             "bw": 1e9,
@@ -63,10 +77,21 @@ def fake_measurements(monkeypatch):
         },
     )
     ray_calls = {"rpc_latency": 0.003, "worker_update_factor": 1.05}
-    monkeypatch.setattr(prof, "measure_ray", lambda shape: ray_calls)
-    runs = {"process_bytes": 4e8, "worker_bytes": 4.5e8, "worker_measured_by": "test"}
-    runs |= {"step_overhead": 0.001, "worker_step_overhead": 0.005}
-    monkeypatch.setattr(prof, "measure_runs", lambda log=print: runs)
+    ray_calls |= {
+        "worker_bytes": 4.5e8,
+        "worker_measured_by": "test",
+        "worker_step_overhead": 0.005,
+    }
+    monkeypatch.setattr(machine_part, "measure_ray_part", lambda work, process: ray_calls)
+    runs = {"process_bytes": 4e8, "step_overhead": 0.001}
+    monkeypatch.setattr(machine_part, "measure_local", lambda work: runs)
+
+
+def fake_probe(monkeypatch, conditions):
+    """The machine "now", as the one-second probe would measure it."""
+    monkeypatch.setattr(prof, "probe", lambda threads: conditions)
+    monkeypatch.setattr(conditions_module, "probe", lambda threads, rounds=9: conditions)
+    conditions_module._CACHE.clear()
 
 
 def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypatch):
@@ -87,7 +112,7 @@ def test_profile_writes_the_fit_and_is_reused(store, tmp_path, capsys, monkeypat
     assert m.shared_core_factor == pytest.approx(0.9)
     assert m.shared_overhead_factor == pytest.approx(1.2) and m.rpc_latency == 0.003
     assert m.worker_update_factor == 1.05
-    assert (m.process_bytes, m.worker_bytes) == (4e8, 4.5e8)  # profile_runs' baselines
+    assert (m.process_bytes, m.worker_bytes) == (4e8, 4.5e8)  # profiling/runs.py's baselines
     assert (m.step_overhead, m.worker_step_overhead) == (0.001, 0.005)  # … and controller
     assert (
         raw["key"]["shape"] == "L6-h256-f1024-a8-kv4-V512"
@@ -111,8 +136,8 @@ def test_without_a_profile_the_defaults_are_named(store):
 
 def test_role_calls_are_measured_on_the_device_given_and_fitted():
     """The GPU profile's path (device and precision passed through) on a tiny CPU model."""
-    from placerl.placement.profile_roles import measure_roles
-    from placerl.placement.shapes import ModelShape
+    from placerl.placement.cost.shapes import ModelShape
+    from placerl.profiling.roles import measure_roles
 
     shape = ModelShape("t", layers=1, hidden=32, intermediate=64, heads=4, kv_heads=2, vocab=64)
     policy, critic = prof.build_model(shape), prof.build_model(shape, value_head=True)
@@ -121,7 +146,7 @@ def test_role_calls_are_measured_on_the_device_given_and_fitted():
     assert len(out["times"]["update"]) == 6 and out["update_overhead"] + 1e-4 >= 0  # intercept
     assert out["prefix_update_overhead"] >= 0 and out["prefix_call_s"] >= 0
     assert out["value_update_overhead"] + 1e-4 >= 0 and out["value_call_s"] >= 0
-    assert prof.synced(print, "cpu") is print  # CPU work is synchronous: nothing to wait for
+    assert measure.synced(print, "cpu") is print  # CPU work is synchronous: nothing to wait for
 
 
 def test_thread_counts_take_turns_repeat_by_repeat(monkeypatch):
@@ -129,13 +154,13 @@ def test_thread_counts_take_turns_repeat_by_repeat(monkeypatch):
 
     seen = []
     monkeypatch.setattr(torch, "set_num_threads", seen.append)
-    medians = prof.timed_threads(lambda: None, (1, 2), repeats=3)
+    medians = measure.timed_threads(lambda: None, (1, 2), repeats=3)
     assert len(medians) == 2 and all(m >= 0 for m in medians)
     assert seen == [1, 2] + [1, 2] * 3  # each count warmed up, then alternating
 
 
 def test_decode_is_measured_on_each_thread_count_and_fitted():
-    from placerl.placement.shapes import ModelShape
+    from placerl.placement.cost.shapes import ModelShape
 
     shape = ModelShape("t", layers=1, hidden=32, intermediate=64, heads=4, kv_heads=2, vocab=64)
     one, two = prof.measure_decode_at(prof.build_model(shape), shape, (1, 2))
@@ -144,7 +169,7 @@ def test_decode_is_measured_on_each_thread_count_and_fitted():
 
 
 def test_a_gpu_profile_overrides_the_spec_with_what_it_measured():
-    from placerl.placement.profile_gpu import gpu_machine
+    from placerl.profiling.gpu import gpu_machine
 
     shape = named_shape("7B")
     roles = {
@@ -175,7 +200,7 @@ def test_a_gpu_profile_without_ray_keeps_the_specs_call_latency(monkeypatch):
     """A one-GPU machine without Ray (the GPU check's) profiles all the rest."""
     import importlib.util
 
-    from placerl.placement import profile_gpu
+    from placerl.profiling import gpu as profile_gpu
 
     real = importlib.util.find_spec
     monkeypatch.setattr(
@@ -205,3 +230,57 @@ def test_profile_on_gpu_without_one_is_one_message(store, capsys):
         pytest.skip("a GPU is visible")
     assert main(["profile", "--device", "gpu"]) == 2
     assert "no CUDA device" in capsys.readouterr().err
+
+
+def test_the_progress_bar_names_each_step_and_counts_the_time_box():
+    """What ``placerl profile`` shows: every step named (logged off a terminal), progress
+    within a step, a skipped step said so, the bar's total reached at the end."""
+    from placerl.profiling.progress import Steps
+
+    said = []
+    with Steps(10.0, said.append, show=False) as steps:
+        with steps.step("decode steps", 4.0) as advance:
+            advance(0.5)
+            assert steps.progress.tasks[0].completed == pytest.approx(2.0)
+        assert steps.progress.tasks[0].completed == pytest.approx(4.0)
+        steps.skip("two tiny runs", 5.0, "the 60 s time box")
+    assert said == ["profile: decode steps", "profile: two tiny runs skipped (the 60 s time box)"]
+    assert steps.progress.tasks[0].completed == steps.progress.tasks[0].total == 10.0
+    assert set(steps.times) == {"decode steps", "two tiny runs"}
+
+
+def test_a_profile_with_no_room_left_skips_the_machine_wide_parts(store, monkeypatch, capsys):
+    """The time box: with the model's own measurements using it up, the machine-wide parts
+    keep the defaults, are said to, and are measured by the next profile."""
+    fake_measurements(monkeypatch)
+    monkeypatch.setattr(prof, "BUDGET_S", 0.0)
+    raw = prof.run_profile(tiny_default(), log=print, budget_s=0.0, show=False)
+    out = capsys.readouterr().out
+    assert out.count("skipped (the 0 s time box; defaults stand in)") == 3
+    m = Machine(**raw["machine"])
+    assert m.rpc_latency == CPU_DEFAULT.rpc_latency and m.train_flops == 3e10
+    assert raw["measurements"]["ray"] is None
+    prof.run_profile(tiny_default(), log=print, show=False)  # room again: measured now
+    out = capsys.readouterr().out
+    assert "none stored" in out.split("\n")[0] and "skipped" not in out
+
+
+def test_a_profile_leaves_torchs_threads_as_it_found_them(store, monkeypatch):
+    """strategy auto profiles inside the run's process, then trains: on its own threads."""
+    import torch
+
+    fake_measurements(monkeypatch)
+    decode = prof.measure_decode_at
+
+    def one_thread(*a, **k):
+        torch.set_num_threads(1)  # as the measurements do
+        return decode(*a, **k)
+
+    monkeypatch.setattr(prof, "measure_decode_at", one_thread)
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        prof.run_profile(tiny_default(), log=lambda m: None, show=False)
+        assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)

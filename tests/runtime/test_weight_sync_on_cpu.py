@@ -12,8 +12,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import nn
 
-from placerl.placement.plan import Cluster, DeviceSlot
-from placerl.placement.strategies import flatten, separate
+from placerl.placement.plan.plan import Cluster, DeviceSlot
+from placerl.placement.plan.strategies import flatten, separate
 from placerl.runtime.pipeline import SyncSchedule
 from placerl.runtime.sync.transport import (
     broadcast_weights,

@@ -43,7 +43,7 @@ from torch import nn
 from placerl.models.lora import is_lora, load_trained_state
 from placerl.models.micro_batches import GROUP_MEAN, loss_denominator
 from placerl.models.shared_prefix import distinct_prompts
-from placerl.placement.plan import Sharding
+from placerl.placement.plan.plan import Sharding
 from placerl.roles.common import response_log_probs, response_values
 from placerl.runtime.ray.batching import shard_slices
 from placerl.types import Batch, Field
@@ -294,9 +294,24 @@ class ShardedUpdate:
         )
 
         options = StateDictOptions(full_state_dict=True)
-        set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"], options=options)
+        optim = by_name(state["optimizer"], self.module)
+        set_optimizer_state_dict(self.module, self.optimizer, optim, options=options)
         self.scheduler.load_state_dict(state["scheduler"])
         self.shuffle.set_state(state["shuffle"])
+
+
+def by_name(optim: dict, module: torch.nn.Module) -> dict:
+    """An optimizer state keyed by parameter name, as a sharded model loads it. A checkpoint
+    of an unsharded run (another Plan: ``strategy: auto`` switches between them) keys it by
+    position in the optimizer, which is the order of the trained parameters."""
+    groups = optim.get("param_groups") or []
+    if not groups or not groups[0]["params"] or isinstance(groups[0]["params"][0], str):
+        return optim
+    names = [n for n, p in module.named_parameters() if p.requires_grad]
+    return {
+        "state": {names[i]: s for i, s in optim["state"].items()},
+        "param_groups": [{**g, "params": [names[i] for i in g["params"]]} for g in groups],
+    }
 
 
 class ShardedActorMixin(ShardedUpdate):

@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import socket
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -29,15 +28,15 @@ from ray.util.placement_group import placement_group, remove_placement_group
 from ray.util.scheduling_strategies import PlacementGroupSchedulingStrategy
 
 from placerl.errors import UserError
-from placerl.placement.plan import DeviceSlot, Plan
+from placerl.placement.plan.cluster import probe
+from placerl.placement.plan.plan import DeviceSlot, Plan
 from placerl.runtime.faults import WorkerFailure
 from placerl.runtime.ray.host import HostSpec, RoleHost
 from placerl.timing import Span
 
-PROBE_TIMEOUT_S = 5.0  # to open a TCP connection to a given Ray address
 WORKERS_FILE = "workers.json"  # in the run directory: who is where (``write_workers``)
-READY_TIMEOUT_S = 60.0
-PEER_DEATH_S = 10.0  # for Ray to report a peer that died, once a call failed (``wait``)  # placement groups that cannot be scheduled by then: resources missing
+READY_TIMEOUT_S = 60.0  # placement groups that cannot be scheduled by then: resources missing
+PEER_DEATH_S = 10.0  # for Ray to report a peer that died, once a call failed (``wait``)
 DEATH_ERRORS = (
     ray.exceptions.RayActorError,
     ray.exceptions.WorkerCrashedError,
@@ -65,25 +64,6 @@ def connect(address: str | None) -> bool:
         what = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
         raise UserError(f"cannot start or reach {what}: {err}", where=where) from None
     return address is None
-
-
-def probe(address: str) -> None:
-    """Fail fast where nothing listens at ``host:port``: ``ray.init`` would retry for minutes."""
-    if address == "auto" or "://" in address:
-        return
-    host, _, port = address.rpartition(":")
-    if not host or not port.isdigit():
-        raise UserError(
-            f"expected host:port (or 'auto'), got {address!r}", where="placement.ray_address"
-        )
-    try:
-        socket.create_connection((host, int(port)), timeout=PROBE_TIMEOUT_S).close()
-    except OSError as err:
-        raise UserError(
-            f"cannot reach a Ray cluster at {address!r}: {err.strerror or err}; start one "
-            "with `ray start --head` or leave placement.ray_address empty for a local one",
-            where="placement.ray_address",
-        ) from None
 
 
 def bundle(slot: DeviceSlot) -> dict[str, float]:

@@ -29,7 +29,7 @@ from tensordict import TensorDict
 
 from placerl.config.schema import RunConfig
 from placerl.models.lora import load_trained_state, parameter_bytes, trained_state
-from placerl.placement.plan import DeviceSlot, Plan, Sharding
+from placerl.placement.plan.plan import DeviceSlot, Plan, Sharding
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
 from placerl.runtime.ray.data_parallel import (

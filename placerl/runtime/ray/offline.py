@@ -27,7 +27,7 @@ import torch
 
 from placerl.config.schema import RunConfig
 from placerl.models.lora import load_trained_state, trained_state
-from placerl.placement.plan import Plan, Sharding
+from placerl.placement.plan.plan import Plan, Sharding
 from placerl.runtime.ray.group import WORKERS_FILE, CallInfo, WorkerGroup, connect
 from placerl.runtime.ray.host import PG_TIMEOUT, HostSpec, RoleHost, _quiet_libraries
 from placerl.timing import Span

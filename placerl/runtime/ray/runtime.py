@@ -24,7 +24,7 @@ import ray
 from placerl.algos.online import Needs, Roles
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
-from placerl.placement.plan import Plan
+from placerl.placement.plan.plan import Plan
 from placerl.roles.build import critic_model, sampling_params
 from placerl.runtime import RolloutSetup
 from placerl.runtime.launch import RemoteLauncher

@@ -17,7 +17,7 @@ import torch.distributed as dist
 from torch import Tensor, nn
 
 from placerl.models.lora import sync_view
-from placerl.placement.plan import Plan, Sharding
+from placerl.placement.plan.plan import Plan, Sharding
 from placerl.runtime.sync.guard import check_arrival
 from placerl.runtime.sync.transport import (
     DEFAULT_BUCKET_MB,

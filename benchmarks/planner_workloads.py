@@ -1,0 +1,221 @@
+"""The planner benchmark's workloads: the tuned grid, a held-out set drawn from a seed, and how
+one cell (a workload under one placement) is built and timed.
+
+The **tuned** grid is the 12 workloads the cost model's constants were fitted and refined on
+(two model sizes, PPO and GRPO, 8/32 new tokens, 8/32 rows). The **held-out** set is drawn
+by ``held_out(seed, count)`` and never looked at while tuning: a Llama shape of 3-40M
+parameters (log-uniform: a width of 128-512, MLP 2.5-4x, 64-wide heads, KV heads half of them,
+and as many blocks, 2-16, as reach the drawn size; the built-in 512-token BPE, so the
+vocabulary is not varied), the algorithms in turn — PPO
+(with a reward model), GRPO, RLOO, online DPO (rule rewards) — 8-128 new tokens (log-uniform),
+8/16/32 rows a step, ``max_staleness`` 0 for the first four, 1 for the next four, and so on. A draw whose step would take more than ``WORK_CAP`` token-parameters (rows x
+tokens x parameters: a few seconds a step here) is drawn again, so the whole set runs in
+minutes; the rule is the generator's, not a hand's.
+
+A cell runs the stage through ``placerl.trainer.train`` for its warm-up and measured steps,
+reading ``time/step`` back from ``metrics.jsonl`` (Ray's start-up and model loading left out
+and timed apart). Strategies: ``local`` (every role in this process, every core), and on two
+1-thread workers ``flatten``, ``separate`` (``max_staleness`` of the workload) and, with two
+frozen models (PPO: reference and reward model), ``interleave``. Stale workloads run the plans
+that overlap stale batches (local with its shadow copy, Separate).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import shutil
+import statistics
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+import torch
+
+import placerl.trainer as trainer
+from placerl.config.schema import RunConfig
+from placerl.logging import read_metrics
+from placerl.models.factory import TinyLlamaSize
+
+WORK_CAP = 2.5e10  # rows x (prompt + new tokens) x parameters of one step, at most
+PROMPT_TOKENS = 16  # about the built-in task's prompts
+TWO_WORKERS = {"device": "cpu", "num_workers": 2, "threads_per_worker": 1}
+SIZES = {
+    "6M": TinyLlamaSize(),  # the demo's policy
+    "1.6M": replace(TinyLlamaSize(), hidden_size=128, intermediate_size=512, num_hidden_layers=4),
+}
+
+
+@dataclass(frozen=True)
+class Spec:
+    """One workload: a model, an algorithm, its lengths, rows and staleness."""
+
+    size: str  # a name in ``sizes``
+    algo: str  # ppo | grpo | rloo | online_dpo
+    tokens: int  # new tokens a response (an untrained policy runs to the cap)
+    rows: int  # prompts x samples a step
+    staleness: int = 0
+    dims: TinyLlamaSize | None = None  # the held-out shapes; the tuned ones are ``SIZES``
+
+    @property
+    def name(self) -> str:
+        stale = " stale1" if self.staleness else ""
+        return f"{self.algo} {self.size} {self.rows}x{self.tokens}{stale}"
+
+    @property
+    def samples(self) -> int:
+        return 1 if self.algo == "ppo" else 4
+
+    @property
+    def strategies(self) -> list[str]:
+        if self.staleness:
+            return ["local", "separate"]
+        out = ["local", "flatten", "separate"]
+        if self.algo == "ppo":  # reference and reward model: two frozen models to split
+            out.append("interleave")
+        return out
+
+
+TUNED = [
+    Spec(size, algo, tokens, 32) for size in SIZES for algo in ("ppo", "grpo") for tokens in (8, 32)
+] + [
+    Spec("6M", "ppo", 8, 8),
+    Spec("6M", "grpo", 32, 8),
+    Spec("1.6M", "ppo", 32, 8),
+    Spec("1.6M", "grpo", 8, 8),
+]
+
+
+def text_length_reward(completions: list[str], **_) -> list[float]:
+    """Characters of each completion: an untrained policy's samples of one prompt differ, so
+    online DPO has pairs to train on (the task's rule reward ties them all at 0)."""
+    return [float(len(c)) for c in completions]
+
+
+def params_of(d: TinyLlamaSize, vocab: int = 512) -> int:
+    kv = d.num_key_value_heads * (d.hidden_size // d.num_attention_heads)
+    h, f = d.hidden_size, d.intermediate_size
+    block = 2 * h * h + 2 * h * kv + 3 * h * f + 2 * h
+    return 2 * vocab * h + d.num_hidden_layers * block + h
+
+
+ALGOS = ("ppo", "grpo", "rloo", "online_dpo")
+
+
+def held_out(seed: int = 19, count: int = 12) -> list[Spec]:
+    """``count`` workloads drawn from ``seed`` (the module's rules): the algorithms in turn,
+    staleness 0 for the first four and 1 for the next, the rest drawn."""
+    rng = random.Random(seed)
+    out: list[Spec] = []
+    while len(out) < count:
+        target = math.exp(rng.uniform(math.log(3e6), math.log(40e6)))  # log-uniform size
+        hidden = rng.choice([128, 192, 256, 320, 384, 448, 512])
+        heads = max(2, hidden // 64)
+        dims = TinyLlamaSize(
+            hidden_size=hidden,
+            num_hidden_layers=1,
+            num_attention_heads=heads,
+            # half of them where that divides them (grouped-query attention needs a divisor)
+            num_key_value_heads=max(d for d in range(1, heads // 2 + 1) if heads % d == 0),
+            intermediate_size=round(hidden * rng.uniform(2.5, 4.0) / 32) * 32,
+        )
+        block = params_of(dims) - params_of(replace(dims, num_hidden_layers=0))
+        layers = max(
+            2, min(16, round((target - params_of(replace(dims, num_hidden_layers=0))) / block))
+        )
+        dims = replace(dims, num_hidden_layers=layers)
+        params = params_of(dims)
+        algo = ALGOS[len(out) % len(ALGOS)]  # each equally often, in the drawn order
+        tokens = round(math.exp(rng.uniform(math.log(8), math.log(128))))
+        rows = rng.choice([8, 16, 32])
+        staleness = (len(out) // len(ALGOS)) % 2  # each algorithm at staleness 0 and 1
+        if not 3e6 <= params <= 40e6 or rows * (PROMPT_TOKENS + tokens) * params > WORK_CAP:
+            continue
+        out.append(Spec(f"{params / 1e6:.1f}M", algo, tokens, rows, staleness, dims))
+    return out
+
+
+def dims_of(spec: Spec) -> TinyLlamaSize:
+    return spec.dims or SIZES[spec.size]
+
+
+def rl_config(spec: Spec, strategy: str, base: Path, rm: Path, run_dir: Path, steps: int):
+    """The stage of ``spec`` on ``base`` under ``strategy`` for ``steps`` steps."""
+    prompts = max(1, spec.rows // spec.samples)
+    raw = {
+        "stage": spec.algo,
+        "seed": 0,
+        "run_dir": str(run_dir),
+        "model": {"path": str(base)},
+        "data": {"builtin_size": 4096, "num_eval": 0},
+        "optim": {"lr": 2e-5},
+        "rollout": {"max_new_tokens": spec.tokens, "samples_per_prompt": spec.samples},
+        "trainer": {"steps": steps, "batch_size": prompts, "eval_every": 0, "save_every": 0}
+        | {"progress": False, "report_to": [], "keep_checkpoints": 1},
+    }
+    if spec.algo == "ppo":
+        raw["reward"] = {"model": str(rm)}
+        raw["ppo"] = {"kl_coef": 0.05, "epochs": 1, "minibatches": 2}
+    elif spec.algo in ("grpo", "rloo"):  # the untrained policy earns no reward: keep its groups
+        raw["grpo"] = {"skip_uninformative": False}
+    else:  # online DPO: the rule reward ties on an untrained policy, and ties train nothing
+        raw["reward"] = {"function": "planner_workloads:text_length_reward"}
+    placement = {"strategy": "local", "device": "cpu"}
+    if strategy not in ("local", "auto"):
+        placement = {"strategy": strategy, **TWO_WORKERS}
+    elif strategy == "auto":
+        placement = {"strategy": "auto", **TWO_WORKERS}
+    raw["placement"] = placement | {"max_staleness": spec.staleness}
+    return RunConfig.model_validate(raw)
+
+
+@dataclass
+class Cell:
+    """One workload under one strategy: its measured steps over all rounds."""
+
+    spec: Spec
+    strategy: str
+    steps: list[float] = field(default_factory=list)
+    round_steps: list[float] = field(default_factory=list)
+    startup: list[float] = field(default_factory=list)
+    phases: dict[str, list[float]] = field(default_factory=dict)
+
+    @property
+    def step(self) -> float:
+        return statistics.median(self.steps)
+
+
+def timed_train(cfg: RunConfig, profiler=None) -> list[float]:
+    """Train ``cfg`` from scratch; the seconds each stage build took (workers, models)."""
+    shutil.rmtree(cfg.run_dir, ignore_errors=True)
+    # the driver as a user's process has it: every core for a run in this process (local, or
+    # auto's pick of it); a worker plan's driver only calls its workers, which set their own
+    in_process = cfg.placement.strategy in ("local", "auto")
+    torch.set_num_threads(2 if in_process else 1)
+    startup: list[float] = []
+    build = trainer.build_stage
+
+    def timed_build(config):
+        start = time.perf_counter()
+        stage = build(config)
+        startup.append(time.perf_counter() - start)
+        return stage
+
+    trainer.build_stage = timed_build
+    try:
+        trainer.train(cfg, profiler=profiler)
+    finally:
+        trainer.build_stage = build
+    return startup
+
+
+def run_cell(cell: Cell, base: Path, rm: Path, work: Path, warmup: int, steps: int, round_: int):
+    """One run of ``cell``: its measured steps (after ``warmup``) go into it."""
+    run_dir = work / f"{cell.spec.name.replace(' ', '_')}-{cell.strategy}-{round_}"
+    cfg = rl_config(cell.spec, cell.strategy, base, rm, run_dir, warmup + steps)
+    cell.startup += timed_train(cfg)
+    lines = [m for m in read_metrics(run_dir) if m.get("step", 0) > warmup]
+    cell.steps += [m["time/step"] for m in lines]
+    cell.round_steps.append(statistics.median(m["time/step"] for m in lines))
+    for key in {k for m in lines for k in m if k.startswith("time/") and k != "time/step"}:
+        cell.phases.setdefault(key[5:], []).extend(m[key] for m in lines if key in m)

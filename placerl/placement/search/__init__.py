@@ -1,0 +1,1 @@
+"""The search: every candidate Plan with its settings, scored and ranked, and why the pick wins."""
