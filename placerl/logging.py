@@ -80,14 +80,17 @@ def _compact(value: float) -> str:
     return f"{value:.3g}" if math.isfinite(value) else str(value)
 
 
-def _json_safe(sample: dict[str, Any]) -> dict[str, Any]:
-    """Sample fields as JSON values: numbers cleaned like metrics, the rest as text."""
+def _json_safe(sample: dict[str, Any], nested: bool = False) -> dict[str, Any]:
+    """Sample fields as JSON values: numbers cleaned like metrics, the rest as text; with
+    ``nested``, dicts and lists (an episode's conversation) stay JSON objects and arrays."""
     out: dict[str, Any] = {}
     for key, value in sample.items():
         if value is None or isinstance(value, str):
             out[key] = value
         elif isinstance(value, numbers.Number):
             out[key] = _clean_value(value)
+        elif nested and isinstance(value, (dict, list)):
+            out[key] = json.loads(json.dumps(value, default=str))
         else:
             out[key] = str(value)
     return out
@@ -100,11 +103,12 @@ def _shorten(text: str) -> str:
 
 
 def _sample_line(sample: dict[str, Any]) -> str:
-    """``'prompt' → 'response'  (reward 1, answer '42')`` for the console."""
+    """``'prompt' → 'response'  (reward 1, answer '42')`` for the console (nested values,
+    e.g. an episode's whole conversation, are for samples.jsonl only)."""
     extras = ", ".join(
         f"{k} {_compact(float(v)) if isinstance(v, numbers.Real) else _shorten(str(v))}"
         for k, v in sample.items()
-        if k not in ("prompt", "response") and v is not None
+        if k not in ("prompt", "response") and v is not None and not isinstance(v, (dict, list))
     )
     line = _shorten(str(sample.get("prompt", "")))
     if "response" in sample:
@@ -280,7 +284,7 @@ class MetricsLogger:
     def _write_samples(self, step: int, samples: list[dict[str, Any]]) -> None:
         if self._samples is None:
             self._samples = open(self.run_dir / SAMPLES_FILE, "a", buffering=1)  # noqa: SIM115
-        rows = [{"step": step, **_json_safe(sample)} for sample in samples]
+        rows = [{"step": step, **_json_safe(sample, nested=True)} for sample in samples]
         for row in rows:
             self._samples.write(json.dumps(row, ensure_ascii=False) + "\n")
         self._samples.flush()

@@ -60,3 +60,6 @@ class Field:
     ADVANTAGES = "advantages"  # (B, R) float
     RETURNS = "returns"  # (B, R) float, value targets
     STALENESS = "staleness"  # (B,) int64, policy versions between sampling and training
+    # multi-turn episodes (rollout/episodes/): RESPONSE_MASK is 1 on the model's tokens only
+    EPISODE_REWARD = "episode_reward"  # (B,) float, the episode's score (env or function)
+    EPISODE_STATS = "episode_stats"  # (B, K) float, per-episode counts (episodes/metrics.py)

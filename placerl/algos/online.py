@@ -58,6 +58,9 @@ class Pending(Protocol):
 
 
 class Rollout(Protocol):
+    # what the pipeline calls: one response per prompt, or one episode per prompt row
+    def sample(self, prompts: PromptBatch) -> Batch: ...
+
     def generate(self, prompt_ids: Tensor, prompt_mask: Tensor) -> Batch: ...
 
 

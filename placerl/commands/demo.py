@@ -9,7 +9,9 @@ DESCRIPTION = (
     "InstructGPT's pipeline in miniature on the built-in digit-reversal task (reverse a "
     "string of digits): a tiny base model, SFT on noisy demonstrations, a reward model "
     "(ppo only), then RL; prints held-out exact match before and after. A finished stage "
-    "is reused and an interrupted one resumes when the demo is run again."
+    "is reused and an interrupted one resumes when the demo is run again. --task tools: "
+    "multi-digit arithmetic with a calculator tool (SFT on tool-use demonstrations, then RL "
+    "on multi-turn episodes), against SFT straight to the answer without the tool."
 )
 
 
@@ -21,11 +23,17 @@ def register(sub) -> argparse.ArgumentParser:
     )
     demo.add_argument("--out", default="runs/demo", help="output directory (default runs/demo)")
     demo.add_argument(
+        "--task",
+        choices=["reversal", "tools"],
+        default="reversal",
+        help="reversal (digit reversal, default) or tools (arithmetic with a calculator tool)",
+    )
+    demo.add_argument(
         "--algo",
         choices=["ppo", "grpo", "rloo"],
-        default="ppo",
+        default=None,
         help="the RL stage: ppo (with the reward model and a critic) or grpo/rloo (with the "
-        "exact-match rule reward); default ppo",
+        "exact-match rule reward); default ppo, grpo with --task tools (grpo or rloo only)",
     )
     demo.add_argument("--quick", action="store_true", help="a few steps per stage (smoke test)")
     demo.set_defaults(fn=run)
@@ -33,7 +41,15 @@ def register(sub) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.task == "tools":
+        from placerl.demo_tools import run_tools_demo
+        from placerl.errors import UserError
+
+        if args.algo == "ppo":
+            raise UserError("--task tools runs grpo or rloo", where="--algo")
+        run_tools_demo(Path(args.out), args.algo or "grpo", quick=args.quick)
+        return 0
     from placerl.demo import run_demo
 
-    run_demo(Path(args.out), args.algo, quick=args.quick)
+    run_demo(Path(args.out), args.algo or "ppo", quick=args.quick)
     return 0

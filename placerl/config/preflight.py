@@ -29,6 +29,23 @@ def check_run(cfg, resume: bool) -> None:
         from placerl.roles.reward import import_reward_function
 
         import_reward_function(cfg.reward.function)
+    if cfg.stage in REWARDED_STAGES and cfg.env.enabled:
+        check_environment(cfg)
+
+
+def check_environment(cfg) -> None:
+    """``env.factory`` or ``env.tools`` import, and the factory builds an environment: a typo
+    or a factory that fails is reported before any model loads."""
+    from placerl.rollout.envs import load_env_factory, load_tools, start_environment
+    from placerl.rollout.envs.loading import import_callable
+
+    if cfg.env.factory:
+        factory = load_env_factory(cfg.env.factory)
+        start_environment(factory, cfg.env.limits(), "env.factory")
+    else:
+        load_tools(cfg.env.tools)
+    if cfg.env.parser != "hermes":
+        import_callable(cfg.env.parser, "env.parser")
 
 
 def check_run_dir(run_dir: Path) -> None:
@@ -74,17 +91,27 @@ def context_limit(model_dir: str | Path) -> int | None:
         config = json.loads((Path(model_dir) / "config.json").read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, ValueError):
         return None  # the model loader reports unreadable configs
+    return positions(config) if isinstance(config, dict) else None
+
+
+def positions(config: dict) -> int | None:
+    """The longest sequence a model with this config (a config.json as a dict) takes."""
     for key in ("max_position_embeddings", "n_positions", "max_sequence_length"):
-        value = config.get(key) if isinstance(config, dict) else None
+        value = config.get(key)
         if isinstance(value, int) and not isinstance(value, bool) and value > 0:
             return value
     return None
 
 
 def check_generation_fits(
-    token_ids: list[list[int]], max_new_tokens: int, model_dir: str | Path, source: str
+    token_ids: list[list[int]],
+    max_new_tokens: int,
+    model_dir: str | Path,
+    source: str,
+    key: str = "rollout.max_new_tokens",
 ) -> None:
-    """The longest prompt plus ``max_new_tokens`` sampled tokens must fit the model."""
+    """The longest prompt plus ``max_new_tokens`` sampled tokens must fit the model; ``key``
+    names the budget (``env.max_tokens`` for episodes: every token after the prompt)."""
     limit = context_limit(model_dir)
     if limit is None or not token_ids:
         return
@@ -92,9 +119,9 @@ def check_generation_fits(
     longest = len(token_ids[row])
     if longest + max_new_tokens > limit:
         raise UserError(
-            f"rollout.max_new_tokens={max_new_tokens} plus the longest prompt ({longest} tokens, "
+            f"{key}={max_new_tokens} plus the longest prompt ({longest} tokens, "
             f"{source} row {row}) is {longest + max_new_tokens} tokens, beyond the model's "
             f"max_position_embeddings={limit} ({Path(model_dir) / 'config.json'}); lower "
-            "rollout.max_new_tokens or shorten the prompts",
-            where="rollout.max_new_tokens",
+            f"{key} or shorten the prompts",
+            where=key,
         )

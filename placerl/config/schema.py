@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from placerl.config.engine import VLLMConfig
+from placerl.config.env import EnvConfig
 from placerl.config.lora import LoraConfig
 from placerl.config.placement import PlacementConfig
 from placerl.config.preference import BRAInConfig, OnlineDPOConfig, PreferenceConfig, RSOConfig
@@ -294,7 +295,10 @@ class TrainerConfig(Section):
 
 class RunConfig(Section):
     # keys of which one is chosen: an override of one clears the others the file sets
-    exclusive_keys: ClassVar[tuple[tuple[str, ...], ...]] = (("reward.function", "reward.model"),)
+    exclusive_keys: ClassVar[tuple[tuple[str, ...], ...]] = (
+        ("reward.function", "reward.model"),
+        ("env.factory", "env.tools"),
+    )
 
     stage: Stage = Field(
         ..., description="What to train: sft, rm, ppo, grpo, rloo, dpo, online_dpo, rso, brain."
@@ -322,6 +326,10 @@ class RunConfig(Section):
     brain: BRAInConfig = Field(default_factory=BRAInConfig)
     placement: PlacementConfig = Field(default_factory=PlacementConfig)
     staleness: StalenessConfig = Field(default_factory=StalenessConfig)
+    env: EnvConfig = Field(
+        default_factory=EnvConfig,
+        description="Multi-turn episodes with tools or an environment (online stages).",
+    )
 
     @model_validator(mode="after")
     def _stage_needs(self) -> RunConfig:
@@ -331,6 +339,7 @@ class RunConfig(Section):
                 "ppo.kl_in_reward: false use kl_controller: fixed"
             )
         self._kl_losses_regularise()
+        self._episode_reward()
         lora = self.model.lora
         if lora is not None and lora.dropout > 0 and self.stage not in ("sft", "rm", "dpo"):
             raise ValueError(
@@ -351,6 +360,21 @@ class RunConfig(Section):
                 f">= 2 (got {self.rollout.samples_per_prompt})"
             )
         return self
+
+    def _episode_reward(self) -> None:
+        """``env.reward`` names a reward source the config has, and no other one is set."""
+        if not self.env.enabled:
+            return
+        source = self.env.reward_source(self.reward.model)
+        if source == "model" and not self.reward.model:
+            raise ValueError("env.reward: model needs reward.model (a reward-model directory)")
+        given = {"function": self.reward.function, "model": self.reward.model}
+        unused = [k for k, v in given.items() if v and k != source]
+        if unused:
+            raise ValueError(
+                f"reward.{unused[0]} is set but episodes are scored by env.reward: {source}; "
+                f"remove reward.{unused[0]} or set env.reward: {unused[0]}"
+            )
 
     def _kl_losses_regularise(self) -> None:
         from placerl.algos.kl import kl_loss_refusal

@@ -19,8 +19,20 @@ from placerl.models.tokens import end_token_ids
 from placerl.roles.actor import ActorWorker
 from placerl.roles.critic import CriticWorker
 from placerl.roles.reference import ReferenceWorker
-from placerl.roles.reward import ModelReward, RuleReward, import_reward_function
-from placerl.roles.rollout import EngineRolloutWorker, RolloutWorker
+from placerl.roles.reward import (
+    EpisodeReward,
+    EpisodeScorer,
+    ModelReward,
+    RuleReward,
+    import_reward_function,
+)
+from placerl.roles.rollout import (
+    EngineEpisodeRolloutWorker,
+    EngineRolloutWorker,
+    EpisodeRolloutWorker,
+    RolloutWorker,
+)
+from placerl.rollout.episodes.sampling import EpisodeSetup
 from placerl.rollout.sampling import SamplingParams
 from placerl.rollout.vllm_engine import EngineOptions, VLLMEngine
 from placerl.tasks.rewards import exact_match_reward
@@ -39,16 +51,18 @@ def sampling_params(cfg: RunConfig) -> SamplingParams:
 
 
 def build_reward(cfg: RunConfig, tokenizer):
+    """The reward role: a reward model, a rule over decoded responses, or — for episodes
+    scored where they ran (``env.reward``: env or function) — the rollout's scores."""
+    source = cfg.env.reward_source(cfg.reward.model) if cfg.env.enabled else None
+    if source in ("env", "function"):
+        return EpisodeReward(cfg.reward.scale, f"env.reward: {source}")
     if cfg.reward.model:
         options = LoadOptions.of(cfg.model, frozen=True)  # held in the training precision
         model = load_reward_model(cfg.reward.model, trained=True, options=options)
         return ModelReward(
             model, precision=cfg.model.precision, scale=cfg.reward.scale, name=cfg.reward.model
         )
-    if cfg.reward.function:
-        fn = import_reward_function(cfg.reward.function)
-        return RuleReward(fn, tokenizer, cfg.reward.function, cfg.reward.scale)
-    return RuleReward(exact_match_reward, tokenizer, "builtin exact-match reward", cfg.reward.scale)
+    return rule_reward(cfg, tokenizer)
 
 
 def training_memory(cfg: RunConfig) -> dict:
@@ -73,7 +87,48 @@ def make_actor(cfg: RunConfig, policy, cls=ActorWorker, **extra) -> ActorWorker:
     )
 
 
-def make_rollout(cfg: RunConfig, policy, tokenizer) -> RolloutWorker:
+def rule_reward(cfg: RunConfig, tokenizer, scale: float | None = None) -> RuleReward:
+    """``reward.function``, or the builtin exact match, as a rule reward."""
+    scale = cfg.reward.scale if scale is None else scale
+    if cfg.reward.function:
+        fn = import_reward_function(cfg.reward.function)
+        return RuleReward(fn, tokenizer, cfg.reward.function, scale)
+    return RuleReward(exact_match_reward, tokenizer, "builtin exact-match reward", scale)
+
+
+def episode_setup(cfg: RunConfig, tokenizer) -> EpisodeSetup:
+    """The ``env:`` section as what an episode rollout runs: the environment factory (the
+    user's, or the tool environment over ``env.tools``), the limits, and the scorer."""
+    from placerl.rollout.envs import load_env_factory, load_tools, tool_env_factory
+    from placerl.rollout.envs.loading import import_callable
+
+    env = cfg.env
+    if env.factory:
+        factory, where = load_env_factory(env.factory), "env.factory"
+    else:
+        parser = None if env.parser == "hermes" else import_callable(env.parser, "env.parser")()
+        tools = load_tools(env.tools)
+        factory, where = tool_env_factory(tools, system=env.system, parser=parser), "env.tools"
+    source = env.reward_source(cfg.reward.model)
+    score = None
+    if source == "env":
+        score = EpisodeScorer(None, where)
+    elif source == "function":  # unscaled here: the reward role scales
+        score = EpisodeScorer(rule_reward(cfg, tokenizer, scale=1.0))
+    return EpisodeSetup(
+        factory=factory,
+        limits=env.limits(),
+        max_new_tokens=cfg.rollout.max_new_tokens,
+        score=score,
+        gather_s=env.gather_s,
+        where=where,
+    )
+
+
+def make_rollout(cfg: RunConfig, policy, tokenizer) -> RolloutWorker | EpisodeRolloutWorker:
+    if cfg.env.enabled:
+        setup = episode_setup(cfg, tokenizer)
+        return EpisodeRolloutWorker(policy, tokenizer, sampling_params(cfg), setup, seed=cfg.seed)
     return RolloutWorker(policy, tokenizer, sampling_params(cfg), seed=cfg.seed)
 
 
@@ -141,11 +196,17 @@ def engine_end_ids(model_dir: str | Path, tokenizer) -> tuple[int, ...]:
     return end_token_ids(tokenizer, SimpleNamespace(generation_config=config))
 
 
+def response_budget(cfg: RunConfig) -> int:
+    """The most tokens after a prompt: one response, or an episode's model and observation
+    tokens together (``env.max_tokens``)."""
+    return cfg.env.max_tokens if cfg.env.enabled else cfg.rollout.max_new_tokens
+
+
 def engine_options(cfg: RunConfig) -> EngineOptions:
     v = cfg.rollout.vllm
     return EngineOptions(
         dtype="bfloat16" if cfg.model.precision == "bf16" else "float32",
-        max_model_len=v.max_model_len or cfg.data.max_prompt_len + cfg.rollout.max_new_tokens,
+        max_model_len=v.max_model_len or cfg.data.max_prompt_len + response_budget(cfg),
         seed=cfg.seed,
         gpu_memory_utilization=v.gpu_memory_utilization,
         cpu_kv_cache_gb=v.cpu_kv_cache_gb,
@@ -154,7 +215,9 @@ def engine_options(cfg: RunConfig) -> EngineOptions:
     )
 
 
-def make_engine_rollout(cfg: RunConfig, model_dir: str | Path, tokenizer) -> EngineRolloutWorker:
+def make_engine_rollout(
+    cfg: RunConfig, model_dir: str | Path, tokenizer
+) -> EngineRolloutWorker | EngineEpisodeRolloutWorker:
     """The rollout on an inference engine (vLLM) loaded from ``model_dir``."""
     engine = VLLMEngine(
         model_dir,
@@ -163,4 +226,8 @@ def make_engine_rollout(cfg: RunConfig, model_dir: str | Path, tokenizer) -> Eng
         pad_token_id=tokenizer.pad_token_id,
         tokenizer=tokenizer,
     )
+    if cfg.env.enabled:
+        setup = episode_setup(cfg, tokenizer)
+        params = sampling_params(cfg)
+        return EngineEpisodeRolloutWorker(engine, tokenizer, params, setup, seed=cfg.seed)
     return EngineRolloutWorker(engine, sampling_params(cfg), seed=cfg.seed)

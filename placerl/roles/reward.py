@@ -97,10 +97,16 @@ class RuleReward:
         self.fn, self.tokenizer, self.name, self.scale = fn, tokenizer, name, scale
 
     def score(self, batch: Batch, prompts: list, columns: dict[str, list]) -> torch.Tensor:
-        completions = decode_responses(self.tokenizer, batch)
+        return self.call(decode_responses(self.tokenizer, batch), prompts, columns)
+
+    def call(
+        self, completions: list[str], prompts: list, columns: dict[str, list], **extra
+    ) -> torch.Tensor:
+        """The function on ``completions``, its failures reported as the user's (``extra``:
+        more keyword arguments, e.g. episodes' ``conversations``)."""
         with _watch_sigint() as sigint:
             try:
-                scores = self.fn(completions=completions, prompts=prompts, **columns)
+                scores = self.fn(completions=completions, prompts=prompts, **extra, **columns)
             except KeyboardInterrupt:
                 if sigint["hit"]:  # Ctrl-C while the reward ran: the user's interrupt
                     raise
@@ -203,3 +209,64 @@ class ModelReward:
             index = int(bad.nonzero()[0])
             check_magnitude(float(scores[index]), index, f"reward model {self.name}", self.scale)
         return scores
+
+
+# ---------------------------------------------------------------- multi-turn episodes
+
+
+def final_answer(messages: list[dict]) -> str:
+    """The content of a conversation's last assistant message ("" if it has none)."""
+    return next((m["content"] for m in reversed(messages) if m["role"] == "assistant"), "")
+
+
+class EpisodeScorer:
+    """Scores finished episodes where they ran (``EpisodeSetup.score``): ``function`` None,
+    the environment's rewards (summed over its steps; 0 for an episode it never rewarded,
+    counted by ``env/rewarded``); else that rule reward called with the final answers as
+    ``completions`` and ``conversations=`` the whole conversations (lists of messages), with
+    the prompts and dataset columns as for single responses. Unscaled: ``EpisodeReward``
+    applies ``reward.scale``."""
+
+    def __init__(self, function: RuleReward | None = None, name: str = "env"):
+        self.function, self.name = function, name
+
+    def __call__(self, episodes) -> list[float]:
+        if self.function is None:
+            return [self._env_reward(e.reward, i) for i, e in enumerate(episodes)]
+        rows = [e.row for e in episodes]
+        columns = {k: [r[k] for r in rows] for k in (rows[0] if rows else {}) if k != "prompt"}
+        conversations = [list(e.messages) for e in episodes]
+        scores = self.function.call(
+            [final_answer(c) for c in conversations],
+            [r["prompt"] for r in rows],
+            columns,
+            conversations=conversations,
+        )
+        return scores.tolist()
+
+    def _env_reward(self, reward, index: int) -> float:
+        if reward is None:
+            return 0.0
+        if isinstance(reward, bool) or not isinstance(reward, (int, float)):
+            raise UserError(
+                f"the environment's reward of episode {index} is {reward!r}; expected a float",
+                self.name,
+            )
+        check_magnitude(float(reward), index, self.name, 1.0)
+        return float(reward)
+
+
+class EpisodeReward:
+    """The reward role of an episode run scored where its episodes ran: it reads each row's
+    ``Field.EPISODE_REWARD`` (the rollout's ``EpisodeScorer``) and applies ``reward.scale``."""
+
+    model = None  # nothing to place
+
+    def __init__(self, scale: float = 1.0, name: str = "env.reward"):
+        self.scale, self.name = scale, name
+
+    def score(self, batch: Batch, prompts: list, columns: dict[str, list]) -> torch.Tensor:
+        scores = batch[Field.EPISODE_REWARD].double() * self.scale
+        for index, value in enumerate(scores.tolist()):
+            check_magnitude(value, index, self.name, self.scale)
+        return scores.float()

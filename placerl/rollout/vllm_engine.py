@@ -137,6 +137,7 @@ class VLLMEngine:
                 raise
             raise UserError(NO_DEVICE, where="rollout.engine") from None
         self.options = options
+        self.context = min(options.max_model_len, context)  # the longest sequence it takes
         self.end_token_ids = [int(t) for t in end_token_ids]
         self.pad_token_id = int(pad_token_id)
         self.tokenizer = tokenizer
@@ -153,18 +154,30 @@ class VLLMEngine:
     ) -> Batch:
         """One response per left-padded prompt row, row i drawn with ``seeds[i]`` (None:
         greedy, or vLLM's own seeding)."""
+        prompts = [
+            row[mask.bool()].tolist() for row, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())
+        ]
+        limits = [params.max_new_tokens] * len(prompts)
+        rows = self.generate_ids(prompts, limits, params, seeds)
+        return _assemble(prompt_ids, prompt_mask, [(i, lp) for i, lp, _ in rows], self.pad_token_id)
+
+    def generate_ids(
+        self,
+        prompts: Sequence[Sequence[int]],
+        max_tokens: Sequence[int],
+        params: SamplingParams,
+        seeds: Sequence[int | None] | None,
+    ) -> list[tuple[list[int], list[float], bool]]:
+        """Ragged prompts in, ragged responses out: each prompt's sampled ids, their log-probs,
+        and whether it ended (an end token or a stop string) before its ``max_tokens``."""
         self.wake()
         from vllm import SamplingParams as VLLMParams
 
-        prompts = [
-            {"prompt_token_ids": row[mask.bool()].tolist()}
-            for row, mask in zip(prompt_ids.cpu(), prompt_mask.cpu())
-        ]
         greedy = params.greedy
         per_row = [
             VLLMParams(
                 n=1,
-                max_tokens=params.max_new_tokens,
+                max_tokens=int(limit),
                 temperature=0.0 if greedy else params.temperature,
                 top_p=1.0 if greedy else params.top_p,
                 top_k=0 if greedy or not params.top_k else params.top_k,
@@ -173,16 +186,24 @@ class VLLMEngine:
                 detokenize=False,
                 seed=None if greedy or seed is None else int(seed),
             )
-            for seed in (seeds or [None] * len(prompts))
+            for seed, limit in zip(seeds or [None] * len(prompts), max_tokens, strict=True)
         ]
-        outputs = self.llm.generate(prompts, per_row, use_tqdm=False)
-        rows = [_tokens_and_log_probs(out.outputs[0]) for out in outputs]
+        requests = [{"prompt_token_ids": [int(t) for t in p]} for p in prompts]
+        outputs = self.llm.generate(requests, per_row, use_tqdm=False)
+        stops = None
         if params.stop_strings:
             if self.tokenizer is None:
                 raise ValueError("stop strings need a tokenizer: pass tokenizer=...")
             stops = StopStrings(self.tokenizer, params.stop_strings)
-            rows = [_cut_at_stop_string(ids, lps, stops) for ids, lps in rows]
-        return _assemble(prompt_ids, prompt_mask, rows, self.pad_token_id)
+        rows = []
+        for out, limit in zip(outputs, max_tokens, strict=True):
+            ids, lps = _tokens_and_log_probs(out.outputs[0])
+            ended = len(ids) < limit or (bool(ids) and ids[-1] in self.end_token_ids)
+            if stops is not None:
+                ids, lps = _cut_at_stop_string(ids, lps, stops)
+                ended = ended or (bool(ids) and bool(stops.completed(torch.tensor([ids]))[0]))
+            rows.append((ids, lps, ended))
+        return rows
 
     # ------------------------------------------------------------------- weights
 

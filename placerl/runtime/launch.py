@@ -33,7 +33,7 @@ class Launcher(Protocol):
 
 def _generate(rollout, prompts: PromptBatch, timer: PhaseTimer):
     with timer.phase("generate"):
-        return rollout.generate(prompts.ids, prompts.mask)
+        return rollout.sample(prompts)
 
 
 class InlineLauncher:
@@ -73,7 +73,7 @@ class RemoteLauncher:
     timer = None
 
     def launch(self, rollout, prompts: PromptBatch, timer: PhaseTimer) -> Pending:
-        return rollout.generate_async(prompts.ids, prompts.mask)
+        return rollout.sample_async(prompts)
 
     def close(self) -> None:
         pass

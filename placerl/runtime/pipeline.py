@@ -56,6 +56,7 @@ from tensordict import TensorDict
 from placerl.algos.online import Algorithm, Pending, Roles
 from placerl.config.staleness import StalenessConfig
 from placerl.data.stream import PromptBatch
+from placerl.rollout.episodes.metrics import batch_metrics
 from placerl.runtime.launch import InlineLauncher, Launcher
 from placerl.runtime.sync import RolloutSync
 from placerl.runtime.sync.guard import check_gap, log_prob_gap
@@ -131,6 +132,7 @@ class ExperiencePipeline:
         if self.in_flight is None:
             metrics |= self._launch(index, timer)
         flight, sampled = self._collect(timer, metrics)
+        metrics |= batch_metrics(sampled)  # env/… of a batch of episodes
         if self.ahead and self.launch_first:
             metrics |= self._launch(index + 1, timer)
         batch = self.algorithm.experience(self.roles, sampled, flight.prompts, timer)

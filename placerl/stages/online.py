@@ -20,8 +20,10 @@ from placerl.algos.rso import RSO
 from placerl.config.schema import RunConfig
 from placerl.errors import UserError
 from placerl.evaluation import evaluate_policy
+from placerl.roles.build import episode_setup, response_budget
 from placerl.runtime import build_runtime
 from placerl.runtime.pipeline import build_pipeline, staleness_config
+from placerl.stages.episodes import evaluate_episodes
 from placerl.stages.sources import model_path, prompt_data, tokenizer_and_policy
 
 
@@ -31,13 +33,13 @@ def _grpo(cfg: RunConfig) -> Algorithm:
         cfg.stage,
         cfg.rollout.samples_per_prompt,
         is_cap=staleness_config(cfg).is_cap,  # used only on stale samples
-        generation_budget=cfg.rollout.max_new_tokens,
+        generation_budget=response_budget(cfg),
     )
 
 
 def _ppo(cfg: RunConfig) -> Algorithm:
     is_cap = staleness_config(cfg).is_cap
-    budget, samples = cfg.rollout.max_new_tokens, cfg.rollout.samples_per_prompt
+    budget, samples = response_budget(cfg), cfg.rollout.samples_per_prompt
     return PPO(cfg.ppo, is_cap=is_cap, generation_budget=budget, samples_per_prompt=samples)
 
 
@@ -87,6 +89,8 @@ class OnlineStage:
         self.runtime = build_runtime(cfg, model_path(cfg), self.tokenizer, self.policy, needs)
         self.roles = self.runtime.roles
         self.pipeline = build_pipeline(cfg, self.algorithm, self.runtime, self.next_prompts)
+        # episodes (env:): evaluated as episodes, with the environment and scorer of training
+        self.episodes = episode_setup(cfg, self.tokenizer) if cfg.env.enabled else None
 
     def next_prompts(self):
         return self.prompts.batch(
@@ -106,6 +110,16 @@ class OnlineStage:
         column, and a few samples."""
         if self.eval_prompts is None:
             return {}
+        if self.episodes is not None:  # on the controller's copy of the policy
+            self.runtime.pull_weights()
+            return evaluate_episodes(
+                self.cfg,
+                self.policy,
+                self.tokenizer,
+                self.eval_prompts,
+                self.episodes,
+                self.roles.reward,
+            )
         sampler = self.runtime.policy_sampler()  # on the workers, where the policy lives
         if sampler is None:
             self.runtime.pull_weights()

@@ -99,7 +99,10 @@ def prompt_set(cfg: RunConfig, tokenizer, path: str | None, split: str) -> Promp
     extras = [prompt_extras(r) for r in rows]
     columns = {k: [e[k] for e in extras] for k in (extras[0] if extras else {})}
     prompts = PromptSet.build(texts, columns, tokenizer, cfg.data.max_prompt_len, source, given)
-    check_generation_fits(prompts.token_ids, cfg.rollout.max_new_tokens, model_path(cfg), source)
+    budget, key = cfg.rollout.max_new_tokens, "rollout.max_new_tokens"
+    if cfg.env.enabled:  # every token of an episode after its first prompt
+        budget, key = cfg.env.max_tokens, "env.max_tokens"
+    check_generation_fits(prompts.token_ids, budget, model_path(cfg), source, key)
     return prompts
 
 

@@ -13,7 +13,7 @@ from placement_helpers import CLUSTERS, QUIET, auto_config, quiet_probe, store_p
 from placerl.errors import UserError
 from placerl.placement.auto.plan import calibration_for, decide
 from placerl.placement.cost.calibration import EXACT, calibrate
-from placerl.placement.cost.conditions import SAME, UNIFORM, Conditions, compare
+from placerl.placement.cost.conditions import SAME, SPEEDUP, UNIFORM, Conditions, compare
 from placerl.placement.cost.machine import CPU_DEFAULT, RATES, TIMES, Machine
 from placerl.placement.cost.profiles import shape_distance
 from placerl.placement.cost.shapes import ModelShape, named_shape, tiny_default
@@ -61,6 +61,24 @@ def test_a_uniformly_slower_or_faster_machine_is_rescaled_by_the_mean_ratio():
         assert verdict.usable and verdict.rescaled
         assert min(spread.values()) <= verdict.speed <= max(spread.values())
         assert "rescaled" in verdict.reason and "load average" in verdict.reason
+
+
+def test_a_profile_taken_beside_a_busy_core_is_refused_on_the_quiet_machine():
+    """The probe's ratios measured here (planner benchmark, under-load row): a profile taken
+    while a second process burned a core, probed quiet again. Its parallel speed-up moved
+    x1.17: refused (rescaled as uniform, it mispredicted by up to 302%)."""
+    now = scaled(THEN, matmul_1=1.03, matmul_all=1.21, copy_gbps=0.98, dispatch=1.15)
+    verdict = compare(THEN, now)
+    assert not verdict.usable and "parallel speed-up moved x1.17" in verdict.reason
+    # and the other way round: profiled quiet, the machine busy now
+    assert not compare(now, THEN).usable
+    rng = random.Random(3)
+    for _ in range(200):  # slower or faster, the speed-up moved more than SPEEDUP either way
+        base = rng.choice([rng.uniform(0.4, 0.8), rng.uniform(1.25, 2.5)])  # not the same
+        speedup = SPEEDUP * rng.uniform(1.01, 2.0)
+        speedup = speedup if rng.random() < 0.5 else 1 / speedup
+        c = scaled(THEN, matmul_1=base, matmul_all=base * speedup, copy_gbps=base, dispatch=base)
+        assert not compare(THEN, c).usable
 
 
 def test_a_machine_that_changed_unevenly_or_in_cores_is_refused():

@@ -9,8 +9,10 @@ settings. A prediction is only a prediction, so the search's answer is *tried*, 
 - a candidate is tried when its predicted step, at the optimistic end of the model's
   uncertainty (``predicted / (1 + u)``, ``u`` the calibration's or, if larger, the model's
   error on the running Plan), is faster than the running Plan's *measured* step by more than
-  ``placement.replan_margin``, and that gain over the steps left repays a switch (the switches
-  measured so far, else the run's own start-up). ``choose`` picks it;
+  ``placement.replan_margin``, and that gain over the steps left repays the round trip a trial
+  may cost: two switches (there, and back should it measure slower). A switch costs what the
+  switches measured so far cost, else the run's own start-up — at least ``DEFAULT_SWITCH_S``
+  from an in-process start, whose start-up had no workers to launch. ``choose`` picks it;
 - a trial runs ``replan_after`` steps. It is kept only if it *measured* faster than the Plan
   it left by the margin; otherwise the run goes back — when the steps left repay that switch —
   and never tries it again. A Plan the run left is returned to only when it measured faster
@@ -55,6 +57,8 @@ from placerl.placement.search.search import Scored
 # (a candidate predicted at most (1 + this) times the goal is tried)
 MAX_UNCERTAINTY = 1.0
 DEFAULT_SWITCH_S = 10.0  # a switch's cost before any was measured (nor the start-up)
+# a never-measured candidate may cost a switch there and one back: its gain must repay both
+TRIAL_SWITCHES = 2
 _SWITCHING: dict[str, float] = {}  # run_dir -> time.time() its switch began (this process)
 
 
@@ -107,18 +111,19 @@ def choose(
         optimistic = s.step_s / (1 + uncertainty)
         if optimistic >= goal:
             break  # the rest are predicted slower still
-        if not _repays(reference - optimistic, budget):
+        if not _repays(reference - optimistic, budget, switches=TRIAL_SWITCHES):
             notes.append(
                 f"planner: {s.name} may be faster ({_s(s.step_s)} predicted, ±{uncertainty:.0%}), "
-                f"but not by enough to repay a switch ({_s(budget[1])}) over {budget[0]} steps"
+                f"but not by enough to repay a switch there and back ({TRIAL_SWITCHES} x "
+                f"{_s(budget[1])}) over {budget[0]} steps"
             )
             break
         return s, notes
     return None, notes
 
 
-def _repays(gain_per_step: float, budget: tuple[int, float] | None) -> bool:
-    return budget is None or gain_per_step * budget[0] > budget[1]
+def _repays(gain_per_step: float, budget: tuple[int, float] | None, switches: int = 1) -> bool:
+    return budget is None or gain_per_step * budget[0] > switches * budget[1]
 
 
 def _s(seconds: float | None) -> str:
@@ -185,11 +190,17 @@ class PlannerMonitor:
         return [s for s in result.ranked if s.feasible]
 
     def switch_estimate(self) -> float:
-        """Seconds a switch costs here: the median of those measured, else the start-up."""
+        """Seconds a switch costs here: the median of those measured, else the start-up (at
+        least ``DEFAULT_SWITCH_S`` from local, whose start-up launched no workers)."""
         st = self.decision.state
         if st.switch_costs:
             return statistics.median(st.switch_costs)
-        return self.rebuild_s + self._warmup() if self.rebuild_s is not None else DEFAULT_SWITCH_S
+        if self.rebuild_s is None:
+            return DEFAULT_SWITCH_S
+        start_up = self.rebuild_s + self._warmup()
+        if self.decision.plan.strategy == "local":  # no workers were launched to start it
+            return max(start_up, DEFAULT_SWITCH_S)
+        return start_up
 
     def _warmup(self) -> float:
         """The first step's excess over the others' median."""

@@ -15,6 +15,13 @@ again (about a second, ``probe``) and compares (``compare``):
   bandwidth that moved apart from the compute; other cores): refused, with the ratios that
   say why. The caller profiles again, or says it cannot.
 
+Beyond the probe's noise, a change of more than ``SPEEDUP`` in the parallel speed-up (the
+all-threads matmul over the 1-thread one) is refused, however uniform the rest: cores were (or are) busy with other work,
+which a uniform rescale cannot undo — it inflates some of a profile's terms (calls, collectives,
+workers) far more than others. Measured: a profile taken beside a process burning a core
+probed x1.03 on 1 thread and x1.21 on 2 threads quiet again; rescaled as uniform, its
+predictions were off by a median 29%, at most 302%.
+
 The probe's own noise on a shared 2-core VM is a few per cent (medians of alternating
 repeats), well inside ``SAME``.
 """
@@ -31,6 +38,7 @@ from typing import Any
 SAME = 0.12  # every rate within ±12% of the profile's: the machine is as it was
 UNIFORM = 1.3  # the fastest-moving rate at most 1.3x the slowest-moving one: uniformly
 LIMIT = 3.0  # beyond 3x slower or faster a profile is not rescaled: it is another machine
+SPEEDUP = 1.15  # the parallel speed-up (all threads / 1 thread) moved more than this: busy cores
 MATMUL_N = 384  # the reference matmul: (384 x 384) @ (384 x 384), fp32, 8 at a time
 COPY_MIB = 32
 DISPATCH_OPS = 200
@@ -182,6 +190,15 @@ def compare(then: Conditions, now: Conditions) -> Verdict:
     ratios = {k: new[k] / old[k] for k in old}
     if all(abs(r - 1) <= SAME for r in ratios.values()):
         return Verdict(True, 1.0, ratios, f"the machine runs as when profiled ({load})")
+    moved = (now.matmul_all / now.matmul_1) / (then.matmul_all / then.matmul_1)
+    if max(moved, 1 / moved) > SPEEDUP:
+        return Verdict(
+            False,
+            1.0,
+            ratios,
+            f"the cores' parallel speed-up moved x{moved:.2f} since it was profiled "
+            f"({describe(ratios)}; {load}): other work was (or is) using cores",
+        )
     low, high = min(ratios.values()), max(ratios.values())
     speed = math.exp(statistics.fmean(math.log(r) for r in ratios.values()))
     if high / low <= UNIFORM and 1 / LIMIT <= speed <= LIMIT:

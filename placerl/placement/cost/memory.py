@@ -26,7 +26,7 @@ tokens, 2**24 fp32 values, at a time, recomputed in backward): ``4 × min(tokens
 for the chunk and as much again for its gradient in training, once in forward-only passes.
 The KV cache: ``2 · layers · kv_dim`` values per token of ``rows × (prompt + response)``.
 A rollout copy on workers of its own (Separate) receives the trainer's weights into one
-bucket of ``staleness.sync_bucket_mb`` (``runtime/weight_sync.py``), live between samples.
+bucket of ``staleness.sync_bucket_mb`` (``runtime/sync/transport.py``), live between samples.
 A tensor-parallel engine (``gen_tp`` GPUs, Megatron-style) holds 1/tp of the weights.
 Generation in ``gen_waves`` sequential waves holds the KV cache of one wave's rows (what
 vLLM's scheduler does when the cache is short). ``offload`` moves the models of idle roles to

@@ -106,12 +106,14 @@ def model_params_for(cfg: RunConfig) -> dict[Role, int]:
 def local_plan(roles: tuple[Role, ...], cluster: Cluster, max_staleness: int) -> Plan:
     """Every role in this process on its one device: the local runtime."""
     group = DeviceGroup("local", cluster.slots[:1])
-    notes = [
-        "every role in this process, on one device: no workers; the rollout shares the "
-        "actor's module"
-    ]
+    notes = ["every role in this process, on one device: no workers"]
     if max_staleness:
-        notes.append(f"max_staleness={max_staleness} is ignored: the local runtime is synchronous")
+        notes.append(
+            f"max_staleness={max_staleness}: the rollout samples from a shadow copy of the "
+            "actor up to that many updates behind (sampled in turn with training, in this process)"
+        )
+    else:
+        notes.append("the rollout samples with the actor's own module (on-policy)")
     placed = {r: RolePlacement("local") for r in roles}
     return Plan("local", (group,), placed, max_staleness, tuple(notes))
 

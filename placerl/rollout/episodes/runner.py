@@ -84,11 +84,15 @@ def run_episodes(
     uniforms: Tensor | None = None,
     gather_s: float = 0.005,
     where: str = "env.factory",
+    context: int | None = None,
 ) -> list[Episode]:
     """One episode per row, all run to their end; episodes in row order. ``uniforms``
     (E, max_turns, ≥ max_new_tokens) is the episodes' noise (``draw_uniforms``); None only for
-    a greedy sampler. ``where`` names the factory's config key in errors."""
+    a greedy sampler. ``where`` names the factory's config key in errors. ``context``: the
+    model's positions, which a first prompt plus ``limits.max_tokens`` must fit."""
     lives = [_start(i, row, factory, tokenizer, limits, where) for i, row in enumerate(rows)]
+    if context is not None:
+        _check_fits(lives, limits, context)
     ready = list(lives)
     stepping: dict[Future, _Live] = {}
     while ready or stepping:
@@ -123,6 +127,19 @@ def _start(
     prompt = tuple(bridge.prompt_ids(messages))
     episode = Episode(row=row, messages=list(messages), prompt_ids=prompt)
     return _Live(index, episode, env, bridge, new_ids=prompt)
+
+
+def _check_fits(lives: Sequence[_Live], limits: EpisodeLimits, context: int) -> None:
+    longest = max(lives, key=lambda live: len(live.episode.prompt_ids), default=None)
+    if longest is None or len(longest.episode.prompt_ids) + limits.max_tokens <= context:
+        return
+    n = len(longest.episode.prompt_ids)
+    raise UserError(
+        f"the environment's first prompt of row {longest.index} is {n} tokens; with "
+        f"env.max_tokens={limits.max_tokens} after it that is {n + limits.max_tokens}, beyond "
+        f"the model's {context} positions; lower env.max_tokens or shorten the prompts",
+        where="env.max_tokens",
+    )
 
 
 def _request(

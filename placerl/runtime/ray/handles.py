@@ -27,6 +27,8 @@ import ray
 import torch
 
 from placerl.models.lora import load_trained_state, trained_state
+from placerl.rollout.episodes.runner import draw_uniforms as draw_episode_uniforms
+from placerl.rollout.episodes.sampling import episode_rows
 from placerl.rollout.sampling import SamplingParams, draw_uniforms
 from placerl.runtime.ray.batching import cat_results, owned_rows, shard_rows, take_rows
 from placerl.runtime.ray.data_parallel import combine_update_stats
@@ -199,12 +201,25 @@ class RewardHandle(_Handle):
 
 
 class RolloutHandle:
-    """Sampling over the rollout's workers with controller-drawn, per-row noise."""
+    """Sampling over the rollout's workers with controller-drawn, per-row noise; with
+    ``episodes`` (their limits), whole episodes, each row's noise drawn for all its turns."""
 
-    def __init__(self, client: RoleClient, params: SamplingParams, seed: int):
+    def __init__(self, client: RoleClient, params: SamplingParams, seed: int, episodes=None):
         self.client = client
         self.params = params
         self.generator = torch.Generator().manual_seed(seed)
+        self.episodes = episodes  # EpisodeLimits, or None: one response per prompt
+
+    def sample_async(self, prompts) -> Pending:
+        if self.episodes is None:
+            return self.generate_async(prompts.ids, prompts.mask)
+        rows = episode_rows(prompts)
+        n = self.params.max_new_tokens
+        uniforms = draw_episode_uniforms(len(rows), self.episodes, n, self.generator)
+        return self.client.split("episodes", len(rows), [rows], rows_uniforms=uniforms)
+
+    def sample(self, prompts) -> Batch:
+        return self.sample_async(prompts).result()
 
     def generate_async(
         self,

@@ -147,7 +147,12 @@ class RayRuntime:
             critic = CriticHandle(client[Role.CRITIC], critic_model(cfg, policy_path))
         reference = ReferenceHandle(client[Role.REFERENCE]) if Role.REFERENCE in needed else None
         return Roles(
-            rollout=RolloutHandle(client[Role.ROLLOUT], sampling_params(cfg), cfg.seed),
+            rollout=RolloutHandle(
+                client[Role.ROLLOUT],
+                sampling_params(cfg),
+                cfg.seed,
+                cfg.env.limits() if cfg.env.enabled else None,
+            ),
             actor=ActorHandle(client[Role.ACTOR], policy),
             reward=RewardHandle(client[Role.REWARD]),
             reference=reference,
