@@ -1,6 +1,7 @@
 """Held-out evaluation: what a stage's ``evaluate()`` measures, and a few samples to read.
 
-- Generation (every stage with prompts): greedy responses; ``eval/accuracy`` (exact match)
+- Generation (every stage with prompts): greedy responses, each sample with why it stopped
+  (``stop``: end_token, stop_string or length; rollout/stop_reasons.py); ``eval/accuracy`` (exact match)
   when the prompts have an ``answer`` column, ``eval/reward`` when the run has a reward (a
   rule or a reward model) — so chat prompts without answers still get a held-out number.
 - Held-out loss on a file of the training format: ``eval/loss`` of SFT (the per-token NLL of
@@ -28,7 +29,9 @@ from placerl.models.tokens import end_token_ids
 from placerl.roles.common import autocast
 from placerl.roles.reward import decode_responses
 from placerl.rollout.sampling import SamplingParams, generate
+from placerl.rollout.stop_reasons import reason_names, with_stop_reasons
 from placerl.tasks.rewards import exact_match_reward
+from placerl.types import Field
 
 
 class Evaluation(dict):
@@ -86,7 +89,10 @@ def evaluate_policy(
     chunks = _sampled_chunks(model, tokenizer, prompts, params, batch_size, sampler=sampler)
     for chunk, batch in chunks:
         completions = decode_responses(tokenizer, batch)
-        rows: dict[str, list] = {}
+        if Field.STOP_REASON not in batch.keys():  # noqa: SIM118 (placerl's sampler, here)
+            ends = end_token_ids(tokenizer, model)
+            batch = with_stop_reasons(batch, ends, stop_strings, tokenizer)
+        rows: dict[str, list] = {"stop": reason_names(batch[Field.STOP_REASON])}
         if has_answer:
             hits = exact_match_reward(completions, chunk.columns["answer"])
             correct += sum(hits)
@@ -96,7 +102,7 @@ def evaluate_policy(
             reward_sum += float(scores.sum())
             rows["reward"] = scores.tolist()
         for i in range(min(len(completions), num_samples - len(samples))):
-            sample = {"prompt": chunk.texts[i], "response": completions[i]}
+            sample = {"prompt": chunk.texts[i], "response": completions[i], "stop": None}
             sample |= {k: v[i] for k, v in chunk.columns.items() if _scalar(v[i])}
             samples.append(sample | {k: v[i] for k, v in rows.items()})
     metrics = {}

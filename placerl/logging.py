@@ -4,7 +4,8 @@
 holds one JSON object per logged step, flushed line by line so a crash loses at most the line
 being written. The trackers of ``trainer.report_to`` (TensorBoard, W&B: ``placerl/trackers``)
 and the rich progress bar are views of the same numbers. The bar shows the stage's losses,
-reward and KL of the last step and the latest evaluation.
+reward and KL of the last step (``kl/k3``, the estimate that is never negative; see
+``algos/kl.kl_metrics``) and the latest evaluation.
 
 An evaluation is also printed when it is computed, with a few held-out prompts and what the
 model answered; those samples go to ``samples.jsonl`` (one object per sample: step, prompt,
@@ -13,7 +14,9 @@ response, and reward / answer / reference where known) and to the trackers as te
 Resume: a run that crashed after its last checkpoint has already logged steps the resumed run
 will log again. ``MetricsLogger(start_step=k)`` therefore first drops every line with
 ``step > k`` from ``metrics.jsonl``, ``timeline.jsonl`` and ``samples.jsonl`` (and any torn, unparseable line),
-rewriting each file atomically (a temp file in the same directory, then ``os.replace``).
+rewriting each file atomically (a temp file in the same directory, then ``os.replace``), and
+every event after step k from the TensorBoard files (``trackers.drop_tensorboard_steps``), so
+each step has one point there too.
 """
 
 from __future__ import annotations
@@ -42,12 +45,12 @@ from rich.table import Column
 
 from placerl.errors import UserError
 from placerl.timing import Span, timeline_record
-from placerl.trackers import TB_DIR, open_trackers
+from placerl.trackers import TB_DIR, drop_tensorboard_steps, open_trackers
 
 METRICS_FILE = "metrics.jsonl"
 TIMELINE_FILE = "timeline.jsonl"
 SAMPLES_FILE = "samples.jsonl"
-__all__ = ["TB_DIR", "MetricsLogger", "read_metrics"]
+__all__ = ["TB_DIR", "MetricsLogger", "drop_steps_after", "read_metrics"]
 # The evaluation numbers the progress bar shows (the first two a stage reports), short names.
 EVAL_HEADLINE = {
     "eval/accuracy": "acc",
@@ -139,6 +142,15 @@ def _rewrite_jsonl(path: Path, keep_step_at_most: int) -> None:
         raise
 
 
+def drop_steps_after(run_dir: Path, step: int) -> None:
+    """Forget every logged step after ``step`` (−1: all of them) in ``metrics.jsonl``,
+    ``timeline.jsonl``, ``samples.jsonl`` and the TensorBoard event files: what a resume
+    from ``step`` (or a fresh start) will log again is then logged once."""
+    for name in (METRICS_FILE, TIMELINE_FILE, SAMPLES_FILE):
+        _rewrite_jsonl(Path(run_dir) / name, keep_step_at_most=step)
+    drop_tensorboard_steps(Path(run_dir), step)
+
+
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
     """All records of ``run_dir/metrics.jsonl``, in file order.
 
@@ -190,8 +202,7 @@ class MetricsLogger:
         self.total_steps = total_steps
         self.description = description
         self.console = console or Console()
-        for name in (METRICS_FILE, TIMELINE_FILE, SAMPLES_FILE):
-            _rewrite_jsonl(self.run_dir / name, keep_step_at_most=start_step)
+        drop_steps_after(self.run_dir, start_step)
         # Line-buffered appends: every record reaches the OS as soon as it is written.
         self._metrics = open(self.run_dir / METRICS_FILE, "a", buffering=1)  # noqa: SIM115
         self._timeline: Any = None  # opened on first spans, so the file means "has spans"
@@ -242,7 +253,8 @@ class MetricsLogger:
         """The headline numbers next to the bar: reward and KL (RL), every loss of the step,
         and the latest evaluation (kept from the step that computed it)."""
         parts = []
-        for label, key in (("reward", "reward/mean"), ("kl", "kl/mean")):
+        kl_key = "kl/k3" if "kl/k3" in metrics else "kl/mean"  # k3: never negative
+        for label, key in (("reward", "reward/mean"), ("kl", kl_key)):
             if key in metrics:
                 parts.append(f"{label} {_compact(float(metrics[key]))}")
         losses = sorted(k for k in metrics if k.startswith("loss/"))
@@ -299,9 +311,13 @@ class MetricsLogger:
             self._timeline.write(json.dumps(timeline_record(span, step)) + "\n")
         self._timeline.flush()
 
-    def print(self, message: str) -> None:
-        """Print above the progress bar (e.g. a stage summary) without breaking it."""
-        self.console.print(message)
+    def print(self, message: str, plain: bool = False) -> None:
+        """Print above the progress bar (e.g. a stage summary) without breaking it;
+        ``plain``: as is (no markup, no highlighting, long lines not wrapped)."""
+        if plain:
+            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+        else:
+            self.console.print(message)
 
     def close(self) -> None:
         """Stop the bar and flush/close every file and tracker; safe to call twice."""

@@ -68,6 +68,17 @@ SPAN_PHASES = {
 }
 # Relative spread below which a logged KL coefficient counts as constant (and is annotated).
 CONSTANT_RTOL = 1e-6
+# The KL lines, when a run logged both (algos/kl.kl_metrics): k3 is the KL to read (never
+# negative), k1 thin and dashed, since its batch mean can dip below zero.
+KL_LINES = {
+    "kl/k3": {"color": "tab:red", "label": "kl/k3 (k3 estimate, ≥ 0)"},
+    "kl/mean": {
+        "color": "tab:gray",
+        "linestyle": "--",
+        "linewidth": 1.0,
+        "label": "kl/mean (k1 estimate, unbiased, can be < 0)",
+    },
+}
 
 
 def _palette() -> list[str]:
@@ -157,11 +168,12 @@ def _plot_reward(records: Records) -> Figure | None:
 
 
 def _plot_kl(records: Records) -> Figure | None:
-    """KL to the reference; the KL coefficient β in a panel of its own whose axis starts at
+    """KL to the reference (``kl/k3`` solid, ``kl/mean`` dashed: KL_LINES); the KL coefficient β in a panel of its own whose axis starts at
     0, so a coefficient that barely moves looks like it (a twin axis fitted to its range would
     draw a 0.5% drift as a fall). A constant β is written in the title instead."""
     coef_key = next((k for k in ("kl_coef", "kl/coef") if _has(records, k)), None)
-    if not _has(records, "kl/mean") and coef_key is None:
+    kl_keys = [k for k in KL_LINES if _has(records, k)]
+    if not kl_keys and coef_key is None:
         return None
     coef = _series(records, coef_key) if coef_key else ([], [])
     constant = bool(coef[1]) and max(coef[1]) - min(coef[1]) <= CONSTANT_RTOL * max(
@@ -170,10 +182,12 @@ def _plot_kl(records: Records) -> Figure | None:
     panel = coef_key is not None and not constant
     fig = _figure(height=5.5 if panel else 4.5)
     ax = fig.add_subplot(2, 1, 1) if panel else fig.add_subplot()
-    if _has(records, "kl/mean"):
-        ax.plot(*_series(records, "kl/mean"), color="tab:red", label="kl/mean")
+    for key in kl_keys:
+        style = KL_LINES[key] if len(kl_keys) > 1 else {"color": "tab:red", "label": key}
+        ax.plot(*_series(records, key), **style)
+    if kl_keys:
         ax.legend(loc="upper left")
-    title = "KL divergence to the reference"
+    title = "KL(π ‖ π_ref) per response"
     if constant:  # in the title: a note inside the axes would cover the curve somewhere
         title += f" ({coef_key} = {coef[1][0]:.4g}, constant)"
     ax.set(title=title, ylabel="KL (nats per response)")

@@ -5,6 +5,9 @@ and of the held-out samples each evaluation shows (text). Both are imported lazi
 TensorBoard takes seconds, and W&B is an optional extra (``pip install placerl[wandb]``),
 whose absence is an error only when ``report_to`` asks for it — said before any model loads.
 
+Resume: ``drop_tensorboard_steps`` removes the events of the steps a resumed run logs again,
+so TensorBoard shows each step once (as ``metrics.jsonl`` does).
+
 W&B: the run's id is kept in ``run_dir/wandb_run_id`` so a resumed run continues the same W&B
 run; ``WANDB_MODE=offline`` (no account, no network) writes under ``run_dir/wandb``.
 """
@@ -40,6 +43,44 @@ def check_trackers(names: Sequence[str]) -> None:
             "trainer.report_to",
             where="trainer.report_to",
         )
+
+
+def drop_tensorboard_steps(run_dir: Path, keep_step_at_most: int) -> int:
+    """Atomically drop every TensorBoard event with ``step > keep_step_at_most`` from the
+    event files under ``run_dir/tb``; returns how many were dropped.
+
+    A resumed run logs the steps after its checkpoint again, in a new event file: without
+    this, TensorBoard (and any reader of the files) would hold two points for each of them.
+    This is what ``metrics.jsonl`` gets too. Each changed file is rewritten aside and renamed
+    over the old one; a record torn by a crash ends the file's kept events.
+    """
+    files = sorted((Path(run_dir) / TB_DIR).glob("**/events.out.tfevents.*"))
+    if not files:
+        return 0  # nothing to read: TensorBoard's import (seconds) is not paid
+    from tensorboard.backend.event_processing.event_file_loader import RawEventFileLoader
+    from tensorboard.compat.proto.event_pb2 import Event
+    from tensorboard.summary.writer.record_writer import RecordWriter
+
+    dropped = 0
+    for path in files:
+        kept, gone = [], 0
+        for record in RawEventFileLoader(str(path)).Load():
+            event = Event.FromString(record)
+            if event.HasField("file_version") or event.step <= keep_step_at_most:
+                kept.append(record)
+            else:
+                gone += 1
+        if gone:
+            tmp = path.with_name(f".{path.name}.tmp")
+            with open(tmp, "wb") as f:
+                writer = RecordWriter(f)
+                for record in kept:
+                    writer.write(record)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, path)
+            dropped += gone
+    return dropped
 
 
 class TensorBoardTracker:

@@ -23,12 +23,13 @@ from placerl.checkpoint import export_model, prune_checkpoints, save_checkpoint
 from placerl.config import dump_config
 from placerl.config.compare import CONFIG_FILE
 from placerl.config.schema import RunConfig
-from placerl.logging import METRICS_FILE, SAMPLES_FILE, TIMELINE_FILE, MetricsLogger
-from placerl.logging import _rewrite_jsonl as rewrite_jsonl
+from placerl.logging import MetricsLogger, drop_steps_after
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
 from placerl.placement.auto.replan import Replan, monitor_for
 from placerl.resume import USER_ALLOWED, open_run, restore_newest
 from placerl.stages import Stage, build_stage
+from placerl.startup import startup_summary
+from placerl.threads import configure_threads
 from placerl.timing import PhaseTimer
 from placerl.trackers import check_trackers
 
@@ -64,10 +65,11 @@ def _train(cfg: RunConfig, resume: bool, console, allowed: str | None, profiler=
     cfg, found = open_run(cfg, resume, allowed, say, profiler)
     check_trackers(cfg.trainer.report_to)  # before any model loads
     seed_everything(cfg.seed)
+    threads = configure_threads(cfg.placement)  # before any model loads (placerl/threads.py)
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     stage = build_stage(cfg)
     try:
-        return _run_stage(stage, cfg, found, console, say)
+        return _run_stage(stage, cfg, found, console, say, threads)
     except Replan as replan:  # strategy auto: the planner pinned a new Plan; continue on it
         restart = replan
     finally:
@@ -76,7 +78,7 @@ def _train(cfg: RunConfig, resume: bool, console, allowed: str | None, profiler=
     return _train(restart.config, True, console, REPLANNED, profiler)
 
 
-def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say) -> dict:
+def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say, threads: str) -> dict:
     """Restore if asked, then step → log → evaluate → checkpoint to the last step."""
     run_dir, total, tc = Path(cfg.run_dir), cfg.trainer.steps, cfg.trainer
     start, last = 0, None
@@ -85,8 +87,7 @@ def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say) -> dict:
         prune_checkpoints(run_dir / "checkpoints", tc.keep_checkpoints)  # a kill mid-prune
     atomic_dirs.write_text(run_dir / CONFIG_FILE, dump_config(cfg))
     if start == 0:  # a fresh start logs step 0 again: drop what an earlier attempt logged
-        for name in (METRICS_FILE, TIMELINE_FILE, SAMPLES_FILE):
-            rewrite_jsonl(run_dir / name, keep_step_at_most=-1)
+        drop_steps_after(run_dir, -1)
     timer, bad_steps = PhaseTimer(), BadStepCounter(tc.max_bad_steps)
     pop_skipped()  # count only this run's updates
     final_eval: dict[str, float] = {}
@@ -101,6 +102,8 @@ def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say) -> dict:
         wandb_project=tc.wandb_project,
         **options,
     ) as log:
+        for line in startup_summary(cfg, stage, start, last, threads):  # said once
+            log.print(line, plain=True)
         if start == 0 and (initial := stage.evaluate()):
             log.log(0, initial)
             log.evaluation(0, initial)

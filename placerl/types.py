@@ -60,6 +60,9 @@ class Field:
     ADVANTAGES = "advantages"  # (B, R) float
     RETURNS = "returns"  # (B, R) float, value targets
     STALENESS = "staleness"  # (B,) int64, policy versions between sampling and training
+    # (B,) int64, why the response stopped: 0 end token, 1 stop string, 2 the token budget
+    # (cut at max_new_tokens); set by the rollout role (placerl/rollout/stop_reasons.py)
+    STOP_REASON = "stop_reason"
     # multi-turn episodes (rollout/episodes/): RESPONSE_MASK is 1 on the model's tokens only
     EPISODE_REWARD = "episode_reward"  # (B,) float, the episode's score (env or function)
     EPISODE_STATS = "episode_stats"  # (B, K) float, per-episode counts (episodes/metrics.py)

@@ -225,3 +225,60 @@ def test_wandb_offline_run_gets_scalars_and_samples(tmp_path, monkeypatch):
     # a resumed run continues the same W&B run id
     with _logger(tmp_path, report_to=["wandb"], console=console, start_step=2) as log:
         assert log._trackers[0].run.id == run_id  # noqa: SLF001
+
+
+def test_progress_bar_shows_the_k3_kl_when_logged(tmp_path):
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=120)
+    with _logger(tmp_path, enable_progress=True, console=console, description="grpo") as logger:
+        logger.log(1, {"reward/mean": 0.5, "kl/mean": -0.0289, "kl/k3": 0.0123})
+    text = out.getvalue()
+    assert "kl 0.0123" in text and "-0.0289" not in text
+
+
+def _tensorboard_points(tb_dir: Path) -> list[tuple[str, int]]:
+    """(tag, step) of every summary value in every event file, read raw (as any reader)."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    points = []
+    for path in sorted(tb_dir.glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            points += [(value.tag, event.step) for value in event.summary.value]
+    return points
+
+
+def test_a_resume_leaves_one_tensorboard_point_per_step(tmp_path):
+    """Issue 21.8: steps after the checkpoint are logged again by the resumed run; the event
+    files must then hold each step once (as metrics.jsonl does), scalars and samples alike."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    with _logger(tmp_path, report_to=["tensorboard"]) as logger:
+        for step in range(1, 6):
+            logger.log(step, {"reward/mean": float(step)})
+        logger._write_samples(4, [{"prompt": "p", "response": "old"}])
+    time.sleep(0.01)  # a new event file name (its timestamp is in seconds, plus the pid)
+    with _logger(tmp_path, report_to=["tensorboard"], start_step=3) as logger:
+        for step in range(4, 7):
+            logger.log(step, {"reward/mean": 10.0 * step})
+        logger._write_samples(4, [{"prompt": "p", "response": "new"}])
+    points = _tensorboard_points(tmp_path / "tb")
+    assert len(points) == len(set(points)), "a step logged twice"
+    scalars = sorted(step for tag, step in points if tag == "reward/mean")
+    assert scalars == [1, 2, 3, 4, 5, 6]
+    acc = EventAccumulator(str(tmp_path / "tb"))
+    acc.Reload()
+    assert [(e.step, e.value) for e in acc.Scalars("reward/mean")] == [
+        (1, 1.0), (2, 2.0), (3, 3.0), (4, 40.0), (5, 50.0), (6, 60.0)
+    ]  # fmt: skip
+    assert not list((tmp_path / "tb").glob(".*.tmp"))
+
+
+def test_a_fresh_start_drops_every_earlier_tensorboard_point(tmp_path):
+    from placerl.logging import drop_steps_after
+
+    with _logger(tmp_path, report_to=["tensorboard"]) as logger:
+        logger.log(0, {"eval/reward": 1.0})
+        logger.log(1, {"reward/mean": 1.0})
+    drop_steps_after(tmp_path, -1)
+    assert _tensorboard_points(tmp_path / "tb") == []
+    assert (tmp_path / "metrics.jsonl").read_text() == ""

@@ -205,3 +205,14 @@ def test_held_out_loss_joins_the_panel_of_the_one_training_loss():
         "loss/value",
         "eval/loss",
     ]
+
+
+def test_the_kl_plot_shows_the_k3_kl_and_labels_each_estimator():
+    from placerl.plotting import _plot_kl
+
+    records = [{"step": s, "kl/mean": -0.03 + 0.01 * s, "kl/k3": 0.02 * s} for s in range(1, 6)]
+    (ax,) = _plot_kl(records).axes
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert labels[0].startswith("kl/k3") and "≥ 0" in labels[0]
+    assert labels[1].startswith("kl/mean") and "k1" in labels[1] and "< 0" in labels[1]
+    assert "KL" in ax.get_title() and "nats per response" in ax.get_ylabel()

@@ -70,3 +70,24 @@ def test_fresh_run_refuses_to_overwrite_checkpoints(tiny_model_dir, tmp_path):
     _run(tiny_model_dir, tmp_path / "run", "sft", 1)
     with pytest.raises(UserError, match="--resume"):
         _run(tiny_model_dir, tmp_path / "run", "sft", 2)
+
+
+def test_a_resumed_run_has_one_tensorboard_point_per_step(tiny_model_dir, tmp_path):
+    """Issue 21.8: the steps logged after the last checkpoint by a crashed run are logged
+    again by the resumed one; TensorBoard keeps each step once."""
+    import shutil
+
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+
+    run_dir = tmp_path / "run"
+    tb = ("trainer.report_to=[tensorboard]", "trainer.save_every=2", "trainer.eval_every=0")
+    _run(tiny_model_dir, run_dir, "sft", 3, extra=tb)
+    *_, last = sorted((run_dir / "checkpoints").glob("step_*"))
+    shutil.rmtree(last)  # as if killed after logging step 3, before its checkpoint
+    _run(tiny_model_dir, run_dir, "sft", 3, resume=True, extra=tb)
+    points = []
+    for path in sorted((run_dir / "tb").glob("events.out.tfevents.*")):
+        for event in EventFileLoader(str(path)).Load():
+            points += [(value.tag, event.step) for value in event.summary.value]
+    assert len(points) == len(set(points)), "a step has two TensorBoard points"
+    assert sorted(s for tag, s in points if tag == "loss/sft") == [1, 2, 3]

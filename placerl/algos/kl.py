@@ -87,6 +87,28 @@ def kl_estimate(
     return kl if mask is None else _where(mask, kl)
 
 
+def kl_metrics(
+    log_probs: torch.Tensor,  # (B, R) log π of the sampled tokens (the sampler)
+    ref_log_probs: torch.Tensor,  # (B, R) log π_ref
+    mask: torch.Tensor,  # (B, R) 1 on response tokens
+) -> dict[str, float]:
+    """KL(π ‖ π_ref) per response, in nats, averaged over the batch, by two estimators.
+
+    - ``kl/k3``: Σ_t k3 — what the progress bar's ``kl`` and the KL plot show. Every term is
+      ≥ 0 (k3 = e^{−d} + d − 1 ≥ 0, and so is its linear tail), so it is never negative; it
+      is unbiased for the sequence KL and has low variance.
+    - ``kl/mean``: Σ_t k1 = log π(y) − log π_ref(y), also unbiased, but a batch mean of it can
+      be negative (it was, −0.03, early in runs where π ≈ π_ref). The adaptive KL controller
+      reads it (its ``ppo.kl_target`` is in these units) and tests compare trajectories on it.
+
+    The KL *loss* (``loss/kl``) uses its stage's ``kl_estimator`` per token, aggregated like
+    the policy loss: a different number again, logged under its own name.
+    """
+    k1 = kl_estimate(log_probs, ref_log_probs, "k1", mask)
+    k3 = kl_estimate(log_probs, ref_log_probs, "k3", mask)
+    return {"kl/mean": float(k1.sum(-1).mean()), "kl/k3": float(k3.sum(-1).mean())}
+
+
 def token_rewards_from_scores(
     scores: torch.Tensor,  # (B,)
     mask: torch.Tensor,  # (B, R)

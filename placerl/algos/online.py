@@ -24,8 +24,9 @@ from typing import Any, Literal, Protocol
 from torch import Tensor, nn
 
 from placerl.algos import core
-from placerl.algos.kl import kl_estimate
+from placerl.algos.kl import kl_metrics
 from placerl.data.stream import PromptBatch
+from placerl.rollout.stop_reasons import stop_metrics
 from placerl.timing import PhaseTimer
 from placerl.types import Batch, Field, GroupedObjective
 
@@ -157,9 +158,10 @@ def experience_metrics(batch: Batch) -> dict[str, float]:
         "response/length": float(lengths.mean()),
         "throughput/tokens": int(batch[Field.ATTENTION_MASK].sum()),  # prompt + response
     }
+    if Field.STOP_REASON in batch.keys():  # noqa: SIM118 (set by the rollout role)
+        metrics |= stop_metrics(batch[Field.STOP_REASON])
     if Field.REF_LOG_PROBS in batch.keys():  # noqa: SIM118 (TensorDict has no `in`)
-        kl = kl_estimate(batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], "k1", mask)
-        metrics["kl/mean"] = float(kl.sum(-1).mean())  # per sequence, in nats
+        metrics |= kl_metrics(batch[Field.OLD_LOG_PROBS], batch[Field.REF_LOG_PROBS], mask)
     # entropy of the sampling policy is estimated by −log π of the sampled tokens
     metrics["rollout/neg_log_prob"] = float(-core.masked_mean(batch[Field.OLD_LOG_PROBS], mask))
     return metrics

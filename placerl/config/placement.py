@@ -85,7 +85,11 @@ class PlacementConfig(Section):
         description="Device slots to use: CPU worker processes (null: 2), or GPUs (null: all).",
     )
     threads_per_worker: int | None = Field(
-        None, ge=1, description="torch threads per CPU slot; null: an even share of the cores."
+        None,
+        ge=1,
+        description="torch threads per CPU slot; null: an even share of the cores. local: "
+        "the threads of the one process (null: OMP_NUM_THREADS, else every core it may use); "
+        "on a machine others share, fewer is faster.",
     )
     generation_slots: int | None = Field(
         None, ge=1, description="separate: slots given to the rollout; null: half of them."

@@ -22,6 +22,7 @@ from placerl.rollout.episodes.engines import PlacerlTurns, VLLMTurns
 from placerl.rollout.episodes.runner import draw_uniforms as draw_episode_uniforms
 from placerl.rollout.episodes.sampling import EpisodeSetup, episode_batch, episode_rows
 from placerl.rollout.sampling import SamplingParams, generate
+from placerl.rollout.stop_reasons import with_stop_reasons
 from placerl.types import Batch
 
 
@@ -47,18 +48,21 @@ class RolloutWorker:
     ) -> Batch:
         """Sample one response per prompt. ``uniforms`` (B, max_new_tokens) is the rows'
         sampling noise when a runtime drew it for the whole batch (data-parallel workers);
-        without it the noise comes from this worker's seeded generator."""
-        return generate(
+        without it the noise comes from this worker's seeded generator. Each row's stop
+        reason comes with it (``Field.STOP_REASON``)."""
+        params = params or self.params
+        batch = generate(
             self.model,
             prompt_ids,
             prompt_mask,
-            params or self.params,
+            params,
             eos_token_id=self.end_ids,
             pad_token_id=self.tokenizer.pad_token_id,
             generator=self.generator,
             tokenizer=self.tokenizer,
             uniforms=uniforms,
         )
+        return with_stop_reasons(batch, self.end_ids, params.stop_strings, self.tokenizer)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}
@@ -98,10 +102,16 @@ class EngineRolloutWorker:
         params = params or self.params
         if uniforms is None:  # drawn as placerl's sampler and the Ray handles draw them
             uniforms = draw_uniforms(prompt_ids.shape[0], params, self.generator)
-        return self.engine.generate(prompt_ids, prompt_mask, params, row_seeds(uniforms))
+        batch = self.engine.generate(prompt_ids, prompt_mask, params, row_seeds(uniforms))
+        engine = self.engine
+        return with_stop_reasons(batch, engine.end_token_ids, params.stop_strings, engine.tokenizer)
 
     def load_named_weights(self, named) -> None:
         self.engine.load_weights(named)
+
+    def close(self) -> None:
+        """Shut the engine down (the runtime's close calls it)."""
+        self.engine.close()
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.get_state()}

@@ -205,6 +205,14 @@ class VLLMEngine:
             rows.append((ids, lps, ended))
         return rows
 
+    def close(self) -> None:
+        """Shut the engine core down now (idempotent). Left to vLLM's weakref finaliser it
+        ran at interpreter exit, after logging's streams were closed ("--- Logging error ---
+        … I/O operation on closed file"), and held the engine's memory until then."""
+        llm, self.llm = self.llm, None
+        if llm is not None:
+            llm.llm_engine.engine_core.shutdown()
+
     # ------------------------------------------------------------------- weights
 
     def load_weights(self, named: Iterable[tuple[str, Tensor]]) -> None:

@@ -34,6 +34,7 @@ from placerl.roles.build import (
     make_reference,
     make_rollout,
 )
+from placerl.roles.rollout import EngineRolloutWorker
 from placerl.runtime import RolloutSetup
 from placerl.runtime.launch import InlineLauncher, Launcher
 from placerl.runtime.sync import RolloutSync
@@ -51,6 +52,7 @@ class LocalRuntime:
     sync: RolloutSync | None = None
     launcher: Launcher = field(default_factory=InlineLauncher)
     experience_shares_rollout_workers: bool = False  # nothing runs ahead but the rollout
+    engine: EngineRolloutWorker | None = None  # the rollout on vLLM, closed with the runtime
 
     @classmethod
     def build(
@@ -70,7 +72,8 @@ class LocalRuntime:
             reference=on_device(reference, device),
             critic=on_device(critic, device),
         )
-        return cls(roles, plan, setup, sync)
+        engine = rollout if isinstance(rollout, EngineRolloutWorker) else None
+        return cls(roles, plan, setup, sync, engine=engine)
 
     def rollout_sync(self) -> RolloutSync | None:
         return self.sync
@@ -88,7 +91,9 @@ class LocalRuntime:
         return None
 
     def close(self) -> None:
-        pass
+        """Shut an inference engine down now, not at interpreter exit (vllm_engine.close)."""
+        if self.engine is not None:
+            self.engine.close()
 
 
 def _rollout(cfg: RunConfig, setup: RolloutSetup, path, tokenizer, policy, reference):

@@ -14,6 +14,7 @@ from placerl.config.schema import RunConfig
 if TYPE_CHECKING:
     from torch import nn
 
+    from placerl.data.stream import IndexStream
     from placerl.timing import PhaseTimer
 
 
@@ -22,6 +23,7 @@ class Stage(Protocol):
 
     name: str
     tokenizer: object  # saved next to every exported model
+    stream: IndexStream  # the seeded order training rows are drawn in (its size: the rows)
 
     def step(self, step: int, timer: PhaseTimer) -> dict[str, float]:
         """One training step (0-based); its metrics."""

@@ -130,3 +130,14 @@ def test_reward_model_step_reports_the_bradley_terry_loss_before_its_update(
 def test_run_config_keeps_the_adaptive_default():
     cfg = RunConfig.model_validate({"stage": "ppo", "ppo": {"kl_controller": "adaptive"}})
     assert cfg.ppo.kl_target == 6.0
+
+
+def test_experience_metrics_log_the_never_negative_k3_kl_next_to_k1():
+    batch = ppo_batch()
+    batch[Field.OLD_LOG_PROBS] = torch.tensor([[-1.0, -2.0], [-0.5, PAD]])
+    batch[Field.REF_LOG_PROBS] = torch.tensor([[-0.5, -2.5], [-1.0, -PAD]])
+    metrics = experience_metrics(batch)
+    # d: row 0 [−0.5, 0.5], row 1 [0.5]; k1 sums 0.0 and 0.5; k3 = e^{−d} + d − 1
+    assert metrics["kl/mean"] == pytest.approx(0.25)
+    k3 = lambda d: math.exp(-d) + d - 1  # noqa: E731
+    assert metrics["kl/k3"] == pytest.approx((k3(-0.5) + k3(0.5) + k3(0.5)) / 2)

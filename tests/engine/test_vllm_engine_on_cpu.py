@@ -46,7 +46,10 @@ def setup(tmp_path_factory):
     )
     model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
     enc = tokenizer(TEXTS, return_tensors="pt", padding=True)  # left-padded
-    return engine, model, tokenizer, enc["input_ids"], enc["attention_mask"]
+    yield engine, model, tokenizer, enc["input_ids"], enc["attention_mask"]
+    engine.close()  # now, not in vLLM's finaliser at interpreter exit (issue 21.10)
+    assert engine.llm is None
+    engine.close()  # a second close is a no-op
 
 
 def hf_log_probs(model, batch) -> torch.Tensor:

@@ -165,3 +165,37 @@ def test_stop_strings_and_the_tokenizer_eos_also_end_a_row(qwen_dir):
     lengths = _check_layout(batch, worker.end_ids, 6)
     assert lengths == _expected_lengths(free, set(worker.end_ids), tok, (stop,))
     assert lengths[0] <= 2 and lengths[2] <= 3 and lengths[1] > 1
+
+
+def test_each_row_says_why_it_stopped(qwen_dir):
+    """``Field.STOP_REASON``: the end token, the stop string or the budget, as the sampler
+    stopped; the step metrics' shares follow from it (issue 21.8)."""
+    from placerl.rollout.stop_reasons import END_TOKEN, LENGTH, STOP_STRING, stop_metrics
+
+    tok = load_tokenizer(qwen_dir)
+    model = _lively(load_policy(qwen_dir), tok)
+    ids, mask = _prompt_batch(tok)
+    free = _greedy_continuation(model, ids, mask, 6)
+    model.generation_config.eos_token_id = [int(free[0, 1])]
+    stop = tok.decode(free[2, :3].tolist())[-2:]
+    worker = RolloutWorker(
+        model, tok, SamplingParams(max_new_tokens=6, greedy=True, stop_strings=(stop,))
+    )
+    batch = worker.generate(ids, mask)
+    lengths = batch[Field.RESPONSE_MASK].sum(-1).tolist()
+    expected = []
+    for row, n in enumerate(lengths):
+        last = int(batch[Field.RESPONSE_IDS][row, n - 1])
+        text = tok.decode(batch[Field.RESPONSE_IDS][row, :n].tolist())
+        if last in worker.end_ids:
+            expected.append(END_TOKEN)
+        elif stop in text:
+            expected.append(STOP_STRING)
+        else:
+            assert n == 6  # nothing else stops a row short of the budget
+            expected.append(LENGTH)
+    assert batch[Field.STOP_REASON].tolist() == expected
+    assert expected[0] == END_TOKEN and expected[2] == STOP_STRING
+    shares = stop_metrics(batch[Field.STOP_REASON])
+    assert shares["response/clipped_ratio"] == expected.count(LENGTH) / 3
+    assert sum(shares.values()) == 1.0

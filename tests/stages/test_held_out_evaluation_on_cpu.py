@@ -98,3 +98,11 @@ def test_rl_held_out_reward_without_an_answer_column(tiny_model_dir, tmp_path):
     assert len(samples) == 4  # 2 prompts x (step 0, step 2)
     for sample in samples:  # length_reward: the reward is the response's length
         assert sample["reward"] == len(sample["response"])
+        assert sample["stop"] in ("end_token", "stop_string", "length")  # issue 21.8
+    records = _jsonl(run_dir / "metrics.jsonl")
+    trained = [r for r in records if "response/clipped_ratio" in r]
+    assert len(trained) == 2  # every training step: the share of responses cut at the budget
+    for r in trained:
+        assert 0.0 <= r["response/clipped_ratio"] <= 1.0
+        shares = r["response/clipped_ratio"] + r["response/end_token_ratio"]
+        assert shares + r["response/stop_string_ratio"] == pytest.approx(1.0)

@@ -1,7 +1,9 @@
 """The Ray side of a Plan: connect, reserve the slots, start one worker per slot, wait.
 
 - ``connect``: join ``placement.ray_address``, or start a local Ray (no dashboard, quiet
-  logs) unless this process already has one (tests start one per file).
+  logs) unless this process already has one (tests start one per file); a local Ray's
+  processes are watched by ``reaper.py`` and end with this one, even after ``kill -9``;
+  ``disconnect`` shuts it down.
 - ``WorkerGroup.start``: one placement group per device group of the Plan, one bundle per
   slot (``{CPU: threads}`` or ``{GPU: 1, CPU: 1}``); the resources are checked first, so a
   cluster that lacks them gives one UserError saying what was asked and what exists. Then one
@@ -32,9 +34,11 @@ from placerl.placement.plan.cluster import probe
 from placerl.placement.plan.plan import DeviceSlot, Plan
 from placerl.runtime.faults import WorkerFailure
 from placerl.runtime.ray.host import HostSpec, RoleHost
+from placerl.runtime.ray.reaper import Reaper, children_of
 from placerl.timing import Span
 
 WORKERS_FILE = "workers.json"  # in the run directory: who is where (``write_workers``)
+SHUTDOWN_TIMEOUT_S = 20.0  # for the workers to close their engines before they are killed
 READY_TIMEOUT_S = 60.0  # placement groups that cannot be scheduled by then: resources missing
 PEER_DEATH_S = 10.0  # for Ray to report a peer that died, once a call failed (``wait``)
 DEATH_ERRORS = (
@@ -45,12 +49,18 @@ DEATH_ERRORS = (
 )
 
 
+_reaper: Reaper | None = None  # the watchdog of the local Ray this process started
+
+
 def connect(address: str | None) -> bool:
-    """Make sure this process is a Ray driver; True when we started (and so own) the Ray."""
+    """Make sure this process is a Ray driver; True when we started (and so own) the Ray,
+    whose processes then end with this one, however it ends (``reaper.py``)."""
+    global _reaper
     if ray.is_initialized():
         return False
     if address:
         probe(address)
+    before = children_of(os.getpid())
     try:
         ray.init(
             address=address,
@@ -63,7 +73,18 @@ def connect(address: str | None) -> bool:
         where = "placement.ray_address" if address else "placement"
         what = f"the Ray cluster at {address!r}" if address else "a local Ray cluster"
         raise UserError(f"cannot start or reach {what}: {err}", where=where) from None
+    if address is None:
+        _reaper = Reaper.start(children_of(os.getpid()) - before)
     return address is None
+
+
+def disconnect() -> None:
+    """Shut down the Ray this process started, and its watchdog with whatever outlived it."""
+    global _reaper
+    ray.shutdown()
+    reaper, _reaper = _reaper, None
+    if reaper is not None:
+        reaper.stop()
 
 
 def bundle(slot: DeviceSlot) -> dict[str, float]:
@@ -233,7 +254,12 @@ class WorkerGroup:
         return [info["pid"] for info in self.info]
 
     def close(self) -> None:
-        """Stop every worker and free its slots (idempotent; safe after a failure)."""
+        """Stop every worker and free its slots (idempotent; safe after a failure): each is
+        first asked to close its engine and leave its process group (``RoleHost.shutdown``,
+        at most SHUTDOWN_TIMEOUT_S for all), then killed."""
+        with contextlib.suppress(Exception):  # a dead worker, or Ray gone: kill anyway
+            pending = [actor.shutdown.remote() for actor in self.actors]
+            ray.wait(pending, num_returns=len(pending), timeout=SHUTDOWN_TIMEOUT_S)
         for actor in self.actors:
             with contextlib.suppress(Exception):  # already dead, or Ray is gone
                 ray.kill(actor, no_restart=True)

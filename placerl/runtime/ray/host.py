@@ -359,8 +359,14 @@ class RoleHost:
         return ray.util.get_node_ip_address(), port
 
     def shutdown(self) -> None:
+        """Close this slot's inference engine and leave the process group (before a kill)."""
         import torch.distributed as dist
 
+        from placerl.roles.rollout import EngineRolloutWorker
+
+        rollout = self.roles.get(Role.ROLLOUT)
+        if isinstance(rollout, EngineRolloutWorker):
+            rollout.close()
         if dist.is_initialized():
             dist.destroy_process_group()
 

@@ -28,7 +28,7 @@ import torch
 from placerl.config.schema import RunConfig
 from placerl.models.lora import load_trained_state, trained_state
 from placerl.placement.plan.plan import Plan, Sharding
-from placerl.runtime.ray.group import WORKERS_FILE, CallInfo, WorkerGroup, connect
+from placerl.runtime.ray.group import WORKERS_FILE, CallInfo, WorkerGroup, connect, disconnect
 from placerl.runtime.ray.host import PG_TIMEOUT, HostSpec, RoleHost, _quiet_libraries
 from placerl.timing import Span
 from placerl.types import Role
@@ -127,7 +127,7 @@ def start_offline_workers(cfg: RunConfig, policy_path: Path, tokenizer, model) -
         return RayOffline(cfg, plan, policy_path, model, owns_ray)
     except BaseException:
         if owns_ray:
-            ray.shutdown()
+            disconnect()
         raise
 
 
@@ -209,5 +209,5 @@ class RayOffline:
             self.group.close()
             self.group = None
         if self.owns_ray and ray.is_initialized():
-            ray.shutdown()
+            disconnect()
         self.owns_ray = False

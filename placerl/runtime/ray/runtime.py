@@ -28,7 +28,7 @@ from placerl.placement.plan.plan import Plan
 from placerl.roles.build import critic_model, sampling_params
 from placerl.runtime import RolloutSetup
 from placerl.runtime.launch import RemoteLauncher
-from placerl.runtime.ray.group import WORKERS_FILE, CallInfo, WorkerGroup, connect
+from placerl.runtime.ray.group import WORKERS_FILE, CallInfo, WorkerGroup, connect, disconnect
 from placerl.runtime.ray.handles import (
     ActorHandle,
     CriticHandle,
@@ -61,7 +61,7 @@ def start_ray_runtime(cfg: RunConfig, policy_path: Path, tokenizer, policy, need
         return RayRuntime(cfg, plan, policy_path, tokenizer, policy, needs, owns_ray)
     except BaseException:
         if owns_ray:
-            ray.shutdown()
+            disconnect()
         raise
 
 
@@ -187,5 +187,5 @@ class RayRuntime:
         if self.group is not None:
             self.group.close()
         if self.owns_ray and ray.is_initialized():
-            ray.shutdown()
+            disconnect()
         self.owns_ray = False
