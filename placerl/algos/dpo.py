@@ -18,30 +18,25 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
+from placerl.algos.offline import OfflineKind, Share, in_order_share, one_process_step
 from placerl.algos.preference import LOSS_KINDS, preference_loss
 from placerl.config.preference import PreferenceConfig
-from placerl.data.packing import LAYOUTS, Packed, pack
-from placerl.models.device import CPU, on_model_device
-from placerl.models.lm_head import enable_gradient_checkpointing, selected_log_probs
+from placerl.data.examples import EncodedPair
+from placerl.data.packing import Packed, pack
+from placerl.models.device import CPU
+from placerl.models.lm_head import enable_gradient_checkpointing
 from placerl.models.lora import FrozenBase, adapter_disabled
-from placerl.models.micro_batches import MicroBatching, pack_units
+from placerl.models.micro_batches import MicroBatching
+from placerl.models.packed import choose_layout, layout_works, sequence_sums
 from placerl.models.precision import autocast
 from placerl.models.training import clip_and_step
 
-
-@dataclass(frozen=True)
-class EncodedPair:
-    """One preference example as token ids (prompt with BOS, responses with EOS, cut to fit)."""
-
-    prompt: list[int]
-    chosen: list[int]
-    rejected: list[int]
-    truncated: bool = False  # a response was cut to fit data.max_len
+__all__ = ["EncodedPair", "OfflinePreference", "choose_layout", "layout_works", "pack_pairs"]
+__all__ += ["sequence_sums", "DPO_KIND"]
 
 
 def pack_pairs(pairs: Sequence[EncodedPair], pad_id: int, layout: str = "shared") -> Packed:
@@ -49,55 +44,23 @@ def pack_pairs(pairs: Sequence[EncodedPair], pad_id: int, layout: str = "shared"
     return pack([(p.prompt, (p.chosen, p.rejected)) for p in pairs], pad_id, layout)
 
 
-def sequence_sums(model, packed: Packed) -> Tensor:
-    """(S,) float32 Σ_t log π(y_t | ·) over each sequence's response tokens; only response
-    positions go through the LM head, in chunks (models/lm_head.selected_log_probs);
-    computed, and returned, on the model's device."""
-    packed = on_model_device(packed, model)
-    kwargs = {}
-    if packed.attention_mask is not None:
-        kwargs["attention_mask"] = packed.attention_mask.unsqueeze(1)  # (N, 1, W, W)
-    token_log_probs = selected_log_probs(
-        model,
-        packed.sources,
-        packed.targets,
-        input_ids=packed.input_ids,
-        position_ids=packed.position_ids,
-        **kwargs,
-    )  # (T,)
-    sums = token_log_probs.new_zeros(packed.num_sequences)
-    return sums.index_add(0, packed.owners, token_log_probs)
+def _metrics(sums: dict[str, float]) -> dict[str, float]:
+    out = dict(sums)
+    slots, tokens = out.pop("_slots", 0.0), out.get("throughput/tokens", 0.0)
+    out["throughput/tokens"] = int(round(tokens))
+    out["data/truncated"] = int(round(out.get("data/truncated", 0.0)))
+    out["data/padding"] = (slots - tokens) / slots if slots else 0.0
+    return out
 
 
-@torch.no_grad()
-def layout_works(model, layout: str) -> bool:
-    """Whether ``model`` scores random groups laid out in ``layout`` as it scores each
-    sequence alone. The groups are chosen so that rows hold several items in every layout."""
-    was_training = model.training
-    model.eval()
-    g = torch.Generator().manual_seed(0)
-
-    def ids(n: int) -> list[int]:
-        return torch.randint(0, model.config.vocab_size, (n,), generator=g).tolist()
-
-    groups = [(ids(3), [ids(5)]), (ids(2), [ids(3), ids(1)]), (ids(1), [ids(1)])]
-    together = sequence_sums(model, pack(groups, 0, layout))
-    alone = [
-        sequence_sums(model, pack([(prompt, [response])], 0, "padded"))
-        for j in range(2)
-        for prompt, responses in groups
-        for response in responses[j : j + 1]
-    ]
-    model.train(was_training)
-    return torch.allclose(together, torch.cat(alone), rtol=1e-4, atol=1e-4)
-
-
-def choose_layout(*models) -> str:
-    """The most economical layout that every model honours (``padded`` always works)."""
-    for layout in LAYOUTS[:-1]:
-        if all(layout_works(model, layout) for model in models):
-            return layout
-    return "padded"
+DPO_KIND = OfflineKind(
+    name="dpo",
+    loss_key="",  # the update checks the gradient norm only
+    lengths=lambda p: [len(p.prompt) + len(p.chosen), len(p.prompt) + len(p.rejected)],
+    tokens=lambda p: len(p.prompt) + len(p.chosen) + len(p.rejected),
+    total=len,
+    metrics=_metrics,
+)
 
 
 class OfflinePreference:
@@ -166,48 +129,62 @@ class OfflinePreference:
             chosen_nll=chosen_nll,
         )
 
-    def micro_batches(self, pairs: Sequence[EncodedPair]) -> list[list[int]]:
-        """Index lists of the pairs of each forward: whole pairs (two sequences each) within
-        ``trainer.micro_batch_size`` sequences and ``max_tokens_per_micro_batch`` tokens."""
-        tokens = [len(p.prompt) + len(p.chosen) + len(p.rejected) for p in pairs]
-        return pack_units([[i] for i in range(len(pairs))], tokens, 2, self.micro_batching)
-
     def step(self, pairs: Sequence[EncodedPair], reference: Tensor) -> dict[str, float]:
-        """One update on ``pairs``; ``reference`` is their (B, 2) reference log-probs. Each
-        micro-batch's mean loss is weighted by its share of the pairs: the gradient of the
-        batch's mean loss, as one forward would give."""
+        """One update on ``pairs`` in this process; ``reference`` is their (B, 2) reference
+        log-probs. Each micro-batch's mean loss is weighted by its share of the pairs: the
+        gradient of the batch's mean loss, as one forward would give."""
+        share = in_order_share(DPO_KIND, pairs, self.micro_batching)
+        share.reference = reference
+        return one_process_step(self, DPO_KIND, share)
+
+    @torch.no_grad()
+    def fill_reference(self, reference_model, share: Share) -> Tensor | None:
+        """The share's missing (NaN) reference sums, computed micro-batch by micro-batch and
+        written into ``share.reference``; returns the (n, 2) values, or None when nothing was
+        missing. In lockstep (FSDP) a micro-batch with nothing missing runs a filler forward
+        whenever some rank computes this step, so every rank runs as many."""
+        if share.reference is None or not share.reference_pass:
+            return None
+        missing = torch.isnan(share.reference[:, 0])
+        for part in share.parts:
+            rows = [i for i in part if missing[i]]
+            if rows:
+                values = self.log_probs(reference_model, self.pack(share.micro_batch(rows)))
+                share.reference[rows] = values.to(share.reference.dtype)
+            elif share.lockstep:
+                self.log_probs(reference_model, self.pack(share.examples[:1]))
+        return share.reference if bool(missing.any()) else None
+
+    def accumulate(self, share: Share) -> dict[str, float]:
         self.model.train()
-        total = len(pairs)
-        loss = torch.zeros(())
-        policies, stats_sum = [], {}
-        tokens = slots = 0
-        for part in self.micro_batches(pairs):
-            packed = self.pack([pairs[i] for i in part])
+        loss_key = f"loss/{self.cfg.loss}"
+        sums: dict[str, float] = {loss_key: 0.0, "logps/chosen": 0.0, "logps/rejected": 0.0}
+        sums |= {"throughput/tokens": 0.0, "_slots": 0.0, "data/truncated": 0.0}
+        for part in share.parts:
+            pairs = share.micro_batch(part)
+            packed = self.pack(pairs)
             policy = self.log_probs(self.model, packed)
-            index = torch.tensor(part, dtype=torch.long, device=reference.device)
-            micro_loss, stats = self.loss(policy, reference[index], _pair_lengths(packed))
-            share = len(part) / total
-            (micro_loss * share).backward()
-            loss += float(micro_loss.detach()) * share
-            for key, value in stats.items():
-                stats_sum[key] = stats_sum.get(key, 0.0) + float(value) * share
-            policies.append(policy.detach())
-            tokens, slots = tokens + packed.num_tokens, slots + packed.input_ids.numel()
-        policy = torch.cat(policies)
+            if not part:
+                (policy.sum() * 0.0).backward()
+                continue
+            micro_loss, stats = self.loss(policy, share.reference[part], _pair_lengths(packed))
+            (micro_loss * share.weight(len(part))).backward()
+            mean = len(part) / share.total
+            sums[loss_key] += float(micro_loss.detach()) * mean
+            for key, value in _reward_metrics(stats).items():
+                sums[key] = sums.get(key, 0.0) + value * mean
+            sums["logps/chosen"] += float(policy[:, 0].detach().sum()) / share.total
+            sums["logps/rejected"] += float(policy[:, 1].detach().sum()) / share.total
+            sums["throughput/tokens"] += packed.num_tokens
+            sums["_slots"] += packed.input_ids.numel()
+            sums["data/truncated"] += sum(p.truncated for p in pairs)
+        return sums
+
+    def apply(self, loss: float | None = None) -> dict[str, float]:
         lr = self.scheduler.get_last_lr()[0]
-        grad_norm = clip_and_step(self.model, self.optimizer, self.grad_clip)
+        grad_norm = clip_and_step(self.model, self.optimizer, self.grad_clip, loss)
         self.scheduler.step()
-        return {
-            f"loss/{self.cfg.loss}": float(loss),
-            **_reward_metrics(stats_sum),
-            "logps/chosen": float(policy[:, 0].mean()),
-            "logps/rejected": float(policy[:, 1].mean()),
-            "dpo/grad_norm": grad_norm,
-            "dpo/lr": lr,
-            "throughput/tokens": tokens,
-            "data/padding": (slots - tokens) / slots,
-            "data/truncated": sum(p.truncated for p in pairs),
-        }
+        return {"dpo/grad_norm": grad_norm, "dpo/lr": lr}
 
     @torch.no_grad()
     def evaluate(

@@ -4,17 +4,25 @@ The reward model is a sequence-classification transformer with one label; its sc
 the last attended token of ``[prompt | response]`` (right-padded here), the response's end
 token: the same token PPO scoring reads (``models/scores.py::sequence_scores``); cutting a
 micro-batch's columns to its longest row changes no score.
+
+A step runs in micro-batches of whole pairs (a pair is two sequences of
+``trainer.micro_batch_size``), on one rank or several (``algos/offline.py``), whose summed
+losses are divided by the batch's number of pairs: the gradient of one big forward.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 import torch.nn.functional as F
 
-from placerl.data.collate import preference_batch
+from placerl.algos.offline import OfflineKind, Share, in_order_share, one_process_step
+from placerl.data.collate import pad_token_id
+from placerl.data.examples import EncodedPair, encode_comparisons, pair_rows
 from placerl.models.device import on_model_device
 from placerl.models.lm_head import enable_gradient_checkpointing
-from placerl.models.micro_batches import MicroBatching, pack_units
+from placerl.models.micro_batches import MicroBatching
 from placerl.models.precision import autocast
 from placerl.models.scores import sequence_scores
 from placerl.models.shared_prefix import position_ids
@@ -26,10 +34,24 @@ def bradley_terry_loss(chosen: torch.Tensor, rejected: torch.Tensor) -> torch.Te
     return -F.logsigmoid(chosen - rejected).mean()
 
 
+def _metrics(sums: dict[str, float]) -> dict[str, float]:
+    out = dict(sums)
+    out["data/truncated"] = int(round(out.get("data/truncated", 0.0)))
+    return out
+
+
+RM_KIND = OfflineKind(
+    name="rm",
+    loss_key="loss/reward_model",
+    lengths=lambda p: [len(p.prompt) + len(p.chosen), len(p.prompt) + len(p.rejected)],
+    tokens=lambda p: 2 * len(p.prompt) + len(p.chosen) + len(p.rejected),
+    total=len,
+    metrics=_metrics,
+)
+
+
 class RewardModelTraining:
-    """One optimizer step per batch of comparisons, in micro-batches of whole pairs (a pair
-    is two sequences of ``trainer.micro_batch_size``) whose summed losses are divided by the
-    batch's number of pairs: the gradient of one big forward."""
+    """One optimizer step per batch of comparisons (``OfflineAlgorithm``)."""
 
     def __init__(
         self,
@@ -48,11 +70,16 @@ class RewardModelTraining:
         self.optimizer, self.scheduler = optimizer, scheduler
         self.max_len, self.grad_clip, self.precision = max_len, grad_clip, precision
         self.micro_batching = micro_batching or MicroBatching()
+        self.pad_id = pad_token_id(tokenizer)
         if gradient_checkpointing:
             enable_gradient_checkpointing(model)
 
-    def _batch_scores(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = on_model_device(batch, self.model)
+    def encode(self, triples: Sequence[tuple[str, str, str]]) -> list[EncodedPair]:
+        return encode_comparisons(self.tokenizer, triples, self.max_len)
+
+    def pair_scores(self, pairs: Sequence[EncodedPair]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B,), (B,) scores of the chosen and the rejected responses, in one forward."""
+        batch = on_model_device(pair_rows(pairs, self.pad_id), self.model)
         mask = batch["attention_mask"]
         with autocast(self.precision):
             scores = sequence_scores(
@@ -61,58 +88,49 @@ class RewardModelTraining:
         chosen, rejected = scores.chunk(2)
         return chosen, rejected
 
-    def _micro_batches(self, batch: dict) -> list[dict]:
-        """Micro-batches of whole pairs: rows [i] (chosen) and [B + i] (rejected) together."""
-        mask = batch["attention_mask"]
-        pairs = mask.shape[0] // 2
-        tokens = (mask[:pairs].sum(-1) + mask[pairs:].sum(-1)).tolist()
-        parts = pack_units([[i] for i in range(pairs)], tokens, 2, self.micro_batching)
-        tensors = {k: v for k, v in batch.items() if isinstance(v, torch.Tensor)}
-        if len(parts) == 1:
-            return [tensors]
-        out = []
-        for part in parts:
-            index = torch.tensor(part, dtype=torch.long)
-            rows = torch.cat([index, index + pairs])
-            width = max(1, int(mask[rows].sum(-1).max()))  # right-padded
-            out.append({k: v[rows, :width] for k, v in tensors.items()})
-        return out
+    def step(self, triples: Sequence[tuple[str, str, str]]) -> dict[str, float]:
+        """One update on text comparisons, in this process."""
+        return self.train(self.encode(triples))
 
-    def step(self, triples: list[tuple[str, str, str]]) -> dict[str, float]:
+    def train(self, pairs: Sequence[EncodedPair]) -> dict[str, float]:
+        share = in_order_share(RM_KIND, pairs, self.micro_batching)
+        return one_process_step(self, RM_KIND, share)
+
+    def accumulate(self, share: Share) -> dict[str, float]:
         self.model.train()
-        batch = preference_batch(self.tokenizer, triples, self.max_len)
-        total = len(triples)
-        loss, chosen_all, rejected_all = torch.zeros(()), [], []
-        for micro in self._micro_batches(batch):
-            chosen, rejected = self._batch_scores(micro)
-            part = -F.logsigmoid(chosen - rejected).sum() / max(total, 1)
-            part.backward()
-            loss += part.detach().cpu()
-            chosen_all.append(chosen.detach())
-            rejected_all.append(rejected.detach())
-        chosen, rejected = torch.cat(chosen_all), torch.cat(rejected_all)
+        keys = ("loss/reward_model", "rm/accuracy", "rm/margin", "data/truncated")
+        sums = dict.fromkeys(keys, 0.0)
+        for part in share.parts:
+            pairs = share.micro_batch(part)
+            chosen, rejected = self.pair_scores(pairs)
+            loss = -F.logsigmoid(chosen - rejected).sum()
+            (loss * share.weight(1.0) if part else loss * 0.0).backward()
+            if not part:
+                continue
+            total = max(share.total, 1.0)
+            sums["loss/reward_model"] += float(loss.detach()) / total
+            sums["rm/accuracy"] += float((chosen > rejected).sum()) / total
+            sums["rm/margin"] += float((chosen - rejected).detach().sum()) / total
+            sums["data/truncated"] += sum(p.truncated for p in pairs)
+        return sums
+
+    def apply(self, loss: float | None = None) -> dict[str, float]:
         lr = self.scheduler.get_last_lr()[0]
         grad_norm = clip_and_step(self.model, self.optimizer, self.grad_clip, loss)
         self.scheduler.step()
-        return {
-            "loss/reward_model": float(loss),
-            "rm/accuracy": float((chosen > rejected).float().mean()),
-            "rm/margin": float((chosen - rejected).mean()),
-            "rm/grad_norm": grad_norm,
-            "rm/lr": lr,
-            "data/truncated": batch["num_truncated"],
-        }
+        return {"rm/grad_norm": grad_norm, "rm/lr": lr}
 
     def _scores(
-        self, triples: list[tuple[str, str, str]]
+        self, triples: Sequence[tuple[str, str, str]]
     ) -> tuple[torch.Tensor, torch.Tensor, int]:
         """(B,), (B,) scores of the chosen and rejected responses, and how many pairs were cut
         to fit ``max_len``; in micro-batches, with gradients if they are on."""
-        batch = preference_batch(self.tokenizer, triples, self.max_len)
-        parts = [self._batch_scores(micro) for micro in self._micro_batches(batch)]
+        pairs = self.encode(triples)
+        share = in_order_share(RM_KIND, pairs, self.micro_batching)
+        parts = [self.pair_scores(share.micro_batch(part)) for part in share.parts]
         chosen = torch.cat([p[0] for p in parts])
         rejected = torch.cat([p[1] for p in parts])
-        return chosen, rejected, batch["num_truncated"]
+        return chosen, rejected, sum(p.truncated for p in pairs)
 
     @torch.no_grad()
     def held_out_scores(

@@ -37,7 +37,7 @@ Stage = Literal[
 # the critic-free policy-gradient stages: the `grpo:` section is their policy update
 CRITIC_FREE = ("grpo", "rloo", "dapo", "reinforce_pp", "reinforce_pp_baseline")
 GROUPED = ("grpo", "rloo", "dapo", "reinforce_pp_baseline")  # baselines from a prompt's group
-ONE_PROCESS_STAGES = ("sft", "rm", "dpo")  # no Ray runtime: refused with a placement
+OFFLINE_STAGES = ("sft", "rm", "dpo")  # fixed data: stages/offline.py
 BUILTIN = "builtin"  # a data path that means "the built-in task" (data.builtin_task)
 Tracker = Literal["tensorboard", "wandb"]
 
@@ -105,6 +105,13 @@ class DataConfig(Section):
         description="SFT examples longer than max_len: truncate cuts the completion to fit "
         "(the count is printed at start and logged as data/truncated); error refuses the "
         "data, naming the first such row.",
+    )
+    packing: Literal["auto", "off"] = Field(
+        "auto",
+        description="sft: auto lays several examples end to end in each row, positions "
+        "restarting per example, where the model keeps them apart (checked once at start; flash "
+        "attention's variable-length kernel on GPU, a block mask otherwise): no padding, the "
+        "same loss; off: one example per row, padded. dpo always packs its pairs.",
     )
     num_eval: int = Field(256, ge=0, description="Held-out prompts to evaluate (0: no eval).")
     builtin_task: Literal["reversal", "addition"] = Field(
@@ -229,6 +236,13 @@ class TrainerConfig(Section):
         description="Most real (non-padding) tokens in one forward/backward, so that long and "
         "short sequences pack well; with micro_batch_size, both limits hold. null: no limit.",
     )
+    balance: Literal["tokens", "none"] = Field(
+        "tokens",
+        description="sft/rm/dpo: how a batch is dealt to data-parallel workers and their "
+        "micro-batches. tokens: balanced by a workload estimate (tokens and tokens²), every "
+        "worker the same number of micro-batches; none: contiguous shares cut in order. A "
+        "preference pair is never split.",
+    )
     eval_every: int = Field(0, ge=0, description="Evaluate every n steps (0: only at the end).")
     save_every: int = Field(50, ge=0, description="Checkpoint every n steps (0: only at the end).")
     keep_checkpoints: int = Field(2, gt=0, description="Most recent checkpoints kept.")
@@ -333,12 +347,12 @@ class RunConfig(Section):
                 "responses across passes (sampling, π_old, update), which dropout would make "
                 "disagree; use model.lora.dropout=0"
             )
-        if self.stage in ONE_PROCESS_STAGES and self.placement.strategy != "local":
+        if self.stage in OFFLINE_STAGES and self.placement.strategy not in ("local", "flatten"):
             raise ValueError(
-                f"stage {self.stage} trains in one process for now (data-parallel {self.stage} "
-                f"on Ray workers is not implemented), so placement.strategy "
-                f"{self.placement.strategy} would be ignored; use placement.strategy: local "
-                "(placement.device picks the GPU or the CPU)"
+                f"stage {self.stage} trains one model data-parallel over every slot: "
+                f"placement.strategy {self.placement.strategy} is not offered for it (the "
+                "planner does not plan it yet); use placement.strategy: flatten (with "
+                "placement.sharding none, full or hybrid) or placement.strategy: local"
             )
         self._dapo_fits()
         if self.stage in GROUPED and self.rollout.samples_per_prompt < 2:

@@ -159,6 +159,21 @@ def encode_pairs(
     return prompts, chosen, rejected
 
 
+def encode_demonstrations(
+    tokenizer,
+    pairs: Sequence[tuple[str, str]],
+    max_len: int,
+    rows: Sequence[int] | None = None,
+) -> tuple[list[list[int]], list[list[int]]]:
+    """Token ids of (prompts, completions) as ``sft_batch`` encodes them, completions NOT cut
+    to ``max_len`` (``data/examples.py`` cuts them). A prompt with no room for a completion
+    is a ``UserError`` naming its row."""
+    prompts, (completions,) = _encode_examples(
+        tokenizer, [p for p, _ in pairs], [[c for _, c in pairs]], max_len, True, True, rows
+    )
+    return prompts, completions
+
+
 def pad_token_id(tokenizer) -> int:
     """The pad id, else EOS, else 0: padded positions are masked out, so any id will do."""
     for token_id in (tokenizer.pad_token_id, tokenizer.eos_token_id):

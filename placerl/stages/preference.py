@@ -18,25 +18,29 @@ Reference log-probs (``preference.reference``):
 
 Held-out pairs (``data.eval``, or the built-in task's eval split) always get their reference
 log-probs once, at the first evaluation.
+
+On Ray workers (``placement.strategy: flatten``) the reference lives with the trained model on
+every rank (with LoRA it is that model, its adapter disabled), and the reference sums a batch
+lacks are computed by the rank its examples were dealt to, micro-batch by micro-batch, before
+the update; the controller keeps the cache and the data order.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import torch
 
-from placerl.algos.dpo import EncodedPair, OfflinePreference, choose_layout
+from placerl.algos.offline import Share
 from placerl.config.schema import BUILTIN, RunConfig
-from placerl.data.collate import encode_pairs, pad_token_id
-from placerl.data.stream import IndexStream
+from placerl.data.collate import encode_pairs
+from placerl.data.examples import EncodedPair
+from placerl.data.stream import PromptSet
 from placerl.errors import UserError
 from placerl.evaluation import Evaluation, evaluate_policy
-from placerl.models.device import resolve_device
-from placerl.models.micro_batches import micro_batching
-from placerl.models.training import make_optimizer
-from placerl.roles.build import reference_model
 from placerl.stages.heldout import preference_prompts
+from placerl.stages.offline import OfflineStage, Trained
 from placerl.stages.sources import (
     eval_source,
     model_path,
@@ -92,14 +96,6 @@ def encode_preference_data(
     return pairs
 
 
-def layout_models(model, reference) -> list:
-    """The models whose mask handling decides the packing layout (``choose_layout``). A
-    reference of the policy's class computes attention with the same code, so it is not
-    checked again: in bf16 its sums would differ from the per-sequence ones by rounding, not
-    by a mask it ignores, and the check would fall back to padding for nothing."""
-    return [model] if type(reference) is type(model) else [model, reference]
-
-
 class ReferenceCache:
     """Reference log-probs [chosen, rejected] per training example, filled on first sight."""
 
@@ -135,50 +131,74 @@ class ReferenceCache:
         self.values, self.known = state["values"].clone(), state["known"].clone()
 
 
-class OfflinePreferenceStage:
-    name = "dpo"
+@dataclass(frozen=True)
+class PreferenceEvaluator:
+    """Held-out loss, preference accuracy and implicit rewards on the eval pairs (their
+    reference sums computed once, kept by the trainer); greedy samples (and exact match,
+    built-in data) on their prompts. Runs where the trained model is."""
 
+    pairs: list[EncodedPair]
+    prompts: PromptSet | None
+    precision: str
+    max_new_tokens: int
+    stop_strings: tuple[str, ...]
+    num_samples: int
+
+    def __call__(self, trainer) -> tuple[dict, list]:
+        metrics = Evaluation()
+        if self.pairs:
+            if trainer.eval_reference is None:
+                trainer.eval_reference = trainer.algo.reference_log_probs(
+                    trainer.reference, self.pairs
+                )
+            metrics |= trainer.algo.evaluate(self.pairs, trainer.eval_reference)
+        if self.prompts is not None:
+            policy = evaluate_policy(
+                trainer.model,
+                trainer.tokenizer,
+                self.prompts,
+                max_new_tokens=self.max_new_tokens,
+                stop_strings=self.stop_strings,
+                num_samples=self.num_samples,
+                precision=self.precision,
+            )
+            metrics.merge(policy)
+        return dict(metrics), metrics.samples
+
+
+class OfflinePreferenceStage(OfflineStage):
     def __init__(self, cfg: RunConfig):
         self.cfg = cfg
-        pref = cfg.preference
-        device = resolve_device(cfg.placement.device)
-        self.tokenizer, self.model = tokenizer_and_policy(cfg)
-        self.model.to(device)
-        self.pairs = self._encode(preference_triples(cfg, self.tokenizer, cfg.data.train), "train")
-        if not self.pairs:
-            raise UserError("the preference dataset is empty", where="data.train")
+        tokenizer, model = tokenizer_and_policy(cfg)
+        self.tokenizer = tokenizer
+        self.pairs = self._encode(preference_triples(cfg, tokenizer, cfg.data.train), "train")
         eval_path = eval_source(cfg)
         self.eval_pairs: list[EncodedPair] = []
         triples: list[tuple[str, str, str]] = []
         if eval_path:
-            triples = preference_triples(
-                cfg, self.tokenizer, eval_path, "eval", n=cfg.data.num_eval
-            )
+            triples = preference_triples(cfg, tokenizer, eval_path, "eval", n=cfg.data.num_eval)
             self.eval_pairs = self._encode(triples[: cfg.data.num_eval], "eval")
         # built-in: the task's prompts with answers (accuracy); a file: a few of its prompts
-        self.eval_prompts = (
-            prompt_set(cfg, self.tokenizer, BUILTIN, "eval")
+        eval_prompts = (
+            prompt_set(cfg, tokenizer, BUILTIN, "eval")
             if eval_path == BUILTIN
-            else preference_prompts(cfg, self.tokenizer, triples)
+            else preference_prompts(cfg, tokenizer, triples)
         )
-        self.eval_reference: torch.Tensor | None = None
-        self.stream = IndexStream(len(self.pairs), cfg.trainer.batch_size, seed=cfg.seed)
-        # with LoRA the policy with its adapter disabled (no second copy of the base)
-        self.reference = reference_model(cfg, model_path(cfg), self.model).to(device)
-        self.cache = ReferenceCache(len(self.pairs)) if pref.reference == "cached" else None
-        optimizer, scheduler = make_optimizer(self.model.parameters(), cfg.optim, cfg.trainer.steps)
-        self.algo = OfflinePreference(
-            self.model,
-            optimizer,
-            scheduler,
-            pref,
-            grad_clip=cfg.optim.grad_clip,
-            precision=cfg.model.precision,
-            pad_id=pad_token_id(self.tokenizer),
-            layout=choose_layout(*layout_models(self.model, self.reference)),
-            micro_batching=micro_batching(cfg),
-            gradient_checkpointing=cfg.model.gradient_checkpointing,
-        )
+        evaluator = None
+        if self.eval_pairs or eval_prompts is not None:
+            evaluator = PreferenceEvaluator(
+                self.eval_pairs,
+                eval_prompts,
+                cfg.model.precision,
+                cfg.rollout.max_new_tokens,
+                tuple(cfg.rollout.stop_strings),
+                cfg.trainer.log_samples,
+            )
+        cached = cfg.preference.reference == "cached"
+        self.cache = ReferenceCache(len(self.pairs)) if cached else None
+        self.evaluated = False  # the held-out pairs have their reference sums
+        trained = Trained("policy", model)
+        super().__init__(cfg, tokenizer, trained, self.pairs, evaluator, model_path(cfg))
 
     def _encode(self, triples, split: str) -> list[EncodedPair]:
         path = self.cfg.data.train if split == "train" else eval_source(self.cfg)
@@ -191,71 +211,63 @@ class OfflinePreferenceStage:
             source,
         )
 
-    def _reference_log_probs(self, indices: list[int]) -> torch.Tensor:
-        """(B, 2) reference log-probs of the batch: from the cache, or computed now."""
-        if self.cache is None:
-            return self.algo.reference_log_probs(self.reference, [self.pairs[i] for i in indices])
-        missing = self.cache.missing(indices)
+    def before_update(self, indices: list[int], shares: list[Share], timer) -> None:
+        """Every share gets its (n, 2) reference sums: from the cache, else computed by its
+        rank first (``reference`` phase), then cached (``preference.reference: cached``)."""
+        values = torch.full((len(indices), 2), float("nan"))
+        if self.cache is not None:
+            known = self.cache.known[indices]
+            values[known] = self.cache.get(indices)[known]
+        missing = bool(torch.isnan(values[:, 0]).any())
+        for share in shares:
+            share.reference = values[share.positions or [0]].clone()
+            share.reference_pass = missing
         if missing:
-            pairs = [self.pairs[i] for i in missing]
-            self.cache.put(missing, self.algo.reference_log_probs(self.reference, pairs))
+            with timer.phase("reference"):
+                computed = self.runtime.reference(shares)
+            for share, rows in zip(shares, computed, strict=True):
+                if rows is not None and share.positions:
+                    values[share.positions] = rows
+            if self.cache is not None:
+                lacking = [p for p, i in enumerate(indices) if not self.cache.known[i]]
+                self.cache.put([indices[p] for p in lacking], values[lacking])
+            for share in shares:
+                share.reference = values[share.positions or [0]].clone()
+                share.reference_pass = False
         self._free_reference_when_done()
-        return self.cache.get(indices)
 
     def _free_reference_when_done(self) -> None:
-        done_eval = self.eval_reference is not None or not self.eval_pairs
+        done_eval = self.evaluated or not self.eval_pairs
         if self.cache is not None and self.cache.complete and done_eval:
-            self.reference = None
-
-    def step(self, step: int, timer) -> dict[str, float]:
-        indices = self.stream.next_batch()
-        with timer.phase("reference"):
-            reference = self._reference_log_probs(indices)
-        with timer.phase("update"):
-            return self.algo.step([self.pairs[i] for i in indices], reference)
+            self.runtime.free_reference()
 
     def evaluate(self) -> Evaluation:
-        """Held-out loss, preference accuracy and implicit rewards on the eval pairs; greedy
-        samples (and exact match, built-in data) on their prompts."""
-        metrics = Evaluation()
-        if self.eval_pairs:
-            if self.eval_reference is None:
-                self.eval_reference = self.algo.reference_log_probs(self.reference, self.eval_pairs)
-                self._free_reference_when_done()
-            metrics |= self.algo.evaluate(self.eval_pairs, self.eval_reference)
-        if self.eval_prompts is not None:
-            policy = evaluate_policy(
-                self.model,
-                self.tokenizer,
-                self.eval_prompts,
-                max_new_tokens=self.cfg.rollout.max_new_tokens,
-                stop_strings=tuple(self.cfg.rollout.stop_strings),
-                num_samples=self.cfg.trainer.log_samples,
-                precision=self.cfg.model.precision,
-            )
-            metrics.merge(policy)
-        return metrics
-
-    def trained_models(self) -> dict:
-        return {"policy": self.model}
-
-    def state_dict(self) -> dict:
-        state = {
-            "optimizer": self.algo.optimizer.state_dict(),
-            "scheduler": self.algo.scheduler.state_dict(),
-            "data": self.stream.state_dict(),
-        }
-        if self.cache is not None:
-            state["reference_cache"] = self.cache.state_dict()
-        return state
+        result = super().evaluate()
+        self.evaluated = True
+        self._free_reference_when_done()
+        return result
 
     def load_state_dict(self, state: dict) -> None:
-        self.algo.optimizer.load_state_dict(state["optimizer"])
-        self.algo.scheduler.load_state_dict(state["scheduler"])
-        self.stream.load_state_dict(state["data"])
+        super().load_state_dict(state)
         if self.cache is not None and "reference_cache" in state:
             self.cache.load_state_dict(state["reference_cache"])
             self._free_reference_when_done()
 
-    def close(self) -> None:  # nothing started: everything is in this process
-        pass
+    def state_dict(self) -> dict:
+        state = super().state_dict()
+        if self.cache is not None:
+            state["reference_cache"] = self.cache.state_dict()
+        return state
+
+    # one process: the trainer's pieces, for tests and benchmarks
+    @property
+    def algo(self):
+        return self.runtime.trainer.algo
+
+    @property
+    def reference(self):
+        return self.runtime.trainer.reference
+
+    @reference.setter
+    def reference(self, model) -> None:
+        self.runtime.trainer.reference = model

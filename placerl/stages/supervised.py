@@ -1,22 +1,22 @@
-"""Offline stages on fixed data: SFT on demonstrations, reward model on comparisons."""
+"""Offline stages on fixed data: SFT on demonstrations, reward model on comparisons.
+
+Both are ``OfflineStage``s (``stages/offline.py``): the examples are tokenized once here, the
+trainer runs in this process or data-parallel on Ray workers, as ``placement`` says.
+"""
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from placerl.algos.reward_model import RewardModelTraining
-from placerl.algos.sft import SFT
 from placerl.config.schema import RunConfig
-from placerl.data.collate import sft_batch
-from placerl.data.stream import IndexStream
+from placerl.data.examples import SFTExample, encode_comparisons, encode_sft
 from placerl.errors import UserError
 from placerl.evaluation import Evaluation, evaluate_policy, reward_model_metrics, sft_loss
-from placerl.models.device import resolve_device
-from placerl.models.loading import LoadOptions, load_reward_model, load_tokenizer
-from placerl.models.lora import with_lora
-from placerl.models.micro_batches import micro_batching
-from placerl.models.training import make_optimizer
-from placerl.stages.heldout import sft_held_out
+from placerl.models.loading import LoadOptions, load_tokenizer
+from placerl.runtime.offline import offline_model
+from placerl.stages.heldout import SFTHeldOut, sft_held_out
+from placerl.stages.offline import OfflineStage, Trained
 from placerl.stages.sources import (
     eval_source,
     model_path,
@@ -26,35 +26,24 @@ from placerl.stages.sources import (
 )
 
 log = logging.getLogger(__name__)
-_CHUNK = 1024  # examples tokenized at once by the start-up length check
+_CHUNK = 1024  # examples tokenized at once (a bad row is named by its index)
 
 
-def _stream(cfg: RunConfig, size: int, what: str) -> IndexStream:
-    if size == 0:
-        raise UserError(f"the {what} dataset is empty", where="data.train")
-    return IndexStream(size, cfg.trainer.batch_size, seed=cfg.seed)
-
-
-def check_sft_lengths(tokenizer, pairs: list[tuple[str, str]], cfg: RunConfig, source: str):
-    """Say once, at start, how many examples do not fit ``data.max_len`` (their completions
-    are cut, as DPO cuts pairs), or refuse them with ``data.over_length: error``. Encoding in
-    chunks also names the row of a prompt that leaves no room for its completion."""
-    max_len, cut = cfg.data.max_len, []
+def encode_sft_data(tokenizer, pairs: list[tuple[str, str]], cfg: RunConfig, source: str):
+    """The demonstrations as token ids, encoded once. Says once, at start, how many do not
+    fit ``data.max_len`` (their completions are cut, as DPO cuts pairs), or refuses them
+    with ``data.over_length: error``; a prompt with no room for its completion names its row."""
+    max_len, examples = cfg.data.max_len, []
     for start in range(0, len(pairs), _CHUNK):
         chunk = pairs[start : start + _CHUNK]
         rows = list(range(start, start + len(chunk)))
         try:
-            truncated = sft_batch(tokenizer, chunk, max_len, rows=rows)["num_truncated"]
+            examples += encode_sft(tokenizer, chunk, max_len, rows=rows)
         except UserError as err:
             raise UserError(err.message, where=f"{source} {err.where}") from None
-        if truncated:
-            cut += [
-                r
-                for r, p in zip(rows, chunk)
-                if sft_batch(tokenizer, [p], max_len)["num_truncated"]
-            ]
+    cut = [row for row, example in enumerate(examples) if example.truncated]
     if not cut:
-        return
+        return examples
     if cfg.data.over_length == "error":
         raise UserError(
             f"prompt+completion is longer than data.max_len={max_len} tokens ({len(cut)} of "
@@ -72,124 +61,88 @@ def check_sft_lengths(tokenizer, pairs: list[tuple[str, str]], cfg: RunConfig, s
         max_len,
         shown,
     )
+    return examples
 
 
-def _build_algorithm(cls, cfg: RunConfig, model, tokenizer):
-    """SFT and reward-model training take the same pieces: model, optimizer, limits."""
-    optimizer, scheduler = make_optimizer(model.parameters(), cfg.optim, cfg.trainer.steps)
-    return cls(
-        model,
-        tokenizer,
-        optimizer,
-        scheduler,
-        max_len=cfg.data.max_len,
-        grad_clip=cfg.optim.grad_clip,
-        precision=cfg.model.precision,
-        micro_batching=micro_batching(cfg),
-        gradient_checkpointing=cfg.model.gradient_checkpointing,
-    )
+@dataclass(frozen=True)
+class SFTEvaluator:
+    """Held-out ``eval/loss`` (SFT rows), ``eval/accuracy`` (rows with an answer) and a few
+    greedy samples; see ``stages/heldout.py``. Runs where the trained model is."""
 
+    held_out: SFTHeldOut
+    max_len: int
+    precision: str
+    max_new_tokens: int
+    stop_strings: tuple[str, ...]
+    num_samples: int
 
-class SFTStage:
-    name = "sft"
-
-    def __init__(self, cfg: RunConfig):
-        self.cfg = cfg
-        self.tokenizer, self.model = tokenizer_and_policy(cfg)
-        self.model.to(resolve_device(cfg.placement.device))
-        self.pairs = sft_pairs(cfg, self.tokenizer, cfg.data.train)
-        check_sft_lengths(self.tokenizer, self.pairs, cfg, source=cfg.data.train)
-        self.stream = _stream(cfg, len(self.pairs), "SFT")
-        self.held_out = sft_held_out(cfg, self.tokenizer)
-        self.algo = _build_algorithm(SFT, cfg, self.model, self.tokenizer)
-
-    def step(self, step: int, timer) -> dict[str, float]:
-        with timer.phase("update"):
-            return self.algo.step([self.pairs[i] for i in self.stream.next_batch()])
-
-    def evaluate(self) -> Evaluation:
-        """Held-out ``eval/loss`` (SFT rows), ``eval/accuracy`` (rows with an answer) and a
-        few greedy samples; see ``stages/heldout.py``."""
-        cfg, result = self.cfg, Evaluation()
-        if self.held_out is None:
-            return result
+    def __call__(self, trainer) -> tuple[dict, list]:
+        model, tokenizer, result = trainer.model, trainer.tokenizer, Evaluation()
         if self.held_out.pairs:
             result["eval/loss"] = sft_loss(
-                self.model,
-                self.tokenizer,
+                model,
+                tokenizer,
                 self.held_out.pairs,
-                max_len=cfg.data.max_len,
-                precision=cfg.model.precision,
+                max_len=self.max_len,
+                precision=self.precision,
             )
         if self.held_out.prompts is not None:
             policy = evaluate_policy(
-                self.model,
-                self.tokenizer,
+                model,
+                tokenizer,
                 self.held_out.prompts,
-                max_new_tokens=cfg.rollout.max_new_tokens,
-                stop_strings=tuple(cfg.rollout.stop_strings),
-                num_samples=cfg.trainer.log_samples,
-                precision=cfg.model.precision,
+                max_new_tokens=self.max_new_tokens,
+                stop_strings=self.stop_strings,
+                num_samples=self.num_samples,
+                precision=self.precision,
             )
             result.merge(policy)
-        return result
-
-    def trained_models(self) -> dict:
-        return {"policy": self.model}
-
-    def state_dict(self) -> dict:
-        return {
-            "optimizer": self.algo.optimizer.state_dict(),
-            "scheduler": self.algo.scheduler.state_dict(),
-            "data": self.stream.state_dict(),
-        }
-
-    def load_state_dict(self, state: dict) -> None:
-        self.algo.optimizer.load_state_dict(state["optimizer"])
-        self.algo.scheduler.load_state_dict(state["scheduler"])
-        self.stream.load_state_dict(state["data"])
-
-    def close(self) -> None:  # nothing started: everything is in this process
-        pass
+        return dict(result), result.samples
 
 
-class RewardModelStage:
-    name = "rm"
+@dataclass(frozen=True)
+class RewardModelEvaluator:
+    """Held-out pairwise accuracy, Bradley–Terry loss, margin, and a few scored pairs."""
 
+    triples: list[tuple[str, str, str]]
+    num_samples: int
+
+    def __call__(self, trainer) -> tuple[dict, list]:
+        result = reward_model_metrics(trainer.algo, self.triples, self.num_samples)
+        return dict(result), result.samples
+
+
+class SFTStage(OfflineStage):
     def __init__(self, cfg: RunConfig):
-        self.cfg = cfg
+        tokenizer, model = tokenizer_and_policy(cfg)
+        pairs = sft_pairs(cfg, tokenizer, cfg.data.train)
+        examples: list[SFTExample] = encode_sft_data(tokenizer, pairs, cfg, cfg.data.train)
+        held_out = sft_held_out(cfg, tokenizer)
+        evaluator = None
+        if held_out is not None:
+            evaluator = SFTEvaluator(
+                held_out,
+                cfg.data.max_len,
+                cfg.model.precision,
+                cfg.rollout.max_new_tokens,
+                tuple(cfg.rollout.stop_strings),
+                cfg.trainer.log_samples,
+            )
+        trained = Trained("policy", model)
+        super().__init__(cfg, tokenizer, trained, examples, evaluator, model_path(cfg))
+
+
+class RewardModelStage(OfflineStage):
+    def __init__(self, cfg: RunConfig):
         path = model_path(cfg)
-        options = LoadOptions.of(cfg.model)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer or path, options)
-        self.model = with_lora(
-            load_reward_model(path, options=options), cfg.model.lora, "reward_model"
-        )
-        self.model.to(resolve_device(cfg.placement.device))
-        self.triples = preference_triples(cfg, self.tokenizer, cfg.data.train)
+        tokenizer = load_tokenizer(cfg.model.tokenizer or path, LoadOptions.of(cfg.model))
+        triples = preference_triples(cfg, tokenizer, cfg.data.train)
+        examples = encode_comparisons(tokenizer, triples, cfg.data.max_len) if triples else []
         eval_path = eval_source(cfg)
-        self.eval_triples = (
-            preference_triples(cfg, self.tokenizer, eval_path, "eval", n=cfg.data.num_eval)[
-                : cfg.data.num_eval
-            ]
-            if eval_path
-            else []
-        )
-        self.stream = _stream(cfg, len(self.triples), "preference")
-        self.algo = _build_algorithm(RewardModelTraining, cfg, self.model, self.tokenizer)
-
-    def step(self, step: int, timer) -> dict[str, float]:
-        with timer.phase("update"):
-            return self.algo.step([self.triples[i] for i in self.stream.next_batch()])
-
-    def evaluate(self) -> Evaluation:
-        """Held-out pairwise accuracy, Bradley–Terry loss, margin, and a few scored pairs."""
-        if not self.eval_triples:
-            return Evaluation()
-        return reward_model_metrics(self.algo, self.eval_triples, self.cfg.trainer.log_samples)
-
-    def trained_models(self) -> dict:
-        return {"reward_model": self.model}
-
-    state_dict = SFTStage.state_dict
-    load_state_dict = SFTStage.load_state_dict
-    close = SFTStage.close
+        evaluator = None
+        if eval_path:
+            n = cfg.data.num_eval
+            held = preference_triples(cfg, tokenizer, eval_path, "eval", n=n)[:n]
+            evaluator = RewardModelEvaluator(held, cfg.trainer.log_samples) if held else None
+        trained = Trained("reward_model", offline_model(cfg, path))
+        super().__init__(cfg, tokenizer, trained, examples, evaluator, path)

@@ -77,15 +77,24 @@ def test_plan_with_gpu_without_one_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("stage", ["sft", "rm", "dpo"])
-@pytest.mark.parametrize("strategy", ["flatten", "interleave", "separate"])
-def test_one_process_stages_refuse_a_ray_placement(tmp_path, capsys, stage, strategy):
-    """Never silently trained in one process, and ``placerl plan`` prints no 2-way Plan."""
+@pytest.mark.parametrize("strategy", ["interleave", "separate", "auto"])
+def test_offline_stages_refuse_a_placement_they_do_not_run(tmp_path, capsys, stage, strategy):
+    """sft/rm/dpo train one model data-parallel (flatten) or in one process (local): any
+    other strategy is refused, never silently ignored, and ``placerl plan`` prints no Plan."""
     overrides = [f"stage={stage}", f"placement.strategy={strategy}", "placement.device=cpu"]
-    with pytest.raises(UserError, match="trains in one process"):
+    with pytest.raises(UserError, match="data-parallel over every slot"):
         load_config(None, overrides, RunConfig)
     assert main(["plan", _yaml(tmp_path), *overrides]) == 2
     out = capsys.readouterr()
     assert "placement.strategy: local" in out.err and "dp" not in out.out
+
+
+@pytest.mark.parametrize("stage", ["sft", "rm", "dpo"])
+def test_offline_stages_plan_flatten(tmp_path, capsys, stage):
+    overrides = [f"stage={stage}", "placement.strategy=flatten", "placement.device=cpu"]
+    overrides += ["placement.num_workers=2", "placement.threads_per_worker=1"]
+    assert main(["plan", _yaml(tmp_path), *overrides]) == 0
+    assert "dp" in capsys.readouterr().out
 
 
 class _Recorder:

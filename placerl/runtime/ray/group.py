@@ -17,9 +17,12 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import ray
@@ -34,8 +37,10 @@ from placerl.runtime.ray.host import HostSpec, RoleHost
 from placerl.runtime.ray.reaper import Reaper, children_of
 from placerl.timing import Span
 
+WORKERS_FILE = "workers.json"  # in the run directory: who is where (``write_workers``)
 SHUTDOWN_TIMEOUT_S = 20.0  # for the workers to close their engines before they are killed
 READY_TIMEOUT_S = 60.0  # placement groups that cannot be scheduled by then: resources missing
+PEER_DEATH_S = 10.0  # for Ray to report a peer that died, once a call failed (``wait``)
 DEATH_ERRORS = (
     ray.exceptions.RayActorError,
     ray.exceptions.WorkerCrashedError,
@@ -123,7 +128,10 @@ class CallInfo:
 
 
 class WorkerGroup:
-    """One ``RoleHost`` actor per slot of the Plan, in placement groups, one torch world."""
+    """One ``RoleHost`` actor per slot of the Plan, in placement groups, one torch world
+    (``host``: the actor class; the offline stages start ``runtime/ray/offline.OfflineHost``)."""
+
+    host: type = RoleHost
 
     def __init__(self, plan: Plan, specs: Sequence[HostSpec]):
         self.plan = plan
@@ -135,7 +143,7 @@ class WorkerGroup:
 
     def start(self) -> None:
         check_resources(self.plan)
-        remote = ray.remote(RoleHost)
+        remote = ray.remote(self.host)
         for group in self.plan.groups:
             pg = placement_group([bundle(s) for s in group.slots], strategy="PACK")
             self.pgs.append(pg)
@@ -179,7 +187,11 @@ class WorkerGroup:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)
             for ref in done:
-                results[index[ref]] = self._get(ref, calls[index[ref]])
+                try:
+                    results[index[ref]] = self._get(ref, calls[index[ref]])
+                except ray.exceptions.RayTaskError:
+                    self._raise_dead_peer(pending, [calls[index[r]] for r in pending])
+                    raise
         return results
 
     def _get(self, ref, call: CallInfo) -> Any:
@@ -193,6 +205,22 @@ class WorkerGroup:
                 raise cause from None
             raise
 
+    def _raise_dead_peer(self, refs: Sequence[Any], calls: Sequence[CallInfo]) -> None:
+        """A call failed with an error of its own: when a peer of the same calls died, that
+        death is the cause (a survivor's collective fails at once with "connection reset"
+        under gloo), so name the dead worker instead. Waits at most ``PEER_DEATH_S``."""
+        deadline = time.monotonic() + PEER_DEATH_S
+        pending = list(refs)
+        while pending and (left := deadline - time.monotonic()) > 0:
+            done, pending = ray.wait(pending, num_returns=1, timeout=left)
+            for ref in done:
+                try:
+                    ray.get(ref)
+                except DEATH_ERRORS as err:
+                    raise self.failure(calls[list(refs).index(ref)], err) from None
+                except Exception:  # noqa: BLE001 (another survivor's symptom)
+                    continue
+
     def failure(self, call: CallInfo, err: Exception) -> WorkerFailure:
         pid = self.info[call.rank]["pid"] if call.rank < len(self.info) else "?"
         what = "while starting" if call.method == "setup" else f"during {call.role}.{call.method}"
@@ -203,6 +231,24 @@ class WorkerGroup:
             f"rank {call.role_rank} ({type(err).__name__})"
         )
         return WorkerFailure(message, role=call.role, rank=call.role_rank)
+
+    def write_workers(self, path: Path) -> None:
+        """Rank, slot, roles and pid of every worker, as JSON (atomically: tests and users
+        read it while the run goes on)."""
+        rows = [
+            {
+                "rank": spec.rank,
+                "worker": spec.label,
+                "slot": spec.slot.label,
+                "roles": info["roles"],
+                "pid": info["pid"],
+            }
+            for spec, info in zip(self.specs, self.info, strict=True)
+        ]
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}")
+        tmp.write_text(json.dumps(rows, indent=1) + "\n")
+        tmp.replace(path)
 
     def pids(self) -> list[int]:
         return [info["pid"] for info in self.info]

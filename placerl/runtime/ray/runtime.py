@@ -17,8 +17,6 @@ roles' methods (``handles.py``): the algorithms run unchanged. It also keeps
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 
 import ray
@@ -30,7 +28,7 @@ from placerl.placement.plan.plan import Plan
 from placerl.roles.build import critic_model, sampling_params
 from placerl.runtime import RolloutSetup
 from placerl.runtime.launch import RemoteLauncher
-from placerl.runtime.ray.group import CallInfo, WorkerGroup, connect, disconnect
+from placerl.runtime.ray.group import WORKERS_FILE, CallInfo, WorkerGroup, connect, disconnect
 from placerl.runtime.ray.handles import (
     ActorHandle,
     CriticHandle,
@@ -44,8 +42,6 @@ from placerl.runtime.ray.host import HostSpec
 from placerl.runtime.sync.workers import RemoteRolloutSync, role_ranks, sync_ranks
 from placerl.timing import Span
 from placerl.types import Role
-
-WORKERS_FILE = "workers.json"
 
 
 def roles_of(needs: Needs) -> tuple[Role, ...]:
@@ -112,7 +108,7 @@ class RayRuntime:
         if self.sync_ranks is not None:
             bucket_mb = cfg.staleness.sync_bucket_mb
             self._sync = RemoteRolloutSync(self.sync_ranks, self.call_hosts, bucket_mb)
-        self._write_workers()
+        self.group.write_workers(self.run_dir / WORKERS_FILE)
 
     def rollout_sync(self) -> RemoteRolloutSync | None:
         """The trainer → rollout sync; None when every rollout worker samples with the
@@ -193,19 +189,3 @@ class RayRuntime:
         if self.owns_ray and ray.is_initialized():
             disconnect()
         self.owns_ray = False
-
-    def _write_workers(self) -> None:
-        rows = [
-            {
-                "rank": spec.rank,
-                "worker": spec.label,
-                "slot": spec.slot.label,
-                "roles": info["roles"],
-                "pid": info["pid"],
-            }
-            for spec, info in zip(self.group.specs, self.group.info, strict=True)
-        ]
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / f".{WORKERS_FILE}.{os.getpid()}"
-        tmp.write_text(json.dumps(rows, indent=1) + "\n")
-        tmp.replace(self.run_dir / WORKERS_FILE)

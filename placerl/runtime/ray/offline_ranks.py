@@ -1,0 +1,134 @@
+"""``Collectives`` over torch.distributed: one rank of a data-parallel offline trainer.
+
+The offline trainer (``runtime/offline.py``) asks its ranks for a few things only: make the
+model ready (FSDP2 shards, or rank 0's weights broadcast so that replicas start equal),
+average the gradients (replicas: flat-bucket all-reduce, the same helper the RL roles use;
+FSDP reduces in its backward hooks), sum a float, agree on an int, gather the full weights
+for evaluation, and read or write full weights and optimizer state for checkpoints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from placerl.models.lora import is_lora, load_trained_state
+from placerl.runtime.ray.data_parallel import (
+    average_gradients,
+    broadcast_weights,
+    shard_model,
+    unsharded,
+)
+
+BUCKET_ELEMS = 16 * 1024 * 1024  # 64 MB of fp32 gradients per all-reduce
+
+
+@dataclass
+class RankCollectives:
+    """This process's rank among the trainer's ``size`` ranks (``group``; ``mesh`` for FSDP)."""
+
+    rank: int
+    size: int
+    group: Any
+    mesh: Any = None
+    device: torch.device = torch.device("cpu")
+
+    @property
+    def lockstep(self) -> bool:
+        return self.mesh is not None
+
+    def prepare(self, model, precision: str, frozen: bool = False) -> None:
+        if self.mesh is not None:
+            shard_model(model, self.mesh, precision)
+            if frozen:  # no optimizer to build first (``optimizer_built``)
+                _root_forward(model, self.device)
+        else:
+            broadcast_weights(model, self.group)
+
+    def optimizer_built(self, model) -> None:
+        if self.mesh is not None:
+            _root_forward(model, self.device)
+
+    def reduce_gradients(self, model) -> None:
+        if self.mesh is None:
+            average_gradients(list(model.parameters()), self.group, BUCKET_ELEMS)
+
+    def total(self, value: float) -> float:
+        import torch.distributed as dist
+
+        tensor = torch.tensor([value], dtype=torch.float64, device=self._comm_device)
+        dist.all_reduce(tensor, group=self.group)
+        return float(tensor.item())
+
+    def agree(self, value: int) -> int:
+        import torch.distributed as dist
+
+        tensor = torch.tensor([value], dtype=torch.long, device=self._comm_device)
+        dist.broadcast(tensor, src=dist.get_global_rank(self.group, 0), group=self.group)
+        return int(tensor.item())
+
+    @property
+    def _comm_device(self) -> torch.device:
+        return self.device if self.device.type == "cuda" else torch.device("cpu")
+
+    def gathered(self, *models) -> contextlib.AbstractContextManager:
+        stack = contextlib.ExitStack()
+        for model in models:
+            stack.enter_context(unsharded(model))
+        return stack
+
+    def full_weights(self, model) -> dict[str, torch.Tensor]:
+        if self.mesh is None:
+            return {k: v.detach().cpu() for k, v in model.state_dict().items()}
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_model_state_dict(model, options=options)
+
+    def load_full_weights(self, model, weights: dict[str, torch.Tensor]) -> None:
+        if self.mesh is None:
+            load_trained_state(model, weights)
+            return
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+        options = StateDictOptions(full_state_dict=True, strict=not is_lora(model))
+        set_model_state_dict(model, weights, options=options)
+
+    def optimizer_state(self, model, optimizer) -> dict:
+        if self.mesh is None:
+            return optimizer.state_dict()
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            get_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+        return get_optimizer_state_dict(model, optimizer, options=options)
+
+    def load_optimizer_state(self, model, optimizer, state: dict) -> None:
+        if self.mesh is None:
+            optimizer.load_state_dict(state)
+            return
+        from torch.distributed.checkpoint.state_dict import (
+            StateDictOptions,
+            set_optimizer_state_dict,
+        )
+
+        options = StateDictOptions(full_state_dict=True)
+        set_optimizer_state_dict(model, optimizer, state, options=options)
+
+
+@torch.no_grad()
+def _root_forward(model, device: torch.device) -> None:
+    """One tiny forward through the root: FSDP2 initialises lazily at its first forward, which
+    must be the root's, and the layout check and evaluation run the decoder alone, on
+    gathered weights (``models/lm_head.split_lm``). After the optimizer is built, as the RL
+    roles do it: built after this forward, the optimizer's state cannot be gathered by name
+    (``get_optimizer_state_dict``: KeyError). Collective: every rank runs it."""
+    was_training = model.training
+    model.eval()
+    model(input_ids=torch.zeros((1, 1), dtype=torch.long, device=device))
+    model.train(was_training)

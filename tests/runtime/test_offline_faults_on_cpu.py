@@ -1,0 +1,99 @@
+"""Distributed SFT survives its failures: kill -9 of the driver mid-run, then ``--resume``,
+ends bitwise equal to an uninterrupted run; a dead worker is named and the run exits 3 with
+the command that resumes it (as for the RL stages, ``test_faults_on_cpu.py``)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.conftest import fast_overrides
+
+pytest.importorskip("ray")
+pytestmark = pytest.mark.slow
+
+FLATTEN = ["placement.strategy=flatten", "placement.num_workers=2"]
+FLATTEN += ["placement.threads_per_worker=1", "placement.device=cpu"]
+COMMON = ["data.num_eval=0", "trainer.batch_size=3", "trainer.micro_batch_size=2"]
+
+
+def _start(model_dir, run_dir: Path, steps: int, *extra) -> subprocess.Popen:
+    config = run_dir.parent / f"{run_dir.name}.yaml"
+    config.write_text("stage: sft\n")
+    args = [*fast_overrides(model_dir, run_dir, "sft", steps), *COMMON, *FLATTEN, *extra]
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
+    cmd = [sys.executable, "-m", "placerl.cli", "train", str(config), *args]
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _finish(proc: subprocess.Popen) -> tuple[int, str]:
+    _, err = proc.communicate(timeout=300)
+    return proc.returncode, err
+
+
+def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert proc.poll() is None, f"the run ended first: {proc.communicate()[1][-3000:]}"
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.02)
+
+
+def _rows(run_dir: Path) -> list[dict]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [row for row in map(json.loads, lines) if row["step"] > 0]
+
+
+def test_kill_of_the_driver_then_resume_is_exact(tiny_model_dir, tmp_path):
+    steps = 8
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    code, err = _finish(_start(tiny_model_dir, straight, steps))
+    assert code == 0, err[-3000:]
+
+    proc = _start(tiny_model_dir, killed, steps)
+    _wait_for(lambda: (killed / "checkpoints" / "step_000003").is_dir(), proc)
+    proc.send_signal(signal.SIGKILL)
+    code, _ = _finish(proc)
+    assert code == -9
+    done = sorted(p.name for p in (killed / "checkpoints").iterdir() if p.name.startswith("step"))
+    assert f"step_{steps:06d}" not in done, "scenario: killed mid-run"
+
+    code, err = _finish(_start(tiny_model_dir, killed, steps, "--resume"))
+    assert code == 0, err[-3000:]
+    a = load_file(straight / "policy" / "model.safetensors")
+    b = load_file(killed / "policy" / "model.safetensors")
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs after kill -9 and resume"
+    rows_a, rows_b = _rows(straight), _rows(killed)
+    assert [r["step"] for r in rows_b] == list(range(1, steps + 1))
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        for key, value in ra.items():
+            if not key.startswith(("time/", "throughput/tokens_per_s")):
+                assert rb[key] == value, f"step {ra['step']}: {key}"
+
+
+def test_a_dead_worker_is_named_and_the_run_exits_3(tiny_model_dir, tmp_path):
+    steps = 200
+    run_dir = tmp_path / "run"
+    proc = _start(tiny_model_dir, run_dir, steps)
+    first = run_dir / "checkpoints" / "step_000001"
+    _wait_for(lambda: first.is_dir() and (run_dir / "workers.json").exists(), proc)
+    victim = json.loads((run_dir / "workers.json").read_text())[1]
+    os.kill(victim["pid"], signal.SIGKILL)
+    code, err = _finish(proc)
+    assert code == 3, err[-3000:]
+    assert f"worker all/w1 (pid {victim['pid']}" in err and "rank 1" in err
+    assert "resume with: placerl train" in err and err.strip().endswith("--resume")
+    done = [p for p in (run_dir / "checkpoints").iterdir() if p.name.startswith("step")]
+    assert 0 < len(done) < steps, "scenario: the worker died mid-run"
