@@ -67,7 +67,9 @@ def predicted_step(work: Path, stage: str, overrides: list[str], out: Path, env:
     """The planner's ``local`` candidate for the config: {step_s, phases, calibration} (the
     whole search is written to ``out``); raises RuntimeError with the CLI's words."""
     argv = [*CLI, "plan", str(config_file(work, stage)), *overrides, "--auto", "--json"]
-    argv += ["--top", "100"]
+    # a stored profile is used; none is *taken* here (plan --auto would profile first: a CPU
+    # profile needs Ray, which the GPU machine lacks, and the GPU's has a part of its own)
+    argv += ["--top", "100", "--no-profile"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env)
     if done.returncode not in (0, 2) or not done.stdout.strip().startswith("{"):
         raise RuntimeError(f"placerl plan exit {done.returncode}: {done.stderr.strip()[-300:]}")
