@@ -57,6 +57,23 @@ def test_the_starter_reward_imports_from_the_starter_folder(stage, tmp_path, mon
     assert fn(["54321", "12"], [None, None], answer=["54321", "21"]) == [1.0, 0.0]
 
 
+def test_init_says_which_earlier_runs_a_stage_starts_from(tmp_path, capsys):
+    """GRPO's starter starts from the SFT policy, PPO's also from the reward model: init says
+    to run them first while they are missing, and not once they exist."""
+    assert main(["init", "grpo", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "first: cd" in out and "placerl init sft && placerl train sft.yaml" in out
+    assert "grpo.yaml starts from runs/sft/policy" in out
+    assert main(["init", "ppo", str(tmp_path / "p")]) == 0
+    firsts = [line for line in capsys.readouterr().out.splitlines() if line.startswith("first:")]
+    assert len(firsts) == 2 and "init sft" in firsts[0] and "init rm" in firsts[1]
+    (tmp_path / "runs" / "sft" / "policy").mkdir(parents=True)
+    assert main(["init", "dpo", str(tmp_path)]) == 0
+    assert "first:" not in capsys.readouterr().out
+    assert main(["init", "sft", str(tmp_path / "s")]) == 0
+    assert "first:" not in capsys.readouterr().out
+
+
 def test_init_never_overwrites_unless_forced(tmp_path, capsys):
     assert main(["init", "sft", str(tmp_path)]) == 0
     (tmp_path / "sft.yaml").write_text("# mine\n")

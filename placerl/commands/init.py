@@ -32,6 +32,24 @@ def run(args: argparse.Namespace) -> int:
     for path in write_starter(args.stage, directory, force=args.force):
         print(f"wrote {path}")
     here = "" if directory.resolve() == Path.cwd().resolve() else f"cd {directory} && "
+    for stage, run_path in missing_runs(args.stage, directory):
+        print(
+            f"first: {here}placerl init {stage} && placerl train {stage}.yaml  "
+            f"({args.stage}.yaml starts from {run_path}, which does not exist yet)"
+        )
     print(f"next: {here}placerl train {args.stage}.yaml", end="")
     print(f"{os.linesep}then: placerl generate runs/{args.stage} 'rev 12345='")
     return 0
+
+
+def missing_runs(stage: str, directory: Path) -> list[tuple[str, str]]:
+    """The earlier stages whose outputs ``stage``'s starter config starts from and that ``directory``
+    lacks, in the order to run them: (stage, the path its run writes)."""
+    from placerl.starter.config import AFTER_SFT, SETTINGS
+
+    settings = SETTINGS[stage]
+    wanted = [("sft", AFTER_SFT)] if settings.get("model.path") == AFTER_SFT else []
+    reward_model = settings.get("reward.model")
+    if reward_model:  # the reward model is trained from the SFT policy
+        wanted = [("sft", AFTER_SFT), ("rm", reward_model)]
+    return [(s, path) for s, path in wanted if not (directory / path).exists()]
