@@ -6,17 +6,12 @@ batch; the episodes' noise comes from the rollout's generator, saved with it."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from placerl.checkpoint import latest_checkpoint, load_state
+from tests import cli_runs
 from tests.conftest import fast_overrides
 
 pytestmark = pytest.mark.slow
@@ -33,20 +28,8 @@ EPISODES = [
 
 def _train(model_dir, run_dir, stage, *extra, kill_at=None):
     args = [*fast_overrides(model_dir, run_dir, stage, STEPS), *EPISODES, *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
-    env.pop("PLACERL_KILL_AFTER_RESETS", None)
-    if kill_at is not None:
-        env["PLACERL_KILL_AFTER_RESETS"] = str(kill_at)
-    config = run_dir.parent / f"{stage}.yaml"
-    config.write_text(f"stage: {stage}\n")
-    cmd = [sys.executable, "-m", "placerl.cli", "train", str(config), *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [row for row in map(json.loads, lines) if row["step"] > 0]
+    kill = {} if kill_at is None else {"PLACERL_KILL_AFTER_RESETS": str(kill_at)}
+    return cli_runs.train(stage, run_dir, args, **kill)
 
 
 @pytest.mark.parametrize(("stage", "staleness"), [("grpo", 0), ("grpo", 1), ("ppo", 1)], ids=str)
@@ -73,7 +56,7 @@ def test_kill_mid_episode_then_resume_is_exact(tiny_model_dir, tmp_path, stage, 
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after kill -9 and resume"
-    rows_a, rows_b = _rows(straight), _rows(killed)
+    rows_a, rows_b = cli_runs.metric_rows(straight), cli_runs.metric_rows(killed)
     assert [r["step"] for r in rows_b] == list(range(1, STEPS + 1))
     for ra, rb in zip(rows_a, rows_b, strict=True):
         for key, value in ra.items():

@@ -10,17 +10,12 @@ the same staleness tags and the same metrics rows as a run that was never stoppe
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
 from placerl.checkpoint import latest_checkpoint, load_state
+from tests import cli_runs
 from tests.conftest import fast_overrides
 
 pytestmark = pytest.mark.slow
@@ -36,20 +31,8 @@ CASES = {
 def _train(model_dir, run_dir, stage, *extra, kill_at=None):
     args = [*fast_overrides(model_dir, run_dir, stage, STEPS), REWARD, *CASES[stage]]
     args += ["placement.max_staleness=1", "data.num_eval=0", *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
-    env.pop("PLACERL_KILL_AT_CALL", None)
-    if kill_at is not None:
-        env["PLACERL_KILL_AT_CALL"] = str(kill_at)
-    config = run_dir.parent / f"{stage}.yaml"
-    config.write_text(f"stage: {stage}\n")
-    cmd = [sys.executable, "-m", "placerl.cli", "train", str(config), *args]
-    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [row for row in map(json.loads, lines) if row["step"] > 0]
+    kill = {} if kill_at is None else {"PLACERL_KILL_AT_CALL": str(kill_at)}
+    return cli_runs.train(stage, run_dir, args, **kill)
 
 
 @pytest.mark.parametrize("stage", sorted(CASES))
@@ -72,7 +55,7 @@ def test_kill_with_a_batch_in_flight_then_resume_is_exact(tiny_model_dir, tmp_pa
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after kill -9 and resume"
-    rows_a, rows_b = _rows(straight), _rows(killed)
+    rows_a, rows_b = cli_runs.metric_rows(straight), cli_runs.metric_rows(killed)
     assert [r["step"] for r in rows_b] == list(range(1, STEPS + 1))
     assert [r["pipeline/staleness"] for r in rows_b] == [r["pipeline/staleness"] for r in rows_a]
     for ra, rb in zip(rows_a, rows_b, strict=True):

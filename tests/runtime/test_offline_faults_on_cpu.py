@@ -8,7 +8,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -16,6 +15,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from tests import cli_runs
 from tests.conftest import fast_overrides
 
 pytest.importorskip("ray")
@@ -27,12 +27,9 @@ COMMON = ["data.num_eval=0", "trainer.batch_size=3", "trainer.micro_batch_size=2
 
 
 def _start(model_dir, run_dir: Path, steps: int, *extra) -> subprocess.Popen:
-    config = run_dir.parent / f"{run_dir.name}.yaml"
-    config.write_text("stage: sft\n")
     args = [*fast_overrides(model_dir, run_dir, "sft", steps), *COMMON, *FLATTEN, *extra]
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONDONTWRITEBYTECODE="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parents[2]), env.get("PYTHONPATH", "")])
-    cmd = [sys.executable, "-m", "placerl.cli", "train", str(config), *args]
+    cmd = cli_runs.train_command("sft", run_dir, args)
+    env = cli_runs.child_env()
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -47,11 +44,6 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240.0) -> None
         assert proc.poll() is None, f"the run ended first: {proc.communicate()[1][-3000:]}"
         assert time.monotonic() < deadline, "timed out"
         time.sleep(0.02)
-
-
-def _rows(run_dir: Path) -> list[dict]:
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return [row for row in map(json.loads, lines) if row["step"] > 0]
 
 
 def test_kill_of_the_driver_then_resume_is_exact(tiny_model_dir, tmp_path):
@@ -75,7 +67,7 @@ def test_kill_of_the_driver_then_resume_is_exact(tiny_model_dir, tmp_path):
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after kill -9 and resume"
-    rows_a, rows_b = _rows(straight), _rows(killed)
+    rows_a, rows_b = cli_runs.metric_rows(straight), cli_runs.metric_rows(killed)
     assert [r["step"] for r in rows_b] == list(range(1, steps + 1))
     for ra, rb in zip(rows_a, rows_b, strict=True):
         for key, value in ra.items():
