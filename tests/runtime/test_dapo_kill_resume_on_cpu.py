@@ -16,6 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from placerl.checkpoint import latest_checkpoint, load_state
+from tests import cli_runs
 from tests.runtime import test_kill_in_flight_on_cpu as kill
 
 pytestmark = pytest.mark.slow
@@ -35,7 +36,7 @@ def test_kill_during_extra_sampling_rounds_then_resume_is_exact(
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     done = kill._train(tiny_model_dir, straight, "dapo")
     assert done.returncode == 0, done.stderr[-3000:]
-    rows_a = kill._rows(straight)
+    rows_a = cli_runs.metric_rows(straight)
     rounds = [int(r["dynamic_sampling/rounds"]) for r in rows_a]
     assert len(rounds) == 5
     later = [s for s in range(3, 6) if rounds[s - 1] >= 2]
@@ -54,7 +55,7 @@ def test_kill_during_extra_sampling_rounds_then_resume_is_exact(
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after kill -9 and resume"
-    rows_b = kill._rows(killed)
+    rows_b = cli_runs.metric_rows(killed)
     assert [r["step"] for r in rows_b] == list(range(1, 6))
     for ra, rb in zip(rows_a, rows_b, strict=True):
         for key, value in ra.items():
