@@ -148,8 +148,18 @@ def _flat(tensor: Tensor) -> Tensor:
 
 
 _WORDS = {1: torch.uint8, 2: torch.int16, 4: torch.int32, 8: torch.int64}
-_CHUNK = 1 << 22  # elements per step: bounds the fingerprint's scratch memory
+_PERIOD = 65521  # the position weights repeat with this period (a prime)
 _MASK = (1 << 63) - 1
+_POSITION_WEIGHTS: dict[torch.device, Tensor] = {}
+
+
+def _position_weights(device: torch.device) -> Tensor:
+    """1, 2, …, 65521 as int64 on ``device`` (cached: 512 KiB)."""
+    weights = _POSITION_WEIGHTS.get(device)
+    if weights is None:
+        weights = torch.arange(1, _PERIOD + 1, dtype=torch.int64, device=device)
+        _POSITION_WEIGHTS[device] = weights
+    return weights
 
 
 @torch.no_grad()
@@ -159,17 +169,26 @@ def fingerprint(tensors: Sequence[Tensor], seed: int = 0) -> int:
     Each tensor's bytes are read as integer words w_i and summed twice, Σ w_i and
     Σ (i mod 65521 + 1)·w_i, in int64 (wrap-around is exact, so the order of the reduction does
     not matter): a flipped bit, a swapped or missing element changes it. Not cryptographic.
+
+    The weighted sum is taken as Σ_j (j + 1)·c_j over the column sums c_j of the words laid
+    in rows of 65521 (exact in int64 arithmetic modulo 2^64, as multiplication distributes),
+    so it reads the words once with no per-element index: 3-5x faster than forming
+    ``i mod 65521`` per element, which made the digest most of a CPU sync's time.
     """
     digest = seed
     for tensor in tensors:
         flat = tensor.detach().reshape(-1)
         words = flat.view(_WORDS[flat.element_size()]) if flat.numel() else flat
-        plain = weighted = 0
-        for start in range(0, words.numel(), _CHUNK):
-            part = words[start : start + _CHUNK].to(torch.int64)
-            index = torch.arange(start, start + part.numel(), device=part.device)
-            plain += int(part.sum())
-            weighted += int((part * (index % 65521 + 1)).sum())
+        n = words.numel()
+        full = n - n % _PERIOD
+        plain = int(words.sum(dtype=torch.int64)) if n else 0
+        weighted = 0
+        weights = _position_weights(words.device) if n else None
+        if full:
+            columns = words[:full].view(-1, _PERIOD).sum(0, dtype=torch.int64)
+            weighted += int((columns * weights).sum())
+        if n > full:
+            weighted += int((words[full:].to(torch.int64) * weights[: n - full]).sum())
         digest = (digest * 1_000_003 + plain * 65_537 + weighted) & _MASK
     return digest
 
