@@ -8,7 +8,8 @@ buckets, gloo moves them, the receiver unpacks them in place, and both sides fin
 they sent and received (the sync guard). On the 2-core VM the all-reduce's bandwidth predicted
 0.04 s for a 9M-parameter policy whose sync measured 0.27 s. Two sizes, a one-element state and
 ``SYNC_REFERENCE_MB`` of model-like tensors, give the fixed part and the per-byte rate, which the
-cost model scales to any policy (``placement/cost/time.py::sync_s``)."""
+cost model scales to any policy (``placement/cost/time.py::sync_s``); the in-process copy into a
+lagging rollout's shadow (``copy_weights``, fingerprint included) gives ``copy_bw``."""
 
 from __future__ import annotations
 
@@ -58,10 +59,11 @@ SYNC_REFERENCE_MB = 32  # 24 tensors of fp32, laid out as a model's (many pieces
 def _weight_sync(rank: int, dist) -> dict[str, float]:
     """Seconds of ``broadcast_weights`` from rank 0 to rank 1, as the slower of the two ranks
     sees it (the controller of a sync waits for both): a one-element state, then the reference
-    state."""
+    state; and of ``copy_weights`` of the reference state in rank 0 (a lagging rollout's
+    shadow copy)."""
     import torch
 
-    from placerl.runtime.sync.transport import broadcast_weights
+    from placerl.runtime.sync.transport import broadcast_weights, copy_weights
 
     numel = SYNC_REFERENCE_MB * 2**20 // 4 // 24
     states = {
@@ -74,6 +76,11 @@ def _weight_sync(rank: int, dist) -> dict[str, float]:
         seconds = torch.tensor([timed(lambda s=state: broadcast_weights(s, 0), repeats=3)])
         dist.all_reduce(seconds, op=dist.ReduceOp.MAX)
         out[key] = float(seconds)
+    reference = states["sync_reference_s"]
+    shadow = {name: t.clone() for name, t in reference.items()}
+    dist.barrier()  # rank 0 alone: the in-process copy into a shadow, with its fingerprint
+    out["copy_reference_s"] = timed(lambda: copy_weights(reference, shadow)) if rank == 0 else 0.0
+    dist.barrier()
     return out
 
 
@@ -113,4 +120,5 @@ def measure_collectives(shape: ModelShape | None = None) -> dict[str, float]:
         "latency": latency,
         "sync_latency": sync_latency,
         "sync_bw": sync_bw,
+        "copy_bw": sync_bytes / max(raw["copy_reference_s"], 1e-6),
     }
