@@ -73,3 +73,13 @@ def test_examples_table_before_after_and_dapo_rounds():
     )
     assert not any(line.startswith("| cispo") for line in table)  # no cells, no row
     assert table[-2:] == ["| 0 | 2.00 | 0.500 |", "| 1 | 3.00 | 0.750 |"]
+
+
+def test_only_seed_must_be_one_of_the_seeds(capsys):
+    from alignment_matrix import parse_args
+
+    assert parse_args(["--seeds", "3", "--only-seed", "2"]).only_seed == 2
+    assert parse_args(["--seeds", "3"]).only_seed is None  # the whole matrix, then the table
+    with pytest.raises(SystemExit) as exit_:
+        parse_args(["--seeds", "3", "--only-seed", "3"])
+    assert exit_.value.code == 2 and "--only-seed 3: seeds are 0..2" in capsys.readouterr().err
