@@ -20,7 +20,9 @@ paired difference across seeds (benchmarks/matrix_report.py).
     brain         8 SFT samples per prompt, BRAIn's self-normalized posterior weights
     ppo           4 models: actor, critic, reward, reference; KL penalty β in the reward
     reinforce_pp  1 sample per prompt, KL penalty β in the per-token reward, global whitening
-    grpo, dr_grpo, rloo, gspo, cispo, dapo
+    reinforce_pp_baseline
+                  the same on groups of 4, the group mean subtracted first
+    grpo, dr_grpo, rloo, gspo, gspo_token, cispo, dapo
                   groups of 4 from the current policy, no KL term (β = 0, as their papers);
                   dr_grpo: no std, seq-mean-token-sum-norm; dapo: clip-higher, dynamic
                   sampling (≤ 3 rounds: it may sample more, the table says how many), overlong
@@ -38,7 +40,12 @@ The script reports what it measures; it does not tune to agree.
     python benchmarks/alignment_matrix.py --seeds 3 --quick --out /tmp/m     # smoke test
 
 Cells that finished are reused when the script runs again with the same --out (each run dir
-holds its result), so an interrupted matrix resumes where it stopped.
+holds its result), so an interrupted matrix resumes where it stopped. On a shared machine run
+it in chunks into one --out — one seed (``--only-seed S``) or a few methods (``--methods``) at
+a time — then once without them to write the table from the finished cells:
+
+    python benchmarks/alignment_matrix.py --seeds 3 --only-seed 0 --methods dpo rso --out runs/matrix
+    python benchmarks/alignment_matrix.py --seeds 3 --out runs/matrix          # the rest, the table
 """
 
 from __future__ import annotations
@@ -53,18 +60,29 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from matrix_report import claims, plot, report, summarise  # noqa: E402
+from matrix_report import claims, examples, markdown, plot, report, summarise  # noqa: E402
 from rich.console import Console  # noqa: E402
 
 from placerl.config.schema import RunConfig  # noqa: E402
 from placerl.demo import FULL, QUICK, run_stage, stage_configs  # noqa: E402
-from placerl.evaluation import kl_to_reference  # noqa: E402
+from placerl.evaluation import evaluate_policy, kl_to_reference  # noqa: E402
 from placerl.models.factory import make_model_dir  # noqa: E402
 from placerl.models.loading import load_policy, load_tokenizer  # noqa: E402
 from placerl.stages.sources import builtin_corpus, builtin_task, prompt_set  # noqa: E402
 
 PREFERENCE = ("dpo", "slic", "ipo", "rso", "online_dpo", "brain")
-POLICY_GRADIENT = ("ppo", "reinforce_pp", "grpo", "dr_grpo", "rloo", "gspo", "cispo", "dapo")
+POLICY_GRADIENT = (
+    "ppo",
+    "reinforce_pp",
+    "reinforce_pp_baseline",
+    "grpo",
+    "dr_grpo",
+    "rloo",
+    "gspo",
+    "gspo_token",
+    "cispo",
+    "dapo",
+)
 METHODS = ("sft_ml", *PREFERENCE, *POLICY_GRADIENT)
 SAMPLES_PER_STEP = 64  # every method generates this many responses per step (dapo: per round)
 NEW_TOKENS = 8
@@ -108,10 +126,12 @@ def policy_gradient_config(name: str, args) -> tuple[dict, int]:
         }, 1
     if name == "reinforce_pp":
         return {"stage": "reinforce_pp", "grpo": grpo | {"kl_coef": args.beta}}, 1
+    if name == "reinforce_pp_baseline":  # groups of 4: the group mean is the baseline
+        return {"stage": name, "grpo": grpo | {"kl_coef": args.beta}}, 4
     stage = {"rloo": "rloo", "dapo": "dapo"}.get(name, "grpo")
     if name == "dr_grpo":
         grpo |= {"scale_by_std": False, "loss_agg": "seq-mean-token-sum-norm"}
-    elif name in ("gspo", "cispo"):
+    elif name in ("gspo", "gspo_token", "cispo"):
         grpo["policy_loss"] = name
     return {"stage": stage, "grpo": grpo}, 4
 
@@ -146,17 +166,23 @@ def held_out_kl(out: Path, policy_dir: Path, args) -> float:
     sft = out / "sft" / "policy"
     tok = load_tokenizer(sft)
     cfg = RunConfig(stage="sft", data={"num_eval": args.num_eval})
-    prompts = prompt_set(cfg, tok, None, "eval")
+    prompts = prompt_set(cfg, tok, str(out / HELD_OUT), "eval")
     return kl_to_reference(
         load_policy(policy_dir), load_policy(sft), tok, prompts, max_new_tokens=NEW_TOKENS
     )
 
 
+def metric_mean(run_dir: Path, key: str) -> float | None:
+    """The mean of one logged metric over a run's rows (None when never logged)."""
+    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    values = [r[key] for r in rows if key in r]
+    return sum(values) / len(values) if values else None
+
+
 def sampled(run_dir: Path, steps: int) -> int:
     """Responses generated in training: the budget, times DAPO's mean sampling rounds."""
-    rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-    rounds = [r["dynamic_sampling/rounds"] for r in rows if "dynamic_sampling/rounds" in r]
-    return round(steps * SAMPLES_PER_STEP * (sum(rounds) / len(rounds) if rounds else 1.0))
+    rounds = metric_mean(run_dir, "dynamic_sampling/rounds")
+    return round(steps * SAMPLES_PER_STEP * (rounds or 1.0))
 
 
 def cell(name: str, seed: int, args, out: Path, reward: dict, console: Console) -> dict:
@@ -165,24 +191,25 @@ def cell(name: str, seed: int, args, out: Path, reward: dict, console: Console) 
     run_dir = Path(raw["run_dir"])
     result = run_dir / "cell.json"
     if result.exists():
-        return json.loads(result.read_text())
+        row = json.loads(result.read_text())
+        if row.get("steps", args.steps) != args.steps:
+            sys.exit(
+                f"{result}: a {row['steps']}-step cell; --steps {args.steps} needs a new --out"
+            )
+        return row
     metrics, seconds = run_stage(f"{name} seed {seed}", raw, console)
     row = {
         "method": name,
         "seed": seed,
         "accuracy": metrics.get("eval/accuracy"),
         "kl": held_out_kl(out, run_dir / "policy", args),
-        "seconds": seconds,
+        "seconds": seconds,  # training and its final held-out evaluation
+        "steps": args.steps,
         "samples": 0 if name == "sft_ml" else sampled(run_dir, args.steps),
     }
     if name == "dapo":
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
-        shares = [
-            r["dynamic_sampling/filtered_share"]
-            for r in rows
-            if "dynamic_sampling/filtered_share" in r
-        ]
-        row["filtered_share"] = sum(shares) / max(len(shares), 1)
+        row["rounds"] = metric_mean(run_dir, "dynamic_sampling/rounds")
+        row["filtered_share"] = metric_mean(run_dir, "dynamic_sampling/filtered_share")
     result.write_text(json.dumps(row))
     console.print(
         f"{name} seed {seed}: accuracy {row['accuracy']:.3f}, KL {row['kl']:.3f}, {seconds:.0f} s"
@@ -198,29 +225,47 @@ def prepare(args, out: Path, console: Console) -> tuple[dict, dict]:
     prep = stage_configs(out, "ppo", QUICK if args.quick else FULL, 0, args.quick)
     for raw in prep.values():
         raw.setdefault("data", {})["num_eval"] = args.num_eval
-    sft_metrics, sft_seconds = run_stage("sft", prep["sft"], console)
+    _, sft_seconds = run_stage("sft", prep["sft"], console)
     write_held_out(out, args.num_eval)
     reward = {"function": None}
     if args.reward == "model":
         run_stage("rm", prep["rm"], console)
         reward = {"model": str(out / "rm" / "reward_model")}
-    sft = {"method": "sft", "accuracy": sft_metrics.get("eval/accuracy"), "kl": 0.0}
+    sft = {"method": "sft", "accuracy": sft_accuracy(out, args), "kl": 0.0, "steps": 0}
     return reward, sft | {"seconds": sft_seconds, "samples": 0}
+
+
+def sft_accuracy(out: Path, args) -> float:
+    """The SFT start's accuracy on the held-out file, measured as every cell is (greedy,
+    NEW_TOKENS), whatever --num-eval its own training evaluated with; kept in sft_eval.json."""
+    saved = out / "sft_eval.json"
+    if saved.exists() and json.loads(saved.read_text())["num_eval"] == args.num_eval:
+        return json.loads(saved.read_text())["accuracy"]
+    sft = out / "sft" / "policy"
+    tok = load_tokenizer(sft)
+    cfg = RunConfig(stage="sft", data={"num_eval": args.num_eval})
+    prompts = prompt_set(cfg, tok, str(out / HELD_OUT), "eval")
+    result = evaluate_policy(load_policy(sft), tok, prompts, max_new_tokens=NEW_TOKENS)
+    saved.write_text(json.dumps({"num_eval": args.num_eval, "accuracy": result["eval/accuracy"]}))
+    return result["eval/accuracy"]
 
 
 def run(args) -> dict:
     out, console = Path(args.out), Console()
     reward, sft = prepare(args, out, console)
+    seeds = range(args.seeds) if args.only_seed is None else [args.only_seed]
     cells = []
-    for seed in range(args.seeds):
+    for seed in seeds:
         cells.append(sft | {"seed": seed})  # one SFT policy: the same start in every seed
         cells += [cell(name, seed, args, out, reward, console) for name in args.methods]
-    summary = summarise(cells)
-    found = claims(cells)
+    if args.only_seed is not None:  # a chunk: the table waits for a run over every seed
+        return {"cells": cells}
+    summary, found = summarise(cells), claims(cells)
     (out / "matrix.json").write_text(
         json.dumps({"cells": cells, "summary": summary, "claims": found}, indent=2)
     )
     report(summary, found, args, console)
+    (out / "matrix.md").write_text(f"{markdown(summary, found)}\n\n{examples(cells)}\n")
     plot(summary, out / "matrix.png")
     return {"summary": summary, "claims": found}
 
@@ -235,10 +280,15 @@ def parse_args(argv=None):
     parser.add_argument("--num-eval", type=int, default=256, help="held-out prompts")
     parser.add_argument("--reward", choices=["model", "rule"], default="model")
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument(
+        "--only-seed", type=int, help="run this seed's cells only (a chunk; no table)"
+    )
     parser.add_argument("--quick", action="store_true", help="3 steps each, tiny data")
     args = parser.parse_args(argv)
     if args.seeds < 2:
         parser.error("--seeds: intervals over seeds need at least 2")
+    if args.only_seed is not None and not 0 <= args.only_seed < args.seeds:
+        parser.error(f"--only-seed {args.only_seed}: seeds are 0..{args.seeds - 1}")
     if args.quick:
         args.steps, args.num_eval = 3, 16
     return args

@@ -36,6 +36,18 @@ CLAIMS = (  # (claim, paper, better, worse)
     ("RSO ≥ DPO", "2309.06657", "rso", "dpo"),
     ("BRAIn ≥ DPO", "2402.02479", "brain", "dpo"),
 )
+# one example run per algorithm of the policy-optimisation family (and references)
+EXAMPLES = (
+    "gspo",
+    "gspo_token",
+    "cispo",
+    "dapo",
+    "reinforce_pp",
+    "reinforce_pp_baseline",
+    "grpo",
+    "ppo",
+    "rloo",
+)
 
 
 def interval(values: list[float]) -> tuple[float, float, float]:
@@ -60,8 +72,9 @@ def summarise(cells: list[dict]) -> list[dict]:
         entry = {"method": method, "seeds": len(rows), "accuracy": acc, "kl": kl}
         entry["seconds"] = sum(r["seconds"] for r in rows) / len(rows)
         entry["samples"] = sum(r["samples"] for r in rows) / len(rows)
-        if "filtered_share" in rows[0]:
-            entry["filtered_share"] = sum(r["filtered_share"] for r in rows) / len(rows)
+        for key in ("rounds", "filtered_share"):  # DAPO's dynamic sampling
+            if key in rows[0]:
+                entry[key] = sum(r[key] for r in rows) / len(rows)
         out.append(entry)
     return out
 
@@ -141,6 +154,37 @@ def markdown(summary: list[dict], found: list[dict]) -> str:
     ]
     for c in found:
         lines.append(f"| {c['claim']} | arXiv {c['paper']} | {_fmt(c['diff'])} | {c['verdict']} |")
+    return "\n".join(lines)
+
+
+def examples(cells: list[dict], names: tuple[str, ...] = EXAMPLES) -> str:
+    """One example run per algorithm, as markdown: held-out accuracy of the SFT start
+    (before) and after the algorithm's steps — mean [95% interval] over seeds and each seed —
+    with steps and seconds per run (mean over seeds); then DAPO's sampling rounds and
+    filtered share per seed."""
+    before = {c["seed"]: c["accuracy"] for c in cells if c["method"] == "sft"}
+    lines = [
+        "| algorithm | before (SFT) | after: mean [95% interval] | after, per seed | steps "
+        "| seconds per run |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in names:
+        rows = sorted((c for c in cells if c["method"] == name), key=lambda c: c["seed"])
+        if not rows:
+            continue
+        start = sum(before.get(r["seed"], math.nan) for r in rows) / len(rows)
+        seconds = sum(r["seconds"] for r in rows) / len(rows)
+        after = [r["accuracy"] for r in rows]
+        per_seed = ", ".join(f"{a:.3f}" for a in after)
+        lines.append(
+            f"| {name} | {start:.3f} | {_fmt(interval(after))} | {per_seed} "
+            f"| {rows[0].get('steps', '?')} | {seconds:.0f} |"
+        )
+    dapo = sorted((c for c in cells if "rounds" in c), key=lambda c: c["seed"])
+    if dapo:
+        lines += ["", "| DAPO seed | sampling rounds per step (mean) | filtered share |"]
+        lines.append("|---|---|---|")
+        lines += [f"| {c['seed']} | {c['rounds']:.2f} | {c['filtered_share']:.3f} |" for c in dapo]
     return "\n".join(lines)
 
 
