@@ -23,7 +23,8 @@ class EpisodeExpectation(Section):
     """What the planner assumes of a batch of episodes (``plan --auto``, ``strategy: auto``):
     nothing here changes how episodes run. Unset lengths take their bounds (an untrained policy
     runs to them), as the response length of single-turn sampling takes
-    ``rollout.max_new_tokens``; set them from a run's ``env/*`` metrics for a closer estimate."""
+    ``rollout.max_new_tokens``; set them from a run's ``env/*`` metrics for a closer estimate
+    (``strategy: auto`` takes the means its run measures when it re-plans)."""
 
     turns: float | None = Field(
         None, gt=0, description="Mean model turns per episode (env/turns); null: env.max_turns."

@@ -170,3 +170,42 @@ def test_plan_auto_says_whether_tools_change_the_pick(capsys, monkeypatch, tmp_p
     assert "tools: generation waits" in out and said in out
     if said == "that changes the pick":
         assert "Separate samples while the update runs" in out and "pick: separate" in out
+
+
+def test_a_runs_env_metrics_give_the_episodes_measured_shape():
+    bound = episodes(turns=3.0, rounds=3, turn_tokens=12.0, observation_tokens=32.0, tool_s=0.0)
+    # two sleeping steps of 1 s and an instant answer per episode: a mean step of 2/3 s
+    rows = [
+        {"env/turns": 3.0, "env/tokens_model": 12.0, "env/tokens_observation": 28.0},
+        {"env/turns": 2.5, "env/tokens_model": 10.0, "env/tokens_observation": 21.0},
+    ]
+    for r in rows:
+        r["env/step_s"] = (r["env/turns"] - 1) / r["env/turns"]
+    got = ep.observed_shape(bound, rows)
+    assert got.turns == pytest.approx(2.75) and got.turn_tokens == pytest.approx(11 / 2.75)
+    assert got.observation_tokens == pytest.approx(24.5 / 1.75)
+    mean_step = (2 / 3 + 1.5 / 2.5) / 2
+    assert got.tool_s == pytest.approx(mean_step * 2.75 / 1.75)
+    assert (got.rounds, got.round_tokens) == (3, bound.round_tokens)  # no metric holds them
+    assert ep.observed_shape(bound, [{"reward/mean": 1.0}]) == bound
+    one_turn = ep.observed_shape(bound, [{"env/turns": 1.0, "env/tokens_model": 5.0}])
+    assert (one_turn.turns, one_turn.tool_s, one_turn.observation_tokens) == (1.0, 0.0, 0.0)
+
+
+def test_auto_refits_to_the_episodes_it_measured(tmp_path, monkeypatch):
+    from placerl.placement.auto.plan import _DECISIONS, prepare_auto
+    from placerl.placement.auto.replan import monitor_for
+
+    monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path / "none"))  # the defaults
+    cfg = auto_config(tmp_path, TOOLS, "env.max_turns=3", "placement.replan_after=2")
+    prepare_auto(cfg, False, lambda _: None)
+    d = _DECISIONS[str(cfg.run_dir)]
+    assert d.workload.episodes.turns == 3 and d.workload.episodes.tool_s == 0
+    monitor = monitor_for(cfg)
+    env = {"env/turns": 2.0, "env/tokens_model": 8.0, "env/tokens_observation": 6.0}
+    for step in (1, 2):
+        monitor.observe(step, {"time/step": 1.0, "time/generate": 0.5, **env, "env/step_s": 0.2})
+    measured = d.workload.episodes
+    assert measured.turns == 2.0 and measured.turn_tokens == 4.0
+    assert measured.observation_tokens == 6.0 and measured.tool_s == pytest.approx(0.4)
+    _DECISIONS.clear()

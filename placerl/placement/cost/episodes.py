@@ -20,6 +20,8 @@ few rows, paying each decode step's fixed cost (``decode_step_s``'s intercept) f
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from placerl.placement.cost import time as ct
 from placerl.placement.cost.machine import Machine
 from placerl.placement.cost.shapes import ModelShape
@@ -72,3 +74,26 @@ def generate_s(shape: ModelShape, m: Machine, slot: DeviceSlot, w: Workload, row
     if w.episodes is None:
         return ct.generate_s(shape, m, slot, w, rows)
     return episodes_generate_s(shape, m, slot, w, rows)
+
+
+def observed_shape(e: EpisodeShape, rows: list[dict[str, float]]) -> EpisodeShape:
+    """``e`` with the means a run measured (its steps' ``env/*`` metrics): turns, model tokens
+    a turn, observation tokens, and the tool wait of a round taken as the mean environment
+    step over the steps that continue an episode (an episode's last step, its answer's, taken
+    as instant). The slowest episode and turn keep ``e``'s values: no metric holds them."""
+    rows = [r for r in rows if r.get("env/turns")]
+    if not rows:
+        return e
+
+    def mean(key: str) -> float:
+        return sum(r.get(key, 0.0) for r in rows) / len(rows)
+
+    turns = min(mean("env/turns"), float(e.rounds))
+    goes_on = max(turns - 1.0, 0.0)
+    return replace(
+        e,
+        turns=turns,
+        turn_tokens=mean("env/tokens_model") / turns,
+        observation_tokens=mean("env/tokens_observation") / goes_on if goes_on else 0.0,
+        tool_s=mean("env/step_s") * turns / goes_on if goes_on else 0.0,
+    )
