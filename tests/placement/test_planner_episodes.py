@@ -209,3 +209,13 @@ def test_auto_refits_to_the_episodes_it_measured(tmp_path, monkeypatch):
     assert measured.turns == 2.0 and measured.turn_tokens == 4.0
     assert measured.observation_tokens == 6.0 and measured.tool_s == pytest.approx(0.4)
     _DECISIONS.clear()
+
+
+def test_strategy_auto_says_what_tools_and_dynamic_sampling_do_to_its_pick(tmp_path, monkeypatch):
+    from placerl.placement.auto.plan import decide
+
+    monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path / "none"))  # the defaults
+    cfg = auto_config(tmp_path, TOOLS, "env.expect.tool_s=0.5", "stage=dapo")
+    _, lines = decide(cfg, CLUSTERS["cpu2"]())
+    assert any(line.startswith("auto: tools: generation waits") for line in lines)
+    assert any(line.startswith("auto: dynamic sampling: up to 3 batches") for line in lines)
