@@ -159,7 +159,7 @@ def test_dapo_generation_is_charged_its_rounds(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("tool_s", "said"), [("0.3", "the pick is the same"), ("8", "that changes the pick")]
+    ("tool_s", "said"), [("0.3", "the pick is the same"), ("20", "that changes the pick")]
 )
 def test_plan_auto_says_whether_tools_change_the_pick(capsys, monkeypatch, tmp_path, tool_s, said):
     monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path))  # no stored profile: defaults
