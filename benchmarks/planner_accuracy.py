@@ -25,6 +25,11 @@ workload's model while a second process burns a core, then shows what the planne
 that profile on the quiet machine (refused or rescaled), and the errors it would give if
 used anyway.
 
+``--set episodes``: multi-turn GRPO episodes (``planner_workloads.EPISODES``: 3 turns, an instant
+and a 1 s tool at staleness 0, the 1 s tool at staleness 1); each is predicted with ``env.expect`` read off its local
+run's ``env/*`` metrics (mean turns, tokens per turn and per observation; the tool's sleep),
+the slowest episode and turn at their bounds.
+
 Timing runs: ``/work/bin/cpu-slot --quiet python benchmarks/planner_accuracy.py ...``;
 ``--only`` and ``--set tuned`` to iterate on a subset.
 """
@@ -168,6 +173,8 @@ def run_workload(args, spec, models, work: Path, machine, log) -> dict:
         for strategy, (cell, _, steps) in cells.items():
             ray_up(strategy != "local")
             pw.run_cell(cell, base, rm, work, args.warmup, steps, round_)
+    if spec.turns:  # the planner told the episodes' shape as measured by the local run
+        cells = episode_predictions(spec, cells, base, rm, work, machine, log)
     rows = []
     for strategy, (cell, predicted, steps) in cells.items():
         if args.phases:
@@ -196,6 +203,22 @@ def run_workload(args, spec, models, work: Path, machine, log) -> dict:
             f"switches, {auto['switches_s']:.1f} s) | {auto['per_step']:.3f} a step with them | "
             f"best {best['strategy']} {best['measured']:.3f} | {auto['vs_best']:+.0%} |"
         )
+    return out
+
+
+def episode_predictions(spec, cells: dict, base: Path, rm: Path, work: Path, machine, log):
+    """Each cell predicted with ``env.expect`` read off the local cell's ``env/*`` metrics
+    (``planner_workloads.episode_expectation``), beside the prediction from the bounds."""
+    expect = pw.episode_expectation(cells["local"][0].lines, spec)
+    log(
+        "    env.expect from the local run: " + ", ".join(f"{k} {v:.3g}" for k, v in expect.items())
+    )
+    out = {}
+    for strategy, (cell, bounds, steps) in cells.items():
+        cfg = pw.rl_config(spec, strategy, base, rm, work / "unused", 2, expect)
+        predicted = predict(cfg, machine)
+        log(f"    {strategy}: predicted {predicted:.3f} s (from the bounds alone {bounds:.3f} s)")
+        out[strategy] = (cell, predicted, steps)
     return out
 
 
@@ -289,7 +312,9 @@ def under_load_row(results, specs, work: Path, log) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--set", choices=("tuned", "held-out", "both"), default="held-out")
+    parser.add_argument(
+        "--set", choices=("tuned", "held-out", "both", "episodes"), default="held-out"
+    )
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--count", type=int, default=12)
     parser.add_argument("--steps", type=int, default=5, help="measured steps per run, at least")
@@ -311,7 +336,9 @@ def main() -> None:
     os.environ["PLACERL_PROFILE_DIR"] = args.store or str(work / "profiles")
     log = lambda m: print(m, flush=True)  # noqa: E731
     sets = {"tuned": pw.TUNED, "held-out": pw.held_out(args.seed, args.count)}
-    chosen = sets if args.set == "both" else {args.set: sets[args.set]}
+    sets["episodes"] = pw.EPISODES
+    both = {k: sets[k] for k in ("tuned", "held-out")}
+    chosen = both if args.set == "both" else {args.set: sets[args.set]}
     wanted = [w.strip() for w in args.only.split(",")]
     specs = {s.name: s for g in chosen.values() for s in g if any(w in s.name for w in wanted)}
     started = time.perf_counter()

@@ -18,6 +18,10 @@ and timed apart). Strategies: ``local`` (every role in this process, every core)
 1-thread workers ``flatten``, ``separate`` (``max_staleness`` of the workload) and, with two
 frozen models (PPO: reference and reward model), ``interleave``. Stale workloads run the plans
 that overlap stale batches (local with its shadow copy, Separate).
+
+The **episodes** set (issue 24) is GRPO over 3-turn episodes of ``Sleepy``, an environment
+whose tool sleeps (0 or 1 s) before answering: turns end at a vowel (``STOPS``), so a random
+policy's episodes go on; the planner is told their shape in ``env.expect``.
 """
 
 from __future__ import annotations
@@ -56,11 +60,14 @@ class Spec:
     rows: int  # prompts x samples a step
     staleness: int = 0
     dims: TinyLlamaSize | None = None  # the held-out shapes; the tuned ones are ``SIZES``
+    turns: int = 0  # multi-turn episodes of this many turns (``Sleepy``); 0: one response
+    tool_ms: int = 0  # the episodes' tool wait, milliseconds (one of ``TOOL_MS``)
 
     @property
     def name(self) -> str:
         stale = " stale1" if self.staleness else ""
-        return f"{self.algo} {self.size} {self.rows}x{self.tokens}{stale}"
+        episodes = f" {self.turns}turns tool{self.tool_ms}ms" if self.turns else ""
+        return f"{self.algo} {self.size} {self.rows}x{self.tokens}{episodes}{stale}"
 
     @property
     def samples(self) -> int:
@@ -86,6 +93,48 @@ TUNED = [
 ]
 
 
+class Sleepy:
+    """A multi-turn environment whose tool sleeps: every turn but the last gets a short tool
+    observation after ``seconds`` of waiting (a service, a sandbox), the last is rewarded by
+    its length (signal for a random model) and ends the episode at ``env.max_turns``."""
+
+    tool_schemas = ()
+
+    def __init__(self, max_turns: int, seconds: float):
+        self.max_turns, self.seconds, self.turns = max_turns, seconds, 0
+
+    def reset(self, row):
+        from placerl.rollout.envs import prompt_messages
+
+        self.turns = 0
+        return prompt_messages(row)
+
+    def step(self, assistant):
+        from placerl.rollout.envs import StepResult
+
+        self.turns += 1
+        if self.turns >= self.max_turns:
+            return StepResult(reward=float(len(assistant["content"])), done=True)
+        time.sleep(self.seconds)
+        seen = {"role": "tool", "name": "count", "content": str(len(assistant["content"]))}
+        return StepResult(observation=(seen,))
+
+
+def sleepy_factory(ms: int):
+    def factory(limits):
+        return Sleepy(limits.max_turns, ms / 1000)
+
+    return factory
+
+
+TOOL_MS = (0, 1000)  # the sleeping tools the episode workloads use: env.factory by name
+for _ms in TOOL_MS:
+    globals()[f"sleepy_{_ms}ms"] = sleepy_factory(_ms)
+# every turn ends at one of these (a random policy rarely samples its end token), so episodes
+# go on for env.max_turns turns instead of ending at a truncated first one
+STOPS = ["e", "a", "o", "i"]
+
+
 def text_length_reward(completions: list[str], **_) -> list[float]:
     """Characters of each completion: an untrained policy's samples of one prompt differ, so
     online DPO has pairs to train on (the task's rule reward ties them all at 0)."""
@@ -100,6 +149,14 @@ def params_of(d: TinyLlamaSize, vocab: int = 512) -> int:
 
 
 ALGOS = ("ppo", "grpo", "rloo", "online_dpo")
+# multi-turn workloads (issue 24): GRPO episodes of 3 turns on the demo's policy with an
+# instant and a 1 s tool, synchronous; and the slow tool with one stale batch, where Separate
+# samples (and waits on tools) while the update runs
+EPISODES = [
+    Spec("6M", "grpo", 12, 16, 0, turns=3, tool_ms=0),
+    Spec("6M", "grpo", 12, 16, 0, turns=3, tool_ms=1000),
+    Spec("6M", "grpo", 12, 16, 1, turns=3, tool_ms=1000),
+]
 
 
 def held_out(seed: int = 19, count: int = 12) -> list[Spec]:
@@ -139,7 +196,40 @@ def dims_of(spec: Spec) -> TinyLlamaSize:
     return spec.dims or SIZES[spec.size]
 
 
-def rl_config(spec: Spec, strategy: str, base: Path, rm: Path, run_dir: Path, steps: int):
+def env_section(spec: Spec, expect: dict | None = None) -> dict:
+    """The ``env:`` of an episode workload: ``Sleepy`` for ``spec.turns`` turns; ``expect``
+    is what the planner is told of the episodes (``env.expect``)."""
+    return {
+        "factory": f"planner_workloads:sleepy_{spec.tool_ms}ms",
+        "max_turns": spec.turns,
+        "max_tokens": spec.turns * (spec.tokens + 32),
+        "expect": expect or {"tool_s": spec.tool_ms / 1000},
+    }
+
+
+def episode_expectation(metrics: list[dict], spec: Spec) -> dict:
+    """``env.expect`` from a run's ``env/*`` metrics (what a user reads off an earlier run):
+    mean turns, model tokens per turn, observation tokens, the environment step's seconds;
+    the slowest episode and turn stay at their bounds (``env.max_turns``, max_new_tokens)."""
+    mean = {k: statistics.mean(m[k] for m in metrics) for k in metrics[0] if k.startswith("env/")}
+    turns = mean["env/turns"]
+    return {
+        "turns": turns,
+        "turn_tokens": mean["env/tokens_model"] / turns,
+        "observation_tokens": mean["env/tokens_observation"] / max(turns - 1, 1e-9),
+        "tool_s": spec.tool_ms / 1000,
+    }
+
+
+def rl_config(
+    spec: Spec,
+    strategy: str,
+    base: Path,
+    rm: Path,
+    run_dir: Path,
+    steps: int,
+    expect: dict | None = None,
+):
     """The stage of ``spec`` on ``base`` under ``strategy`` for ``steps`` steps."""
     prompts = max(1, spec.rows // spec.samples)
     raw = {
@@ -160,6 +250,9 @@ def rl_config(spec: Spec, strategy: str, base: Path, rm: Path, run_dir: Path, st
         raw["grpo"] = {"skip_uninformative": False}
     else:  # online DPO: the rule reward ties on an untrained policy, and ties train nothing
         raw["reward"] = {"function": "planner_workloads:text_length_reward"}
+    if spec.turns:
+        raw["env"] = env_section(spec, expect)
+        raw["rollout"]["stop_strings"] = STOPS
     placement = {"strategy": "local", "device": "cpu"}
     if strategy not in ("local", "auto"):
         placement = {"strategy": strategy, **TWO_WORKERS}
@@ -179,6 +272,7 @@ class Cell:
     round_steps: list[float] = field(default_factory=list)
     startup: list[float] = field(default_factory=list)
     phases: dict[str, list[float]] = field(default_factory=dict)
+    lines: list[dict] = field(default_factory=list)  # the measured steps' metrics rows
 
     @property
     def step(self) -> float:
@@ -216,6 +310,7 @@ def run_cell(cell: Cell, base: Path, rm: Path, work: Path, warmup: int, steps: i
     cell.startup += timed_train(cfg)
     lines = [m for m in read_metrics(run_dir) if m.get("step", 0) > warmup]
     cell.steps += [m["time/step"] for m in lines]
+    cell.lines += lines
     cell.round_steps.append(statistics.median(m["time/step"] for m in lines))
     for key in {k for m in lines for k in m if k.startswith("time/") and k != "time/step"}:
         cell.phases.setdefault(key[5:], []).extend(m[key] for m in lines if key in m)

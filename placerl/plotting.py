@@ -26,6 +26,7 @@ from matplotlib.ticker import MaxNLocator
 
 from placerl.errors import UserError
 from placerl.logging import METRICS_FILE, TIMELINE_FILE, _read_jsonl, read_metrics
+from placerl.plot_episodes import plot_episodes
 
 PLOTS_DIR = "plots"
 # The Gantt chart shows only the last steps: over a whole run the bars are too thin to read,
@@ -336,6 +337,7 @@ METRIC_PLOTS: dict[str, Callable[[Records], Figure | None]] = {
     "losses.png": _plot_losses,
     "phase_times.png": _plot_phase_times,
     "accuracy.png": _plot_accuracy,
+    "episodes.png": plot_episodes,  # turns and tool time of multi-turn runs
 }
 
 

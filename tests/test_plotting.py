@@ -216,3 +216,34 @@ def test_the_kl_plot_shows_the_k3_kl_and_labels_each_estimator():
     assert labels[0].startswith("kl/k3") and "≥ 0" in labels[0]
     assert labels[1].startswith("kl/mean") and "k1" in labels[1] and "< 0" in labels[1]
     assert "KL" in ax.get_title() and "nats per response" in ax.get_ylabel()
+
+
+def test_episode_runs_get_a_plot_of_turns_and_tool_time(tmp_path):
+    from placerl.plot_episodes import plot_episodes
+
+    records = [
+        {
+            "step": s,
+            "env/turns": 1.5 + s / 10,
+            "env/tool_calls_per_turn": 0.5,
+            "env/tokens_model": 30.0,
+            "env/tokens_observation": 12.0,
+            "env/tool_latency_s": 0.2,
+            "env/tool_latency_max_s": 0.9,
+            "env/step_s": 0.25,
+            "time/step": 1.0,
+        }
+        for s in range(1, 6)
+    ]
+    records[4]["eval/turns"] = 2.0
+    _write_jsonl(tmp_path / "metrics.jsonl", records)
+    assert "episodes.png" in _names(plot_run(tmp_path))
+    axes = plot_episodes(records).axes
+    assert [a.get_title() for a in axes] == ["Turns", "Tokens by source", "Tool time"]
+    labels = [line.get_label() for line in axes[2].get_lines()]
+    assert any("slowest call" in x for x in labels) and any("environment step" in x for x in labels)
+    assert any("eval/turns" in line.get_label() for line in axes[0].get_lines())
+    # only the keys a run logged: a run without tools has no tool-time panel
+    bare = [{"step": s, "env/turns": 2.0, "env/tokens_model": 9.0} for s in (1, 2)]
+    assert [a.get_title() for a in plot_episodes(bare).axes] == ["Turns", "Tokens by source"]
+    assert plot_episodes([{"step": 1, "reward/mean": 0.1}]) is None

@@ -19,6 +19,49 @@ from placerl.config.section import Section
 EpisodeReward = Literal["env", "function", "model"]
 
 
+class EpisodeExpectation(Section):
+    """What the planner assumes of a batch of episodes (``plan --auto``, ``strategy: auto``):
+    nothing here changes how episodes run. Unset lengths take their bounds (an untrained policy
+    runs to them), as the response length of single-turn sampling takes
+    ``rollout.max_new_tokens``; set them from a run's ``env/*`` metrics for a closer estimate
+    (``strategy: auto`` takes the means its run measures when it re-plans)."""
+
+    turns: float | None = Field(
+        None, gt=0, description="Mean model turns per episode (env/turns); null: env.max_turns."
+    )
+    slowest_turns: int | None = Field(
+        None,
+        gt=0,
+        description="Turns of a batch's slowest episode: the sampling rounds a batch takes "
+        "(the long tail); null: env.max_turns.",
+    )
+    turn_tokens: float | None = Field(
+        None,
+        gt=0,
+        description="Mean model tokens per turn (env/tokens_model / env/turns); null: "
+        "rollout.max_new_tokens.",
+    )
+    slowest_turn_tokens: float | None = Field(
+        None,
+        gt=0,
+        description="Decode steps of a sampling round: its slowest turn's tokens (a batched "
+        "call decodes until its last row ends); null: rollout.max_new_tokens.",
+    )
+    observation_tokens: float = Field(
+        32.0,
+        ge=0,
+        description="Tokens appended per observation (the tool turn plus the next generation "
+        "prompt; env/tokens_observation / (env/turns − 1)).",
+    )
+    tool_s: float = Field(
+        0.0,
+        ge=0,
+        description="Seconds a round waits on its environment steps before the next turn (the "
+        "slowest tool call of a round; env/step_s). 0: tools as quick as a Python function; "
+        "set it for tools that call a service, a sandbox or a compiler.",
+    )
+
+
 class EnvConfig(Section):
     factory: str | None = Field(
         None,
@@ -72,6 +115,10 @@ class EnvConfig(Section):
         ge=0,
         description="After the first environment step of a round finishes, wait this long for "
         "others before sampling the ready episodes' next turns together.",
+    )
+    expect: EpisodeExpectation = Field(
+        default_factory=EpisodeExpectation,
+        description="The planner's estimate of a batch of episodes (turns, tokens, tool time).",
     )
 
     @field_validator("tools", mode="before")

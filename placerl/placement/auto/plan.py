@@ -45,7 +45,7 @@ from placerl.placement.cost.workload import Workload, workload_from_config
 from placerl.placement.plan.cluster import local_slot
 from placerl.placement.plan.config import cluster_for, local_plan, needed_roles, worker_cluster
 from placerl.placement.plan.plan import Cluster, Plan
-from placerl.placement.search.explain import why
+from placerl.placement.search.explain import rounds_note, tools_note, why
 from placerl.placement.search.search import SearchResult, score, search
 from placerl.types import Role
 
@@ -79,7 +79,11 @@ class Decision:
 _DECISIONS: dict[str, Decision] = {}  # run_dir -> the decision its runtime carries out
 
 
-STALE_OK = ("separate", "local")  # plans that run stale batches: a rollout copy of its own
+STALE_OK = ("separate", "local")
+EPISODE_NOTES = (
+    "tools:",
+    "dynamic sampling:",
+)  # ``episode_notes``' lines  # plans that run stale batches: a rollout copy of its own
 
 
 def _search(w: Workload, cluster: Cluster, m: Machine, fixed=None, extra=()) -> SearchResult:
@@ -119,7 +123,23 @@ def rank(
     if fixed:
         held = ", ".join(f"{key_of(k)}={v}" for k, v in fixed.items())
         result.notes.append(f"held to the settings you set: {held}")
+    result.notes += episode_notes(
+        w, result, lambda v: _search(v, cluster, calibration.machine, fixed, extra)
+    )
     return result
+
+
+def episode_notes(w: Workload, result: SearchResult, search_for) -> list[str]:
+    """What tools and dynamic sampling do to the ranking (``explain.tools_note`` and
+    ``rounds_note``); ``search_for(workload)`` ranks another workload the same way."""
+    notes = []
+    e = w.episodes
+    if e is not None and e.tool_wait_s > 0:
+        untooled = search_for(w.with_(episodes=dataclasses.replace(e, tool_s=0.0)))
+        notes.append(tools_note(result, untooled, e.tool_wait_s))
+    if w.gen_rounds > 1 and result.pick is not None:
+        notes.append(rounds_note(w.gen_rounds, result.pick.prediction.phases["generate"]))
+    return [n for n in notes if n]
 
 
 def with_notes(plan: Plan, notes: tuple[str, ...]) -> Plan:
@@ -144,6 +164,7 @@ def decide(
     m = c.machine
     lines = [f"auto: {pick.name}, predicted {pick.step_s:.3g} s a step ({c.note})"]
     lines.append(f"auto: {why(result)}")
+    lines += [f"auto: {n}" for n in result.notes if n.startswith(EPISODE_NOTES)]
     plan = with_notes(pick.candidate.plan, (*lines, *pick.candidate.plan.notes))
     applied = setting_lines(pick, w, m, fixed)
     state = AutoState(

@@ -3,8 +3,9 @@
 ``PlannerMonitor`` is what the trainer calls each step: it logs ``planner/predicted_step_s``,
 ``planner/error`` (measured / predicted - 1), ``planner/replans`` and, on the first step after
 a switch, ``planner/switch_s``. After ``placement.replan_after`` steps on a Plan it refits the
-cost model to the run's own phase times (``observe.py``) and re-searches, holding the user's
-settings. A prediction is only a prediction, so the search's answer is *tried*, not trusted:
+cost model to the run's own phase times (``observe.py``), with multi-turn episodes first
+taking the shape the run measured (``env/*``: ``cost/episodes.observed_shape``), and
+re-searches, holding the user's settings. A prediction is only a prediction, so the search's answer is *tried*, not trusted:
 
 - a candidate is tried when its predicted step, at the optimistic end of the model's
   uncertainty (``predicted / (1 + u)``, ``u`` the calibration's or, if larger, the model's
@@ -46,6 +47,7 @@ from placerl.placement.auto.state import (
     save_state,
     settings_of,
 )
+from placerl.placement.cost.episodes import observed_shape
 from placerl.placement.cost.machine import Machine
 from placerl.placement.cost.phases import step_phases
 from placerl.placement.cost.schedule import pipelined as pipelined_plan
@@ -67,6 +69,7 @@ class PlannerMonitor:
     max_replans: int = 3
     total_steps: int | None = None
     measured: dict[str, list[float]] = field(default_factory=dict)
+    episodes: list[dict[str, float]] = field(default_factory=list)  # steps' env/* metrics
     steps: list[float] = field(default_factory=list)
     recommendation: Scored | None = None
     messages: list[str] = field(default_factory=list)
@@ -86,6 +89,8 @@ class PlannerMonitor:
         if measured:
             out["planner/error"] = measured / d.predicted_step_s - 1
             self.steps.append(measured)
+        if d.workload.episodes is not None:
+            self.episodes.append({k: v for k, v in metrics.items() if k.startswith("env/")})
         pipelined = pipelined_plan(d.plan, d.workload)
         for name, seconds in observed_phases(phase_times(metrics), measured, pipelined).items():
             self.measured.setdefault(name, []).append(seconds)
@@ -186,6 +191,10 @@ class PlannerMonitor:
     def _refit(self) -> tuple[Machine, str]:
         """The machine refit to this Plan's measured phases, and the line that says how."""
         d, st = self.decision, self.decision.state
+        if d.workload.episodes is not None:  # the episodes as measured, before the rates
+            d.workload = d.workload.with_(
+                episodes=observed_shape(d.workload.episodes, self.episodes)
+            )
         predicted = {p.name: p.seconds for p in step_phases(d.plan, d.workload, d.machine)}
         factors = refit_factors(predicted, self.measured)
         machine = refit(d.machine, predicted, self.measured, d.plan.strategy != "local")

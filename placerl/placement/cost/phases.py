@@ -5,9 +5,10 @@ and no ``values``). A phase's seconds are those of one of its role's workers (th
 parallel on equal shares, rows split ``ceil(rows / dp)``), plus ``rpc_latency`` for the
 controller's call when the runtime has workers. Which phases exist:
 
-- ``generate`` (rollout) · ``score`` (reward: a rule per row, or a reward-model forward) ·
+- ``generate`` (rollout: one response a row, or episodes, ``cost/episodes.py``) · ``score`` (reward: a rule per row, or a reward-model forward) ·
   ``reference`` · ``values`` (critic forward) — the experience; online DPO and RSO take the
   reference's log-probs of the pairs only, and train on the pairs (``Workload.learning``);
+  with DAPO's dynamic sampling each runs once per batch sampled (``Workload.gen_rounds``);
 - ``old_log_probs`` (actor forward): only when π_old must be recomputed — a stale batch
   (``max_staleness > 0`` with a rollout copy) or ``recompute_log_probs: always`` — and the
   update is not single-pass (1 epoch × 1 minibatch takes π_old from its own forward);
@@ -28,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from math import ceil
 
-from placerl.placement.cost import collectives
+from placerl.placement.cost import collectives, episodes
 from placerl.placement.cost import time as ct
 from placerl.placement.cost.machine import Machine
 from placerl.placement.cost.memory import (
@@ -158,27 +159,32 @@ def step_phases(
     roles = plan.roles
     out: list[Phase] = []
 
-    def add(name: str, role: Role, seconds: float) -> None:
-        out.append(Phase(name, role, roles[role].groups, seconds + rpc))
+    def add(name: str, role: Role, seconds: float, calls: int = 1) -> None:
+        """A phase of ``calls`` calls of ``seconds`` each."""
+        out.append(Phase(name, role, roles[role].groups, calls * (seconds + rpc)))
 
+    rounds = w.gen_rounds  # every batch sampled is scored (DAPO's dynamic sampling)
     if Role.ROLLOUT in roles:
         p = roles[Role.ROLLOUT]
         slot = plan.worker_slots(Role.ROLLOUT)[0]
+        rows = ceil(w.rows / p.dp_size)
         add(
             "generate",
             Role.ROLLOUT,
-            ct.generate_s(w.shapes[Role.ROLLOUT], m, slot, w, ceil(w.rows / p.dp_size)),
+            episodes.generate_s(w.shapes[Role.ROLLOUT], m, slot, w, rows),
+            rounds,
         )
     if Role.REWARD in roles:
         if w.rule_reward:
-            add("score", Role.REWARD, ceil(w.rows / roles[Role.REWARD].dp_size) * m.reward_per_row)
+            per_row = ceil(w.rows / roles[Role.REWARD].dp_size) * m.reward_per_row
+            add("score", Role.REWARD, per_row, rounds)
         else:
-            add("score", Role.REWARD, _forward_s(plan, Role.REWARD, w, m, micro))
+            add("score", Role.REWARD, _forward_s(plan, Role.REWARD, w, m, micro), rounds)
     ref = w.referenced  # the pairs' rows (online DPO, RSO), the rollout's, or none
     if Role.REFERENCE in roles and ref is not None:
-        add("reference", Role.REFERENCE, _forward_s(plan, Role.REFERENCE, ref, m, micro))
+        add("reference", Role.REFERENCE, _forward_s(plan, Role.REFERENCE, ref, m, micro), rounds)
     if Role.CRITIC in roles and Role.ROLLOUT in roles:
-        add("values", Role.CRITIC, _forward_s(plan, Role.CRITIC, w, m, micro))
+        add("values", Role.CRITIC, _forward_s(plan, Role.CRITIC, w, m, micro), rounds)
     recompute = stale(plan, w) or w.recompute == "always"
     learn = w.learning  # the update's rows
     if Role.ROLLOUT in roles and recompute and not w.single_pass and w.policy_gradient:

@@ -14,7 +14,9 @@ the same time when their groups are disjoint and one after the other on a shared
   workers (a rule reward placed with the rollout), it runs before the launch:
   ``step = E + sync / period + max(G, L)``. Weights go out every ``period =
   min(sync_every, max_staleness)`` updates (a sync is forced before a batch would exceed the
-  bound). With ``max_staleness: 0`` it is the synchronous chain.
+  bound). With ``max_staleness: 0`` it is the synchronous chain. DAPO's dynamic sampling
+  (``gen_rounds`` = n > 1) samples and scores its further n − 1 batches in the step, before
+  the next launch: ``step = n·E + (n − 1)·G + sync / period + max(G, L)``.
 
 The controller's own work (``controller``: prompts, metrics, the log, launching calls) is one
 more stage at the end of the chain; in the pipeline it is in the trainer's cycle, since the
@@ -89,17 +91,20 @@ def predict_step(plan: Plan, w: Workload, phases: Sequence[Phase]) -> StepPredic
         step, path = simulate(_stages(phases, STAGES))
         return StepPrediction(step, seconds, path)
     gen_groups = set(plan.roles[Role.ROLLOUT].groups)
-    gen = sum(p.seconds for p in phases if p.name == "generate")
+    sampled = sum(p.seconds for p in phases if p.name == "generate")
+    gen = sampled / max(1, w.gen_rounds)  # the batch sampled ahead; the others in the step
     sync = sum(p.seconds for p in phases if p.name == "sync")
     period = max(1, min(w.sync_every, plan.max_staleness))
     experience = [p for p in phases if p.name in EXPERIENCE]
-    launch_first = not any(set(p.groups) & gen_groups for p in experience)
+    launch_first = w.gen_rounds == 1 and not any(set(p.groups) & gen_groups for p in experience)
     learn_names = (("old_log_probs", "sync_guard"), LEARN, ("offload",), ("controller",))
     if launch_first:
         train, path = simulate(_stages(phases, (EXPERIENCE, *learn_names)))
         head, head_path = 0.0, ()
     else:
         head, head_path = simulate([experience])
+        if sampled > gen:  # dynamic sampling's further rounds, before the next launch
+            head, head_path = head + sampled - gen, (*head_path, "generate")
         train, path = simulate(_stages(phases, learn_names))
     step = head + sync / period + max(gen, train)
     if gen >= train:
@@ -108,5 +113,5 @@ def predict_step(plan: Plan, w: Workload, phases: Sequence[Phase]) -> StepPredic
         critical, hidden = (*head_path, *path), ("generate",)
     if sync:
         critical = (*critical, "sync")
-    cycles = {"rollout": gen, "trainer": head + train}
+    cycles = {"rollout": sampled, "trainer": head + train}
     return StepPrediction(step, seconds, critical, hidden, cycles)

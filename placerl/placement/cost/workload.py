@@ -8,6 +8,13 @@ to the mean of the first prompts of the training file under the model's tokenize
 (micro-batch size, gradient checkpointing, LoRA rank, the engine) are read from their sections.
 The preference stages that sample (online DPO, RSO, BRAIn) run the same phases — sampling,
 scoring, the reference, the update — with their own rows (``stage_shape``).
+
+Multi-turn episodes (``env:``) add an ``EpisodeShape`` (``episode_shape``: turns, tokens per
+turn and per observation, tool seconds, from ``env.expect`` or its bounds): generation becomes
+rounds of decode, tool waits and observation prefills (``cost/episodes.py``), and the trained
+rows are as wide as the slowest episode. DAPO's dynamic sampling samples and scores up to
+``dapo.dynamic_sampling.max_rounds`` batches a step (``generation_rounds``): the planner charges
+the cap, what a policy whose groups mostly tie (an untrained one, hard prompts) pays.
 """
 
 from __future__ import annotations
@@ -16,9 +23,27 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from placerl.config.schema import CRITIC_FREE
 from placerl.placement.cost.shapes import ModelShape, model_shape, shape_from_dir, tiny_default
 from placerl.placement.plan.config import needed_roles, uses_rule_reward
 from placerl.types import Role
+
+
+@dataclass(frozen=True)
+class EpisodeShape:
+    """A batch of multi-turn episodes, as the cost model sees it (``env.expect``'s fields)."""
+
+    turns: float  # mean model turns per episode
+    rounds: int  # sampling rounds of a batch: its slowest episode's turns
+    turn_tokens: float  # mean model tokens per turn
+    round_tokens: float  # decode steps of a round: its slowest turn's tokens
+    observation_tokens: float  # tokens appended per observation (KV cache kept)
+    tool_s: float  # seconds a round waits on its environment steps
+
+    @property
+    def tool_wait_s(self) -> float:
+        """Seconds a batch's generation idles on tools: every round but the last waits."""
+        return max(0, self.rounds - 1) * self.tool_s
 
 
 @dataclass(frozen=True)
@@ -50,6 +75,8 @@ class Workload:
     train_prompts: int | None = None
     train_samples: int | None = None
     reference: str = "all"  # the reference's rows: all (the rollout's), train (pairs), none
+    episodes: EpisodeShape | None = None  # multi-turn episodes (env:), or one response a prompt
+    gen_rounds: int = 1  # batches sampled and scored a step (DAPO's dynamic sampling: its cap)
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -85,8 +112,9 @@ class Workload:
 
     @property
     def policy_gradient(self) -> bool:
-        """PPO, GRPO, RLOO: a clipped ratio to π_old (the preference stages' losses need none)."""
-        return self.stage in ("ppo", "grpo", "rloo")
+        """PPO and the critic-free policy-gradient stages (GRPO, RLOO, DAPO, REINFORCE++): a
+        clipped ratio to π_old (the preference stages' losses need none)."""
+        return self.stage in ("ppo", *CRITIC_FREE)
 
     @property
     def referenced(self) -> Workload | None:
@@ -204,6 +232,7 @@ def workload_from_config(cfg: Any, roles: tuple[Role, ...] | None = None) -> Wor
     how = stage_shape(cfg)
     prompts = cfg.trainer.batch_size
     pairs, per_pair = how["train"] or (None, None)
+    episodes = episode_shape(cfg)
     return Workload(
         stage=cfg.stage,
         roles=roles,
@@ -211,7 +240,9 @@ def workload_from_config(cfg: Any, roles: tuple[Role, ...] | None = None) -> Wor
         prompts=prompts,
         samples=how["samples"],
         prompt_len=expected_prompt_len(cfg),
-        response_len=float(cfg.rollout.max_new_tokens),
+        response_len=episode_width(cfg, episodes)
+        if episodes
+        else float(cfg.rollout.max_new_tokens),
         epochs=how["epochs"],
         minibatches=how["minibatches"],
         micro_batch=cfg.trainer.micro_batch_size,
@@ -229,4 +260,38 @@ def workload_from_config(cfg: Any, roles: tuple[Role, ...] | None = None) -> Wor
         train_prompts=prompts * pairs if pairs else None,
         train_samples=per_pair,
         reference=how["reference"],
+        episodes=episodes,
+        gen_rounds=generation_rounds(cfg),
     )
+
+
+def episode_shape(cfg: Any) -> EpisodeShape | None:
+    """The episodes of ``cfg`` (``env.expect``, unset fields at their bounds); None without
+    ``env:`` tools or a factory. The mean turns never exceed the slowest episode's."""
+    env = cfg.env
+    if not env.enabled:
+        return None
+    e, cap = env.expect, float(cfg.rollout.max_new_tokens)
+    rounds = e.slowest_turns or env.max_turns
+    return EpisodeShape(
+        turns=min(float(e.turns or env.max_turns), rounds),
+        rounds=rounds,
+        turn_tokens=min(e.turn_tokens or cap, cap),
+        round_tokens=min(e.slowest_turn_tokens or cap, cap),
+        observation_tokens=e.observation_tokens,
+        tool_s=e.tool_s,
+    )
+
+
+def episode_width(cfg: Any, e: EpisodeShape) -> float:
+    """Tokens after the prompt of a batch's trained rows: as wide as its slowest episode
+    (``rounds`` turns and the observations between them), at most ``env.max_tokens``."""
+    width = e.rounds * e.round_tokens + (e.rounds - 1) * e.observation_tokens
+    return float(min(width, cfg.env.max_tokens))
+
+
+def generation_rounds(cfg: Any) -> int:
+    """Batches sampled and scored a step: DAPO's dynamic sampling may take up to
+    ``max_rounds`` (charged in full: module doc); one otherwise."""
+    sampling = cfg.dapo.dynamic_sampling
+    return sampling.max_rounds if cfg.stage == "dapo" and sampling.enabled else 1

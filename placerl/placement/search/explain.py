@@ -172,3 +172,35 @@ def search_json(result: SearchResult, top: int = 8) -> dict[str, Any]:
         "pruned": result.pruned,
         "candidates": [candidate_json(s) for s in feasible + infeasible],
     }
+
+
+def tools_note(result: SearchResult, untooled: SearchResult, tool_wait_s: float) -> str:
+    """Whether waiting on tools changes the pick: ``untooled`` is the same search with
+    instant tools. Separate hides a rollout's tool waits behind the update; Flatten (and one
+    process) serialise them into every step."""
+    pick, other = result.pick, untooled.pick
+    if pick is None or other is None:
+        return ""
+    head = f"tools: generation waits {tool_wait_s:.3g} s a batch on the environment"
+    if pick.name == other.name:
+        return f"{head}; the pick is the same with instant tools ({other.name})"
+    hidden = pick.candidate.plan.strategy == "separate"
+    how = (
+        "Separate samples while the update runs, so the waits hide behind it, where "
+        f"{other.candidate.plan.strategy.capitalize()} serialises them into every step"
+        if hidden
+        else "the waits outweigh what the other plan's overlap gains"
+    )
+    return (
+        f"{head}, and that changes the pick: {pick.name} ({pick.step_s:.3g} s a step) instead "
+        f"of {other.name} with instant tools; {how}"
+    )
+
+
+def rounds_note(rounds: int, sampled_s: float) -> str:
+    """DAPO's dynamic sampling: why generation costs more than one batch."""
+    return (
+        f"dynamic sampling: up to {rounds} batches are sampled and scored a step until the "
+        f"groups with signal fill one (dapo.dynamic_sampling.max_rounds); the planner charges "
+        f"the cap: generation {sampled_s:.3g} s a step on the pick, {rounds}x one batch"
+    )
