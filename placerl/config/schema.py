@@ -347,12 +347,14 @@ class RunConfig(Section):
                 "responses across passes (sampling, π_old, update), which dropout would make "
                 "disagree; use model.lora.dropout=0"
             )
-        if self.stage in OFFLINE_STAGES and self.placement.strategy not in ("local", "flatten"):
+        offline_ok = ("local", "flatten", "auto")
+        if self.stage in OFFLINE_STAGES and self.placement.strategy not in offline_ok:
             raise ValueError(
                 f"stage {self.stage} trains one model data-parallel over every slot: "
-                f"placement.strategy {self.placement.strategy} is not offered for it (the "
-                "planner does not plan it yet); use placement.strategy: flatten (with "
-                "placement.sharding none, full or hybrid) or placement.strategy: local"
+                f"placement.strategy {self.placement.strategy} is not offered for it (it "
+                "places models apart, and this stage has one to train); use "
+                "placement.strategy: flatten (with placement.sharding none, full or hybrid), "
+                "placement.strategy: auto (the planner picks) or placement.strategy: local"
             )
         self._dapo_fits()
         if self.stage in GROUPED and self.rollout.samples_per_prompt < 2:
