@@ -85,3 +85,24 @@ def test_two_flatten_workers_train_as_one_process(tiny_model_dir, tmp_path, stag
     ]
     workers = {s["worker"] for s in spans if s["phase"] == f"{stage}.train"}
     assert workers == {"all/w0", "all/w1"}, "both workers trained"
+
+
+LORA_CKPT = ["model.lora.r=4", "model.lora.alpha=32", "model.gradient_checkpointing=true"]
+
+
+@pytest.mark.parametrize(("stage", "sharding"), [("sft", "none"), ("sft", "full"), ("dpo", "none")])
+def test_lora_with_checkpointing_on_two_workers_trains_as_one_process(
+    tiny_model_dir, tmp_path, stage, sharding
+):
+    """LoRA adapters (the same seeded initialisation on every rank; DPO's reference is the
+    model with its adapter disabled) and gradient checkpointing on 2 workers: the losses and
+    the exported adapter of one process."""
+    local = run(tiny_model_dir, tmp_path / "local", stage, LORA_CKPT)
+    placed_extra = [*TWO_WORKERS, f"placement.sharding={sharding}", *LORA_CKPT]
+    placed = run(tiny_model_dir, tmp_path / "flatten", stage, placed_extra)
+    assert_same(local, placed, KEYS[stage])
+    a = load_file(tmp_path / "local" / "policy" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "flatten" / "policy" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
