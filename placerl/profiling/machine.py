@@ -83,6 +83,9 @@ class MachinePart:
             "intra_bw": coll.get("bw", d.intra_bw),
             "inter_bw": coll.get("bw", d.inter_bw),
             "collective_latency": coll.get("latency", d.collective_latency),
+            "sync_bw": coll.get("sync_bw", d.sync_bw),
+            "sync_latency": coll.get("sync_latency", d.sync_latency),
+            "copy_bw": coll.get("copy_bw", d.copy_bw),
             "shared_core_factor": min(1.0, shared) if threads > 1 else 1.0,
             "shared_overhead_factor": max(1.0, slowed) if threads > 1 else 1.0,
             "rpc_latency": ray.get("rpc_latency", d.rpc_latency),
@@ -105,6 +108,11 @@ def rescaled(part: MachinePart, verdict: Verdict) -> MachinePart:
     coll = dict(part.collectives or {}) or None
     if coll:
         coll["bw"], coll["latency"] = coll["bw"] * s, coll["latency"] / s
+        for key in ("sync_bw", "copy_bw"):
+            if key in coll:
+                coll[key] *= s
+        if "sync_latency" in coll:
+            coll["sync_latency"] /= s
     ray = dict(part.ray or {}) or None
     if ray:
         ray["rpc_latency"] /= s
@@ -131,8 +139,11 @@ def stored_part(now: Conditions | None) -> MachinePart:
     verdict = compare(Conditions.from_dict(raw["conditions"]), now)
     if not verdict.usable:
         return MachinePart(note=f"the stored ones were refused: {verdict.reason}")
+    collectives = raw.get("collectives")
+    if collectives is not None and "sync_bw" not in collectives:
+        collectives = None  # stored before the weight sync was measured: measured again
     part = MachinePart(
-        raw.get("collectives"),
+        collectives,
         raw.get("ray"),
         raw.get("runs"),
         raw["conditions"],

@@ -15,7 +15,7 @@ import statistics
 from placerl.placement.cost.machine import Machine
 
 GENERATE = ("generate",)
-FORWARD = ("score", "reference", "values", "old_log_probs")
+FORWARD = ("score", "reference", "values", "old_log_probs", "sync_guard")
 LEARN = ("update", "critic_update")
 CONTROLLER = ("controller",)
 HIDDEN = 0.05  # a pipelined rollout whose wait is under this share of the step is hidden

@@ -84,6 +84,14 @@ class Machine:
     shared_core_factor: float = 1.0
     # … and the per-call intercepts' slow-down then (>= 1; profiled on a small decode)
     shared_overhead_factor: float = 1.0
+    # placerl's own weight sync between two processes (runtime/sync/transport.py: pack,
+    # broadcast, unpack, and the guard's fingerprints on both sides): a sync of B bytes takes
+    # ``sync_latency + B / sync_bw``; and an in-process copy with its fingerprint (a lagging
+    # rollout's shadow beside the trainer) ``B / copy_bw``. Profiled on CPU (profiling/
+    # collectives.py); 0: not measured, the collective and memory rates stand in
+    sync_bw: float = 0.0
+    sync_latency: float = 0.0
+    copy_bw: float = 0.0
     devices_per_node: int = 1
     roofline: bool = True  # decode = max(memory, compute) (GPU) or their sum (CPU)
     thread_exponent: float = 1.0
@@ -160,6 +168,8 @@ RATES = (
     "host_bw",
     "value_train_flops",
     "value_forward_flops",
+    "sync_bw",
+    "copy_bw",
 )
 TIMES = (
     "decode_overhead_per_layer",
@@ -181,6 +191,7 @@ TIMES = (
     "prefix_update_overhead_all",
     "prefix_call_overhead",
     "prefix_call_overhead_all",
+    "sync_latency",
 )
 
 

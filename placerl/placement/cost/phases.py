@@ -11,6 +11,9 @@ controller's call when the runtime has workers. Which phases exist:
 - ``old_log_probs`` (actor forward): only when π_old must be recomputed — a stale batch
   (``max_staleness > 0`` with a rollout copy) or ``recompute_log_probs: always`` — and the
   update is not single-pass (1 epoch × 1 minibatch takes π_old from its own forward);
+- ``sync_guard`` (actor forward): where the rollout samples from a copy that syncs and π_old
+  is not recomputed, the guard's forward of the first batch after each sync (one per sync
+  period);
 - ``update`` (actor) and ``critic_update``: compute, optimizer, gradient communication;
 - ``sync``: the policy's weights to a rollout that does not share the actor's workers
   (Separate), or a gather of a sharded actor for a colocated rollout; under Flatten with
@@ -124,10 +127,25 @@ def _sync_s(plan: Plan, w: Workload, m: Machine) -> float:
             bw = collectives.link_bw(m, _nodes(plan, Role.ACTOR))
             return collectives.all_gather_s(nbytes, shard_factor(actor), bw, m.collective_latency)
         if plan.max_staleness > 0:  # the local shadow copy
-            return shape.params * w.dtype_bytes / m.memory_bw
+            return ct.copy_s(shape, m, w)
         return 0.0
     nodes = {s.node for s in (*plan.worker_slots(Role.ACTOR), *plan.worker_slots(Role.ROLLOUT))}
     return ct.sync_s(shape, m, w, cross_node=len(nodes) > 1)
+
+
+def has_rollout_copy(plan: Plan) -> bool:
+    """The rollout samples from a copy of the policy that syncs (Separate, or a lagging
+    rollout beside the trainer), not from the actor's own module."""
+    if Role.ROLLOUT not in plan.roles or Role.ACTOR not in plan.roles:
+        return False
+    return not rollout_shares_actor(plan) or plan.max_staleness > 0
+
+
+def sync_period(plan: Plan, w: Workload) -> int:
+    """Updates between two syncs: every step on-policy, else ``min(sync_every, staleness)``."""
+    if plan.max_staleness <= 0:
+        return 1
+    return max(1, min(w.sync_every, plan.max_staleness))
 
 
 def step_phases(
@@ -167,6 +185,11 @@ def step_phases(
     learn = w.learning  # the update's rows
     if Role.ROLLOUT in roles and recompute and not w.single_pass and w.policy_gradient:
         add("old_log_probs", Role.ACTOR, _forward_s(plan, Role.ACTOR, learn, m, micro))
+    if has_rollout_copy(plan) and not any(p.name == "old_log_probs" for p in out):
+        # the sync guard's forward on the first batch after a sync (runtime/sync/guard.py):
+        # where π_old is recomputed anyway it reads that one
+        guard = _forward_s(plan, Role.ACTOR, w, m, micro) / sync_period(plan, w)
+        add("sync_guard", Role.ACTOR, guard)
     add("update", Role.ACTOR, _update_s(plan, Role.ACTOR, learn, m, micro, ckpt))
     if Role.CRITIC in roles:
         add("critic_update", Role.CRITIC, _update_s(plan, Role.CRITIC, w, m, micro, ckpt))

@@ -1,7 +1,7 @@
 """Step time from a Plan's phases: list-schedule the step's dataflow (ReaLHF's ``simulate``).
 
 A synchronous step is a chain of stages — generate · experience (score, reference, values) ·
-old log-probs · learn (update, critic update) · sync · offload. Inside a stage, phases run at
+old log-probs or the sync guard's forward · learn (update, critic update) · sync · offload. Inside a stage, phases run at
 the same time when their groups are disjoint and one after the other on a shared group, so:
 
 - **Flatten**: every phase on the one group — the step is the sum of the phases;
@@ -34,7 +34,7 @@ from placerl.types import Role
 STAGES = (
     ("generate",),
     EXPERIENCE,
-    ("old_log_probs",),
+    ("old_log_probs", "sync_guard"),
     LEARN,
     ("sync",),
     ("offload",),
@@ -94,7 +94,7 @@ def predict_step(plan: Plan, w: Workload, phases: Sequence[Phase]) -> StepPredic
     period = max(1, min(w.sync_every, plan.max_staleness))
     experience = [p for p in phases if p.name in EXPERIENCE]
     launch_first = not any(set(p.groups) & gen_groups for p in experience)
-    learn_names = (("old_log_probs",), LEARN, ("offload",), ("controller",))
+    learn_names = (("old_log_probs", "sync_guard"), LEARN, ("offload",), ("controller",))
     if launch_first:
         train, path = simulate(_stages(phases, (EXPERIENCE, *learn_names)))
         head, head_path = 0.0, ()

@@ -17,7 +17,8 @@ profiled). Rates come from a ``Machine`` (profiled, or peak × efficiency).
   rows, prompt computed once per group (shared-prefix forward).
 - ``train_s``: ``epochs`` forward+backward passes, one optimizer step per minibatch
   (``optimizer_params_per_s``), plus gradient communication (``collectives``).
-- ``sync_s``: trainer → rollout weight broadcast (Separate) in the compute dtype.
+- ``sync_s``: trainer → rollout weight broadcast (Separate) in the compute dtype; ``copy_s``:
+  the in-process copy into a lagging rollout's shadow.
 - ``offload_s``: with ``placement.offload`` on a GPU, a colocated role's state goes to host
   memory and back once per step: ``2 · bytes / host_bw``.
 """
@@ -167,11 +168,23 @@ def optimizer_s(shape: ModelShape, m: Machine, slot: DeviceSlot, w: Workload, sh
 
 def sync_s(shape: ModelShape, m: Machine, w: Workload, cross_node: bool, buckets_mb: float = 64):
     """Broadcast the policy from the trainer to the rollout copy, bucket by bucket, and copy it
-    into the rollout's model: ``bytes/bw + buckets·latency + bytes/memory_bw``."""
+    into the rollout's model. Profiled (``m.sync_bw``): placerl's own transport as measured
+    between two processes, packing, unpacking and fingerprints included, ``sync_latency +
+    bytes/sync_bw`` (plus the link across nodes); on paper: ``bytes/bw + buckets·latency +
+    bytes/memory_bw``."""
     nbytes = shape.params * w.dtype_bytes
+    if m.sync_bw > 0:
+        return m.sync_latency + nbytes / m.sync_bw + (nbytes / m.inter_bw if cross_node else 0.0)
     bw = m.inter_bw if cross_node else m.intra_bw
     buckets = ceil(nbytes / (buckets_mb * 2**20))
     return nbytes / bw + buckets * m.collective_latency + nbytes / m.memory_bw
+
+
+def copy_s(shape: ModelShape, m: Machine, w: Workload) -> float:
+    """Copy the policy into a shadow copy in the same process and fingerprint it (a lagging
+    rollout beside the trainer): ``bytes/copy_bw`` where profiled, else ``bytes/memory_bw``."""
+    nbytes = shape.params * w.dtype_bytes
+    return nbytes / (m.copy_bw if m.copy_bw > 0 else m.memory_bw)
 
 
 def offload_s(state_bytes: float, m: Machine) -> float:

@@ -23,6 +23,7 @@ SHORT = {
     "values": "val",
     "score": "score",
     "old_log_probs": "oldlp",
+    "sync_guard": "guard",
     "sync": "sync",
     "offload": "offl",
     "controller": "ctl",
