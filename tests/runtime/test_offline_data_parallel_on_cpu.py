@@ -106,3 +106,21 @@ def test_lora_with_checkpointing_on_two_workers_trains_as_one_process(
     assert a.keys() == b.keys() and a
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_evaluation_between_steps_on_sharded_workers(tiny_model_dir, tmp_path, stage):
+    """Evaluation runs on rank 0 alone (its forwards, not its peers'), before the first step
+    and after every one; FSDP's record of them must not make rank 0's next backward gather
+    what its peer does not (it deadlocked). Same held-out metrics and losses as one process."""
+    evals = ["data.num_eval=4", "trainer.eval_every=1"]
+    local = run(tiny_model_dir, tmp_path / "local", stage, evals)
+    placed = run(
+        tiny_model_dir,
+        tmp_path / "flatten",
+        stage,
+        [*evals, *TWO_WORKERS, "placement.sharding=full"],
+    )
+    keys = [k for k in local[0] if k.startswith("eval/") and isinstance(local[0][k], float)]
+    assert keys
+    assert_same(local, placed, [*KEYS[stage], *keys])

@@ -76,10 +76,7 @@ class RankCollectives:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
     def gathered(self, *models) -> contextlib.AbstractContextManager:
-        stack = contextlib.ExitStack()
-        for model in models:
-            stack.enter_context(unsharded(model))
-        return stack
+        return _gathered(models)
 
     def full_weights(self, model) -> dict[str, torch.Tensor]:
         if self.mesh is None:
@@ -137,6 +134,8 @@ def by_index(state: dict, model, optimizer) -> dict:
     """A full optimizer state keyed by parameter name (``get_optimizer_state_dict``) keyed by
     index as ``optimizer.state_dict()`` keys it: one checkpoint format for every sharding, so
     a run resumes under another (``strategy: auto`` re-plans between them)."""
+    if "param_groups" not in state:  # a rank other than 0: the full state is rank 0's
+        return state
     index = {name: i for i, name in enumerate(_param_names(model, optimizer))}
     groups = [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]]
     return {"state": {index[n]: v for n, v in state["state"].items()}, "param_groups": groups}
@@ -149,6 +148,23 @@ def by_name(state: dict, model, optimizer) -> dict:
     names = _param_names(model, optimizer)
     groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
     return {"state": {names[i]: v for i, v in state["state"].items()}, "param_groups": groups}
+
+
+@contextlib.contextmanager
+def _gathered(models):
+    """Full weights for the duration (``unsharded``), then each FSDP root's per-iteration
+    state reset: FSDP2 records every forward's module order for its backward prefetch, and
+    evaluation runs forwards on rank 0 alone, so without the reset rank 0's next backward
+    would prefetch (all-gather) a module its peers do not, and the ranks deadlock."""
+    from torch.distributed.fsdp import FSDPModule
+
+    with contextlib.ExitStack() as stack:
+        for model in models:
+            stack.enter_context(unsharded(model))
+        yield
+    for model in models:
+        if isinstance(model, FSDPModule):
+            model.reset_iter_state()
 
 
 @torch.no_grad()
