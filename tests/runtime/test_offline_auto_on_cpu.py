@@ -70,6 +70,7 @@ def test_auto_runs_its_flatten_pick_like_an_explicit_run(
     plan = state["plan"]
     assert plan["strategy"] == "flatten" and len(plan["groups"][0]["slots"]) == 2
     assert (tmp_path / "a" / "workers.json").is_file()
+    assert "placement: flatten all (" in log or "placement: flatten" in log
     actor = plan["roles"]["actor"]
     explicit = ["placement.strategy=flatten", f"placement.sharding={actor['sharding']}"]
     settings = state["settings"]
