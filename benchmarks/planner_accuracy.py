@@ -125,6 +125,7 @@ def run_auto(spec, base: Path, rm: Path, work: Path, steps: int) -> dict:
     by_step = {m["step"]: m for m in metrics}  # a re-planned run logs each step once
     ordered = [by_step[k] for k in sorted(by_step)]
     state = json.loads((Path(cfg.run_dir) / "planner.json").read_text())
+    pw.drop_outputs(cfg.run_dir)
     switches = sum(m.get("planner/switch_s", 0.0) for m in ordered)
     counted = ordered[1:]
     total = sum(m["time/step"] for m in counted) + switches

@@ -299,3 +299,11 @@ def run_cell(cell: Cell, base: Path, rm: Path, work: Path, warmup: int, steps: i
     cell.round_steps.append(statistics.median(m["time/step"] for m in lines))
     for key in {k for m in lines for k in m if k.startswith("time/") and k != "time/step"}:
         cell.phases.setdefault(key[5:], []).extend(m[key] for m in lines if key in m)
+    drop_outputs(run_dir)
+
+
+def drop_outputs(run_dir: Path) -> None:
+    """A measured run's checkpoints and exported models, once its metrics are read: a held-out
+    pass wrote 7.7 GB of them (a 15.7M PPO cell, 470 MB) and filled the disk."""
+    for name in ("checkpoints", "policy", "critic", "reward_model"):
+        shutil.rmtree(Path(run_dir) / name, ignore_errors=True)

@@ -14,6 +14,7 @@ from placerl.config.compare import CONFIG_FILE, check_resume_config
 from placerl.errors import UserError
 from placerl.placement.auto import plan as auto_plan
 from placerl.placement.auto import replan as auto_replan
+from placerl.placement.auto.choose import Variant
 from placerl.placement.auto.plan import _DECISIONS, decide, prepare_auto
 from placerl.placement.auto.replan import choose, monitor_for
 from placerl.placement.auto.state import STATE_FILE, Left, candidate_key, settings_of
@@ -21,6 +22,7 @@ from placerl.placement.cost.machine import CPU_DEFAULT
 from placerl.placement.cost.schedule import StepPrediction
 from placerl.placement.cost.workload import workload_from_config
 from placerl.placement.plan import strategies
+from placerl.placement.plan.plan import Sharding
 from placerl.placement.search.enumerate import Candidate
 from placerl.placement.search.search import Scored, score, search
 from placerl.types import Role
@@ -280,3 +282,35 @@ def test_a_switch_must_repay_itself_over_the_steps_left():
     slow = fake(strategies.separate(roles, cluster, rule_reward=True), 1.1)
     assert choose(key(a), 1.0, 1.0, [a, slow], [], 0.15, 0.5, (100, 1.0))[0] is slow
     assert choose(key(a), 1.0, 1.0, [a, slow], [], 0.15, 0.15, (100, 1.0))[0] is None
+
+
+def test_a_variant_of_the_running_plan_is_judged_against_its_refit_prediction():
+    """After a refit, a candidate that only varies the running Plan (another sharding) is
+    tried only if the refit model says it beats the running Plan by the margin, within the
+    calibration's uncertainty; a Plan of another layout keeps the wider uncertainty."""
+    cluster = CLUSTERS["cpu4"]()
+    roles = (Role.ACTOR, Role.ROLLOUT, Role.REWARD, Role.REFERENCE)
+    flat = strategies.flatten(roles, cluster, rule_reward=True)
+    full = strategies.flatten(roles, cluster, rule_reward=True, sharding=Sharding.FULL)
+    sep = strategies.separate(roles, cluster, rule_reward=True)
+    running = fake(flat, 2.48)
+    variant = Variant.of(flat, 0.15)
+    assert variant.covers(fake(full, 1.0)) and not variant.covers(fake(sep, 1.0))
+    budget = (25, 1.0)
+    # predicted 1% faster than the running Plan's refit prediction, at ±37%: not a trial
+    sharded = fake(full, 2.45)
+    args = (key(running), 2.48, 2.51, [sharded, running], [], 0.15, 0.37, budget)
+    assert choose(*args)[0] is sharded  # as before, without the variant rule
+    assert choose(*args, variant)[0] is None
+    # another layout with the same prediction is still tried at ±37%
+    other = fake(sep, 2.45)
+    assert (
+        choose(key(running), 2.48, 2.51, [other, running], [], 0.15, 0.37, budget, variant)[0]
+        is other
+    )
+    # a variant the refit model puts 30% below the running Plan is tried
+    fast = fake(full, 2.48 * 0.7)
+    assert (
+        choose(key(running), 2.48, 2.51, [fast, running], [], 0.15, 0.37, budget, variant)[0]
+        is fast
+    )

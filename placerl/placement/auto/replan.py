@@ -31,11 +31,11 @@ from __future__ import annotations
 
 import statistics
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from placerl.placement.auto.choose import Variant, choose, key_of, repays, seconds_text
 from placerl.placement.auto.observe import observed_phases, phase_times, refit, refit_factors
 from placerl.placement.auto.plan import _DECISIONS, Decision, _search, local_plans, with_notes
 from placerl.placement.auto.settings import setting_lines
@@ -43,7 +43,6 @@ from placerl.placement.auto.state import (
     STATE_FILE,
     AutoState,
     Left,
-    candidate_key,
     save_state,
     settings_of,
 )
@@ -57,77 +56,7 @@ from placerl.placement.search.search import Scored
 # (a candidate predicted at most (1 + this) times the goal is tried)
 MAX_UNCERTAINTY = 1.0
 DEFAULT_SWITCH_S = 10.0  # a switch's cost before any was measured (nor the start-up)
-# a never-measured candidate may cost a switch there and one back: its gain must repay both
-TRIAL_SWITCHES = 2
 _SWITCHING: dict[str, float] = {}  # run_dir -> time.time() its switch began (this process)
-
-
-def key_of(s: Scored) -> str:
-    return candidate_key(s.candidate.plan, settings_of(s.candidate))
-
-
-def choose(
-    current_key: str,
-    current_s: float,
-    measured_s: float | None,
-    ranked: Sequence[Scored],
-    left: Sequence[Left],
-    margin: float,
-    uncertainty: float = 0.0,
-    budget: tuple[int, float] | None = None,
-) -> tuple[Scored | None, list[str]]:
-    """The candidate to switch to (None: stay), and notes on the ones passed over.
-
-    ``ranked``: fastest predicted first; ``measured_s``: the running Plan's measured step
-    (else its prediction ``current_s`` stands in); ``uncertainty``: the model's (0: its
-    ranking is trusted, nothing after the running Plan is tried); ``budget``: (steps left,
-    seconds a switch costs) — a switch must repay itself over the steps left."""
-    been = {x.key: x for x in left}
-    reference = measured_s if measured_s is not None else current_s
-    goal = reference * (1 - margin)
-    notes: list[str] = []
-    for s in ranked:
-        if not s.feasible:
-            break
-        key = key_of(s)
-        if key == current_key:
-            if uncertainty <= 0:
-                break
-            continue
-        old = been.get(key)
-        if old is not None:  # measured already: back only to one measured faster
-            if old.measured_step_s is not None and old.measured_step_s < goal:
-                if _repays(reference - old.measured_step_s, budget):
-                    return s, notes
-                notes.append(f"planner: {s.name} measured faster, but going back would not repay")
-                continue
-            if s.step_s / (1 + uncertainty) < goal:
-                notes.append(
-                    f"planner: {s.name} is predicted {_s(s.step_s)}, but the run left it at step "
-                    f"{old.until} measuring {_s(old.measured_step_s)} a step (now "
-                    f"{_s(measured_s)}): not going back"
-                )
-            continue
-        optimistic = s.step_s / (1 + uncertainty)
-        if optimistic >= goal:
-            break  # the rest are predicted slower still
-        if not _repays(reference - optimistic, budget, switches=TRIAL_SWITCHES):
-            notes.append(
-                f"planner: {s.name} may be faster ({_s(s.step_s)} predicted, ±{uncertainty:.0%}), "
-                f"but not by enough to repay a switch there and back ({TRIAL_SWITCHES} x "
-                f"{_s(budget[1])}) over {budget[0]} steps"
-            )
-            break
-        return s, notes
-    return None, notes
-
-
-def _repays(gain_per_step: float, budget: tuple[int, float] | None, switches: int = 1) -> bool:
-    return budget is None or gain_per_step * budget[0] > switches * budget[1]
-
-
-def _s(seconds: float | None) -> str:
-    return "?" if seconds is None else f"{seconds:.3g} s"
 
 
 @dataclass
@@ -224,8 +153,9 @@ class PlannerMonitor:
                 return self._switch(back, machine, f"{head}; back to {back.name}")
         u = min(MAX_UNCERTAINTY, max(st.uncertainty, abs(measured / d.predicted_step_s - 1)))
         current_s = predict_step(d.plan, d.workload, step_phases(d.plan, d.workload, machine))
+        variant = Variant.of(d.plan, st.uncertainty)
         best, notes = choose(
-            st.key, current_s.step_s, measured, ranked, st.left, self.margin, u, budget
+            st.key, current_s.step_s, measured, ranked, st.left, self.margin, u, budget, variant
         )
         self.messages += notes
         st.events += notes
@@ -264,7 +194,7 @@ class PlannerMonitor:
         head = (
             f"planner: refit after {len(self.steps)} steps on {st.name} (measured / predicted: "
             f"{refitted}): it is predicted {current.step_s:.3g} s a step (measured "
-            f"{_s(statistics.median(self.steps))})"
+            f"{seconds_text(statistics.median(self.steps))})"
         )
         return machine, head
 
@@ -302,12 +232,12 @@ class PlannerMonitor:
         if before is None or measured <= before * (1 - self.margin):
             gain = "" if before is None else f" ({1 - measured / before:.0%} faster)"
             return (
-                f"planner: trial of {st.name}: measured {_s(measured)} a step against "
-                f"{_s(before)} on {prev.name}{gain}: kept",
+                f"planner: trial of {st.name}: measured {seconds_text(measured)} a step against "
+                f"{seconds_text(before)} on {prev.name}{gain}: kept",
                 None,
             )
         verdict = (
-            f"planner: trial of {st.name}: measured {_s(measured)} a step against {_s(before)} "
+            f"planner: trial of {st.name}: measured {seconds_text(measured)} a step against {seconds_text(before)} "
             f"on {prev.name}: not faster by {self.margin:.0%}"
         )
         back = next((s for s in ranked if key_of(s) == prev.key), None)
@@ -315,7 +245,7 @@ class PlannerMonitor:
             return f"{verdict}; {prev.name} no longer fits: staying", None
         if st.replans >= self.max_replans:
             return f"{verdict}; placement.max_replans {self.max_replans} reached: staying", None
-        if not _repays(measured - before, budget):
+        if not repays(measured - before, budget):
             return f"{verdict}; going back would not repay its switch: staying", None
         return verdict, back
 
