@@ -28,7 +28,9 @@ OFFLINE = ("sft", "rm", "dpo")
 
 
 def _cfg(stage: str, *overrides: str) -> RunConfig:
-    return load_config(None, [f"stage={stage}", "placement.device=cpu", *overrides], RunConfig)
+    # a run_dir with no base_model: model.path null reads no tokenizer (the fallback lengths)
+    base = [f"stage={stage}", "placement.device=cpu", "run_dir=/nonexistent/placerl-run"]
+    return load_config(None, [*base, *overrides], RunConfig)
 
 
 def _cpu_cluster(n: int) -> Cluster:
