@@ -4,7 +4,8 @@ never saw: predicted vs measured step times side by side, and where ``strategy: 
 Workloads (``planner_workloads.py``): the **tuned** grid (12, the cost model's constants were
 fitted and refined on them) and a **held-out** set drawn from ``--seed`` (``--count``, 12 by
 default: 3-40M-parameter shapes, PPO/GRPO/RLOO/online DPO, 8-128 new tokens, 8-32 rows,
-staleness 0/1). Each workload runs under every placement it can (local on every core; Flatten,
+staleness 0/1); ``--set offline``: 4 SFT and DPO workloads drawn from the same seed (local and
+Flatten cells). Each workload runs under every placement it can (local on every core; Flatten,
 Separate, Interleave on two 1-thread workers), ``--rounds`` times side by side, each cell at
 least ``--steps`` steps after ``--warmup`` and ``--min-seconds`` of steps (predicted); then
 ``strategy: auto`` runs ``--auto-steps`` steps as a user's run would (its profile, its pick,
@@ -313,7 +314,9 @@ def under_load_row(results, specs, work: Path, log) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument(
-        "--set", choices=("tuned", "held-out", "both", "episodes"), default="held-out"
+        "--set",
+        choices=("tuned", "held-out", "offline", "episodes", "both"),
+        default="held-out",
     )
     parser.add_argument("--seed", type=int, default=19)
     parser.add_argument("--count", type=int, default=12)
@@ -337,6 +340,7 @@ def main() -> None:
     log = lambda m: print(m, flush=True)  # noqa: E731
     sets = {"tuned": pw.TUNED, "held-out": pw.held_out(args.seed, args.count)}
     sets["episodes"] = pw.EPISODES
+    sets["offline"] = pw.offline_held_out(args.seed, 4)
     both = {k: sets[k] for k in ("tuned", "held-out")}
     chosen = both if args.set == "both" else {args.set: sets[args.set]}
     wanted = [w.strip() for w in args.only.split(",")]

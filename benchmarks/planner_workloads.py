@@ -8,7 +8,10 @@ parameters (log-uniform: a width of 128-512, MLP 2.5-4x, 64-wide heads, KV heads
 and as many blocks, 2-16, as reach the drawn size; the built-in 512-token BPE, so the
 vocabulary is not varied), the algorithms in turn — PPO
 (with a reward model), GRPO, RLOO, online DPO (rule rewards) — 8-128 new tokens (log-uniform),
-8/16/32 rows a step, ``max_staleness`` 0 for the first four, 1 for the next four, and so on. A draw whose step would take more than ``WORK_CAP`` token-parameters (rows x
+8/16/32 rows a step, ``max_staleness`` 0 for the first four, 1 for the next four, and so on.
+The **offline** set (``offline_held_out``, its own stream of the same seed) draws SFT and
+DPO workloads in turn: a shape as above, 16-96 completion tokens after a 16-token prompt (a
+generated file of digit strings), 8/16/32 examples a step, under local and Flatten. A draw whose step would take more than ``WORK_CAP`` token-parameters (rows x
 tokens x parameters: a few seconds a step here) is drawn again, so the whole set runs in
 minutes; the rule is the generator's, not a hand's.
 
@@ -75,6 +78,8 @@ class Spec:
 
     @property
     def strategies(self) -> list[str]:
+        if self.algo in OFFLINE_ALGOS:  # one trained model: in this process, or data-parallel
+            return ["local", "flatten"]
         if self.staleness:
             return ["local", "separate"]
         out = ["local", "flatten", "separate"]
@@ -159,29 +164,34 @@ EPISODES = [
 ]
 
 
+def draw_shape(rng: random.Random) -> tuple[TinyLlamaSize, int]:
+    """A Llama shape of 3-40M parameters (log-uniform; the module's rules) and its size."""
+    target = math.exp(rng.uniform(math.log(3e6), math.log(40e6)))  # log-uniform size
+    hidden = rng.choice([128, 192, 256, 320, 384, 448, 512])
+    heads = max(2, hidden // 64)
+    dims = TinyLlamaSize(
+        hidden_size=hidden,
+        num_hidden_layers=1,
+        num_attention_heads=heads,
+        # half of them where that divides them (grouped-query attention needs a divisor)
+        num_key_value_heads=max(d for d in range(1, heads // 2 + 1) if heads % d == 0),
+        intermediate_size=round(hidden * rng.uniform(2.5, 4.0) / 32) * 32,
+    )
+    block = params_of(dims) - params_of(replace(dims, num_hidden_layers=0))
+    layers = max(
+        2, min(16, round((target - params_of(replace(dims, num_hidden_layers=0))) / block))
+    )
+    dims = replace(dims, num_hidden_layers=layers)
+    return dims, params_of(dims)
+
+
 def held_out(seed: int = 19, count: int = 12) -> list[Spec]:
     """``count`` workloads drawn from ``seed`` (the module's rules): the algorithms in turn,
     staleness 0 for the first four and 1 for the next, the rest drawn."""
     rng = random.Random(seed)
     out: list[Spec] = []
     while len(out) < count:
-        target = math.exp(rng.uniform(math.log(3e6), math.log(40e6)))  # log-uniform size
-        hidden = rng.choice([128, 192, 256, 320, 384, 448, 512])
-        heads = max(2, hidden // 64)
-        dims = TinyLlamaSize(
-            hidden_size=hidden,
-            num_hidden_layers=1,
-            num_attention_heads=heads,
-            # half of them where that divides them (grouped-query attention needs a divisor)
-            num_key_value_heads=max(d for d in range(1, heads // 2 + 1) if heads % d == 0),
-            intermediate_size=round(hidden * rng.uniform(2.5, 4.0) / 32) * 32,
-        )
-        block = params_of(dims) - params_of(replace(dims, num_hidden_layers=0))
-        layers = max(
-            2, min(16, round((target - params_of(replace(dims, num_hidden_layers=0))) / block))
-        )
-        dims = replace(dims, num_hidden_layers=layers)
-        params = params_of(dims)
+        dims, params = draw_shape(rng)
         algo = ALGOS[len(out) % len(ALGOS)]  # each equally often, in the drawn order
         tokens = round(math.exp(rng.uniform(math.log(8), math.log(128))))
         rows = rng.choice([8, 16, 32])
@@ -190,6 +200,74 @@ def held_out(seed: int = 19, count: int = 12) -> list[Spec]:
             continue
         out.append(Spec(f"{params / 1e6:.1f}M", algo, tokens, rows, staleness, dims))
     return out
+
+
+OFFLINE_ALGOS = ("sft", "dpo")
+OFFLINE_SEED = 22  # the offline set's own stream: the RL set's draws stay as they were
+
+
+def offline_held_out(seed: int = 19, count: int = 4) -> list[Spec]:
+    """``count`` SFT and DPO workloads drawn from ``seed`` (in turn): a shape as
+    ``held_out`` draws it, 16-96 completion tokens (log-uniform) after a 16-token prompt,
+    8/16/32 examples a step; capped by ``WORK_CAP`` as the RL set (a pair counts twice)."""
+    rng = random.Random(seed * 1000 + OFFLINE_SEED)
+    out: list[Spec] = []
+    while len(out) < count:
+        dims, params = draw_shape(rng)
+        algo = OFFLINE_ALGOS[len(out) % len(OFFLINE_ALGOS)]
+        tokens = round(math.exp(rng.uniform(math.log(16), math.log(96))))
+        rows = rng.choice([8, 16, 32])
+        sequences = rows * (2 if algo == "dpo" else 1)
+        if not 3e6 <= params <= 40e6 or sequences * (PROMPT_TOKENS + tokens) * params > WORK_CAP:
+            continue
+        out.append(Spec(f"{params / 1e6:.1f}M", algo, tokens, rows, 0, dims))
+    return out
+
+
+def offline_data(spec: Spec, where: Path, examples: int = 2048) -> Path:
+    """A JSONL file of ``spec``'s examples: digit strings (one token a digit with the built-in
+    tokenizer), a ``PROMPT_TOKENS``-digit prompt and a ``spec.tokens``-digit completion (DPO:
+    chosen and rejected, two different strings); drawn from the spec's name."""
+    import json
+
+    path = where / f"{spec.algo}-{spec.tokens}.jsonl"
+    if path.is_file():
+        return path
+    rng = random.Random(spec.name)
+    digits = lambda n: "".join(rng.choice("0123456789") for _ in range(n))  # noqa: E731
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        for _ in range(examples):
+            row = {"prompt": digits(PROMPT_TOKENS)}
+            if spec.algo == "sft":
+                row["completion"] = digits(spec.tokens)
+            else:
+                row["chosen"], row["rejected"] = digits(spec.tokens), digits(spec.tokens)
+            f.write(json.dumps(row) + "\n")
+    return path
+
+
+def offline_config(spec: Spec, strategy: str, base: Path, run_dir: Path, steps: int):
+    """The SFT or DPO stage of ``spec`` on ``base`` (its data beside it) under ``strategy``."""
+    raw = {
+        "stage": spec.algo,
+        "seed": 0,
+        "run_dir": str(run_dir),
+        "model": {"path": str(base)},
+        "data": {
+            "train": str(offline_data(spec, base.parent / "data")),
+            "max_len": PROMPT_TOKENS + spec.tokens + 8,
+            "num_eval": 0,
+        },
+        "optim": {"lr": 2e-5},
+        "trainer": {"steps": steps, "batch_size": spec.rows, "eval_every": 0, "save_every": 0}
+        | {"progress": False, "report_to": [], "keep_checkpoints": 1},
+    }
+    placement = {"strategy": "local", "device": "cpu"}
+    if strategy != "local":
+        placement = {"strategy": strategy, **TWO_WORKERS}
+    raw["placement"] = placement
+    return RunConfig.model_validate(raw)
 
 
 def dims_of(spec: Spec) -> TinyLlamaSize:
@@ -231,6 +309,8 @@ def rl_config(
     expect: dict | None = None,
 ):
     """The stage of ``spec`` on ``base`` under ``strategy`` for ``steps`` steps."""
+    if spec.algo in OFFLINE_ALGOS:
+        return offline_config(spec, strategy, base, run_dir, steps)
     prompts = max(1, spec.rows // spec.samples)
     raw = {
         "stage": spec.algo,

@@ -7,8 +7,8 @@ role runs, which reward, whether it resumed and from where, and where the output
 block of plain lines (``trainer._run_stage`` prints it above the progress bar), built from the
 config and the stage the trainer has just built — nothing here loads or measures anything.
 
-Only the online stage has a Plan (its runtime's) and sampled prompts; the offline stages run
-every model in this process.
+Only the online stage has sampled prompts; the offline stages have a Plan when they train on
+Ray workers (``placement.strategy: flatten``, or auto's pick of it).
 """
 
 from __future__ import annotations
@@ -59,7 +59,7 @@ def startup_summary(
     lines = [f"placerl {cfg.stage}: {cfg.trainer.steps} steps on {where}"]
     lines += model_lines(cfg.model.path, models)
     lines += data_lines(cfg, stage.stream.size, sampling)
-    lines += placement_lines(sampling.plan if sampling else None)
+    lines += placement_lines(sampling.plan if sampling else offline_plan(stage))
     if sampling is not None:
         lines.append(f"  reward: {reward_line(cfg)}")
     lines.append(f"  start: {resume_line(start, cfg.trainer.steps, resumed_from)}")
@@ -124,12 +124,20 @@ def data_lines(cfg: RunConfig, rows: int, sampling: Sampling | None) -> list[str
     return lines
 
 
+def offline_plan(stage: Stage) -> Plan | None:
+    """The Plan of an offline stage's Ray workers (None: it trains in this process)."""
+    from placerl.stages.offline import OfflineStage
+
+    return stage.runtime.plan if isinstance(stage, OfflineStage) else None
+
+
 def placement_lines(plan: Plan | None) -> list[str]:
     """Where each role runs: the Plan, one line per device group (sampling stages)."""
     if plan is None:
         return ["  placement: every model in this process"]
     staleness = "on-policy" if plan.max_staleness == 0 else f"staleness {plan.max_staleness}"
-    lines = [f"  placement: {plan.strategy} ({staleness})"]
+    samples = any(role.value == "rollout" for role in plan.roles)  # offline stages: no rollout
+    lines = [f"  placement: {plan.strategy}" + (f" ({staleness})" if samples else "")]
     return lines + [f"    {line}" for line in plan_lines(plan)]
 
 

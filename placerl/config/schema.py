@@ -272,8 +272,7 @@ class TrainerConfig(Section):
     @model_validator(mode="before")
     @classmethod
     def _legacy_tensorboard(cls, data: Any) -> Any:
-        """``tensorboard: bool`` (before ``report_to``) still works: it adds or removes
-        tensorboard from ``report_to``."""
+        """``tensorboard: bool`` (before ``report_to``) still works: adds or drops it there."""
         if isinstance(data, dict) and "tensorboard" in data:
             data = dict(data)
             flag = data.pop("tensorboard")
@@ -347,12 +346,13 @@ class RunConfig(Section):
                 "responses across passes (sampling, π_old, update), which dropout would make "
                 "disagree; use model.lora.dropout=0"
             )
-        if self.stage in OFFLINE_STAGES and self.placement.strategy not in ("local", "flatten"):
+        offline_ok = ("local", "flatten", "auto")
+        if self.stage in OFFLINE_STAGES and self.placement.strategy not in offline_ok:
             raise ValueError(
-                f"stage {self.stage} trains one model data-parallel over every slot: "
-                f"placement.strategy {self.placement.strategy} is not offered for it (the "
-                "planner does not plan it yet); use placement.strategy: flatten (with "
-                "placement.sharding none, full or hybrid) or placement.strategy: local"
+                f"stage {self.stage} trains one model data-parallel over every slot: placement."
+                f"strategy {self.placement.strategy} places models apart; use placement.strategy: "
+                "flatten (with placement.sharding none, full or hybrid), auto (the planner "
+                "picks) or placement.strategy: local"
             )
         self._dapo_fits()
         if self.stage in GROUPED and self.rollout.samples_per_prompt < 2:

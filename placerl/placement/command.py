@@ -91,12 +91,15 @@ def auto_plan_command(cfg, args: argparse.Namespace, profiler=None) -> int:
         return 0 if result.pick else 2
     console = Console(width=None if Console().is_terminal else 140)
     shape = w.shapes[Role.ACTOR]
-    console.print(
-        f"workload: {w.stage}, {w.prompts} prompts × {w.samples} samples, prompt ~{w.prompt_len:.0f}"
-        f" + response {w.response_len:.0f} tokens, policy {shape.name} "
-        f"({shape.params / 1e6:.1f}M params), {w.precision}, max_staleness {w.max_staleness}",
-        highlight=False,
-    )
+    if w.offline:
+        console.print(offline_workload_line(w), highlight=False)
+    else:
+        console.print(
+            f"workload: {w.stage}, {w.prompts} prompts × {w.samples} samples, prompt "
+            f"~{w.prompt_len:.0f} + response {w.response_len:.0f} tokens, policy {shape.name} "
+            f"({shape.params / 1e6:.1f}M params), {w.precision}, max_staleness {w.max_staleness}",
+            highlight=False,
+        )
     for note in result.notes:
         console.print(note, highlight=False, markup=False)
     console.print(explain.table(result, args.top))
@@ -112,4 +115,46 @@ def auto_plan_command(cfg, args: argparse.Namespace, profiler=None) -> int:
         console.print("no plan fits", highlight=False)
         return 2
     console.print(f"pick: {result.pick.name}: {explain.why(result)}", highlight=False, markup=False)
+    if w.offline:
+        for line in offline_pick_lines(result, w, cfg):
+            console.print(line, highlight=False, markup=False)
     return 0
+
+
+def offline_workload_line(w) -> str:
+    """sft, rm, dpo: the examples of a step, their lengths and the trained model."""
+    from placerl.types import Role
+
+    shape = w.shapes[Role.ACTOR]
+    what = {"sft": "examples", "rm": "pairs (2 rows each)", "dpo": "pairs (2 rows each)"}
+    examples = w.prompts // 2 if w.stage == "rm" else w.prompts
+    reference = ""
+    if Role.REFERENCE in w.shapes:
+        reference = f", reference forward on {w.reference_share:.0%} of the steps"
+    return (
+        f"workload: {w.stage}, {examples} {what[w.stage]} a step, prompt ~{w.prompt_len:.0f} + "
+        f"response ~{w.response_len:.0f} tokens, trained {shape.name} "
+        f"({shape.params / 1e6:.1f}M params), {w.precision}{reference}"
+    )
+
+
+def offline_pick_lines(result, w, cfg) -> list[str]:
+    """The pick of an offline stage in its settings' words: data-parallel size, sharding,
+    micro-batch, gradient checkpointing, predicted memory and step (and why each setting)."""
+    from placerl.placement.auto.settings import explicit, setting_lines
+    from placerl.types import Role
+
+    pick = result.pick
+    c, placed = pick.candidate, pick.candidate.plan.roles[Role.ACTOR]
+    mb = f"{c.micro_batch} rows" if c.micro_batch else "the whole share"
+    sharding = placed.sharding.value
+    if placed.shard_size:
+        sharding += f" (shard groups of {placed.shard_size})"
+    where = "this process" if c.plan.strategy == "local" else f"{placed.dp_size} worker(s)"
+    return [
+        f"plan: {c.plan.strategy} on {where}: data-parallel size {placed.dp_size}, sharding "
+        f"{sharding}, micro-batch {mb}, gradient checkpointing "
+        f"{'on' if c.checkpointing else 'off'}; predicted {pick.step_s:.3g} s a step, "
+        f"{pick.memory_gb:.1f} GB per device",
+        *setting_lines(pick, w, result.machine, explicit(cfg)),
+    ]

@@ -249,6 +249,7 @@ class InProcess:
     """The trainer of a ``local`` run: this process, one rank, the controller's own model."""
 
     world, lockstep = 1, False
+    plan = None  # no workers: every model in this process
 
     def __init__(self, trainer: OfflineTrainer):
         self.trainer = trainer

@@ -54,9 +54,10 @@ class Trained:
 def offline_runtime(cfg: RunConfig, trained: Trained, tokenizer, path: Path):
     """The trainer in this process (``local``), or on Ray workers as the Plan places it."""
     from placerl.models.device import resolve_device
+    from placerl.placement.auto.plan import runs_in_process
     from placerl.runtime.offline import InProcess, OneProcess, build_trainer
 
-    if cfg.placement.strategy == "local":
+    if runs_in_process(cfg):  # strategy local, or auto's pinned pick of the local plan
         device = resolve_device(cfg.placement.device)
         trainer = build_trainer(cfg, trained.model, tokenizer, path, device, OneProcess())
         return InProcess(trainer)

@@ -77,10 +77,11 @@ def test_plan_with_gpu_without_one_is_a_clear_error(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("stage", ["sft", "rm", "dpo"])
-@pytest.mark.parametrize("strategy", ["interleave", "separate", "auto"])
+@pytest.mark.parametrize("strategy", ["interleave", "separate"])
 def test_offline_stages_refuse_a_placement_they_do_not_run(tmp_path, capsys, stage, strategy):
-    """sft/rm/dpo train one model data-parallel (flatten) or in one process (local): any
-    other strategy is refused, never silently ignored, and ``placerl plan`` prints no Plan."""
+    """sft/rm/dpo train one model data-parallel (flatten), in one process (local) or where
+    the planner puts it (auto, issue 22): a strategy that places models apart is refused,
+    never silently ignored, and ``placerl plan`` prints no Plan."""
     overrides = [f"stage={stage}", f"placement.strategy={strategy}", "placement.device=cpu"]
     with pytest.raises(UserError, match="data-parallel over every slot"):
         load_config(None, overrides, RunConfig)

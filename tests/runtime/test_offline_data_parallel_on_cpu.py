@@ -85,3 +85,42 @@ def test_two_flatten_workers_train_as_one_process(tiny_model_dir, tmp_path, stag
     ]
     workers = {s["worker"] for s in spans if s["phase"] == f"{stage}.train"}
     assert workers == {"all/w0", "all/w1"}, "both workers trained"
+
+
+LORA_CKPT = ["model.lora.r=4", "model.lora.alpha=32", "model.gradient_checkpointing=true"]
+
+
+@pytest.mark.parametrize(("stage", "sharding"), [("sft", "none"), ("sft", "full"), ("dpo", "none")])
+def test_lora_with_checkpointing_on_two_workers_trains_as_one_process(
+    tiny_model_dir, tmp_path, stage, sharding
+):
+    """LoRA adapters (the same seeded initialisation on every rank; DPO's reference is the
+    model with its adapter disabled) and gradient checkpointing on 2 workers: the losses and
+    the exported adapter of one process."""
+    local = run(tiny_model_dir, tmp_path / "local", stage, LORA_CKPT)
+    placed_extra = [*TWO_WORKERS, f"placement.sharding={sharding}", *LORA_CKPT]
+    placed = run(tiny_model_dir, tmp_path / "flatten", stage, placed_extra)
+    assert_same(local, placed, KEYS[stage])
+    a = load_file(tmp_path / "local" / "policy" / "adapter_model.safetensors")
+    b = load_file(tmp_path / "flatten" / "policy" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and a
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
+
+
+@pytest.mark.parametrize("stage", ["sft", "dpo"])
+def test_evaluation_between_steps_on_sharded_workers(tiny_model_dir, tmp_path, stage):
+    """Evaluation runs on rank 0 alone (its forwards, not its peers'), before the first step
+    and after every one; FSDP's record of them must not make rank 0's next backward gather
+    what its peer does not (it deadlocked). Same held-out metrics and losses as one process."""
+    evals = ["data.num_eval=4", "trainer.eval_every=1"]
+    local = run(tiny_model_dir, tmp_path / "local", stage, evals)
+    placed = run(
+        tiny_model_dir,
+        tmp_path / "flatten",
+        stage,
+        [*evals, *TWO_WORKERS, "placement.sharding=full"],
+    )
+    keys = [k for k in local[0] if k.startswith("eval/") and isinstance(local[0][k], float)]
+    assert keys
+    assert_same(local, placed, [*KEYS[stage], *keys])

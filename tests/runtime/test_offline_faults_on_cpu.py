@@ -1,5 +1,5 @@
-"""Distributed SFT survives its failures: kill -9 of the driver mid-run, then ``--resume``,
-ends bitwise equal to an uninterrupted run; a dead worker is named and the run exits 3 with
+"""Distributed SFT, RM and DPO survive their failures: kill -9 of the driver mid-run, then
+``--resume``, ends bitwise equal to an uninterrupted run; a dead worker is named and the run exits 3 with
 the command that resumes it (as for the RL stages, ``test_faults_on_cpu.py``)."""
 
 from __future__ import annotations
@@ -26,9 +26,12 @@ FLATTEN += ["placement.threads_per_worker=1", "placement.device=cpu"]
 COMMON = ["data.num_eval=0", "trainer.batch_size=3", "trainer.micro_batch_size=2"]
 
 
-def _start(model_dir, run_dir: Path, steps: int, *extra) -> subprocess.Popen:
-    args = [*fast_overrides(model_dir, run_dir, "sft", steps), *COMMON, *FLATTEN, *extra]
-    cmd = cli_runs.train_command("sft", run_dir, args)
+TRAINED = {"sft": "policy", "rm": "reward_model", "dpo": "policy"}
+
+
+def _start(model_dir, run_dir: Path, steps: int, *extra, stage: str = "sft") -> subprocess.Popen:
+    args = [*fast_overrides(model_dir, run_dir, stage, steps), *COMMON, *FLATTEN, *extra]
+    cmd = cli_runs.train_command(stage, run_dir, args)
     env = cli_runs.child_env()
     return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -46,13 +49,16 @@ def _wait_for(condition, proc: subprocess.Popen, timeout: float = 240.0) -> None
         time.sleep(0.02)
 
 
-def test_kill_of_the_driver_then_resume_is_exact(tiny_model_dir, tmp_path):
+@pytest.mark.parametrize("stage", ["sft", "rm", "dpo"])
+def test_kill_of_the_driver_then_resume_is_exact(tiny_model_dir, tmp_path, stage):
+    """DPO's cached reference sums are in the checkpoint: the resumed run computes what is
+    missing exactly as the uninterrupted one did."""
     steps = 8
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    code, err = _finish(_start(tiny_model_dir, straight, steps))
+    code, err = _finish(_start(tiny_model_dir, straight, steps, stage=stage))
     assert code == 0, err[-3000:]
 
-    proc = _start(tiny_model_dir, killed, steps)
+    proc = _start(tiny_model_dir, killed, steps, stage=stage)
     _wait_for(lambda: (killed / "checkpoints" / "step_000003").is_dir(), proc)
     proc.send_signal(signal.SIGKILL)
     code, _ = _finish(proc)
@@ -60,10 +66,10 @@ def test_kill_of_the_driver_then_resume_is_exact(tiny_model_dir, tmp_path):
     done = sorted(p.name for p in (killed / "checkpoints").iterdir() if p.name.startswith("step"))
     assert f"step_{steps:06d}" not in done, "scenario: killed mid-run"
 
-    code, err = _finish(_start(tiny_model_dir, killed, steps, "--resume"))
+    code, err = _finish(_start(tiny_model_dir, killed, steps, "--resume", stage=stage))
     assert code == 0, err[-3000:]
-    a = load_file(straight / "policy" / "model.safetensors")
-    b = load_file(killed / "policy" / "model.safetensors")
+    a = load_file(straight / TRAINED[stage] / "model.safetensors")
+    b = load_file(killed / TRAINED[stage] / "model.safetensors")
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), f"{key} differs after kill -9 and resume"

@@ -121,6 +121,8 @@ def _checkpointing_why(c: Candidate, w: Workload, m: Machine, dp: int) -> str:
 def _offload_why(c: Candidate, w: Workload, m: Machine) -> str:
     if c.plan.groups[0].slots[0].kind != "gpu":
         return "it has no effect on CPU workers"
+    if w.offline:
+        return "sft, rm and dpo keep their models on the device"
     if not c.offload:
         crowded = any(
             len([r for r in rs if r in w.shapes]) > 1 for _, rs in slot_roles(c.plan, True)

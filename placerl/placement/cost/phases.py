@@ -181,8 +181,11 @@ def step_phases(
         else:
             add("score", Role.REWARD, _forward_s(plan, Role.REWARD, w, m, micro), rounds)
     ref = w.referenced  # the pairs' rows (online DPO, RSO), the rollout's, or none
-    if Role.REFERENCE in roles and ref is not None:
-        add("reference", Role.REFERENCE, _forward_s(plan, Role.REFERENCE, ref, m, micro), rounds)
+    if Role.REFERENCE in roles and ref is not None and w.reference_share > 0:
+        # a cached offline reference runs on a share of the steps only (cost/offline.py)
+        one = _forward_s(plan, Role.REFERENCE, ref, m, micro) + rpc
+        seconds = rounds * w.reference_share * one
+        out.append(Phase("reference", Role.REFERENCE, roles[Role.REFERENCE].groups, seconds))
     if Role.CRITIC in roles and Role.ROLLOUT in roles:
         add("values", Role.CRITIC, _forward_s(plan, Role.CRITIC, w, m, micro), rounds)
     recompute = stale(plan, w) or w.recompute == "always"

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from placerl.config.schema import CRITIC_FREE
+from placerl.placement.cost.offline import OFFLINE_STAGES, offline_rows
 from placerl.placement.cost.shapes import ModelShape, model_shape, shape_from_dir, tiny_default
 from placerl.placement.plan.config import needed_roles, uses_rule_reward
 from placerl.types import Role
@@ -77,6 +78,10 @@ class Workload:
     reference: str = "all"  # the reference's rows: all (the rollout's), train (pairs), none
     episodes: EpisodeShape | None = None  # multi-turn episodes (env:), or one response a prompt
     gen_rounds: int = 1  # batches sampled and scored a step (DAPO's dynamic sampling: its cap)
+    # offline stages (placement/cost/offline.py): the share of steps whose reference forward
+    # runs (a cached DPO reference: the first epoch's), and rows never split (a pair: 2)
+    reference_share: float = 1.0
+    unit_rows: int = 1
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -109,6 +114,11 @@ class Workload:
             train_prompts=None,
             train_samples=None,
         )
+
+    @property
+    def offline(self) -> bool:
+        """sft, rm, dpo: an update on fixed examples, no rollout (``cost/offline.py``)."""
+        return self.stage in OFFLINE_STAGES
 
     @property
     def policy_gradient(self) -> bool:
@@ -220,6 +230,8 @@ def stage_shape(cfg: Any) -> dict[str, Any]:
 def workload_from_config(cfg: Any, roles: tuple[Role, ...] | None = None) -> Workload:
     """The Workload of a run config (its roles from ``needed_roles``)."""
     roles = roles or needed_roles(cfg)
+    if cfg.stage in OFFLINE_STAGES:
+        return offline_workload(cfg, roles)
     policy = policy_shape(cfg)
     value_dir = cfg.critic or cfg.reward.model
     value = (
@@ -248,7 +260,7 @@ def workload_from_config(cfg: Any, roles: tuple[Role, ...] | None = None) -> Wor
         micro_batch=cfg.trainer.micro_batch_size,
         checkpointing=bool(cfg.model.gradient_checkpointing),
         precision=cfg.model.precision,
-        lora_rank=int(cfg.model.lora.rank) if cfg.model.lora else 0,
+        lora_rank=int(cfg.model.lora.r) if cfg.model.lora else 0,
         engine=str(cfg.rollout.engine),
         rule_reward=uses_rule_reward(cfg),
         max_staleness=cfg.placement.max_staleness,
@@ -295,3 +307,22 @@ def generation_rounds(cfg: Any) -> int:
     ``max_rounds`` (charged in full: module doc); one otherwise."""
     sampling = cfg.dapo.dynamic_sampling
     return sampling.max_rounds if cfg.stage == "dapo" and sampling.enabled else 1
+
+
+def offline_workload(cfg: Any, roles: tuple[Role, ...]) -> Workload:
+    """The Workload of an sft, rm or dpo config: the trained model's update over the batch
+    (a value-head model for rm), and dpo's reference forward (``cost/offline.py``)."""
+    policy = policy_shape(cfg)
+    trained = policy.as_value_model() if cfg.stage == "rm" else policy
+    shapes = {Role.ACTOR: trained, Role.REFERENCE: policy}
+    return Workload(
+        stage=cfg.stage,
+        roles=roles,
+        shapes={r: s for r, s in shapes.items() if r in roles},
+        micro_batch=cfg.trainer.micro_batch_size,
+        checkpointing=bool(cfg.model.gradient_checkpointing),
+        precision=cfg.model.precision,
+        lora_rank=int(cfg.model.lora.r) if cfg.model.lora else 0,
+        rule_reward=False,
+        **offline_rows(cfg),
+    )

@@ -1,5 +1,7 @@
 """Every Plan the planner considers (ReaLHF's ``enumerate``): strategies × group splits ×
 data-parallel sizes × sharding and shard sizes × micro-batch sizes × gradient checkpointing × generation waves × offload.
+The offline stages (sft, rm, dpo) train one model and sample nothing: Flatten over ``dp`` of
+the slots × sharding × micro-batch × checkpointing (``offline_placements``).
 
 The space is small enough to walk exhaustively: Separate tries every generation split up to
 64 slots and whole nodes beyond; hybrid shard sizes are the powers of two that divide dp;
@@ -50,7 +52,8 @@ class Candidate:
             parts.append(f"gen={p.group('gen').size}/{len(p.slots)}")
         trained = p.roles.get(Role.ACTOR)
         if trained is not None:
-            if trained.dp_size < p.group_of(Role.ACTOR).size:
+            offline = Role.ROLLOUT not in p.roles and p.strategy != "local"  # sft, rm, dpo
+            if offline or trained.dp_size < p.group_of(Role.ACTOR).size:
                 parts.append(f"dp={trained.dp_size}")
             if trained.sharding == Sharding.HYBRID:
                 parts.append(f"hybrid({trained.shard_size})")
@@ -129,12 +132,15 @@ def with_model_placement(
 
 
 def micro_batches(w: Workload, dp: int) -> list[int | None]:
+    """The worker's whole share and its halvings, in multiples of ``w.unit_rows`` (a
+    preference pair is never split)."""
     share = ceil(w.rows / max(1, dp) / max(1, w.minibatches))
+    unit = max(1, w.unit_rows)
     sizes: list[int | None] = [None]
-    m = share // 2
-    while m >= 1 and len(sizes) < 5:
+    m = share // 2 // unit * unit
+    while m >= unit and len(sizes) < 5:
         sizes.append(m)
-        m //= 2
+        m = m // 2 // unit * unit
     return sizes
 
 
@@ -152,8 +158,20 @@ def tensor_parallel_sizes(plan: Plan, w: Workload) -> list[int]:
     return [t for t in (1, 2, 4, 8) if t <= per_node and dp % t == 0]
 
 
+def offline_placements(w: Workload, cluster: Cluster) -> Iterator[tuple[Plan, int]]:
+    """sft, rm, dpo: Flatten over the first ``dp`` slots (every one a trainer rank, as the
+    offline runtime starts one per slot of its Plan), each sharding and shard size."""
+    for dp in _dp_sizes(cluster.size):
+        for sharding, size in _shardings(dp):
+            slots = Cluster(cluster.slots[:dp])
+            yield strategies.flatten(w.roles, slots, sharding=sharding, shard_size=size), dp
+
+
 def placements(w: Workload, cluster: Cluster) -> Iterator[tuple[Plan, int]]:
     """Every (plan, trained dp) before micro-batch and checkpointing choices."""
+    if w.offline:
+        yield from offline_placements(w, cluster)
+        return
     for base in base_plans(w, cluster):
         group = base.group_of(Role.ACTOR).size
         for dp in _dp_sizes(group):

@@ -30,6 +30,7 @@ from placerl.placement.search.enumerate import (
     placements,
     tensor_parallel_sizes,
 )
+from placerl.types import Role
 
 Fixed = Mapping[str, object]  # setting name -> the one value the search may try
 
@@ -85,7 +86,7 @@ def score(c: Candidate, w: Workload, m: Machine) -> Scored:
 def _offload_choices(plan: Plan, w: Workload, fixed: Fixed) -> tuple[bool, ...]:
     """Offload is tried on GPU slots that host several models, or held to the user's choice;
     on CPU slots it has no effect (never modelled)."""
-    if plan.groups[0].slots[0].kind != "gpu":
+    if plan.groups[0].slots[0].kind != "gpu" or w.offline:  # the offline runtime keeps all
         return (False,)
     if "offload" in fixed:
         return (bool(fixed["offload"]),)
@@ -118,14 +119,15 @@ def _best_at_tp(plan: Plan, dp: int, w: Workload, m: Machine, tp: int, fixed: Fi
     sizes = [fixed["micro_batch"]] if "micro_batch" in fixed else micro_batches(w, dp)
     ckpts = (bool(fixed["checkpointing"]),) if "checkpointing" in fixed else (False, True)
     offloads = _offload_choices(plan, w, fixed)
-    total = len(sizes) * len(GEN_WAVES) * len(ckpts) * len(offloads)
+    waves_choices = GEN_WAVES if Role.ROLLOUT in w.roles else (1,)  # nothing generates
+    total = len(sizes) * len(waves_choices) * len(ckpts) * len(offloads)
     kept: list[Scored] = []
     scored = 0
     last = None
     for offload in offloads:
         for ckpt in ckpts:
             found = None
-            for waves in GEN_WAVES:
+            for waves in waves_choices:
                 for mb in sizes:
                     scored += 1
                     last = score(Candidate(plan, mb, ckpt, waves, offload, tp), w, m)

@@ -4,7 +4,8 @@ The offline trainer (``runtime/offline.py``) asks its ranks for a few things onl
 model ready (FSDP2 shards, or rank 0's weights broadcast so that replicas start equal),
 average the gradients (replicas: flat-bucket all-reduce, the same helper the RL roles use;
 FSDP reduces in its backward hooks), sum a float, agree on an int, gather the full weights
-for evaluation, and read or write full weights and optimizer state for checkpoints.
+for evaluation, and read or write full weights and optimizer state for checkpoints. The
+optimizer state is keyed by parameter index under every sharding, as in one process.
 """
 
 from __future__ import annotations
@@ -75,10 +76,7 @@ class RankCollectives:
         return self.device if self.device.type == "cuda" else torch.device("cpu")
 
     def gathered(self, *models) -> contextlib.AbstractContextManager:
-        stack = contextlib.ExitStack()
-        for model in models:
-            stack.enter_context(unsharded(model))
-        return stack
+        return _gathered(models)
 
     def full_weights(self, model) -> dict[str, torch.Tensor]:
         if self.mesh is None:
@@ -106,7 +104,9 @@ class RankCollectives:
         )
 
         options = StateDictOptions(full_state_dict=True, cpu_offload=True)
-        return get_optimizer_state_dict(model, optimizer, options=options)
+        return by_index(
+            get_optimizer_state_dict(model, optimizer, options=options), model, optimizer
+        )
 
     def load_optimizer_state(self, model, optimizer, state: dict) -> None:
         if self.mesh is None:
@@ -118,7 +118,53 @@ class RankCollectives:
         )
 
         options = StateDictOptions(full_state_dict=True)
-        set_optimizer_state_dict(model, optimizer, state, options=options)
+        set_optimizer_state_dict(
+            model, optimizer, by_name(state, model, optimizer), options=options
+        )
+
+
+def _param_names(model, optimizer) -> list[str]:
+    """The optimizer's parameters by name, in the order ``optimizer.state_dict()`` numbers
+    them (FSDP2 shards in place: the names are the unsharded model's)."""
+    names = {id(p): n for n, p in model.named_parameters()}
+    return [names[id(p)] for group in optimizer.param_groups for p in group["params"]]
+
+
+def by_index(state: dict, model, optimizer) -> dict:
+    """A full optimizer state keyed by parameter name (``get_optimizer_state_dict``) keyed by
+    index as ``optimizer.state_dict()`` keys it: one checkpoint format for every sharding, so
+    a run resumes under another (``strategy: auto`` re-plans between them)."""
+    if "param_groups" not in state:  # a rank other than 0: the full state is rank 0's
+        return state
+    index = {name: i for i, name in enumerate(_param_names(model, optimizer))}
+    groups = [{**g, "params": [index[n] for n in g["params"]]} for g in state["param_groups"]]
+    return {"state": {index[n]: v for n, v in state["state"].items()}, "param_groups": groups}
+
+
+def by_name(state: dict, model, optimizer) -> dict:
+    """``by_index``'s inverse (a name-keyed state, as older checkpoints hold, passes)."""
+    if any(isinstance(p, str) for g in state["param_groups"] for p in g["params"]):
+        return state
+    names = _param_names(model, optimizer)
+    groups = [{**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]]
+    return {"state": {names[i]: v for i, v in state["state"].items()}, "param_groups": groups}
+
+
+@contextlib.contextmanager
+def _gathered(models):
+    """Full weights for the duration (``unsharded``), then each FSDP root's per-iteration
+    state reset: FSDP2 records every forward's module order for its backward prefetch, and
+    evaluation runs forwards on rank 0 alone, so without the reset rank 0's next backward
+    would prefetch (all-gather) a module its peers do not, and the ranks deadlock."""
+    from torch.distributed.fsdp import FSDPModule
+
+    with contextlib.ExitStack() as stack:
+        for model in models:
+            stack.enter_context(unsharded(model))
+        yield
+    for model in models:
+        if isinstance(model, FSDPModule):
+            model.reset_iter_state()
 
 
 @torch.no_grad()
