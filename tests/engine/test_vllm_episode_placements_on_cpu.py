@@ -57,7 +57,7 @@ def local(model_dir, tmp_path_factory):
     return rows
 
 
-@pytest.mark.parametrize("strategy", ["flatten", "separate"])
+@pytest.mark.parametrize("strategy", [pytest.param("flatten", marks=pytest.mark.sweep), "separate"])
 def test_vllm_episodes_are_the_same_under_flatten_and_separate(
     model_dir, local, tmp_path, strategy
 ):

@@ -32,7 +32,11 @@ def _train(model_dir, run_dir, stage, *extra, kill_at=None):
     return cli_runs.train(stage, run_dir, args, **kill)
 
 
-@pytest.mark.parametrize(("stage", "staleness"), [("grpo", 0), ("grpo", 1), ("ppo", 1)], ids=str)
+@pytest.mark.parametrize(
+    ("stage", "staleness"),
+    [pytest.param("grpo", 0, marks=pytest.mark.sweep), ("grpo", 1), ("ppo", 1)],
+    ids=str,
+)
 def test_kill_mid_episode_then_resume_is_exact(tiny_model_dir, tmp_path, stage, staleness):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     stale = f"placement.max_staleness={staleness}"

@@ -35,7 +35,10 @@ def _train(model_dir, run_dir, stage, *extra, kill_at=None):
     return cli_runs.train(stage, run_dir, args, **kill)
 
 
-@pytest.mark.parametrize("stage", sorted(CASES))
+# rso samples its pairs like online_dpo, from a frozen proposal: a sweep case
+@pytest.mark.parametrize(
+    "stage", [pytest.param(s, marks=pytest.mark.sweep) if s == "rso" else s for s in sorted(CASES)]
+)
 def test_kill_with_a_batch_in_flight_then_resume_is_exact(tiny_model_dir, tmp_path, stage):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     done = _train(tiny_model_dir, straight, stage)

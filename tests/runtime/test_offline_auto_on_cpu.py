@@ -57,7 +57,7 @@ def test_auto_picks_the_local_plan_where_workers_cost_more(tiny_model_dir, tmp_p
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("stage", ["sft", "dpo"])
+@pytest.mark.parametrize("stage", [pytest.param("sft", marks=pytest.mark.sweep), "dpo"])
 def test_auto_runs_its_flatten_pick_like_an_explicit_run(
     tiny_model_dir, tmp_path, monkeypatch, stage
 ):

@@ -108,7 +108,7 @@ def test_lora_with_checkpointing_on_two_workers_trains_as_one_process(
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=1e-5, msg=key)
 
 
-@pytest.mark.parametrize("stage", ["sft", "dpo"])
+@pytest.mark.parametrize("stage", [pytest.param("sft", marks=pytest.mark.sweep), "dpo"])
 def test_evaluation_between_steps_on_sharded_workers(tiny_model_dir, tmp_path, stage):
     """Evaluation runs on rank 0 alone (its forwards, not its peers'), before the first step
     and after every one; FSDP's record of them must not make rank 0's next backward gather
