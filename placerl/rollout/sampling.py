@@ -177,6 +177,21 @@ class Finished:
     position: Tensor
     ended: Tensor
 
+    @classmethod
+    def select(
+        cls,
+        finished: Tensor,
+        cache: DynamicCache,
+        mask: Tensor,
+        rows: Tensor,
+        token: Tensor,
+        position: Tensor,
+        ended: Tensor,
+    ) -> Finished:
+        """The running rows where ``finished`` (A,) is true, out of the step's running rows."""
+        done = finished.nonzero().squeeze(-1)
+        return cls(cache, mask, done, rows[done], token[done], position[done], ended[done])
+
 
 def decode(
     model: torch.nn.Module,
@@ -204,10 +219,7 @@ def decode(
     budget = params.max_new_tokens
     eos = torch.as_tensor(eos_token_id, dtype=torch.long, device=device).reshape(-1)
     stops = StopStrings(tokenizer, params.stop_strings) if params.stop_strings else None
-
-    response = torch.full((batch, budget), pad_token_id, dtype=torch.long, device=device)
-    response_mask = torch.zeros((batch, budget), dtype=torch.long, device=device)
-    log_probs = torch.zeros((batch, budget), dtype=torch.float32, device=device)
+    response, response_mask, log_probs = _response_buffers(batch, budget, pad_token_id, device)
 
     # Every response slot of a running row is real, so the mask is all ones past the prompt:
     # build it once and pass a growing view of it each step.
@@ -221,27 +233,15 @@ def decode(
         response[rows, step] = token
         response_mask[rows, step] = 1
         log_probs[rows, step] = token_log_prob
-        ended = torch.isin(token, eos)
-        if stops is not None:
-            ended |= stops.completed(response[rows, : step + 1])
+        ended = _ended(token, eos, stops, response[rows, : step + 1])
         finished = ended if limits is None else ended | (limits[rows] <= step + 1)
-        if step + 1 == budget:
+        last = step + 1 == budget
+        if last or bool(finished.any()):  # the one host sync per step
+            finished = finished | last  # the budget is spent: every running row stops
             if on_finish is not None:
-                every = torch.arange(rows.numel(), device=device)
-                on_finish(
-                    Finished(cache, mask[:, : width + step], every, rows, token, position, ended)
-                )
-            break
-        if bool(finished.any()):  # the one host sync per step
-            keep = (~finished).nonzero().squeeze(-1)
-            if on_finish is not None:
-                done = finished.nonzero().squeeze(-1)
                 view = mask[:, : width + step]
-                on_finish(
-                    Finished(
-                        cache, view, done, rows[done], token[done], position[done], ended[done]
-                    )
-                )
+                on_finish(Finished.select(finished, cache, view, rows, token, position, ended))
+            keep = (~finished).nonzero().squeeze(-1)
             if keep.numel() == 0:
                 break
             rows, mask, position, token = rows[keep], mask[keep], position[keep], token[keep]
@@ -251,6 +251,25 @@ def decode(
         position = position + 1
     steps = step + 1
     return response[:, :steps], response_mask[:, :steps], log_probs[:, :steps]
+
+
+def _response_buffers(
+    batch: int, budget: int, pad_token_id: int, device
+) -> tuple[Tensor, Tensor, Tensor]:
+    """(B, budget) response ids (pad), mask (0) and float32 log-probs (0) to fill step by step."""
+    response = torch.full((batch, budget), pad_token_id, dtype=torch.long, device=device)
+    response_mask = torch.zeros((batch, budget), dtype=torch.long, device=device)
+    log_probs = torch.zeros((batch, budget), dtype=torch.float32, device=device)
+    return response, response_mask, log_probs
+
+
+def _ended(token: Tensor, eos: Tensor, stops: StopStrings | None, so_far: Tensor) -> Tensor:
+    """(A,) whether each running row's new ``token`` ends it: an end token, or the token that
+    completes a stop string in ``so_far`` (A, step + 1), its response up to and with it."""
+    ended = torch.isin(token, eos)
+    if stops is not None:
+        ended |= stops.completed(so_far)
+    return ended
 
 
 def prefill(

@@ -52,17 +52,10 @@ def choose(
             continue
         old = been.get(key)
         if old is not None:  # measured already: back only to one measured faster
-            if old.measured_step_s is not None and old.measured_step_s < goal:
-                if repays(reference - old.measured_step_s, budget):
-                    return s, notes
-                notes.append(f"planner: {s.name} measured faster, but going back would not repay")
-                continue
-            if s.step_s / (1 + uncertainty) < goal:
-                notes.append(
-                    f"planner: {s.name} is predicted {seconds_text(s.step_s)}, but the run left it at step "
-                    f"{old.until} measuring {seconds_text(old.measured_step_s)} a step (now "
-                    f"{seconds_text(measured_s)}): not going back"
-                )
+            back, note = _back_to_measured(s, old, reference, goal, measured_s, uncertainty, budget)
+            if back:
+                return s, notes
+            notes.extend([note] if note else [])
             continue
         if variant is not None and variant.covers(s):
             # the refit's residual on the running Plan carries over to a variant of it
@@ -82,6 +75,30 @@ def choose(
             break
         return s, notes
     return None, notes
+
+
+def _back_to_measured(
+    s: Scored,
+    old: Left,
+    reference: float,
+    goal: float,
+    measured_s: float | None,
+    uncertainty: float,
+    budget: tuple[int, float] | None,
+) -> tuple[bool, str | None]:
+    """Whether to go back to ``s``, a Plan the run left already, and a note when not: only to
+    one measured faster than ``goal`` whose switch repays itself over the steps left."""
+    if old.measured_step_s is not None and old.measured_step_s < goal:
+        if repays(reference - old.measured_step_s, budget):
+            return True, None
+        return False, f"planner: {s.name} measured faster, but going back would not repay"
+    if s.step_s / (1 + uncertainty) < goal:
+        return False, (
+            f"planner: {s.name} is predicted {seconds_text(s.step_s)}, but the run left it at step "
+            f"{old.until} measuring {seconds_text(old.measured_step_s)} a step (now "
+            f"{seconds_text(measured_s)}): not going back"
+        )
+    return False, None
 
 
 @dataclass(frozen=True)

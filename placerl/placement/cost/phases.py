@@ -26,6 +26,7 @@ controller's call when the runtime has workers. Which phases exist:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from math import ceil
 
@@ -157,12 +158,38 @@ def step_phases(
     micro = micro_batch if micro_batch is not None else w.micro_batch
     rpc = 0.0 if plan.strategy == "local" else m.rpc_latency
     roles = plan.roles
+    out = _experience_phases(plan, w, m, micro, rpc)
+    add = _adder(out, plan, rpc)
+    recompute = stale(plan, w) or w.recompute == "always"
+    learn = w.learning  # the update's rows
+    if Role.ROLLOUT in roles and recompute and not w.single_pass and w.policy_gradient:
+        add("old_log_probs", Role.ACTOR, _forward_s(plan, Role.ACTOR, learn, m, micro))
+    if has_rollout_copy(plan) and not any(p.name == "old_log_probs" for p in out):
+        # the sync guard's forward on the first batch after a sync (runtime/sync/guard.py):
+        # where π_old is recomputed anyway it reads that one
+        guard = _forward_s(plan, Role.ACTOR, w, m, micro) / sync_period(plan, w)
+        add("sync_guard", Role.ACTOR, guard)
+    add("update", Role.ACTOR, _update_s(plan, Role.ACTOR, learn, m, micro, ckpt))
+    if Role.CRITIC in roles:
+        add("critic_update", Role.CRITIC, _update_s(plan, Role.CRITIC, w, m, micro, ckpt))
+    sync = _sync_s(plan, w, m)
+    if sync:
+        add("sync", Role.ACTOR, sync)
+    offload = _offload_s(plan, w, m)
+    if offload:
+        out.append(Phase("offload", Role.ACTOR, tuple(g.name for g in plan.groups), offload))
+    own = m.step_overhead if plan.strategy == "local" else m.worker_step_overhead
+    if own:
+        out.append(Phase("controller", Role.ACTOR, (CONTROLLER,), own))
+    return out
+
+
+def _experience_phases(plan: Plan, w: Workload, m: Machine, micro: int, rpc: float) -> list[Phase]:
+    """The phases that make a step's experience, in controller order: generate, score, the
+    reference's and the critic's forwards."""
+    roles = plan.roles
     out: list[Phase] = []
-
-    def add(name: str, role: Role, seconds: float, calls: int = 1) -> None:
-        """A phase of ``calls`` calls of ``seconds`` each."""
-        out.append(Phase(name, role, roles[role].groups, calls * (seconds + rpc)))
-
+    add = _adder(out, plan, rpc)
     rounds = w.gen_rounds  # every batch sampled is scored (DAPO's dynamic sampling)
     if Role.ROLLOUT in roles:
         p = roles[Role.ROLLOUT]
@@ -188,28 +215,17 @@ def step_phases(
         out.append(Phase("reference", Role.REFERENCE, roles[Role.REFERENCE].groups, seconds))
     if Role.CRITIC in roles and Role.ROLLOUT in roles:
         add("values", Role.CRITIC, _forward_s(plan, Role.CRITIC, w, m, micro), rounds)
-    recompute = stale(plan, w) or w.recompute == "always"
-    learn = w.learning  # the update's rows
-    if Role.ROLLOUT in roles and recompute and not w.single_pass and w.policy_gradient:
-        add("old_log_probs", Role.ACTOR, _forward_s(plan, Role.ACTOR, learn, m, micro))
-    if has_rollout_copy(plan) and not any(p.name == "old_log_probs" for p in out):
-        # the sync guard's forward on the first batch after a sync (runtime/sync/guard.py):
-        # where π_old is recomputed anyway it reads that one
-        guard = _forward_s(plan, Role.ACTOR, w, m, micro) / sync_period(plan, w)
-        add("sync_guard", Role.ACTOR, guard)
-    add("update", Role.ACTOR, _update_s(plan, Role.ACTOR, learn, m, micro, ckpt))
-    if Role.CRITIC in roles:
-        add("critic_update", Role.CRITIC, _update_s(plan, Role.CRITIC, w, m, micro, ckpt))
-    sync = _sync_s(plan, w, m)
-    if sync:
-        add("sync", Role.ACTOR, sync)
-    offload = _offload_s(plan, w, m)
-    if offload:
-        out.append(Phase("offload", Role.ACTOR, tuple(g.name for g in plan.groups), offload))
-    own = m.step_overhead if plan.strategy == "local" else m.worker_step_overhead
-    if own:
-        out.append(Phase("controller", Role.ACTOR, (CONTROLLER,), own))
     return out
+
+
+def _adder(out: list[Phase], plan: Plan, rpc: float) -> Callable[..., None]:
+    """``add(name, role, seconds, calls=1)``: append to ``out`` a phase of ``calls`` calls of
+    ``seconds`` each on ``role``'s groups, each call paying ``rpc``."""
+
+    def add(name: str, role: Role, seconds: float, calls: int = 1) -> None:
+        out.append(Phase(name, role, plan.roles[role].groups, calls * (seconds + rpc)))
+
+    return add
 
 
 def _offload_s(plan: Plan, w: Workload, m: Machine) -> float:
