@@ -26,6 +26,7 @@ from placerl.checkpoint import (
     read_checkpoint,
     read_weights,
     restore_rng,
+    save_checkpoint,
 )
 from placerl.config.compare import check_resume_config
 from placerl.config.preflight import check_run
@@ -96,6 +97,14 @@ def restore_newest(
     raise UserError(
         "no checkpoint can be resumed from: " + "; ".join(reasons), where=str(found[-1][1].parent)
     )
+
+
+def save_stage(stage, cfg, step: int) -> Path:
+    """Checkpoint ``stage`` at ``step`` the way ``restore_newest`` reads it back: its trained
+    models, tokenizer and state (with the stage's name, checked on resume); returns its path."""
+    state = {"stage": stage.state_dict(), "stage_name": cfg.stage}
+    ckpts, keep = Path(cfg.run_dir) / "checkpoints", cfg.trainer.keep_checkpoints
+    return save_checkpoint(ckpts, step, stage.trained_models(), stage.tokenizer, state, keep=keep)
 
 
 def _set_aside(damaged: list[Path], say: Callable[[str], None]) -> None:

@@ -19,14 +19,14 @@ import numpy as np
 import torch
 
 from placerl import atomic_dirs
-from placerl.checkpoint import export_model, prune_checkpoints, save_checkpoint
+from placerl.checkpoint import export_model, prune_checkpoints
 from placerl.config import dump_config
 from placerl.config.compare import CONFIG_FILE
 from placerl.config.schema import RunConfig
 from placerl.logging import MetricsLogger, drop_steps_after
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
 from placerl.placement.auto.replan import Replan, monitor_for
-from placerl.resume import USER_ALLOWED, open_run, restore_newest
+from placerl.resume import USER_ALLOWED, open_run, restore_newest, save_stage
 from placerl.stages import Stage, build_stage
 from placerl.startup import startup_summary
 from placerl.threads import configure_threads
@@ -118,15 +118,14 @@ def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say, threads:
                 log.evaluation(step, final_eval)
                 metrics |= final_eval
             metrics |= timer.pop()
-            replan = _observe(monitor, step, metrics, log)
+            if (tokens := metrics.get("throughput/tokens")) is not None:
+                metrics["throughput/tokens_per_s"] = tokens / metrics["time/step"]
+            replan = monitor is not None and monitor.advise(step, metrics, log.print)
             log.log(step, metrics)
             log.log_spans(timer.pop_spans(), step)
             bad_steps.update(step, skipped, last.name if last else None)
             if _due(step, tc.save_every, total) or replan:
-                state = {"stage": stage.state_dict(), "stage_name": cfg.stage}
-                models, keep = stage.trained_models(), tc.keep_checkpoints
-                ckpts = run_dir / "checkpoints"
-                last = save_checkpoint(ckpts, step, models, stage.tokenizer, state, keep=keep)
+                last = save_stage(stage, cfg, step)
             if replan and step < total:
                 error = monitor.replan_now(cfg, step)
                 log.print(error.message)
@@ -134,19 +133,6 @@ def _run_stage(stage: Stage, cfg: RunConfig, found: list, console, say, threads:
     for name, model in stage.trained_models().items():
         export_model(model, stage.tokenizer, run_dir / name, step=total)
     return final_eval
-
-
-def _observe(monitor, step: int, metrics: dict, log) -> bool:
-    """Throughput, and strategy auto's measured-vs-predicted step; whether to re-plan."""
-    if "throughput/tokens" in metrics:
-        metrics["throughput/tokens_per_s"] = metrics["throughput/tokens"] / metrics["time/step"]
-    if monitor is None:
-        return False
-    metrics |= monitor.observe(step, metrics)
-    for message in monitor.messages:
-        log.print(message)
-    monitor.messages.clear()
-    return monitor.pending is not None
 
 
 def _sayer(console):

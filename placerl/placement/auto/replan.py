@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -97,6 +98,15 @@ class PlannerMonitor:
         if self.replan_after and len(self.steps) == self.replan_after and not st.checked:
             self.replan(step)
         return out
+
+    def advise(self, step: int, metrics: dict[str, float], say: Callable[[str], None]) -> bool:
+        """The trainer's call after each step: ``metrics`` gain the planner's, what the planner
+        has to say is said; whether to re-plan now (once the step is checkpointed)."""
+        metrics |= self.observe(step, metrics)
+        for message in self.messages:
+            say(message)
+        self.messages.clear()
+        return self.pending is not None
 
     def _first_step(self, step_s: float) -> dict[str, float]:
         """The rebuild: from the switch (or ``prepare_auto``) to this first step's start."""
