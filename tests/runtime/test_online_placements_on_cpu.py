@@ -12,12 +12,15 @@ module under Flatten.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.runtime.test_invariants_on_cpu import (
     TWO_WORKERS,
     assert_same_trajectory,
     assert_same_weights,
+    reward_model_dir,  # noqa: F401 (a fixture: a tiny reward model for Interleave)
     run,
 )
 
@@ -92,3 +95,25 @@ def test_a_lagging_or_frozen_rollout_on_flatten_workers(
     overrides = [*CASES[stage][0], *extra, *PLACEMENTS["flatten"]]
     rows = run(tiny_model_dir, tmp_path / "run", stage, 3, overrides)
     assert [row["pipeline/staleness"] for row in rows] == staleness
+
+
+@pytest.mark.parametrize("stage", sorted(CASES))
+def test_interleave_splits_reference_and_reward_model_and_trains_like_one_process(
+    tiny_model_dir,
+    reward_model_dir,  # noqa: F811 (the fixture imported above)
+    tmp_path,
+    stage,
+):
+    """With a reward model beside the reference there are two frozen models to split:
+    Interleave puts them on disjoint workers, the policy on both, and trains as one process."""
+    extra, keys = CASES[stage]
+    extra = [f"reward.model={reward_model_dir}" if x == LENGTH else x for x in extra]
+    local = run(tiny_model_dir, tmp_path / "local", stage, 2, extra)
+    interleave = [*extra, "placement.strategy=interleave", *TWO_WORKERS]
+    placed = run(tiny_model_dir, tmp_path / "interleave", stage, 2, interleave)
+    workers = json.loads((tmp_path / "interleave" / "workers.json").read_text())
+    roles = {w["worker"]: set(w["roles"]) for w in workers}
+    assert roles["g0/w0"] >= {"actor", "reference"} and "reward" not in roles["g0/w0"]
+    assert roles["g1/w1"] >= {"actor", "reward"} and "reference" not in roles["g1/w1"]
+    assert_same_trajectory(local, placed, [*keys, "reward/mean"])
+    assert_same_weights(tmp_path / "local" / "policy", tmp_path / "interleave" / "policy")
