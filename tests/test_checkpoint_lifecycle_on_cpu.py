@@ -123,7 +123,7 @@ def test_resume_after_kill_before_first_checkpoint_logs_step_0_once(cli, monkeyp
     def killed(*args, **kwargs):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(placerl.trainer, "save_checkpoint", killed)
+    monkeypatch.setattr(placerl.trainer, "save_stage", killed)  # the first save is killed
     assert cli("trainer.save_every=0")[0] == 130  # step 0 eval and steps 1-3 logged, no ckpt
     monkeypatch.undo()
     code, err = cli("trainer.save_every=0", "--resume")
