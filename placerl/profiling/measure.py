@@ -39,11 +39,42 @@ def timed(fn, repeats: int = 3) -> float:
     return statistics.median(times)
 
 
-def timed_threads(fn, thread_counts, repeats: int = 5) -> list[float]:
+# More threads taking this many times as long as the fewest: another process held a core
+# during the multi-threaded runs (torch's threads then wait on each other at every barrier).
+# On a quiet machine more threads are at worst a few percent slower on tiny calls.
+CONTENDED = 1.5
+MATERIAL_S = 1e-3  # below a millisecond apart, a ratio is timer noise, not a held core
+retaken: list[float] = []  # the ratio of each measurement taken again, since the last reset
+
+
+def timed_threads(fn, thread_counts, repeats: int = 5, retries: int = 2) -> list[float]:
     """``_timed`` on each of ``thread_counts`` torch threads, the counts taking turns repeat by
     repeat: a VM's drift (a neighbour, a kernel thread) then slows every count alike, and
     their ratio, the thread exponent, holds (measured one count after the other, it moved
-    0.66-0.91 between profiles of the same model here)."""
+    0.66-0.91 between profiles of the same model here).
+
+    A burst of other work on one core does not slow every count alike: it stalls the
+    multi-threaded runs only (a decode step once read 8.6x slower on 2 threads than on 1, and
+    every local plan of that model was predicted twice too slow). Where more threads take over
+    ``CONTENDED`` times as long as the fewest, the measurement is taken again, up to
+    ``retries`` times, and the attempt with the lowest such ratio is kept (each retake is
+    noted in ``retaken``).
+    """
+    fewest = min(range(len(thread_counts)), key=lambda i: thread_counts[i])
+    best: list[float] | None = None
+    for attempt in range(1 + retries):
+        medians = _timed_threads_once(fn, thread_counts, repeats)
+        ratio = max(medians) / max(medians[fewest], 1e-12)
+        if best is None or ratio < max(best) / max(best[fewest], 1e-12):
+            best = medians
+        if ratio <= CONTENDED or max(medians) - medians[fewest] < MATERIAL_S:
+            break
+        if attempt < retries:
+            retaken.append(ratio)
+    return best
+
+
+def _timed_threads_once(fn, thread_counts, repeats: int) -> list[float]:
     import torch
 
     for n in thread_counts:  # warm-up: each count's thread pool, caches

@@ -44,6 +44,7 @@ from placerl.placement.cost.machine import CPU_DEFAULT, Machine
 from placerl.placement.cost.profiles import default_path, profile_key
 from placerl.placement.cost.shapes import ModelShape, tiny_default
 from placerl.placement.plan.cluster import available_cores
+from placerl.profiling import measure
 from placerl.profiling.compute import (
     REPEATS,
     decode_rows_for,
@@ -172,6 +173,7 @@ def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=N
         f"profiling {shape.name} ({shape.params / 1e6:.1f}M params) on 1 and {threads} threads, "
         f"about {total:.0f} s (load average {now.load_avg:.1f}); machine-wide parts: {part.note}"
     )
+    measure.retaken.clear()
     try:
         with Steps(total, log, show) as steps:
             own = measure_model(shape, steps, now, est)
@@ -180,6 +182,11 @@ def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=N
                 end = probe(threads)
     finally:  # a run that profiles first (strategy auto) trains on after, on its threads
         torch.set_num_threads(torch_threads)
+    if measure.retaken:
+        log(
+            f"profile: {len(measure.retaken)} measurement(s) taken again: more threads ran up to "
+            f"{max(measure.retaken):.1f}x slower than one (another process held a core)"
+        )
     drift = compare(now, end)
     if not (drift.usable and not drift.rescaled):
         log(f"profile: the machine changed while it was measured: {drift.reason}")
@@ -207,6 +214,7 @@ def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=N
             "ray": part.ray,
             "runs": part.runs,
             "step_seconds": steps.times,
+            "retaken": [round(r, 2) for r in measure.retaken],
         },
     }
 
