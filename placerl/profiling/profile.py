@@ -192,7 +192,6 @@ def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=N
         log(f"profile: the machine changed while it was measured: {drift.reason}")
     remember(end)
     machine = fit(threads, own, part.fields(threads))
-    d0, dn = own["decodes"][0], own["decodes"][-1]
     return {
         "key": profile_key("cpu", shape),
         "created": time.strftime("%Y-%m-%d %H:%M:%S"),
@@ -201,21 +200,27 @@ def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=N
         "conditions_start": now.to_dict(),
         "conditions_end": end.to_dict(),
         "machine": asdict(machine),
-        "measurements": {
-            "decode": d0,
-            "decode_all_threads": dn,
-            "roles_one_thread": own["roles"][0],
-            "roles_all_threads": own["roles"][-1],
-            "optimizer_params_per_s": own["opts"][0],
-            "points": own["points"],
-            "decode_rows": own["rows"],
-            "machine_wide": part.note,
-            "collectives": part.collectives,
-            "ray": part.ray,
-            "runs": part.runs,
-            "step_seconds": steps.times,
-            "retaken": [round(r, 2) for r in measure.retaken],
-        },
+        "measurements": _measurements(own, part, steps.times),
+    }
+
+
+def _measurements(own: dict, part, step_seconds) -> dict:
+    """What the profile measured, as stored beside the fitted ``Machine``: this model's own
+    timings on one and all threads, the machine-wide part, and how long each step took."""
+    return {
+        "decode": own["decodes"][0],
+        "decode_all_threads": own["decodes"][-1],
+        "roles_one_thread": own["roles"][0],
+        "roles_all_threads": own["roles"][-1],
+        "optimizer_params_per_s": own["opts"][0],
+        "points": own["points"],
+        "decode_rows": own["rows"],
+        "machine_wide": part.note,
+        "collectives": part.collectives,
+        "ray": part.ray,
+        "runs": part.runs,
+        "step_seconds": step_seconds,
+        "retaken": [round(r, 2) for r in measure.retaken],
     }
 
 
