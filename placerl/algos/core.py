@@ -327,12 +327,14 @@ def value_loss_clipped(
     Stats: vf_clip_frac (valid tokens where the clipped term is the larger one).
     """
     valid = mask.bool()
-    err = (values - returns).square()
+    # differences taken where valid only: a garbage return or value in padding would otherwise
+    # give 0 · inf = NaN in the backward of the square, masked or not
+    err = _where(valid, values - returns).square()
     if clip is None:
         loss_mat, vf_clipped = err, torch.zeros_like(valid)
     else:
-        v_clip = old_values + torch.clamp(values - old_values, -clip, clip)
-        err_clip = (v_clip - returns).square()
+        v_clip = old_values + torch.clamp(_where(valid, values - old_values), -clip, clip)
+        err_clip = _where(valid, v_clip - returns).square()
         loss_mat, vf_clipped = torch.maximum(err, err_clip), err_clip > err
     loss = 0.5 * aggregate_loss(loss_mat, valid, agg, norm)
     return loss, {"vf_clip_frac": masked_mean(vf_clipped.to(values.dtype), valid).detach()}
