@@ -5,8 +5,9 @@ sampler, vLLM), scores them where they ran (``EpisodeSetup.score``: the environm
 or a reward function over each whole conversation), and returns placerl's one batch layout
 (episodes/batch.py) with three kinds of extra per-row fields: ``Field.EPISODE_REWARD`` (what
 the reward role reads), the episode counts of ``metrics.STAT_FIELDS`` (what the pipeline turns
-into ``env/…`` metrics) and ``Field.STOP_REASON`` (``response/clipped_ratio``). Every field is a tensor with the sample as its first dimension, so the
-batch splits over workers, gathers, pads and checkpoints like any other.
+into ``env/…`` metrics) and ``Field.STOP_REASON`` (``response/clipped_ratio``). Every field is
+a tensor with the sample as its first dimension, so the batch splits over workers, gathers,
+pads and checkpoints like any other.
 """
 
 from __future__ import annotations
