@@ -8,7 +8,11 @@ block of plain lines (``trainer._run_stage`` prints it above the progress bar), 
 config and the stage the trainer has just built — nothing here loads or measures anything.
 
 Only the online stage has sampled prompts; the offline stages have a Plan when they train on
-Ray workers (``placement.strategy: flatten``, or auto's pick of it).
+Ray workers (``placement.strategy: flatten``, or auto's pick of it). Length percentiles come
+from the token ids the stage already holds (every row is tokenized once at start), so they
+cost no tokenizing here: the prompts' for every stage, and for sft, rm and dpo also the whole
+row's (prompt + completion, or prompt + the longer response) before any cut, with the share of
+rows ``data.max_len`` cuts — what to set ``data.max_len`` / ``data.max_prompt_len`` from.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from torch import nn
 
 from placerl.config.schema import BUILTIN, RunConfig
 from placerl.data.collate import length_percentiles
+from placerl.data.examples import SFTExample
 from placerl.placement.plan.plan import Plan
 from placerl.stages import Stage
 
@@ -58,7 +63,7 @@ def startup_summary(
     models, sampling = stage.trained_models(), Sampling.of(stage)
     lines = [f"placerl {cfg.stage}: {cfg.trainer.steps} steps on {where}"]
     lines += model_lines(cfg.model.path, models)
-    lines += data_lines(cfg, stage.stream.size, sampling)
+    lines += data_lines(cfg, stage.stream.size, sampling, offline_examples(stage))
     lines += placement_lines(sampling.plan if sampling else offline_plan(stage))
     if sampling is not None:
         lines.append(f"  reward: {reward_line(cfg)}")
@@ -101,9 +106,12 @@ def count(n: int) -> str:
     return str(n)
 
 
-def data_lines(cfg: RunConfig, rows: int, sampling: Sampling | None) -> list[str]:
+def data_lines(
+    cfg: RunConfig, rows: int, sampling: Sampling | None, examples: Sequence = ()
+) -> list[str]:
     """Rows, how many steps one pass over them takes, the batch in prompts and in samples,
-    the length limits, and (sampling stages) the spread of the prompts' lengths."""
+    the length limits, and the spread of the rows' lengths (``examples``: an offline stage's
+    encoded rows; a sampling stage's prompts come with ``sampling``)."""
     batch = cfg.trainer.batch_size
     per_pass = math.ceil(rows / batch)
     epochs = cfg.trainer.steps * batch / rows
@@ -113,7 +121,8 @@ def data_lines(cfg: RunConfig, rows: int, sampling: Sampling | None) -> list[str
         f"{cfg.trainer.steps} steps are {epochs:.3g} passes"
     ]
     if sampling is None:
-        return [*lines, f"  batch: {batch} rows a step; data.max_len {cfg.data.max_len}"]
+        lines.append(f"  batch: {batch} rows a step; data.max_len {cfg.data.max_len}")
+        return lines + offline_length_lines(examples, cfg.data.max_len)
     samples = sampling.samples_per_prompt
     lines.append(
         f"  batch: {batch} prompts x {samples} samples = {batch * samples} responses a step; "
@@ -122,6 +131,29 @@ def data_lines(cfg: RunConfig, rows: int, sampling: Sampling | None) -> list[str
     )
     lines.append(f"  prompt lengths: {length_percentiles(sampling.prompt_lengths)}")
     return lines
+
+
+def offline_length_lines(examples: Sequence, max_len: int) -> list[str]:
+    """Prompt and whole-row length percentiles of offline examples (``SFTExample`` or
+    ``EncodedPair``: ``prompt``, ``full_length``, ``truncated``), and how many rows
+    ``data.max_len`` cuts."""
+    if not examples:
+        return []
+    whole = "prompt+completion" if isinstance(examples[0], SFTExample) else "prompt+response"
+    cut = sum(1 for e in examples if e.truncated)
+    share = f"{cut} of {len(examples)} rows ({cut / len(examples):.1%})" if cut else "no row"
+    return [
+        f"  prompt lengths: {length_percentiles([len(e.prompt) for e in examples])}",
+        f"  {whole} lengths: {length_percentiles([e.full_length for e in examples])}; "
+        f"{share} over data.max_len {max_len}" + (", cut to fit" if cut else ""),
+    ]
+
+
+def offline_examples(stage: Stage) -> Sequence:
+    """An offline stage's encoded rows (empty for a sampling stage)."""
+    from placerl.stages.offline import OfflineStage
+
+    return stage.examples if isinstance(stage, OfflineStage) else ()
 
 
 def offline_plan(stage: Stage) -> Plan | None:

@@ -1,6 +1,6 @@
 """torch's CPU threads for the process that trains, set on purpose and said at start.
 
-Under ``strategy: local`` (and in the offline stages, which always run in this process) every
+Under ``strategy: local`` (and ``auto`` when its pick is the local plan) every
 model computes in this one process, with torch's intra-op thread pool. Left to itself torch
 takes every core; on a machine other processes share, those threads wait on each other: a
 GRPO update of issue 21 took 4.0 s with the default and 0.24 s with ``OMP_NUM_THREADS=1``. So
@@ -28,10 +28,12 @@ from placerl.errors import UserError
 from placerl.placement.plan.cluster import available_cores
 
 
-def configure_threads(placement: PlacementConfig) -> str:
-    """Set torch's threads for an in-process run (module doc); returns the summary's words."""
+def configure_threads(placement: PlacementConfig, in_process: bool | None = None) -> str:
+    """Set torch's threads for an in-process run (module doc); returns the summary's words.
+    ``in_process``: whether every model computes in this process (``runs_in_process``:
+    strategy local, or auto's pinned pick of the local plan); default: strategy local."""
     cores = available_cores()
-    if placement.strategy != "local":
+    if not (placement.strategy == "local" if in_process is None else in_process):
         workers = "placement.threads_per_worker" if placement.threads_per_worker else "the Plan"
         return f"{torch.get_num_threads()} torch threads in the controller (workers: {workers})"
     threads, source = local_threads(placement.threads_per_worker, cores)

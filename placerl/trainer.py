@@ -25,6 +25,7 @@ from placerl.config.compare import CONFIG_FILE
 from placerl.config.schema import RunConfig
 from placerl.logging import MetricsLogger, drop_steps_after
 from placerl.numerics import BadStepCounter, pop_skipped, skipped_in_step
+from placerl.placement.auto.plan import runs_in_process
 from placerl.placement.auto.replan import Replan, monitor_for
 from placerl.resume import USER_ALLOWED, open_run, restore_newest, save_stage
 from placerl.stages import Stage, build_stage
@@ -65,7 +66,7 @@ def _train(cfg: RunConfig, resume: bool, console, allowed: str | None, profiler=
     cfg, found = open_run(cfg, resume, allowed, say, profiler)
     check_trackers(cfg.trainer.report_to)  # before any model loads
     seed_everything(cfg.seed)
-    threads = configure_threads(cfg.placement)  # before any model loads (placerl/threads.py)
+    threads = configure_threads(cfg.placement, runs_in_process(cfg))  # before models load
     Path(cfg.run_dir).mkdir(parents=True, exist_ok=True)
     stage = build_stage(cfg)
     try:

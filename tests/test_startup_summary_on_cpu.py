@@ -72,3 +72,36 @@ def test_the_plan_is_one_line_per_group():
     assert len(lines) == len(plan.groups)
     assert all("(" in line and "):" in line for line in lines)
     assert {r.value for r in plan.roles} <= {w.strip(",") for line in lines for w in line.split()}
+
+
+@pytest.mark.parametrize("stage,whole", [("sft", "prompt+completion"), ("dpo", "prompt+response")])
+def test_offline_runs_show_the_rows_lengths_and_what_max_len_cuts(
+    tiny_model_dir, tmp_path, stage, whole
+):
+    """Issue 21.9: lengths are chosen from the data, so the offline stages report the spread
+    of their rows' lengths too, and how many rows ``data.max_len`` cuts."""
+    text = _summary(tiny_model_dir, tmp_path / stage, stage)
+    assert "prompt lengths: tokens p50 " in text
+    line = next(line for line in text.splitlines() if f"{whole} lengths:" in line)
+    assert "tokens p50 " in line and ", max " in line
+    assert "no row over data.max_len 1024" in line
+    # a limit below the longest rows: the share that is cut, and the lengths before the cut
+    text = _summary(tiny_model_dir, tmp_path / f"{stage}-short", stage, "data.max_len=14")
+    line = next(line for line in text.splitlines() if f"{whole} lengths:" in line)
+    assert " rows (" in line and "%) over data.max_len 14, cut to fit" in line
+    longest = int(line.split(", max ")[1].split(";")[0])
+    assert longest > 14  # the lengths as the data has them, not as cut
+
+
+def test_length_lines_count_the_cut_rows():
+    from placerl.data.examples import EncodedPair, SFTExample
+    from placerl.startup import offline_length_lines
+
+    rows = [SFTExample([1] * 3, [2] * 5), SFTExample([1] * 4, [2] * 2, truncated=True, uncut=40)]
+    prompts, whole = offline_length_lines(rows, max_len=8)
+    assert prompts == "  prompt lengths: tokens p50 4, p90 4, p99 4, max 4"
+    assert whole.endswith("max 40; 1 of 2 rows (50.0%) over data.max_len 8, cut to fit")
+    pairs = [EncodedPair([1, 2], [3, 4, 5], [6])]
+    assert offline_length_lines(pairs, 9)[1] == (
+        "  prompt+response lengths: tokens p50 5, p90 5, p99 5, max 5; no row over data.max_len 9"
+    )

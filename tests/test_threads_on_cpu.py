@@ -56,3 +56,46 @@ def test_a_local_run_uses_the_knob_and_says_so(tiny_model_dir, tmp_path):
     assert torch.get_num_threads() == 1
     first = out.getvalue().splitlines()[0]
     assert "1 torch thread (placement.threads_per_worker)" in first
+
+
+def test_auto_picking_the_local_plan_sets_the_threads_it_planned_for(
+    tiny_model_dir, tmp_path, monkeypatch
+):
+    """Issue 21.5: under ``strategy: auto`` a local pick computes in this process as ``local``
+    does: torch's threads are set from the knob (and said), and the planner's local slot has
+    that many threads, not every core."""
+    import json
+
+    from placerl.placement.cost.machine import CPU_DEFAULT
+    from placerl.placement.cost.workload import policy_shape
+    from tests.placement.placement_helpers import quiet_probe, store_profile_of
+
+    monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path / "profiles"))
+    torch.set_num_threads(2)
+    overrides = [
+        *fast_overrides(tiny_model_dir, tmp_path / "run", "sft", steps=1),
+        *["placement.strategy=auto", "placement.threads_per_worker=1", "placement.device=cpu"],
+        *["placement.replan_after=0", "data.num_eval=0", "trainer.save_every=0"],
+    ]
+    cfg = load_config(None, overrides, RunConfig)
+    quiet_probe(monkeypatch)
+    store_profile_of(CPU_DEFAULT.with_(worker_step_overhead=10.0), policy_shape(cfg))  # local wins
+    out = io.StringIO()
+    train(cfg, console=Console(file=out, width=300))
+    state = json.loads((tmp_path / "run" / "planner.json").read_text())
+    assert state["plan"]["strategy"] == "local"
+    assert [s["threads"] for g in state["plan"]["groups"] for s in g["slots"]] == [1]
+    assert torch.get_num_threads() == 1
+    assert "1 torch thread (placement.threads_per_worker)" in out.getvalue()
+
+
+def test_the_planners_local_slot_reads_the_knob():
+    from placerl.placement.plan.cluster import available_cores
+    from placerl.placement.plan.config import cluster_for
+
+    def slot_threads(*extra):
+        overrides = ["stage=sft", "placement.device=cpu", *extra]
+        return cluster_for(load_config(None, overrides, RunConfig)).slots[0].threads
+
+    assert slot_threads("placement.threads_per_worker=1") == 1
+    assert slot_threads() == available_cores()

@@ -176,11 +176,14 @@ def _clear_alternatives(
 
 
 def _set_dotted(data: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``data[a][b][c] = value`` for ``a.b.c``, creating the intermediate mappings."""
+    """Set ``data[a][b][c] = value`` for ``a.b.c``, creating the intermediate mappings; a
+    section the file sets to null (``lora: null``, as ``placerl init`` writes it) is one."""
     *parents, leaf = key.split(".")
     node = data
     for depth, part in enumerate(parents):
-        child = node.setdefault(part, {})
+        if node.get(part) is None:
+            node[part] = {}
+        child = node[part]
         if not isinstance(child, dict):
             owner = ".".join(parents[: depth + 1])
             raise UserError(

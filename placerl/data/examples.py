@@ -24,10 +24,16 @@ class SFTExample:
     prompt: list[int]
     completion: list[int]
     truncated: bool = False  # the completion was cut to fit data.max_len
+    uncut: int = 0  # prompt + completion tokens before any cut (0: as kept)
 
     @property
     def tokens(self) -> int:
         return len(self.prompt) + len(self.completion)
+
+    @property
+    def full_length(self) -> int:
+        """Tokens of the row as the data has it, before ``data.max_len`` cut it."""
+        return self.uncut or self.tokens
 
 
 @dataclass(frozen=True)
@@ -38,6 +44,12 @@ class EncodedPair:
     chosen: list[int]
     rejected: list[int]
     truncated: bool = False  # a response was cut to fit data.max_len
+    uncut: int = 0  # prompt + longer response tokens before any cut (0: as kept)
+
+    @property
+    def full_length(self) -> int:
+        """Tokens of prompt + longer response as the data has them, before any cut."""
+        return self.uncut or len(self.prompt) + max(len(self.chosen), len(self.rejected))
 
 
 def cut_to_fit(prompt: list[int], response: list[int], max_len: int) -> list[int]:
@@ -53,7 +65,8 @@ def encode_sft(
     examples = []
     for prompt, completion in zip(prompts, completions, strict=True):
         kept = cut_to_fit(prompt, completion, max_len)
-        examples.append(SFTExample(prompt, kept, truncated=len(kept) < len(completion)))
+        cut, uncut = len(kept) < len(completion), len(prompt) + len(completion)
+        examples.append(SFTExample(prompt, kept, truncated=cut, uncut=uncut))
     return examples
 
 
@@ -67,7 +80,8 @@ def encode_comparisons(
     for prompt, good, bad in zip(prompts, chosen, rejected, strict=True):
         kept = cut_to_fit(prompt, good, max_len), cut_to_fit(prompt, bad, max_len)
         cut = len(kept[0]) < len(good) or len(kept[1]) < len(bad)
-        pairs.append(EncodedPair(prompt, kept[0], kept[1], truncated=cut))
+        uncut = len(prompt) + max(len(good), len(bad))
+        pairs.append(EncodedPair(prompt, kept[0], kept[1], truncated=cut, uncut=uncut))
     return pairs
 
 

@@ -128,6 +128,7 @@ class _Episodes:
     params: SamplingParams
     setup: EpisodeSetup
     generator: torch.Generator
+    end_ids: Sequence[int]  # the stop reasons' end tokens
 
     def sample(self, prompts: PromptBatch) -> Batch:
         return self.episodes(episode_rows(prompts))
@@ -141,7 +142,8 @@ class _Episodes:
             limits, n = self.setup.limits, self.params.max_new_tokens
             uniforms = draw_episode_uniforms(len(rows), limits, n, self.generator)
         turns, context = self._turns()
-        return episode_batch(turns, self.setup, rows, self.tokenizer, uniforms.cpu(), context)
+        noise, ends = uniforms.cpu(), self.end_ids
+        return episode_batch(turns, self.setup, rows, self.tokenizer, noise, context, ends)
 
     def _turns(self):
         raise NotImplementedError
@@ -177,6 +179,10 @@ class EngineEpisodeRolloutWorker(_Episodes):
     def __init__(self, engine, tokenizer, params: SamplingParams, setup: EpisodeSetup, *, seed=0):
         self.engine, self.tokenizer, self.params, self.setup = engine, tokenizer, params, setup
         self.generator = torch.Generator().manual_seed(seed)
+
+    @property
+    def end_ids(self) -> list[int]:
+        return self.engine.end_token_ids
 
     def _turns(self):
         return VLLMTurns(self.engine, self.params), self.engine.context

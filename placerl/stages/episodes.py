@@ -20,12 +20,13 @@ from placerl.data.stream import PromptSet
 from placerl.evaluation import Evaluation
 from placerl.models.tokens import end_token_ids
 from placerl.roles.reward import final_answer
-from placerl.rollout.episodes.batch import episodes_to_batch
+from placerl.rollout.episodes.batch import episode_stop_reasons, episodes_to_batch
 from placerl.rollout.episodes.engines import PlacerlTurns
 from placerl.rollout.episodes.metrics import episode_metrics, sample_record
 from placerl.rollout.episodes.record import Episode
 from placerl.rollout.episodes.sampling import EpisodeSetup, episode_rows, run_setup
 from placerl.rollout.sampling import SamplingParams
+from placerl.rollout.stop_reasons import reason_names
 
 CHUNK = 256  # episodes sampled together
 
@@ -42,9 +43,8 @@ def evaluate_episodes(
         stop_strings=tuple(cfg.rollout.stop_strings),
         precision=cfg.model.precision,
     )
-    turns = PlacerlTurns(
-        policy, params, end_token_ids(tokenizer, policy), tokenizer.pad_token_id, tokenizer
-    )
+    ends = end_token_ids(tokenizer, policy)
+    turns = PlacerlTurns(policy, params, ends, tokenizer.pad_token_id, tokenizer)
     context = positions(policy.config.to_dict())
     was_training = policy.training
     policy.eval()
@@ -59,7 +59,8 @@ def evaluate_episodes(
             episodes += done
     finally:
         policy.train(was_training)
-    return _evaluation(episodes, scores, cfg.trainer.log_samples)
+    stops = reason_names(episode_stop_reasons(episodes, ends)) if episodes else []
+    return _evaluation(episodes, scores, cfg.trainer.log_samples, stops)
 
 
 def _scores(episodes, setup: EpisodeSetup, reward, chunk, tokenizer, scale: float) -> list[float]:
@@ -69,7 +70,9 @@ def _scores(episodes, setup: EpisodeSetup, reward, chunk, tokenizer, scale: floa
     return reward.score(batch, chunk.as_given(), chunk.columns).float().tolist()
 
 
-def _evaluation(episodes: Sequence[Episode], scores: list[float], num_samples: int) -> Evaluation:
+def _evaluation(
+    episodes: Sequence[Episode], scores: list[float], num_samples: int, stops: Sequence[str]
+) -> Evaluation:
     answers = [e.row.get("answer") for e in episodes]
     correct = [
         float(a is not None and final_answer(e.messages).strip() == str(a).strip())
@@ -85,9 +88,11 @@ def _evaluation(episodes: Sequence[Episode], scores: list[float], num_samples: i
     if any(a is not None for a in answers):
         metrics["eval/accuracy"] = sum(correct) / n
     samples = []
-    for episode, ok, score in list(zip(episodes, correct, scores, strict=True))[:num_samples]:
+    rows = list(zip(episodes, correct, scores, stops, strict=True))[:num_samples]
+    for episode, ok, score, stop in rows:
         record = sample_record(episode)
         sample = {"prompt": _text(episode.row.get("prompt")), "response": transcript(episode)}
+        sample["stop"] = stop  # why the last model turn stopped
         if episode.row.get("answer") is not None:
             sample |= {"answer": episode.row["answer"], "correct": ok}
         samples.append(sample | {"reward": score, "conversation": record})

@@ -73,7 +73,8 @@ def encode_preference_data(
                     where=f"{source} row {row}",
                 )
             cut.append(row)
-        pair = EncodedPair(prompt, good[:room], bad[:room], truncated=longest > max_len)
+        over = longest > max_len
+        pair = EncodedPair(prompt, good[:room], bad[:room], truncated=over, uncut=longest)
         if pair.chosen == pair.rejected:
             within = f" within data.max_len={max_len} tokens" if longest > max_len else ""
             raise UserError(

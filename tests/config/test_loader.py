@@ -217,3 +217,15 @@ def test_seed_outside_the_generators_range(seed):
     with pytest.raises(UserError, match="seed") as err:
         load_config(None, ["stage=sft", f"seed={seed}"], RunConfig)
     assert err.value.where == "override"
+
+
+def test_an_override_inside_a_null_section_turns_it_on(tmp_path):
+    """``placerl init`` writes ``lora: null``; ``model.lora.r=8`` on the command line (the
+    README's way to train adapters) sets that section, as it does where the file is silent."""
+    from placerl.config.schema import RunConfig
+
+    path = tmp_path / "sft.yaml"
+    path.write_text("stage: sft\nmodel:\n  lora: null\n")
+    assert load_config(path, [], RunConfig).model.lora is None
+    cfg = load_config(path, ["model.lora.r=8"], RunConfig)
+    assert cfg.model.lora is not None and cfg.model.lora.r == 8

@@ -54,6 +54,13 @@ def test_vllm_episodes_are_token_exact_and_equal_placerls_when_greedy(model_dir)
         pad_token_id=tokenizer.pad_token_id,
         tokenizer=tokenizer,
     )
+    try:  # closed here, not by vLLM's finaliser at exit (its log stream is closed by then)
+        _greedy_and_seeded_episodes(engine, model_dir, tokenizer, end_ids)
+    finally:
+        engine.close()
+
+
+def _greedy_and_seeded_episodes(engine, model_dir, tokenizer, end_ids):
     model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
     greedy = SamplingParams(max_new_tokens=8, greedy=True, stop_strings=STOPS)
     theirs = episodes(VLLMTurns(engine, greedy), tokenizer)

@@ -63,3 +63,13 @@ def test_tools_as_functions_run_as_episodes(tiny_model_dir, tmp_path):
         assert row["env/turns"] >= 1 and "env/tool_calls_per_turn" in row
         assert row["env/rewarded"] == 0  # the tool environment gives no rewards: the function
     assert samples[0]["conversation"]["messages"][0]["role"] in ("system", "user")
+
+
+def test_episodes_say_why_they_stopped(tiny_model_dir, tmp_path):
+    """Issue 21.8: ``response/clipped_ratio`` (and the other stop shares) per step and
+    ``stop`` per sample for multi-turn episodes, as for single responses."""
+    rows, samples = train(tiny_model_dir, tmp_path, "grpo", ECHO, steps=1)
+    for row in rows:
+        shares = [row[f"response/{k}_ratio"] for k in ("clipped", "end_token", "stop_string")]
+        assert sum(shares) == pytest.approx(1.0)
+    assert {s["stop"] for s in samples} <= {"end_token", "stop_string", "length"}

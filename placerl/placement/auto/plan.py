@@ -250,7 +250,13 @@ def local_plans(cfg: Any) -> list[Plan]:
     p = cfg.placement
     if p.ray_address:
         return []
-    return [local_plan(needed_roles(cfg), Cluster((local_slot(p.device),)), p.max_staleness)]
+    return [
+        local_plan(
+            needed_roles(cfg),
+            Cluster((local_slot(p.device, p.threads_per_worker),)),
+            p.max_staleness,
+        )
+    ]
 
 
 def here(cfg) -> tuple[Cluster, list[Plan]]:

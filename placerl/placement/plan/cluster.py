@@ -87,14 +87,15 @@ def detect_cluster(
     return cpu_cluster(num_workers, threads_per_worker)
 
 
-def local_slot(device: DeviceChoice = "auto") -> DeviceSlot:
-    """The one slot of the in-process (``local``) runtime: GPU 0, or every available core."""
+def local_slot(device: DeviceChoice = "auto", threads: int | None = None) -> DeviceSlot:
+    """The one slot of the in-process (``local``) runtime: GPU 0, or ``threads`` cores
+    (``placement.threads_per_worker``, as ``placerl/threads.py`` sets them; default every one)."""
     gpus = visible_gpu_memory() if device != "cpu" else []
     if device == "gpu" and not gpus:
         raise UserError("device is gpu but torch sees no CUDA device", where="placement.device")
     if gpus:
         return DeviceSlot("gpu", 0, 0, 1, gpus[0])
-    return DeviceSlot("cpu", 0, 0, available_cores())
+    return DeviceSlot("cpu", 0, 0, threads or available_cores())
 
 
 def cluster_from_ray_nodes(

@@ -69,7 +69,7 @@ def cluster_for(cfg: RunConfig) -> Cluster:
     workers' (``worker_cluster``)."""
     p = cfg.placement
     if p.strategy == "local":
-        return Cluster((local_slot(p.device),))
+        return Cluster((local_slot(p.device, p.threads_per_worker),))
     return worker_cluster(cfg)
 
 

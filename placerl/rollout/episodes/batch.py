@@ -17,9 +17,11 @@ from collections.abc import Sequence
 
 import torch
 from tensordict import TensorDict
+from torch import Tensor
 
 from placerl.data.collate import left_pad, right_pad
 from placerl.rollout.episodes.record import Episode, Source
+from placerl.rollout.stop_reasons import END_TOKEN, LENGTH, STOP_STRING
 from placerl.types import Field
 
 
@@ -45,3 +47,19 @@ def episodes_to_batch(episodes: Sequence[Episode], pad_token_id: int) -> TensorD
         },
         batch_size=[len(episodes)],
     )
+
+
+def episode_stop_reasons(episodes: Sequence[Episode], end_token_ids: Sequence[int]) -> Tensor:
+    """(E,) ``Field.STOP_REASON`` codes (``rollout/stop_reasons.py``) of multi-turn episodes:
+    why each one's last model turn stopped (an episode always ends after a model turn). A turn
+    cut at its token limit (``rollout.max_new_tokens``, or what was left of ``env.max_tokens``)
+    is LENGTH; one that ended on an end token END_TOKEN; any other that ended by itself, at a
+    stop string, STOP_STRING. This is what ``response/clipped_ratio`` counts for episodes."""
+    ends, codes = {int(t) for t in end_token_ids}, []
+    for episode in episodes:
+        last = next(s for s in reversed(episode.segments) if s.source is Source.MODEL)
+        if episode.turns and not episode.turns[-1].ended:
+            codes.append(LENGTH)
+        else:
+            codes.append(END_TOKEN if last.ids and last.ids[-1] in ends else STOP_STRING)
+    return torch.tensor(codes, dtype=torch.long)

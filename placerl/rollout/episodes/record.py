@@ -44,12 +44,13 @@ class Segment:
 @dataclass(frozen=True)
 class Turn:
     """One model turn: its decoded text, its token count, and the environment's answer to it
-    (None when the step timed out), with the step's wall time."""
+    (None when the step timed out), with the step's wall time; whether it ended by itself."""
 
     text: str
     tokens: int
     step: StepResult | None
     step_seconds: float = 0.0
+    ended: bool = True  # by an end token or a stop string; False: cut at a token limit
 
 
 @dataclass

@@ -26,6 +26,7 @@ ends on a model token); ``step_timeout_s`` per environment step.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ALL_COMPLETED, FIRST_COMPLETED, Future, wait
@@ -169,7 +170,7 @@ def _take_turn(live: _Live, result: TurnResult, tokenizer) -> Future:
     text = tokenizer.decode(list(result.ids), skip_special_tokens=True)
     assistant = {"role": "assistant", "content": text}
     episode.messages.append(assistant)
-    episode.turns.append(Turn(text, len(result.ids), None))
+    episode.turns.append(Turn(text, len(result.ids), None, ended=result.ended))
     live.step_started = time.monotonic()
     return in_daemon_thread(live.env.step, assistant)
 
@@ -198,7 +199,7 @@ def _after_step(live: _Live, future: Future, limits: EpisodeLimits, max_new_toke
         episode.end = EndReason.STEP_TIMEOUT
         return False
     step = _step_result(future.result())
-    episode.turns[-1] = Turn(episode.turns[-1].text, episode.turns[-1].tokens, step, seconds)
+    episode.turns[-1] = dataclasses.replace(episode.turns[-1], step=step, step_seconds=seconds)
     if not result.ended:  # cut by a token limit: whatever the environment made of it
         cut_by_budget = live.used >= limits.max_tokens
         episode.end = EndReason.MAX_TOKENS if cut_by_budget else EndReason.TRUNCATED

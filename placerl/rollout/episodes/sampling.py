@@ -3,10 +3,11 @@
 ``episode_batch`` runs one episode per dataset row with any ``TurnSampler`` (placerl's
 sampler, vLLM), scores them where they ran (``EpisodeSetup.score``: the environment's rewards,
 or a reward function over each whole conversation), and returns placerl's one batch layout
-(episodes/batch.py) with two kinds of extra per-row fields: ``Field.EPISODE_REWARD`` (what the
-reward role reads) and the episode counts of ``metrics.STAT_FIELDS`` (what the pipeline turns
-into ``env/…`` metrics). Every field is a tensor with the sample as its first dimension, so the
-batch splits over workers, gathers, pads and checkpoints like any other.
+(episodes/batch.py) with three kinds of extra per-row fields: ``Field.EPISODE_REWARD`` (what
+the reward role reads), the episode counts of ``metrics.STAT_FIELDS`` (what the pipeline turns
+into ``env/…`` metrics) and ``Field.STOP_REASON`` (``response/clipped_ratio``). Every field is
+a tensor with the sample as its first dimension, so the batch splits over workers, gathers,
+pads and checkpoints like any other.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from torch import Tensor
 
 from placerl.data.stream import PromptBatch
 from placerl.rollout.envs.protocol import EnvFactory, EpisodeLimits
-from placerl.rollout.episodes.batch import episodes_to_batch
+from placerl.rollout.episodes.batch import episode_stop_reasons, episodes_to_batch
 from placerl.rollout.episodes.metrics import stat_fields
 from placerl.rollout.episodes.record import Episode
 from placerl.rollout.episodes.runner import TurnSampler, run_episodes
@@ -82,10 +83,14 @@ def episode_batch(
     tokenizer,
     uniforms: Tensor | None,
     context: int | None = None,
+    end_token_ids: Sequence[int] | None = None,
 ) -> Batch:
-    """The rows' episodes as one training batch (module doc)."""
+    """The rows' episodes as one training batch (module doc); with ``end_token_ids``, each
+    episode's stop reason (``Field.STOP_REASON``: why its last model turn stopped)."""
     episodes = run_setup(sampler, setup, rows, tokenizer, uniforms, context)
     batch = episodes_to_batch(episodes, tokenizer.pad_token_id)
+    if end_token_ids is not None:
+        batch[Field.STOP_REASON] = episode_stop_reasons(episodes, end_token_ids)
     if setup.score is not None:
         scores = [float(s) for s in setup.score(episodes)]
         batch[Field.EPISODE_REWARD] = torch.tensor(scores, dtype=torch.float32)
