@@ -155,6 +155,13 @@ def fit(threads: int, own: dict, machine_fields_: dict) -> Machine:
     )
 
 
+def busy_factor(load_avg: float, threads: int) -> float:
+    """How much longer the measurements take than on an idle machine: the profile's process
+    shares the cores with ``load_avg`` runnable others (1 on an idle machine is background).
+    A 6M model: 58 s at load 1.5 (x1.25 here); 367 s at load 6-8 on 2 cores (x3.5-4.5)."""
+    return max(1.0, (load_avg + 1.0) / threads)
+
+
 def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=None) -> dict:
     """Every measurement and the fitted ``Machine``, within about ``budget_s`` seconds."""
     import torch
@@ -168,11 +175,18 @@ def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=N
     rows = decode_rows_for(shape, DECODE_SHARE * now.matmul_1 * 1e9)
     est = estimates(shape, points, rows, now.matmul_1 * 1e9, threads)
     machine_s = sum(e for name, _, e in PARTS if getattr(part, name) is None)
-    total = sum(est.values()) + machine_s + 1.0
+    slower = busy_factor(now.load_avg, threads)
+    total = (sum(est.values()) + machine_s) * slower + 1.0
     log(
         f"profiling {shape.name} ({shape.params / 1e6:.1f}M params) on 1 and {threads} threads, "
         f"about {total:.0f} s (load average {now.load_avg:.1f}); machine-wide parts: {part.note}"
     )
+    if slower > 1.5:
+        log(
+            f"profile: the machine is busy (load average {now.load_avg:.1f} on {threads} cores): "
+            "it takes longer, and it measures a busy machine; a later use on a quiet one "
+            "refuses it and measures again (profile where the runs will run)"
+        )
     measure.retaken.clear()
     try:
         with Steps(total, log, show) as steps:

@@ -4,6 +4,7 @@ profile takes about a minute and is run by hand, ``placerl profile``)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -329,3 +330,24 @@ def test_quiet_or_sub_millisecond_timings_are_taken_once(monkeypatch):
         measure.timed_threads(call, (1, 2), repeats=3)
         assert state["calls"] == 8
     assert measure.retaken == []
+
+
+def test_a_busy_machine_lengthens_the_estimate_and_is_said_at_start(tmp_path, capsys, monkeypatch):
+    import re
+
+    fake_measurements(monkeypatch)
+
+    def announced(load_avg: float) -> tuple[float, str]:
+        monkeypatch.setenv("PLACERL_PROFILE_DIR", str(tmp_path / f"store-{load_avg}"))
+        fake_probe(monkeypatch, replace(NOW, load_avg=load_avg))
+        assert main(["profile", "--force"]) == 0
+        said = capsys.readouterr()
+        out = said.out + said.err
+        return float(re.search(r"about (\d+) s", out).group(1)), out
+
+    quiet, said_quiet = announced(0.1)
+    busy, said_busy = announced(11.0)  # 11 others runnable on 4 cores: x3
+    assert "the machine is busy" not in said_quiet
+    assert "the machine is busy (load average 11.0 on 4 cores)" in said_busy
+    assert busy - 1 == pytest.approx(3 * (quiet - 1), abs=3)
+    assert [prof.busy_factor(load, 2) for load in (0.0, 1.0, 1.5, 7.0)] == [1.0, 1.0, 1.25, 4.0]
