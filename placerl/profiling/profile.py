@@ -184,8 +184,8 @@ def run_profile(shape: ModelShape, log=print, budget_s: float = BUDGET_S, show=N
     if slower > 1.5:
         log(
             f"profile: the machine is busy (load average {now.load_avg:.1f} on {threads} cores): "
-            "it takes longer, and it measures a busy machine; a later use on a quiet one "
-            "refuses it and measures again (profile where the runs will run)"
+            "it takes longer, and it measures a busy machine (a later use on a quiet one "
+            "rescales or refuses it: profile where and as the runs will run)"
         )
     measure.retaken.clear()
     try:
