@@ -97,7 +97,10 @@ def test_a_lagging_or_frozen_rollout_on_flatten_workers(
     assert [row["pipeline/staleness"] for row in rows] == staleness
 
 
-@pytest.mark.parametrize("stage", sorted(CASES))
+@pytest.mark.parametrize(  # one stage in CI; the other two with PLACERL_SWEEP=1 (same path)
+    "stage",
+    [s if s == "online_dpo" else pytest.param(s, marks=pytest.mark.sweep) for s in sorted(CASES)],
+)
 def test_interleave_splits_reference_and_reward_model_and_trains_like_one_process(
     tiny_model_dir,
     reward_model_dir,  # noqa: F811 (the fixture imported above)
