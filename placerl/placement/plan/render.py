@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.table import Table
 
 from placerl.placement.plan.plan import DeviceSlot, Plan, RolePlacement, Sharding
-from placerl.placement.plan.validate import GiB, memory_per_slot
+from placerl.placement.plan.validate import GiB, human_bytes, memory_per_slot
 from placerl.types import Role
 
 
@@ -51,14 +51,6 @@ def plan_table(plan: Plan) -> Table:
         devices = slot_span(plan.worker_slots(role))
         table.add_row(role.value, "+".join(p.groups), devices, str(p.dp_size), sharding_label(p))
     return table
-
-
-def human_bytes(n: float) -> str:
-    """``1.5 GiB``, ``120 MiB``, ``3 KiB``: the memory estimate at a readable scale."""
-    for unit, size in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
-        if n >= size:
-            return f"{n / size:.1f} {unit}" if unit == "GiB" else f"{n / size:.0f} {unit}"
-    return f"{n:.0f} B"
 
 
 def _slot_label(slot: DeviceSlot) -> str:

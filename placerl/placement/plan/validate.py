@@ -200,18 +200,26 @@ def memory_per_slot(
     return usage
 
 
+def human_bytes(n: float) -> str:
+    """``1.5 GiB``, ``120 MiB``, ``3 KiB``: the memory estimate at a readable scale."""
+    for unit, size in (("GiB", GiB), ("MiB", 1024**2), ("KiB", 1024)):
+        if n >= size:
+            return f"{n / size:.1f} {unit}" if unit == "GiB" else f"{n / size:.0f} {unit}"
+    return f"{n:.0f} B"
+
+
 def _check_memory(plan: Plan, model_params: Mapping[Role, int], frozen: int) -> list[Problem]:
     problems: list[Problem] = []
     for slot, roles in memory_per_slot(plan, model_params, frozen).items():
         total = sum(roles.values())
         if slot.memory_bytes is None or total <= slot.memory_bytes:
             continue
-        parts = ", ".join(f"{r.value} {b / GiB:.1f} GiB" for r, b in roles.items())
+        parts = ", ".join(f"{r.value} {human_bytes(b)}" for r, b in roles.items())
         problems.append(
             (
                 "placement",
-                f"slot {slot.label} needs at least {total / GiB:.1f} GiB ({parts}) but has "
-                f"{slot.memory_bytes / GiB:.1f} GiB; shard the large roles (placement.sharding: "
+                f"slot {slot.label} needs at least {human_bytes(total)} ({parts}) but has "
+                f"{human_bytes(slot.memory_bytes)}; shard the large roles (placement.sharding: "
                 "full) or give them other slots",
             )
         )
