@@ -287,3 +287,16 @@ def test_the_sampling_preference_stages_workloads(
     if stage != "brain":
         upd = {p.name: p.seconds for p in step_phases(plan, more, CPU_DEFAULT)}["update"]
         assert upd > {p.name: p.seconds for p in step_phases(plan, w, CPU_DEFAULT)}["update"]
+
+
+def test_a_small_models_memory_shortfall_is_said_in_readable_units():
+    """A small model on a small slot: MiB, not '0.0 GiB > 0.0 GiB'."""
+    from placerl.placement.plan import strategies
+    from placerl.placement.plan.plan import Cluster
+
+    w = workload(tiny_default())
+    roles = (Role.ACTOR, Role.ROLLOUT, Role.REWARD)
+    slot = DeviceSlot("gpu", 0, memory_bytes=8 * 1024**2)
+    plan = strategies.flatten(roles, Cluster((slot,)), rule_reward=True)
+    reason = memory_problem(plan, w)
+    assert reason.startswith("n0:gpu0 needs ") and "> 8 MiB" in reason and "0.0 GiB" not in reason

@@ -51,6 +51,7 @@ from placerl.placement.cost.machine import Machine
 from placerl.placement.cost.shapes import ModelShape
 from placerl.placement.cost.workload import Workload
 from placerl.placement.plan.plan import DeviceGroup, DeviceSlot, Plan, RolePlacement, Sharding
+from placerl.placement.plan.validate import human_bytes
 from placerl.types import Role
 
 GiB = 1024**3
@@ -361,9 +362,8 @@ def memory_problem(
         limit = mem.slot.memory_bytes
         if limit and mem.total > limit:
             top = sorted(mem.terms.items(), key=lambda kv: -kv[1])[:3]
-            parts = ", ".join(f"{k} {v / GiB:.1f}" for k, v in top)
+            parts = ", ".join(f"{k} {human_bytes(v)}" for k, v in top)
             return (
-                f"{mem.slot.label} needs {mem.total / GiB:.1f} GiB > {limit / GiB:.1f} GiB "
-                f"({parts} GiB)"
+                f"{mem.slot.label} needs {human_bytes(mem.total)} > {human_bytes(limit)} ({parts})"
             )
     return None
