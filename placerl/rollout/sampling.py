@@ -233,7 +233,7 @@ def decode(
         response[rows, step] = token
         response_mask[rows, step] = 1
         log_probs[rows, step] = token_log_prob
-        ended = _ended(token, eos, stops, response[rows, : step + 1])
+        ended = _ended(token, eos, stops, response, rows, step)
         finished = ended if limits is None else ended | (limits[rows] <= step + 1)
         last = step + 1 == budget
         if last or bool(finished.any()):  # the one host sync per step
@@ -263,12 +263,12 @@ def _response_buffers(
     return response, response_mask, log_probs
 
 
-def _ended(token: Tensor, eos: Tensor, stops: StopStrings | None, so_far: Tensor) -> Tensor:
-    """(A,) whether each running row's new ``token`` ends it: an end token, or the token that
-    completes a stop string in ``so_far`` (A, step + 1), its response up to and with it."""
+def _ended(token, eos, stops: StopStrings | None, response, rows, step: int) -> Tensor:
+    """(A,) whether each running row's new ``token`` ends it: an end token, or one that completes
+    a stop string (its response so far is gathered only when there are stop strings)."""
     ended = torch.isin(token, eos)
     if stops is not None:
-        ended |= stops.completed(so_far)
+        ended |= stops.completed(response[rows, : step + 1])
     return ended
 
 
