@@ -61,12 +61,12 @@ def timed_threads(fn, thread_counts, repeats: int = 5, retries: int = 2) -> list
     noted in ``retaken``).
     """
     fewest = min(range(len(thread_counts)), key=lambda i: thread_counts[i])
-    best: list[float] | None = None
+    best, best_ratio = [], float("inf")
     for attempt in range(1 + retries):
         medians = _timed_threads_once(fn, thread_counts, repeats)
         ratio = max(medians) / max(medians[fewest], 1e-12)
-        if best is None or ratio < max(best) / max(best[fewest], 1e-12):
-            best = medians
+        if ratio < best_ratio:
+            best, best_ratio = medians, ratio
         if ratio <= CONTENDED or max(medians) - medians[fewest] < MATERIAL_S:
             break
         if attempt < retries:
